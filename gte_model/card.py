@@ -1,0 +1,55 @@
+"""The model card (README.md) of an export, rendered from its gte_export.json."""
+
+from __future__ import annotations
+
+import json
+
+
+def render_card(meta: dict) -> str:
+    """Markdown model card: base model, pooling, dimensions, max length, prompts, training config, results."""
+    prompts = meta.get("prompts") or {}
+    lines = [
+        "---",
+        "library_name: sentence-transformers",
+        "pipeline_tag: sentence-similarity",
+        "tags: [sentence-transformers, feature-extraction, gte]",
+        "language: [en]",
+        "---",
+        "",
+        "# GTE-style text embedding model",
+        "",
+        "Trained with the gte-train framework (two-stage contrastive learning, mean pooling, cosine similarity).",
+        "",
+        "| property | value |",
+        "| --- | --- |",
+        f"| base model | {meta.get('base_model') or 'unknown'} |",
+        f"| pooling | {meta.get('pooling')} |",
+        f"| dimensions | {meta.get('dim')} |",
+        f"| max sequence length | {meta.get('max_seq_len')} |",
+        f"| L2-normalised output | {meta.get('normalize')} |",
+        f"| query prompt | {prompts.get('query', '')!r} |",
+        f"| document prompt | {prompts.get('document', '')!r} |",
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "from sentence_transformers import SentenceTransformer",
+        "model = SentenceTransformer('path/to/this/folder')",
+        "emb = model.encode(['a sentence', 'another one'])",
+        "```",
+        "",
+        "With transformers alone: `AutoModel` + `AutoTokenizer`, mean of the last hidden states over the attention",
+        "mask, then L2 normalisation if the table says so.",
+        "",
+    ]
+    results = meta.get("eval_results") or {}
+    if results:
+        lines += ["## Evaluation", "", "| task | metric | value |", "| --- | --- | --- |"]
+        for task, metrics in sorted(results.items()):
+            for name, value in sorted(metrics.items()):
+                shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+                lines.append(f"| {task} | {name} | {shown} |")
+        lines.append("")
+    if meta.get("train_config"):
+        lines += ["## Training configuration", "", "```json", json.dumps(meta["train_config"], indent=2), "```", ""]
+    return "\n".join(lines)

@@ -1,0 +1,97 @@
+"""Typed YAML configs with dotted command-line overrides, shared by `gte train`, `gte prep`, `gte mine`, `gte run`.
+
+A schema is a dataclass (fields documented where declared). `load_config(Schema, "x.yaml", ["optim.lr=1e-4"])`
+merges defaults <- YAML <- overrides through OmegaConf structured configs, so unknown keys and wrong types fail;
+we re-raise with a close-match hint and the exact spelling to use on the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config problem a user can fix; the message lists every problem found."""
+
+
+def load_config(schema: type[T], path: str | Path | None, overrides: list[str] | None = None) -> T:
+    """Defaults of `schema` <- YAML file <- `key=value` overrides -> a validated `schema` instance."""
+    base = OmegaConf.structured(schema)
+    layers = []
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        layers.append((str(path), OmegaConf.load(path)))
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value (e.g. train.max_steps=100)")
+        layers.append((f"override {item!r}", OmegaConf.from_dotlist([item])))
+    problems = []
+    merged = base
+    for where, layer in layers:
+        try:
+            merged = OmegaConf.merge(merged, layer)
+        except (ConfigKeyError, ValidationError, OmegaConfBaseException) as exc:
+            problems.append(f"{where}: {_explain(exc, schema)}")
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+    cfg = OmegaConf.to_object(merged)
+    check = getattr(cfg, "validate", None)
+    if check is not None:
+        errors = check()
+        if errors:
+            raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+    return cfg
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """Plain dict of a (nested) config dataclass, for saving next to a run or in an export."""
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    Path(path).write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+
+
+def dump_config(cfg: Any) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def _explain(exc: OmegaConfBaseException, schema: type) -> str:
+    key = getattr(exc, "full_key", None) or ""
+    msg = str(exc).splitlines()[0]
+    if isinstance(exc, ConfigKeyError) and key:
+        known = _all_keys(schema)
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]}?" if close else f"; known keys under it: {_siblings(key, known)}"
+        return f"unknown key {key}{hint}"
+    return f"{key or '?'}: {msg}"
+
+
+def _all_keys(schema: type, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(schema):
+        name = f"{prefix}{f.name}"
+        keys.append(name)
+        ftype = f.type if isinstance(f.type, type) else None
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore
+        if dataclasses.is_dataclass(default):
+            keys += _all_keys(type(default), name + ".")
+        elif ftype is not None and dataclasses.is_dataclass(ftype):
+            keys += _all_keys(ftype, name + ".")
+    return keys
+
+
+def _siblings(key: str, known: list[str]) -> str:
+    parent = key.rsplit(".", 1)[0] + "." if "." in key else ""
+    names = sorted({k[len(parent) :].split(".")[0] for k in known if k.startswith(parent)})
+    return ", ".join(names) or "(none)"

@@ -1,0 +1,170 @@
+"""GTEModel: a BERT-family backbone + pooling (+ optional L2 normalisation at inference).
+
+One object serves training (`forward` returns pooled embeddings with gradients) and inference
+(`encode`: length-sorted batches, inference mode, optional bf16 autocast). `save_pretrained` writes a folder
+that transformers and sentence-transformers load to the same vectors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from gte_model.pooling import POOLING_MODES, pool
+
+# Show a progress bar in `encode` from this many texts on (unless asked explicitly).
+_PROGRESS_MIN_TEXTS = 2000
+
+
+def check_texts(texts: Sequence[str] | str, what: str = "texts") -> list[str]:
+    """Validate a list of input texts; a bare string is a common mistake and is refused."""
+    if isinstance(texts, str):
+        raise TypeError(f"{what} must be a list of strings, got a single str; wrap it: [{texts[:30]!r}]")
+    try:
+        items = list(texts)
+    except TypeError as exc:
+        raise TypeError(f"{what} must be a list of strings, got {type(texts).__name__}") from exc
+    for i, t in enumerate(items):
+        if not isinstance(t, str):
+            raise TypeError(f"{what}[{i}] is {type(t).__name__} ({t!r}); every item must be a str")
+    return items
+
+
+def collate(ids: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad token id lists into input_ids / attention_mask / token_type_ids tensors [B, T]."""
+    width = max((len(x) for x in ids), default=0)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for row, x in enumerate(ids):
+        input_ids[row, : len(x)] = torch.tensor(x, dtype=torch.long)
+        attention_mask[row, : len(x)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": torch.zeros_like(input_ids)}
+
+
+class GTEModel(nn.Module):
+    """A text encoder: backbone -> token states -> pooled vector."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        tokenizer,
+        pooling: str = "mean",
+        normalize: bool = True,
+        max_seq_len: int = 512,
+        prompts: dict[str, str] | None = None,
+        base_model: str | None = None,
+    ) -> None:
+        super().__init__()
+        if pooling not in POOLING_MODES:
+            raise ValueError(f"pooling={pooling!r} is not supported; choose one of {POOLING_MODES}")
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.normalize = normalize
+        self.max_seq_len = int(max_seq_len)
+        # Prompts are prefixes prepended to the text, e.g. {"query": "query: ", "document": ""}.
+        self.prompts = dict(prompts or {})
+        self.base_model = base_model
+
+    # ---- properties -----------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return int(self.backbone.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ---- training -------------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Pooled embeddings [B, H] (not normalised: the losses normalise for cosine)."""
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        return pool(out.last_hidden_state, attention_mask, self.pooling)  # [B, T, H] -> [B, H]
+
+    def tokenize_ids(self, texts: Sequence[str], max_seq_len: int | None = None) -> list[list[int]]:
+        """Token ids per text, truncated to max_seq_len (special tokens included), no padding."""
+        limit = int(max_seq_len or self.max_seq_len)
+        enc = self.tokenizer(list(texts), truncation=True, max_length=limit, padding=False)
+        return enc["input_ids"]
+
+    def tokenize(self, texts: Sequence[str], max_seq_len: int | None = None) -> dict[str, torch.Tensor]:
+        """Padded batch tensors for `forward`."""
+        return collate(self.tokenize_ids(texts, max_seq_len), self.tokenizer.pad_token_id)
+
+    def prompt_text(self, prompt: str | None) -> str:
+        """Resolve a prompt name ("query", "document") or a literal prefix to the prefix string."""
+        if prompt is None:
+            return ""
+        return self.prompts.get(prompt, prompt)
+
+    # ---- inference ------------------------------------------------------------------------------------
+    def encode(
+        self,
+        texts: Sequence[str],
+        batch_size: int = 32,
+        max_seq_len: int | None = None,
+        normalize: bool | None = None,
+        prompt: str | None = None,
+        bf16: bool = False,
+        show_progress: bool | None = None,
+        convert_to_tensor: bool = False,
+    ) -> np.ndarray | torch.Tensor:
+        """Embed texts -> float32 [N, dim] (numpy, or a CPU tensor with convert_to_tensor=True).
+
+        Texts are sorted by token length so each batch pads to a similar width, then returned in input order.
+        `prompt` is a prompt name of this model ("query", "document") or a literal prefix.
+        """
+        items = check_texts(texts)
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        normalize = self.normalize if normalize is None else normalize
+        out = torch.zeros((len(items), self.dim), dtype=torch.float32)
+        if items:
+            prefix = self.prompt_text(prompt)
+            ids = self.tokenize_ids([prefix + t for t in items], max_seq_len)
+            order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # longest first: OOM shows up at once
+            show = len(items) >= _PROGRESS_MIN_TEXTS if show_progress is None else show_progress
+            was_training = self.training
+            self.eval()
+            device = self.device
+            autocast = (
+                torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+            )
+            with torch.inference_mode(), autocast:
+                for start in tqdm(range(0, len(order), batch_size), disable=not show, desc="encode", unit="batch"):
+                    idx = order[start : start + batch_size]
+                    batch = collate([ids[i] for i in idx], self.tokenizer.pad_token_id)
+                    emb = self(**{k: v.to(device) for k, v in batch.items()}).float()
+                    if normalize:
+                        emb = F.normalize(emb, p=2, dim=-1)
+                    out[torch.tensor(idx)] = emb.cpu()
+            self.train(was_training)
+        return out if convert_to_tensor else out.numpy()
+
+    # ---- persistence ----------------------------------------------------------------------------------
+    def save_pretrained(
+        self, out_dir: str | Path, train_config: dict | None = None, eval_results: dict | None = None
+    ) -> Path:
+        """Export to a folder that AutoModel/AutoTokenizer and SentenceTransformer load; see gte_model.export."""
+        from gte_model.export import export_model
+
+        return export_model(self, out_dir, train_config=train_config, eval_results=eval_results)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, **kwargs) -> GTEModel:
+        """Load by preset, packaged short name or local folder; see gte_model.load.load_model."""
+        from gte_model.load import load_model
+
+        return load_model(name_or_path, **kwargs)

@@ -1,0 +1,20 @@
+"""Pooling of token states into one vector per text. Pure tensor functions."""
+
+from __future__ import annotations
+
+import torch
+
+POOLING_MODES = ("mean", "cls")
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str = "mean") -> torch.Tensor:
+    """Pool token states [B, T, H] into [B, H]: mean over non-padding tokens, or the first (CLS) token."""
+    if mode == "cls":
+        return hidden[:, 0]
+    if mode != "mean":
+        raise ValueError(f"pooling={mode!r} is not supported; choose one of {POOLING_MODES}")
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
+    summed = (hidden * mask).sum(dim=1)  # [B, H]
+    # clamp: an all-padding row (never produced by the tokenizer, but cheap to guard) gives 0, not NaN
+    counts = mask.sum(dim=1).clamp(min=1e-9)  # [B, 1]
+    return summed / counts

@@ -1,0 +1,53 @@
+"""Shared fixtures: a tiny random BERT with a vocabulary the test writes itself (no files, no hub)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_MODE", "offline")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+WORDS = (
+    "the a an is are was of to and in on for with by at from cat dog man woman child plays playing guitar piano "
+    "music instrument market stock price fell rose today news report package library python file data text "
+    "query document answer question definition word sentence model train test small large red blue green run"
+).split()
+
+
+def write_vocab(folder) -> str:
+    """A WordPiece vocab: specials, the word list, single letters and ##-suffix letters."""
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789.,!?'-:;()")
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *letters, *("##" + c for c in letters)]
+    path = os.path.join(folder, "vocab.txt")
+    with open(path, "w") as fh:
+        fh.write("\n".join(dict.fromkeys(tokens)) + "\n")
+    return path
+
+
+def make_tiny_model(folder, seed: int = 0, **kwargs):
+    from transformers import BertTokenizerFast
+
+    from gte_model import build_from_preset
+
+    torch.manual_seed(seed)
+    tokenizer = BertTokenizerFast(vocab_file=write_vocab(folder), do_lower_case=True)
+    return build_from_preset("tiny", tokenizer, **kwargs)
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    """A fresh 2-layer, 32-hidden BERT + mean pooling, fp32, on the CPU."""
+    return make_tiny_model(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The packaged all-MiniLM-L6-v2 (installed by scripts/setup.sh)."""
+    from gte_model import load_model
+
+    return load_model("all-MiniLM-L6-v2")

@@ -1,0 +1,7 @@
+"""`python -m train CONFIG [key=value ...]` is `gte train CONFIG ...`."""
+
+import sys
+
+from train.cli import main
+
+raise SystemExit(main(["train", *sys.argv[1:]]))
