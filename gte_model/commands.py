@@ -44,8 +44,9 @@ def export_main(argv: list[str]) -> int:
     parser.add_argument("--pooling", choices=["mean", "cls"], default=None)
     parser.add_argument("--no-normalize", action="store_true", help="export without the L2 normalisation module")
     args = parser.parse_args(argv)
-    model = load_model(args.src, pooling=args.pooling, max_seq_len=args.max_seq_len,
-                       normalize=False if args.no_normalize else None)
+    model = load_model(
+        args.src, pooling=args.pooling, max_seq_len=args.max_seq_len, normalize=False if args.no_normalize else None
+    )
     out = model.save_pretrained(args.out)
     print(f"exported {args.src} -> {out}")
     return 0

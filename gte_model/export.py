@@ -19,7 +19,9 @@ from pathlib import Path
 from gte_model.card import render_card
 
 
-def export_model(model, out_dir: str | Path, train_config: dict | None = None, eval_results: dict | None = None) -> Path:
+def export_model(
+    model, out_dir: str | Path, train_config: dict | None = None, eval_results: dict | None = None
+) -> Path:
     """Write `model` (a GTEModel) to out_dir atomically; returns the folder."""
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -83,7 +85,9 @@ def _write_st(model, folder: Path) -> None:
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
     ]
     if model.normalize:
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        modules.append(
+            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+        )
         (folder / "2_Normalize").mkdir()
     _write_json(folder / "modules.json", modules)
     _write_json(folder / "sentence_bert_config.json", {"max_seq_length": model.max_seq_len, "do_lower_case": False})

@@ -62,7 +62,9 @@ def load_model(
     if name in PRESETS:
         tok_src = tokenizer_from or packaged_model_path(DEFAULT_MODEL)
         tokenizer = AutoTokenizer.from_pretrained(str(tok_src))
-        return build_from_preset(name, tokenizer, pooling=pooling or "mean", normalize=normalize, max_seq_len=max_seq_len)
+        return build_from_preset(
+            name, tokenizer, pooling=pooling or "mean", normalize=normalize, max_seq_len=max_seq_len
+        )
     if name.lower() in PACKAGED:
         path = packaged_model_path(name)
     else:
@@ -184,7 +186,9 @@ def _load_folder(path: Path, pooling, normalize, max_seq_len, trust_remote_code:
         tokenizer,
         pooling=pooling or settings.get("pooling", "mean"),
         normalize=settings.get("normalize", True) if normalize is None else normalize,
-        max_seq_len=max_seq_len or settings.get("max_seq_len") or min(getattr(config, "max_position_embeddings", 512), 512),
+        max_seq_len=max_seq_len
+        or settings.get("max_seq_len")
+        or min(getattr(config, "max_position_embeddings", 512), 512),
         prompts=settings.get("prompts"),
         base_model=base,
     )

@@ -1,12 +1,12 @@
 """The `gte` command: one entry point, one subcommand per job.
 
-  gte encode [--model NAME] TEXT...      embed texts and print their cosine similarities
-  gte export SRC OUT                      write SRC (preset, packaged name or folder) as a loadable export
-  gte prep CONFIG [key=value ...]         build relevance pairs from raw corpora        (data_prep.prep)
-  gte mine CONFIG [key=value ...]         mine hard negatives                           (data_prep.mine)
-  gte train CONFIG [key=value ...]        train one stage                               (train.loop)
-  gte eval MODEL [--tasks ...]            evaluate an export                            (train.evaluate)
-  gte run CONFIG [key=value ...]          the whole pipeline: prep -> train -> mine -> train -> eval
+gte encode [--model NAME] TEXT...      embed texts and print their cosine similarities
+gte export SRC OUT                      write SRC (preset, packaged name or folder) as a loadable export
+gte prep CONFIG [key=value ...]         build relevance pairs from raw corpora        (data_prep.prep)
+gte mine CONFIG [key=value ...]         mine hard negatives                           (data_prep.mine)
+gte train CONFIG [key=value ...]        train one stage                               (train.loop)
+gte eval MODEL [--tasks ...]            evaluate an export                            (train.evaluate)
+gte run CONFIG [key=value ...]          the whole pipeline: prep -> train -> mine -> train -> eval
 """
 
 from __future__ import annotations
