@@ -65,6 +65,10 @@ class GTEModel(nn.Module):
         if pooling not in POOLING_MODES:
             raise ValueError(f"pooling={pooling!r} is not supported; choose one of {POOLING_MODES}")
         self.backbone = backbone
+        # BERT's pooler (a dense layer on [CLS]) is never used by our pooling: freeze it so DDP does not wait for
+        # its gradients, yet keep its weights so AutoModel loads the export without "newly initialised" warnings.
+        if getattr(backbone, "pooler", None) is not None:
+            backbone.pooler.requires_grad_(False)
         self.tokenizer = tokenizer
         self.pooling = pooling
         self.normalize = normalize
