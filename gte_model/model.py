@@ -107,11 +107,14 @@ class GTEModel(nn.Module):
         """Padded batch tensors for `forward`."""
         return collate(self.tokenize_ids(texts, max_seq_len), self.tokenizer.pad_token_id)
 
-    def prompt_text(self, prompt: str | None) -> str:
-        """Resolve a prompt name ("query", "document") or a literal prefix to the prefix string."""
-        if prompt is None:
-            return ""
-        return self.prompts.get(prompt, prompt)
+    def prompt_text(self, prompt_name: str | None = None, prompt: str | None = None) -> str:
+        """The prefix to prepend: a literal `prompt`, or the model's prompt called `prompt_name` ("query",
+        "document"); a name this model has no prompt for means no prefix (the model was trained without one)."""
+        if prompt is not None and prompt_name is not None:
+            raise ValueError(f"give prompt_name={prompt_name!r} or prompt={prompt!r}, not both")
+        if prompt is not None:
+            return prompt
+        return self.prompts.get(prompt_name, "") if prompt_name else ""
 
     # ---- inference ------------------------------------------------------------------------------------
     def encode(
@@ -120,6 +123,7 @@ class GTEModel(nn.Module):
         batch_size: int = 32,
         max_seq_len: int | None = None,
         normalize: bool | None = None,
+        prompt_name: str | None = None,
         prompt: str | None = None,
         bf16: bool = False,
         show_progress: bool | None = None,
@@ -128,7 +132,8 @@ class GTEModel(nn.Module):
         """Embed texts -> float32 [N, dim] (numpy, or a CPU tensor with convert_to_tensor=True).
 
         Texts are sorted by token length so each batch pads to a similar width, then returned in input order.
-        `prompt` is a prompt name of this model ("query", "document") or a literal prefix.
+        `prompt_name` picks one of the model's prompts ("query", "document"; as in sentence-transformers), `prompt`
+        is a literal prefix.
         """
         items = check_texts(texts)
         if batch_size < 1:
@@ -136,7 +141,7 @@ class GTEModel(nn.Module):
         normalize = self.normalize if normalize is None else normalize
         out = torch.zeros((len(items), self.dim), dtype=torch.float32)
         if items:
-            prefix = self.prompt_text(prompt)
+            prefix = self.prompt_text(prompt_name, prompt)
             ids = self.tokenize_ids([prefix + t for t in items], max_seq_len)
             order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # longest first: OOM shows up at once
             show = len(items) >= _PROGRESS_MIN_TEXTS if show_progress is None else show_progress

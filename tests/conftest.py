@@ -35,7 +35,9 @@ def make_tiny_model(folder, seed: int = 0, **kwargs):
     from gte_model import build_from_preset
 
     torch.manual_seed(seed)
-    tokenizer = BertTokenizerFast(vocab_file=write_vocab(folder), do_lower_case=True)
+    # transformers 5 ignores vocab_file= (every word became [UNK]); from_pretrained reads vocab.txt in 4 and 5.
+    write_vocab(folder)
+    tokenizer = BertTokenizerFast.from_pretrained(str(folder), do_lower_case=True)
     return build_from_preset("tiny", tokenizer, **kwargs)
 
 

@@ -65,3 +65,13 @@ def test_encode_restores_training_mode(tiny_model):
     tiny_model.train()
     tiny_model.encode(["the cat"])
     assert tiny_model.training
+
+
+def test_prompt_name_without_a_prompt_adds_nothing_and_literal_prompt_is_prepended(tiny_model):
+    plain = tiny_model.encode(["the cat"])
+    np.testing.assert_allclose(tiny_model.encode(["the cat"], prompt_name="query"), plain, atol=1e-6)
+    np.testing.assert_allclose(
+        tiny_model.encode(["the cat"], prompt="a "), tiny_model.encode(["a the cat"]), atol=1e-6
+    )
+    with pytest.raises(ValueError, match="not both"):
+        tiny_model.encode(["the cat"], prompt_name="query", prompt="x")

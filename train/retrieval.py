@@ -1,0 +1,141 @@
+"""Retrieval evaluation on a BEIR-format folder: exact dense search in blocks, metrics from ir-measures.
+
+BEIR folder: corpus.jsonl {"_id","title","text"}, queries.jsonl {"_id","text"}, qrels/<split>.tsv with the header
+"query-id\tcorpus-id\tscore". Queries get the model's "query" prompt and documents its "document" prompt (when
+the model has them), exactly as in training. Metrics are computed by ir-measures (pytrec_eval underneath), not
+by hand, so they match the numbers other BEIR/MTEB tools report.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import ir_measures
+import numpy as np
+import torch
+from ir_measures import RR, R, nDCG
+
+# Report names -> ir-measures measures. RR@10 is MRR@10 (mean over queries of the reciprocal rank).
+MEASURES = {"ndcg@10": nDCG @ 10, "mrr@10": RR @ 10, "recall@100": R @ 100}
+TOP_K = 100
+# Scores held at once while searching: query block x corpus <= this many floats (256 MB), whatever the corpus.
+_SCORE_BUDGET = 64 * 1024 * 1024
+
+
+def load_beir(folder: str | Path, split: str = "test") -> tuple[dict[str, str], dict[str, str], dict[str, dict]]:
+    """(corpus id -> text, query id -> text for queries with judgements, qrels {qid: {doc id: grade}})."""
+    folder = Path(folder)
+    paths = {"corpus": folder / "corpus.jsonl", "queries": folder / "queries.jsonl",
+             "qrels": folder / "qrels" / f"{split}.tsv"}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} is not a BEIR-format folder: missing {', '.join(missing)} "
+                                "(data prep writes one per source under <pairs dir>/beir/<source>)")
+    corpus = {}
+    for row in _read_jsonl(paths["corpus"]):
+        # BEIR's convention (and sentence-transformers'): the title is prepended to the text.
+        title, text = row.get("title") or "", row.get("text") or ""
+        corpus[str(row["_id"])] = f"{title} {text}".strip() if title else text
+    qrels = _read_qrels(paths["qrels"])
+    all_queries = {str(row["_id"]): row["text"] for row in _read_jsonl(paths["queries"])}
+    unknown = sorted(set(qrels) - set(all_queries))
+    if unknown:
+        raise ValueError(f"{paths['qrels']}: {len(unknown)} judged query ids are not in queries.jsonl, "
+                         f"e.g. {unknown[:3]}; write every judged query to queries.jsonl")
+    queries = {qid: all_queries[qid] for qid in qrels}
+    return corpus, queries, qrels
+
+
+def search(query_emb: np.ndarray, corpus_emb: np.ndarray, top_k: int = TOP_K) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-k: (scores [Q, k], corpus indices [Q, k]), best first.
+
+    Queries go in blocks so that at most _SCORE_BUDGET scores exist at once: never the full Q x N matrix.
+    """
+    corpus = torch.from_numpy(np.ascontiguousarray(corpus_emb, dtype=np.float32))  # [N, D]
+    queries = torch.from_numpy(np.ascontiguousarray(query_emb, dtype=np.float32))  # [Q, D]
+    k = min(top_k, corpus.shape[0])
+    block = max(1, _SCORE_BUDGET // max(1, corpus.shape[0]))
+    scores, indices = [], []
+    for start in range(0, queries.shape[0], block):
+        sims = queries[start : start + block] @ corpus.T  # [b, N]
+        top = torch.topk(sims, k, dim=1)  # [b, k]
+        scores.append(top.values)
+        indices.append(top.indices)
+    if not scores:
+        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+    return torch.cat(scores).numpy(), torch.cat(indices).numpy()
+
+
+def retrieval_metrics(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
+    """nDCG@10, MRR@10, Recall@100 averaged over the judged queries (ir-measures)."""
+    # A judged query that retrieved nothing still counts, as a zero: give it an empty ranking explicitly.
+    run = {qid: run.get(qid, {}) for qid in qrels}
+    per_query = {name: {qid: 0.0 for qid in qrels} for name in MEASURES}
+    names = {measure: name for name, measure in MEASURES.items()}
+    for metric in ir_measures.iter_calc(list(MEASURES.values()), qrels, run):
+        per_query[names[metric.measure]][metric.query_id] = float(metric.value)
+    return {name: float(np.mean(list(values.values()))) if values else 0.0 for name, values in per_query.items()}
+
+
+def ranking_run(qids: list[str], doc_ids: list[str], scores: np.ndarray, indices: np.ndarray, top_k: int = TOP_K,
+                ignore_identical_ids: bool = False) -> dict[str, dict[str, float]]:
+    """A run {qid: {doc id: score}} (top_k per query) from search() output over rows of qids / columns of doc_ids."""
+    run = {}
+    for row, qid in enumerate(qids):
+        hits = {doc_ids[j]: float(s) for j, s in zip(indices[row], scores[row])}
+        if ignore_identical_ids:
+            hits.pop(qid, None)
+        run[qid] = dict(sorted(hits.items(), key=lambda kv: -kv[1])[:top_k])
+    return run
+
+
+def evaluate_beir(model, beir_dir: str | Path, batch_size: int = 64, bf16: bool = False, split: str = "test",
+                  top_k: int = TOP_K, ignore_identical_ids: bool = False) -> dict:
+    """Encode queries and corpus with `model` (a GTEModel), search exactly, score with ir-measures.
+
+    ignore_identical_ids drops a document whose id equals the query id (BEIR's option for sets where queries
+    are also documents); off by default because our held-out sets may give a query and its positive one id.
+    """
+    corpus, queries, qrels = load_beir(beir_dir, split)
+    doc_ids, qids = list(corpus), list(queries)
+    q_emb = model.encode([queries[q] for q in qids], batch_size=batch_size, normalize=True, prompt_name="query",
+                         bf16=bf16)  # [Q, dim]
+    d_emb = model.encode([corpus[d] for d in doc_ids], batch_size=batch_size, normalize=True, prompt_name="document",
+                         bf16=bf16)  # [N, dim]
+    # One extra candidate so that dropping the query's own id still leaves top_k.
+    scores, indices = search(q_emb, d_emb, top_k + int(ignore_identical_ids))
+    run = ranking_run(qids, doc_ids, scores, indices, top_k, ignore_identical_ids)
+    return {**retrieval_metrics(qrels, run), "queries": len(qids), "documents": len(doc_ids)}
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+            if "_id" not in row:
+                raise ValueError(f"{path}:{lineno}: the row has no '_id' field")
+            rows.append(row)
+    return rows
+
+
+def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            fields = line.rstrip("\n").split("\t")
+            if lineno == 1 and fields[0] == "query-id" or not line.strip():
+                continue
+            if len(fields) != 3:
+                raise ValueError(f"{path}:{lineno}: expected query-id<TAB>corpus-id<TAB>score, got {line!r}")
+            try:
+                qrels.setdefault(fields[0], {})[fields[1]] = int(float(fields[2]))
+            except ValueError as exc:
+                raise ValueError(f"{path}:{lineno}: score {fields[2]!r} is not a number") from exc
+    return qrels

