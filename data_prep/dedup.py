@@ -1,0 +1,159 @@
+"""Exact and near-duplicate removal (datasketch MinHash + MinHashLSH) and decontamination against evaluation texts.
+
+Texts are compared in canonical form (lower-cased word characters). Exact dedup hashes that form; near dedup
+MinHashes its word n-gram shingles (a text shorter than n words is one shingle, so short texts match only when
+equal). Signatures are uint32 arrays computed once per text (in worker processes) and kept in one matrix, so the
+index and the candidate check never re-read text. Decisions are taken in record order in one process: the first
+record of a duplicate group is kept, whatever `num_proc` computed the signatures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+from datasketch import LeanMinHash, MinHash, MinHashLSH
+
+from data_prep.clean import canonical
+
+SCHEME = "affine32"
+
+
+@dataclass
+class DedupConfig:
+    exact: bool = True  # drop pairs whose canonical text hash was seen before
+    near: bool = True  # drop MinHash-LSH near-duplicates
+    num_perm: int = 64  # MinHash permutations: 64 keeps the index small and the hashing fast
+    threshold: float = 0.8  # Jaccard similarity of word shingles at or above which two texts are near-duplicates
+    shingle_words: int = 3  # word n-gram size of the shingles
+    seed: int = 1  # MinHash permutation seed (not the split seed: signatures stay comparable across runs)
+    # Per-source override of what must match: "pair" (query and positive) or "positive" (the positive alone).
+    match: dict[str, str] = field(default_factory=dict)
+
+
+def text_hash(text: str) -> int:
+    """64-bit hash of the canonical form (stable across processes and runs, unlike `hash`)."""
+    return int.from_bytes(hashlib.blake2b(canonical(text).encode(), digest_size=8).digest(), "little")
+
+
+def shingles(text: str, n: int) -> list[bytes]:
+    words = canonical(text).split() or [text.strip().lower()]
+    if len(words) <= n:
+        return [" ".join(words).encode()]
+    return list(dict.fromkeys(" ".join(words[i:i + n]).encode() for i in range(len(words) - n + 1)))
+
+
+class Signer:
+    """MinHash signatures as uint32 arrays; one instance per process (the permutations are built once)."""
+
+    def __init__(self, num_perm: int, seed: int, shingle_words: int) -> None:
+        self.template = MinHash(num_perm=num_perm, seed=seed, scheme=SCHEME)
+        self.shingle_words = shingle_words
+
+    def signature(self, text: str) -> np.ndarray:
+        self.template.clear()
+        self.template.update_batch(shingles(text, self.shingle_words))
+        return self.template.hashvalues.astype(np.uint32)  # [num_perm]
+
+    def signatures(self, texts: list[str]) -> np.ndarray:
+        out = np.empty((len(texts), self.template.num_perm), dtype=np.uint32)  # [N, num_perm]
+        for i, text in enumerate(texts):
+            out[i] = self.signature(text)
+        return out
+
+
+def lean(signature: np.ndarray, seed: int) -> LeanMinHash:
+    return LeanMinHash(seed=seed, hashvalues=signature.astype(np.uint32), scheme=SCHEME)
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """MinHash estimate of the Jaccard similarity of two signatures."""
+    return float(np.mean(a == b))
+
+
+def exact_dedup(source_ids: np.ndarray, pos_hash: np.ndarray, pair_hash: np.ndarray, by_positive: np.ndarray,
+                keep: np.ndarray, num_sources: int) -> tuple[np.ndarray, np.ndarray]:
+    """Drop each record whose canonical positive (by_positive) or pair hash was seen earlier among kept records.
+
+    -> (keep mask, counts [num_sources, 2]: drops whose first copy came from the same source / another source)
+    """
+    keep = keep.copy()
+    counts = np.zeros((num_sources, 2), dtype=np.int64)
+    seen_pos: dict[int, int] = {}
+    seen_pair: dict[int, int] = {}
+    for i in np.flatnonzero(keep):
+        h_pos, h_pair, src = int(pos_hash[i]), int(pair_hash[i]), int(source_ids[i])
+        first = seen_pos.get(h_pos) if by_positive[i] else seen_pair.get(h_pair)
+        if first is not None:
+            keep[i] = False
+            counts[src, 0 if first == src else 1] += 1
+            continue
+        seen_pos.setdefault(h_pos, src)
+        seen_pair.setdefault(h_pair, src)
+    return keep, counts
+
+
+def near_dedup(q_sig: np.ndarray, p_sig: np.ndarray, source_ids: np.ndarray, by_positive: np.ndarray,
+               keep: np.ndarray, num_sources: int, cfg: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Drop records whose positive (and, in pair mode, query) near-duplicates an earlier kept record.
+
+    The LSH index holds kept positives only; each candidate it returns is confirmed on the signatures.
+    -> (keep mask, counts [num_sources, 2] as in `exact_dedup`)
+    """
+    keep = keep.copy()
+    counts = np.zeros((num_sources, 2), dtype=np.int64)
+    lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm)
+    for i in np.flatnonzero(keep):
+        sketch = lean(p_sig[i], cfg.seed)
+        duplicate_of = None
+        for j in sorted(lsh.query(sketch)):
+            if similarity(p_sig[i], p_sig[j]) < cfg.threshold:
+                continue
+            if by_positive[i] or similarity(q_sig[i], q_sig[j]) >= cfg.threshold:
+                duplicate_of = j
+                break
+        if duplicate_of is None:
+            lsh.insert(int(i), sketch, check_duplication=False)
+        else:
+            keep[i] = False
+            counts[source_ids[i], 0 if source_ids[i] == source_ids[duplicate_of] else 1] += 1
+    return keep, counts
+
+
+class EvalIndex:
+    """Evaluation texts (STS-B test, held-out queries and positives): exact hashes + an LSH over their MinHashes."""
+
+    def __init__(self, cfg: DedupConfig, threshold: float) -> None:
+        self.cfg, self.threshold = cfg, threshold
+        self.lsh = MinHashLSH(threshold=threshold, num_perm=cfg.num_perm)
+        self.hashes: set[int] = set()
+        self.sigs: list[np.ndarray] = []
+
+    def add(self, hashes: np.ndarray, sigs: np.ndarray) -> None:
+        for h, sig in zip(hashes, sigs):
+            if int(h) in self.hashes:
+                continue
+            self.hashes.add(int(h))
+            self.lsh.insert(len(self.sigs), lean(sig, self.cfg.seed), check_duplication=False)
+            self.sigs.append(sig)
+
+    def __len__(self) -> int:
+        return len(self.sigs)
+
+    def matches(self, h: int, sig: np.ndarray) -> bool:
+        if int(h) in self.hashes:
+            return True
+        return any(similarity(sig, self.sigs[j]) >= self.threshold for j in self.lsh.query(lean(sig, self.cfg.seed)))
+
+
+def decontaminate(index: EvalIndex, q_hash: np.ndarray, p_hash: np.ndarray, q_sig: np.ndarray, p_sig: np.ndarray,
+                  source_ids: np.ndarray, train: np.ndarray, num_sources: int) -> tuple[np.ndarray, np.ndarray]:
+    """Drop training records whose query or positive matches an evaluation text. -> (train mask, drops per source)"""
+    train = train.copy()
+    counts = np.zeros(num_sources, dtype=np.int64)
+    for i in np.flatnonzero(train):
+        if index.matches(q_hash[i], q_sig[i]) or index.matches(p_hash[i], p_sig[i]):
+            train[i] = False
+            counts[source_ids[i]] += 1
+    return train, counts

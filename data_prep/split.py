@@ -1,0 +1,57 @@
+"""Train / held-out split by key: every record of a key lands on the same side, so no key is on both sides.
+
+A key's position is a deterministic hash of (seed, key) mapped to [0, 1). Keys below `heldout_fraction` are
+held-out candidates; with `max_heldout_queries`, candidates are taken in ascending hash order until the distinct
+held-out queries of the source would exceed the cap, and the rest go to train (evaluation stays fast).
+The hash ignores the source name, so sources sharing keys (the two WordNet sources share synsets) split alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class SplitConfig:
+    heldout_fraction: float = 0.02  # share of keys (per source) that may be held out
+    max_heldout_queries: int | None = 1000  # cap on distinct held-out queries per source; None: no cap
+
+
+def key_hash(key: str, seed: int) -> int:
+    """64-bit position of a key; the split side depends on this alone (and the per-source cap)."""
+    return int.from_bytes(hashlib.blake2b(f"{seed}\x1f{key}".encode(), digest_size=8).digest(), "little")
+
+
+def key_unit(key: str, seed: int) -> float:
+    return key_hash(key, seed) / 2.0**64
+
+
+def assign_heldout(key_hashes: np.ndarray, query_hashes: np.ndarray, candidates: np.ndarray,
+                   cfg: SplitConfig) -> np.ndarray:
+    """Held-out mask over one source's records. key_hashes/query_hashes: uint64 [N]; candidates: bool [N]
+    (records still in play after dedup)."""
+    heldout = np.zeros(len(key_hashes), dtype=bool)
+    limit = np.uint64(min(int(cfg.heldout_fraction * 2.0**64), 2**64 - 1))
+    pool = candidates & (key_hashes < limit)
+    if not pool.any():
+        return heldout
+    idx = np.flatnonzero(pool)
+    order = idx[np.lexsort((idx, key_hashes[idx]))]  # ascending key hash, record order within a key
+    queries: set[int] = set()
+    cap = cfg.max_heldout_queries
+    start = 0
+    while start < len(order):
+        end = start
+        while end < len(order) and key_hashes[order[end]] == key_hashes[order[start]]:
+            end += 1
+        group = order[start:end]  # all records of one key
+        new = {int(query_hashes[i]) for i in group} - queries
+        if cap is not None and len(queries) + len(new) > cap:
+            break
+        queries |= new
+        heldout[group] = True
+        start = end
+    return heldout

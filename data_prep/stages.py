@@ -1,0 +1,250 @@
+"""Stage 1 of `gte prep` (read + clean + hash + MinHash, in worker processes) and the bookkeeping of counts.
+
+Records stream from each source in batches; workers clean them and compute per-record hashes and signatures;
+the main process appends results in submission order (so the output does not depend on `num_proc`), writes the
+cleaned records to staging Parquet shards and keeps only fixed-size arrays per record in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing as mp
+import resource
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from data_prep.clean import DROP_REASONS, LengthBounds, canonical, clean_record
+from data_prep.dedup import DedupConfig, Signer, text_hash
+from data_prep.readers import FieldMap, ReadStats, read_records
+from data_prep.split import key_hash
+from data_prep.write import ShardWriter
+
+_SIGNER: Signer | None = None
+
+
+@dataclass
+class Staged:
+    """Cleaned records on disk (`files`, in record order) and one row per record in each array."""
+
+    names: list[str] = field(default_factory=list)  # source names; source_ids index this list
+    files: list[Path] = field(default_factory=list)
+    counts: dict[str, Counter] = field(default_factory=dict)  # read / cleaning drops / over_cap / cleaned
+    reader_stats: dict[str, dict] = field(default_factory=dict)
+    source_ids: np.ndarray = None  # int32 [N]
+    key_hash: np.ndarray = None  # uint64 [N] split position of the key
+    q_hash: np.ndarray = None  # uint64 [N] canonical query
+    p_hash: np.ndarray = None  # uint64 [N] canonical positive
+    pair_hash: np.ndarray = None  # uint64 [N] canonical (query, positive)
+    by_positive: np.ndarray = None  # bool [N] dedup on the positive alone
+    q_sig: np.ndarray = None  # uint32 [N, num_perm]
+    p_sig: np.ndarray = None  # uint32 [N, num_perm]
+    q_len: np.ndarray = None  # int32 [N] whitespace tokens
+    p_len: np.ndarray = None  # int32 [N]
+
+
+def _init_worker(cfg: DedupConfig) -> None:
+    global _SIGNER
+    _SIGNER = Signer(cfg.num_perm, cfg.seed, cfg.shingle_words)
+
+
+def _pair_hash(query: str, positive: str) -> int:
+    text = canonical(query) + "\x1f" + canonical(positive)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+def process_batch(task: tuple[list[dict], LengthBounds, bool, int]) -> dict:
+    """Worker: clean a batch and compute its hashes and signatures."""
+    records, bounds, strip_html, seed = task
+    kept, drops = [], Counter()
+    for rec in records:
+        cleaned, why = clean_record(rec, bounds, strip_html)
+        if cleaned is None:
+            drops[(rec["source"], why)] += 1
+        else:
+            kept.append(cleaned)
+    queries = [r["query"] for r in kept]
+    positives = [r["positive"] for r in kept]
+    u64 = np.uint64
+    return {
+        "records": kept,
+        "drops": drops,
+        "key_hash": np.array([key_hash(r["key"], seed) for r in kept], dtype=u64),
+        "q_hash": np.array([text_hash(q) for q in queries], dtype=u64),
+        "p_hash": np.array([text_hash(p) for p in positives], dtype=u64),
+        "pair_hash": np.array([_pair_hash(q, p) for q, p in zip(queries, positives)], dtype=u64),
+        "q_sig": _SIGNER.signatures(queries),
+        "p_sig": _SIGNER.signatures(positives),
+        "q_len": np.array([len(q.split()) for q in queries], dtype=np.int32),
+        "p_len": np.array([len(p.split()) for p in positives], dtype=np.int32),
+    }
+
+
+def hash_and_sign(texts: list[str], cfg: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical hashes uint64 [N] and signatures uint32 [N, num_perm] of texts, in this process."""
+    signer = Signer(cfg.num_perm, cfg.seed, cfg.shingle_words)
+    return np.array([text_hash(t) for t in texts], dtype=np.uint64), signer.signatures(texts)
+
+
+def ordered_map(pool, fn: Callable, tasks: Iterable, window: int) -> Iterator:
+    """Results of fn over tasks in submission order, at most `window` tasks in flight (bounded memory)."""
+    if pool is None:
+        for task in tasks:
+            yield fn(task)
+        return
+    pending: deque = deque()
+    for task in tasks:
+        pending.append(pool.apply_async(fn, (task,)))
+        if len(pending) >= window:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
+
+
+def _batches(items: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    batch: list[dict] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _order_key(rec: dict) -> bytes:
+    # Fixed salt, independent of the split seed: a capped sample must not favour held-out keys.
+    return hashlib.blake2b(("order\x1f" + rec["key"]).encode(), digest_size=8).digest()
+
+
+def _spec_batches(cfg, name: str, spec, stats: ReadStats) -> Iterator[list[dict]]:
+    if spec is None:
+        from data_prep.sources import BUILTIN_SOURCES
+
+        records = BUILTIN_SOURCES[name]()
+        if _cap(cfg, name) is not None:
+            records = sorted(records, key=_order_key)
+        for batch in _batches(records, cfg.batch_size):
+            stats.rows += len(batch)
+            yield batch
+        return
+    fields = FieldMap(spec.query, spec.positive, spec.negatives, spec.source, spec.key)
+    yield from read_records(spec.path, fields, name, spec.format, cfg.on_error, cfg.batch_size, stats)
+
+
+def _cap(cfg, name: str) -> int | None:
+    return cfg.max_pairs.get(name, cfg.max_pairs.get("default"))
+
+
+def stage_all(cfg, work_dir: Path, by_positive: Callable[[object, str], bool]) -> Staged:
+    """Stage 1 over every configured source -> Staged (cleaned records written under work_dir)."""
+    from data_prep.prep import iter_config_sources
+
+    staged = Staged()
+    writer = ShardWriter(work_dir, "staged", "clean", cfg.rows_per_shard)
+    parts: dict[str, list] = {k: [] for k in ("source_ids", "key_hash", "q_hash", "p_hash", "pair_hash",
+                                                "by_positive", "q_sig", "p_sig", "q_len", "p_len")}
+    pool = None
+    if cfg.num_proc > 1:
+        pool = mp.get_context("spawn").Pool(cfg.num_proc, initializer=_init_worker, initargs=(cfg.dedup,))
+    else:
+        _init_worker(cfg.dedup)
+    try:
+        for name, spec in iter_config_sources(cfg):
+            stats = ReadStats()
+            tasks = ((batch, cfg.length, bool(spec and spec.strip_html), cfg.seed)
+                     for batch in _spec_batches(cfg, name, spec, stats))
+            for result in ordered_map(pool, process_batch, tasks, window=2 * cfg.num_proc):
+                if _absorb(cfg, staged, result, writer, parts, by_positive) and not (spec and spec.source):
+                    break  # the cap of this source is reached
+            staged.reader_stats[name] = {"rows": stats.rows, "skipped": stats.skipped, "problems": stats.problems}
+    finally:
+        if pool is not None:
+            pool.terminate()
+    writer.close()
+    staged.files = [work_dir / rel for rel in writer.files]
+    num_perm = cfg.dedup.num_perm
+    for key, chunks in parts.items():
+        if key in ("q_sig", "p_sig"):
+            setattr(staged, key, np.concatenate(chunks) if chunks else np.zeros((0, num_perm), np.uint32))
+        else:
+            setattr(staged, key, np.concatenate(chunks) if chunks else np.zeros(0, np.uint64))
+    staged.source_ids = staged.source_ids.astype(np.int32)
+    staged.by_positive = staged.by_positive.astype(bool)
+    return staged
+
+
+def _absorb(cfg, staged: Staged, result: dict, writer: ShardWriter, parts: dict, by_positive) -> bool:
+    """Append one batch result, honouring per-source caps. -> True when a cap was hit."""
+    for (source, why), count in result["drops"].items():
+        staged.counts.setdefault(source, Counter())[why] += count
+    take, capped = [], False
+    for i, rec in enumerate(result["records"]):
+        name = rec["source"]
+        if name not in staged.counts:
+            staged.counts[name] = Counter()
+        if name not in staged.names:
+            staged.names.append(name)
+        counts, cap = staged.counts[name], _cap(cfg, name)
+        if cap is not None and counts["cleaned"] >= cap:
+            counts["over_cap"] += 1
+            capped = True
+            continue
+        counts["cleaned"] += 1
+        take.append(i)
+        writer.add(rec)
+    for name in {r["source"] for r in result["records"]} | {s for s, _ in result["drops"]}:
+        staged.counts.setdefault(name, Counter())
+        if name not in staged.names:
+            staged.names.append(name)
+    idx = np.array(take, dtype=np.int64)
+    sources = [staged.names.index(result["records"][i]["source"]) for i in take]
+    parts["source_ids"].append(np.array(sources, dtype=np.int32))
+    parts["by_positive"].append(np.array([by_positive(cfg, staged.names[s]) for s in sources], dtype=bool))
+    for key in ("key_hash", "q_hash", "p_hash", "pair_hash", "q_sig", "p_sig", "q_len", "p_len"):
+        parts[key].append(result[key][idx])
+    return capped
+
+
+def source_stats(staged: Staged, counts: dict, keep: np.ndarray, heldout: np.ndarray, train: np.ndarray,
+                 decontaminated: np.ndarray, beir: dict) -> dict:
+    """Per-source counts before and after each filter, for the manifest and the report."""
+    out = {}
+    for sid, name in enumerate(staged.names):
+        mine = staged.source_ids == sid
+        c = staged.counts.get(name, Counter())
+        dropped = {why: int(c[why]) for why in DROP_REASONS if c[why]}
+        cleaned = int(mine.sum())
+        out[name] = {
+            "read": cleaned + sum(dropped.values()) + int(c["over_cap"]),
+            "dropped_cleaning": dropped,
+            "over_cap": int(c["over_cap"]),
+            "cleaned": cleaned,
+            "exact_dups_within": int(counts["exact"][sid, 0]),
+            "exact_dups_across": int(counts["exact"][sid, 1]),
+            "near_dups_within": int(counts["near"][sid, 0]),
+            "near_dups_across": int(counts["near"][sid, 1]),
+            "after_dedup": int((keep & mine).sum()),
+            "heldout_pairs": int((heldout & mine).sum()),
+            "heldout_beir": beir.get(name, {"queries": 0, "corpus": 0, "qrels": 0}),
+            "decontaminated": int(decontaminated[sid]),
+            "train": int((train & mine).sum()),
+        }
+    return out
+
+
+def alpha_sizes(sizes: dict[str, int], alpha: float = 0.5) -> dict:
+    """Train sizes and the GTE mixing probabilities p_i = n_i^alpha / sum_j n_j^alpha (α-ready for the sampler)."""
+    weights = {name: n**alpha for name, n in sizes.items() if n > 0}
+    total = sum(weights.values()) or 1.0
+    return {"alpha": alpha, "sizes": sizes, "probabilities": {k: round(w / total, 6) for k, w in weights.items()}}
+
+
+def peak_rss_mb() -> dict:
+    """Peak resident memory (MiB) of this process and of its largest finished child (the workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"main": round(own, 1), "largest_worker": round(children, 1)}
