@@ -1,0 +1,97 @@
+"""The training config: typed, unknown keys hinted, cross-field rules reported in override spelling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gte_model.configio import ConfigError, load_config
+from train.config import TrainConfig, launch_zero_stage
+from train.loop import lr_factor
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "configs" / "tiny.yaml"
+
+
+def _load(*overrides: str) -> TrainConfig:
+    return load_config(TrainConfig, TINY, list(overrides))
+
+
+@pytest.mark.parametrize("name", ["tiny", "pretrain", "finetune"])
+def test_shipped_configs_load_and_validate(name):
+    cfg = load_config(TrainConfig, ROOT / "configs" / f"{name}.yaml")
+    assert cfg.validate(world_size=1, zero_stage=0) == []
+
+
+def test_stage_configs_follow_the_recipe():
+    pre = load_config(TrainConfig, ROOT / "configs" / "pretrain.yaml")
+    fine = load_config(TrainConfig, ROOT / "configs" / "finetune.yaml")
+    assert (pre.loss.kind, pre.loss.temperature, pre.data.num_negatives, pre.sampler.alpha) == ("gte", 0.01, 0, 0.5)
+    assert pre.train.grad_cache and pre.train.precision == "bf16" and pre.data.query_max_len == 128
+    assert fine.data.num_negatives >= 1 and fine.optim.lr < pre.optim.lr
+    assert fine.train.global_batch_size < pre.train.global_batch_size
+    assert fine.model.init_from == "runs/stage1/export" == pre.run.dir + "/export"
+
+
+def test_unknown_key_gets_a_close_match_hint():
+    with pytest.raises(ConfigError, match=r"did you mean train\.max_steps"):
+        _load("train.max_step=5")
+
+
+def test_wrong_type_fails_naming_the_key():
+    with pytest.raises(ConfigError, match=r"train\.max_steps"):
+        _load("train.max_steps=many")
+
+
+def test_wandb_off_survives_yaml_boolean_parsing():
+    assert _load("log.wandb=off").log.wandb == "off"
+    assert _load("log.wandb=on").log.wandb == "on"
+
+
+def test_indivisible_global_batch_is_rejected_in_override_spelling():
+    errors = _load().validate(world_size=3, zero_stage=0)
+    assert any("train.global_batch_size=16" in e and "3 processes" in e for e in errors)
+
+
+def test_chunk_larger_than_the_cached_batch_is_rejected():
+    with pytest.raises(ConfigError, match=r"train\.chunk_size=1000.*train\.chunk_size<=48"):
+        _load("train.chunk_size=1000")
+    assert _load("train.chunk_size=1000", "train.grad_cache=false").train.chunk_size == 1000
+
+
+def test_grad_cache_with_zero2_says_what_to_use():
+    errors = _load().validate(world_size=1, zero_stage=2)
+    assert any("train.grad_cache=true" in e and "deepspeed_zero1" in e and "train.grad_cache=false" in e
+               for e in errors)
+    assert _load("train.grad_cache=false").validate(world_size=1, zero_stage=2) == []
+    assert _load().validate(world_size=1, zero_stage=1) == []
+
+
+def test_zero_stage_is_read_from_the_accelerate_launch_environment(monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+    assert launch_zero_stage() == 2
+    with pytest.raises(ConfigError, match="ZeRO stage 2"):
+        _load()
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "false")
+    assert launch_zero_stage() == 0
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(ConfigError) as info:
+        _load("loss.kind=triplet", "train.precision=fp8", "optim.warmup_steps=1000", "data.train_dir=''")
+    message = str(info.value)
+    for key in ("loss.kind=triplet", "train.precision=fp8", "optim.warmup_steps=1000", "data.train_dir"):
+        assert key in message
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_lr_warms_up_linearly_then_decays_to_zero(schedule):
+    f = [lr_factor(s, warmup=4, total=20, schedule=schedule) for s in range(21)]
+    assert f[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert all(a >= b for a, b in zip(f[4:], f[5:])) and f[20] == pytest.approx(0.0)
+
+
+def test_constant_schedule_stays_at_peak_after_warmup():
+    assert [lr_factor(s, warmup=2, total=10, schedule="constant") for s in (0, 1, 5, 9)] == [0.5, 1.0, 1.0, 1.0]

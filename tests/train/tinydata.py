@@ -1,0 +1,74 @@
+"""A tiny pairs dir in the shared format, for the training tests and configs/tiny.yaml.
+
+    .venv/bin/python -m tests.train.tinydata runs/tiny-pairs
+
+Three sources of short synthetic texts built from the conftest word list. A positive repeats its query's words
+in another order plus one word, so a model can learn to match them; negatives are other rows' positives.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tests.conftest import WORDS
+
+# name -> (train rows, heldout rows, words per query)
+SOURCES = {"alpha": (96, 24, 3), "beta": (64, 16, 4), "gamma": (48, 16, 2)}
+
+
+def _rows(name: str, n: int, words: int, rng: random.Random) -> list[dict]:
+    queries = [rng.sample(WORDS, words) for _ in range(n)]
+    positives = [" ".join(rng.sample(q, len(q)) + [rng.choice(WORDS)]) for q in queries]
+    rows = []
+    for i, q in enumerate(queries):
+        others = [positives[j] for j in rng.sample(range(n), 4) if j != i][:3]
+        rows.append({"query": " ".join(q), "positive": positives[i], "negatives": others, "source": name,
+                     "key": f"{name}-{i}"})
+    return rows
+
+
+def write_tiny_pairs(out: str | Path, seed: int = 0) -> Path:
+    """Write <out>/manifest.json and <out>/<source>/{train,heldout}-00000.parquet; returns out."""
+    out = Path(out)
+    rng = random.Random(seed)
+    manifest: dict = {"format": "gte-pairs/1", "sources": {}}
+    for name, (n_train, n_heldout, words) in SOURCES.items():
+        (out / name).mkdir(parents=True, exist_ok=True)
+        rows = _rows(name, n_train + n_heldout, words, rng)
+        entry = {}
+        for split, part in (("train", rows[:n_train]), ("heldout", rows[n_train:])):
+            rel = f"{name}/{split}-00000.parquet"
+            pq.write_table(pa.Table.from_pylist(part), out / rel)
+            entry[split] = {"files": [rel], "rows": len(part)}
+        manifest["sources"][name] = entry
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return out
+
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_CONFIG = ROOT / "configs" / "tiny.yaml"
+
+
+def tiny_args(run_dir: str | Path, pairs_dir: str | Path, *overrides: str) -> list[str]:
+    """Arguments of `gte train` for the tiny config in a test's own run dir and pairs dir, wandb off."""
+    return [str(TINY_CONFIG), f"run.dir={run_dir}", f"data.train_dir={pairs_dir}", "log.wandb=off", *overrides]
+
+
+def subprocess_env() -> dict[str, str]:
+    """Environment of a training subprocess: offline, one thread (the test machine's cores are shared)."""
+    import os
+
+    env = dict(os.environ)
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1",
+               WANDB_MODE="disabled", PYTHONPATH=str(ROOT))
+    return env
+
+
+if __name__ == "__main__":
+    print(write_tiny_pairs(sys.argv[1] if len(sys.argv) > 1 else "runs/tiny-pairs"))

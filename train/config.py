@@ -1,0 +1,218 @@
+"""The training config schema: one dataclass per section, each field documented where it is declared.
+
+Loaded with gte_model.configio.load_config: defaults <- YAML <- `key=value` overrides; unknown keys and wrong types
+fail with a close-match hint, and `TrainConfig.validate` reports every cross-field problem at once, spelled the
+way you would fix it on the command line (`train.chunk_size=...`).
+
+The keys users touch most:
+  run.dir                 where checkpoints, metrics.jsonl, config.yaml, the plot and export/ go; re-running the
+                          same command on it resumes from its newest checkpoint (a finished run is a no-op)
+  model.init_from         a preset (tiny, gte-small, gte-base, gte-large), a packaged name (all-MiniLM-L6-v2) or a
+                          folder (e.g. the stage-1 export for stage 2)
+  data.train_dir          a pairs dir (manifest.json) written by `gte prep` / `gte mine`
+  data.num_negatives      hard negatives per query (0 in stage 1; >= 1 in stage 2, needs mined negatives)
+  train.global_batch_size pairs per optimizer step over ALL processes: the in-batch negative pool
+  train.chunk_size        texts per forward pass; with train.grad_cache=true memory is set by this, not the batch
+  train.max_steps, train.checkpoint_every, train.keep_checkpoints, train.eval_every, train.seed
+  loss.kind               gte (one joint partition function) or infonce (query -> documents only)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+SCHEDULES = ("linear", "cosine", "constant")
+LOSS_KINDS = ("gte", "infonce")
+WANDB_MODES = ("auto", "on", "off")
+
+
+@dataclass
+class RunConfig:
+    dir: str = "runs/train"  # run directory: config.yaml, metrics.jsonl, checkpoints/, export/, DONE
+    name: str = ""  # a label for wandb and the logs; empty = the run directory's name
+
+
+@dataclass
+class ModelConfig:
+    init_from: str = "tiny"  # preset (tiny/gte-small/gte-base/gte-large), packaged name, or a model folder
+    pooling: str = "mean"  # mean (GTE) or cls
+    normalize: bool = True  # export with L2 normalisation (training always scores by cosine)
+    tokenizer_from: str = ""  # presets only: tokenizer folder; empty = the packaged MiniLM WordPiece vocabulary
+
+
+@dataclass
+class DataConfig:
+    train_dir: str = ""  # pairs dir holding manifest.json (required)
+    sources: list[str] = field(default_factory=list)  # train on these manifest sources only; empty = all
+    query_max_len: int = 64  # tokens per query (special tokens included); longer ones are truncated
+    doc_max_len: int = 128  # tokens per positive / hard negative
+    num_negatives: int = 0  # hard negatives per query, drawn from the row's `negatives` list (0 = in-batch only)
+    query_prompt: str = ""  # prefix prepended to every query (also written into the export's prompts)
+    doc_prompt: str = ""  # prefix prepended to every document
+    val_rows: int = 256  # held-out rows per source used for validation (0 = no validation)
+    cache_dir: str = ""  # datasets' Arrow cache of the parquet shards; empty = <run.dir>/cache
+
+
+@dataclass
+class TrainLoopConfig:
+    global_batch_size: int = 64  # pairs per optimizer step summed over all processes (the negative pool)
+    chunk_size: int = 64  # texts (queries + documents) per forward pass on one process
+    grad_cache: bool = False  # gradient caching: memory of one chunk, any global batch (costs one extra forward)
+    max_steps: int = 1000  # optimizer steps in total (a resumed run continues up to this)
+    checkpoint_every: int = 500  # steps between checkpoints (0 = only the final export)
+    keep_checkpoints: int = 2  # newest checkpoints kept on disk
+    eval_every: int = 500  # steps between validations on held-out rows (0 = only at the end)
+    seed: int = 42  # seeds init, dropout, the source/row order and negative sampling
+    precision: str = "fp32"  # fp32, bf16 (autocast) or fp16 (autocast + loss scaling, GPUs)
+    grad_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% more compute
+    log_every: int = 10  # steps between metrics.jsonl/wandb lines (1 logs the data order of every step)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-5  # peak learning rate of AdamW
+    weight_decay: float = 0.01  # AdamW decoupled weight decay (not on biases and LayerNorm weights)
+    warmup_steps: int = 100  # linear warmup from 0 to optim.lr
+    schedule: str = "linear"  # after warmup: linear (to 0 at max_steps), cosine (to 0), constant
+    max_grad_norm: float = 1.0  # gradient clipping by global norm (0 = off)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW betas
+    eps: float = 1e-8  # AdamW epsilon
+
+
+@dataclass
+class LossConfig:
+    kind: str = "gte"  # gte (q->d, q->q, d->q, d->d in one partition function) or infonce (q->d)
+    temperature: float = 0.01  # softmax temperature on cosine scores
+    mask_duplicates: bool = True  # a text repeated in the batch is masked, not counted as a negative
+
+
+@dataclass
+class SamplerConfig:
+    alpha: float = 0.5  # source mixing p_i ~ n_i^alpha (0 uniform, 1 proportional to size); one source per batch
+
+
+@dataclass
+class LogConfig:
+    wandb: str = "auto"  # auto (when installed; offline without WANDB_API_KEY), on, off
+    project: str = "gte-train"  # wandb project
+
+
+@dataclass
+class TrainConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def validate(self, world_size: int | None = None, zero_stage: int | None = None) -> list[str]:
+        """Every cross-field problem, in override spelling. world_size / zero_stage default to what the launcher
+        (accelerate launch, torchrun) put in the environment."""
+        # YAML reads a bare on/off as a boolean, which OmegaConf then stores in this str field as "True"/"False".
+        self.log.wandb = {"True": "on", "False": "off"}.get(self.log.wandb, self.log.wandb)
+        world_size = launch_world_size() if world_size is None else world_size
+        zero_stage = launch_zero_stage() if zero_stage is None else zero_stage
+        return _check_choices(self) + _check_ranges(self) + _check_batch(self, world_size, zero_stage)
+
+
+def _check_choices(c: TrainConfig) -> list[str]:
+    errors = []
+    for key, value, allowed in (
+        ("train.precision", c.train.precision, PRECISIONS),
+        ("optim.schedule", c.optim.schedule, SCHEDULES),
+        ("loss.kind", c.loss.kind, LOSS_KINDS),
+        ("log.wandb", c.log.wandb, WANDB_MODES),
+        ("model.pooling", c.model.pooling, ("mean", "cls")),
+    ):
+        if value not in allowed:
+            errors.append(f"{key}={value}: choose one of {', '.join(allowed)}")
+    if not c.data.train_dir:
+        errors.append("data.train_dir is not set: point it at a pairs dir with manifest.json (data.train_dir=...)")
+    return errors
+
+
+def _check_ranges(c: TrainConfig) -> list[str]:
+    errors = []
+    for key, value, low in (
+        ("train.global_batch_size", c.train.global_batch_size, 1),
+        ("train.chunk_size", c.train.chunk_size, 1),
+        ("train.max_steps", c.train.max_steps, 1),
+        ("train.keep_checkpoints", c.train.keep_checkpoints, 1),
+        ("train.log_every", c.train.log_every, 1),
+        ("train.checkpoint_every", c.train.checkpoint_every, 0),
+        ("train.eval_every", c.train.eval_every, 0),
+        ("optim.warmup_steps", c.optim.warmup_steps, 0),
+        ("data.num_negatives", c.data.num_negatives, 0),
+        ("data.val_rows", c.data.val_rows, 0),
+        ("data.query_max_len", c.data.query_max_len, 2),
+        ("data.doc_max_len", c.data.doc_max_len, 2),
+    ):
+        if value < low:
+            errors.append(f"{key}={value} must be >= {low}")
+    if c.loss.temperature <= 0:
+        errors.append(f"loss.temperature={c.loss.temperature} must be > 0 (GTE uses 0.01)")
+    if c.optim.lr <= 0:
+        errors.append(f"optim.lr={c.optim.lr} must be > 0")
+    if len(c.optim.betas) != 2 or not all(0 <= b < 1 for b in c.optim.betas):
+        errors.append(f"optim.betas={list(c.optim.betas)} must be two numbers in [0, 1), e.g. [0.9,0.999]")
+    if c.sampler.alpha < 0:
+        errors.append(f"sampler.alpha={c.sampler.alpha} must be >= 0 (0 uniform, 0.5 GTE, 1 proportional)")
+    if c.optim.warmup_steps > c.train.max_steps:
+        errors.append(
+            f"optim.warmup_steps={c.optim.warmup_steps} exceeds train.max_steps={c.train.max_steps}: "
+            "the learning rate would never reach optim.lr; lower optim.warmup_steps"
+        )
+    return errors
+
+
+def _check_batch(c: TrainConfig, world_size: int, zero_stage: int) -> list[str]:
+    errors = []
+    t = c.train
+    if t.global_batch_size % world_size:
+        errors.append(
+            f"train.global_batch_size={t.global_batch_size} is not divisible by the {world_size} processes: every "
+            f"process encodes an equal share; use a multiple of {world_size}"
+        )
+    texts_per_process = (t.global_batch_size // world_size) * (2 + c.data.num_negatives)
+    if t.grad_cache and t.chunk_size > texts_per_process:
+        errors.append(
+            f"train.chunk_size={t.chunk_size} exceeds the {texts_per_process} texts one process encodes per step "
+            f"(train.global_batch_size={t.global_batch_size} / {world_size} processes x (2 + "
+            f"data.num_negatives={c.data.num_negatives})): the cache would only add a forward pass; set "
+            f"train.chunk_size<={texts_per_process} or train.grad_cache=false"
+        )
+    if t.grad_cache and zero_stage >= 2:
+        errors.append(
+            f"train.grad_cache=true with DeepSpeed ZeRO stage {zero_stage}: ZeRO>=2 partitions and reduces "
+            "gradients inside every backward call, which the cache's per-chunk backward breaks; launch with "
+            "configs/accelerate/deepspeed_zero1.yaml or ddp.yaml to keep the cache, or set train.grad_cache=false"
+        )
+    if zero_stage >= 3:
+        errors.append(
+            f"DeepSpeed ZeRO stage {zero_stage}: parameters are partitioned, which the export path does not "
+            "gather; launch with configs/accelerate/deepspeed_zero2.yaml (or zero1/ddp)"
+        )
+    return errors
+
+
+def launch_world_size() -> int:
+    """Process count announced by the launcher (accelerate launch / torchrun set WORLD_SIZE); 1 otherwise."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def launch_zero_stage() -> int:
+    """DeepSpeed ZeRO stage announced by `accelerate launch` (0 when DeepSpeed is not used)."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true":
+        return 0
+    config_file = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "none")
+    if config_file not in ("", "none") and os.path.isfile(config_file):
+        import json
+
+        with open(config_file) as fh:
+            return int(json.load(fh).get("zero_optimization", {}).get("stage", 0))
+    return int(os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2"))

@@ -1,0 +1,178 @@
+"""Training rows from a pairs dir (manifest.json + parquet shards), fetched by index, never loaded whole.
+
+Each source's train shards open as one memory-mapped `datasets` Dataset (parquet -> Arrow cache once, then
+random access by index without reading the rest), so a corpus larger than RAM trains the same as a tiny one.
+The sampler (train/sampler.py) decides which rows make a batch; this module turns (source, row indices) into
+texts, and samples each query's hard negatives from its row's `negatives` list.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+FORMAT = "gte-pairs/1"
+TEXT_COLUMNS = ("query", "positive")
+
+
+class DataError(ValueError):
+    """A pairs dir that cannot be trained on; the message names the file and the fix."""
+
+
+@dataclass
+class Batch:
+    """The texts of one process's share of a batch; negatives [b][K] (empty lists when K == 0)."""
+
+    source: str
+    rows: list[int]
+    queries: list[str]
+    positives: list[str]
+    negatives: list[list[str]]
+
+
+class PairsData:
+    """The train (and held-out) splits of a pairs dir, one memory-mapped Dataset per source and split."""
+
+    def __init__(
+        self,
+        train_dir: str | Path,
+        sources: list[str] | None = None,
+        cache_dir: str | Path | None = None,
+        num_negatives: int = 0,
+        heldout: bool = True,
+    ) -> None:
+        self.root = Path(train_dir)
+        self.manifest = read_manifest(self.root)
+        known = sorted(self.manifest["sources"])
+        missing = [s for s in sources or [] if s not in known]
+        if missing:
+            raise DataError(
+                f"data.sources={list(sources or [])}: {missing} not in {self.root / 'manifest.json'}; "
+                f"known sources: {known}"
+            )
+        self.names = sorted(sources) if sources else known
+        self.num_negatives = int(num_negatives)
+        self.cache_dir = str(cache_dir) if cache_dir else None
+        columns = [*TEXT_COLUMNS, "negatives"] if self.num_negatives else list(TEXT_COLUMNS)
+        self._train = {s: self._open(s, "train", columns) for s in self.names}
+        self._heldout = {s: self._open(s, "heldout", list(TEXT_COLUMNS)) for s in self.names} if heldout else {}
+
+    # ---- sizes --------------------------------------------------------------------------------------------
+    def train_sizes(self) -> dict[str, int]:
+        return {s: len(ds) for s, ds in self._train.items()}
+
+    def heldout_sizes(self) -> dict[str, int]:
+        return {s: len(ds) for s, ds in self._heldout.items()}
+
+    # ---- rows ---------------------------------------------------------------------------------------------
+    def train_batch(self, source: str, rows: list[int], seed: int, step: int) -> Batch:
+        """Texts of `rows` of a source's train split, with num_negatives negatives sampled per row."""
+        got = self._train[source][rows]
+        negatives: list[list[str]] = [[] for _ in rows]
+        if self.num_negatives:
+            negatives = [
+                sample_negatives(negs, self.num_negatives, seed, step, source, row, self._where(source, "train"))
+                for row, negs in zip(rows, got["negatives"])
+            ]
+        return Batch(source, list(rows), list(got["query"]), list(got["positive"]), negatives)
+
+    def heldout_batch(self, source: str, rows: list[int]) -> Batch:
+        """Texts of `rows` of a source's held-out split (validation scores in-batch negatives only)."""
+        got = self._heldout[source][rows]
+        return Batch(source, list(rows), list(got["query"]), list(got["positive"]), [[] for _ in rows])
+
+    # ---- opening ------------------------------------------------------------------------------------------
+    def _where(self, source: str, split: str) -> str:
+        return f"{self.root / 'manifest.json'} sources.{source}.{split}"
+
+    def _open(self, source: str, split: str, columns: list[str]):
+        entry = self.manifest["sources"][source].get(split)
+        if not entry or "files" not in entry:
+            raise DataError(f"{self._where(source, split)} is missing (expected {{'files': [...], 'rows': N}})")
+        files = [self._resolve(f) for f in entry["files"]]
+        if not files:
+            if split == "heldout":
+                return _Empty()
+            raise DataError(f"{self._where(source, split)}.files is empty: this source has no training rows")
+        for f in files:
+            _check_shard(f, columns)
+        import datasets
+
+        datasets.disable_progress_bars()
+        datasets.logging.set_verbosity_error()
+        ds = datasets.load_dataset(
+            "parquet", data_files=[str(f) for f in files], split="train", cache_dir=self.cache_dir
+        ).select_columns(columns)
+        expected = entry.get("rows")
+        if expected is not None and int(expected) != len(ds):
+            raise DataError(
+                f"{self._where(source, split)}.rows={expected} but its shards hold {len(ds)} rows: the manifest "
+                "is stale or a shard was replaced; re-run the step that wrote this pairs dir"
+            )
+        return ds
+
+    def _resolve(self, name: str) -> Path:
+        path = Path(name)
+        path = path if path.is_absolute() else self.root / path
+        if not path.is_file():
+            raise DataError(f"{path} is listed in {self.root / 'manifest.json'} but does not exist")
+        return path
+
+
+class _Empty:
+    """A held-out split with no files: zero rows."""
+
+    def __len__(self) -> int:
+        return 0
+
+
+def read_manifest(root: Path) -> dict:
+    """manifest.json of a pairs dir, checked for the format and a non-empty `sources` map."""
+    path = root / "manifest.json"
+    if not path.is_file():
+        raise DataError(
+            f"{path} does not exist: data.train_dir must be a pairs dir written by `gte prep` (or `gte mine`)"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} is not valid JSON: {exc}") from exc
+    if manifest.get("format") != FORMAT:
+        raise DataError(f"{path}: format={manifest.get('format')!r}, expected {FORMAT!r}")
+    if not isinstance(manifest.get("sources"), dict) or not manifest["sources"]:
+        raise DataError(f"{path} lists no sources (key 'sources' is missing or empty)")
+    return manifest
+
+
+def _check_shard(path: Path, columns: list[str]) -> None:
+    """The shard's schema has the columns we read (reads the parquet footer only)."""
+    import pyarrow.parquet as pq
+
+    try:
+        names = set(pq.read_schema(path).names)
+    except Exception as exc:  # noqa: BLE001 - any footer failure means a corrupt shard; name it
+        raise DataError(f"{path} is not a readable parquet file ({type(exc).__name__}: {exc})") from exc
+    lost = [c for c in columns if c not in names]
+    if lost:
+        fix = " (hard negatives: run `gte mine` on this pairs dir, or set data.num_negatives=0)" if (
+            "negatives" in lost
+        ) else ""
+        raise DataError(f"{path} has no column(s) {lost}; it has {sorted(names)}{fix}")
+
+
+def sample_negatives(negs: list[str], k: int, seed: int, step: int, source: str, row: int, where: str) -> list[str]:
+    """k negatives of one row, deterministic in (seed, step, source, row): the same on every rank and after a
+    resume; a row seen again in a later pass gets a fresh draw. Fewer than k candidates are cycled."""
+    if not negs:
+        raise DataError(
+            f"{where}: row {row} has an empty negatives list but data.num_negatives={k}; mine negatives for every "
+            "row (`gte mine`) or set data.num_negatives=0"
+        )
+    # A str seed is hashed with sha512 by random.Random: stable across processes, unlike hash().
+    rng = random.Random(f"{seed}/{step}/{source}/{row}")
+    if len(negs) >= k:
+        return rng.sample(list(negs), k)
+    shuffled = rng.sample(list(negs), len(negs))
+    return [shuffled[i % len(shuffled)] for i in range(k)]

@@ -1,0 +1,137 @@
+"""Run logging: <run.dir>/metrics.jsonl always, wandb when available, and a loss / learning-rate PNG.
+
+Only the main process logs; other ranks get a NullLogger with the same methods. On resume the JSONL is cut back
+to the byte offset stored in the checkpoint, so lines of steps that are redone never appear twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+METRICS_FILE = "metrics.jsonl"
+PLOT_FILE = "metrics.png"
+
+
+class NullLogger:
+    """What non-main ranks log with: nothing."""
+
+    def log(self, record: dict) -> None:
+        pass
+
+    def offset(self) -> int:
+        return 0
+
+    def plot(self) -> Path | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+class MetricsLogger(NullLogger):
+    """metrics.jsonl (+ wandb): one JSON object per line, each with a `kind` (train, eval, ...) and a `step`."""
+
+    def __init__(self, run_dir: str | Path, config: dict, resume_offset: int = 0, wandb: str = "auto",
+                 project: str = "gte-train", name: str = "") -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.run_dir / METRICS_FILE
+        truncate(self.path, resume_offset)
+        self._fh = open(self.path, "a", encoding="utf-8")
+        self._wandb = _start_wandb(wandb, project, name or self.run_dir.name, self.run_dir, config)
+
+    def log(self, record: dict) -> None:
+        self._fh.write(json.dumps(record, default=float) + "\n")
+        self._fh.flush()  # a killed run keeps every line up to its last step
+        if self._wandb is not None:
+            numbers = {f"{record.get('kind', 'train')}/{k}": v for k, v in record.items()
+                       if isinstance(v, (int, float)) and k != "step"}
+            self._wandb.log(numbers, step=int(record.get("step", 0)))
+
+    def offset(self) -> int:
+        """Byte position after the last line: what a checkpoint stores to cut the log back on resume."""
+        self._fh.flush()
+        return self._fh.tell()
+
+    def plot(self) -> Path | None:
+        return plot_metrics(self.path, self.run_dir / PLOT_FILE)
+
+    def close(self) -> None:
+        self._fh.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+
+
+def open_logger(is_main: bool, run_dir: str | Path, config: dict, resume_offset: int, wandb: str, project: str,
+                name: str) -> NullLogger:
+    if not is_main:
+        return NullLogger()
+    return MetricsLogger(run_dir, config, resume_offset, wandb, project, name)
+
+
+def truncate(path: Path, offset: int) -> None:
+    """Cut `path` back to `offset` bytes (0 on a fresh start: lines of a run killed before its first checkpoint
+    are dropped, since that run is redone from step 0)."""
+    if path.is_file() and path.stat().st_size > offset:
+        with open(path, "r+b") as fh:
+            fh.truncate(offset)
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_metrics(jsonl: str | Path, png: str | Path) -> Path | None:
+    """Train loss (and validation loss) and learning rate against the step, as a PNG; None with no lines."""
+    records = read_metrics(jsonl)
+    train = [r for r in records if r.get("kind") == "train"]
+    evals = [r for r in records if r.get("kind") == "eval" and "val_loss" in r]
+    if not train:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_lr) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss", lw=1)
+    if evals:
+        ax_loss.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "o-", label="validation loss")
+    ax_loss.set_ylabel("loss")
+    ax_loss.legend()
+    ax_loss.grid(alpha=0.3)
+    ax_lr.plot([r["step"] for r in train], [r["lr"] for r in train], color="tab:orange", lw=1)
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_xlabel("step")
+    ax_lr.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = Path(png).with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, png)
+    return Path(png)
+
+
+def _start_wandb(mode: str, project: str, name: str, run_dir: Path, config: dict):
+    """A wandb run, or None. auto: only when installed; offline without an API key (no login prompt)."""
+    if mode == "off" or os.environ.get("WANDB_MODE") == "disabled":
+        return None
+    try:
+        import wandb
+    except ImportError:
+        if mode == "on":
+            raise RuntimeError("log.wandb=on but wandb is not installed: pip install wandb, or set log.wandb=off")
+        return None
+    if not os.environ.get("WANDB_API_KEY") and "WANDB_MODE" not in os.environ:
+        os.environ["WANDB_MODE"] = "offline"
+    # One wandb run per run dir: a resumed run continues the same wandb run.
+    id_file = run_dir / "wandb_id.txt"
+    run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+    id_file.write_text(run_id)
+    return wandb.init(project=project, name=name, id=run_id, resume="allow", dir=str(run_dir), config=config)
