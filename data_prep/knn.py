@@ -1,0 +1,111 @@
+"""Nearest-neighbour search over cached embeddings with faiss, shared by mining and consistency filtering.
+
+- `build_index`: exact inner product (IndexFlatIP) for small corpora, IndexIVFFlat above `ivf_threshold` docs
+  (nlist ~ 4*sqrt(n), k-means on a seeded sample), so a 10M-doc corpus never needs n x n work.
+- `search`: queries go through faiss in chunks, so memory is O(chunk x k), never O(queries x corpus).
+- `exact_scores`: candidate scores recomputed in float64 from the vectors, with a fixed summation order. faiss'
+  BLAS-blocked scores can differ in the last bit with the thread count or the query-chunk shape; ranking on the
+  recomputed scores (ties broken by document id) makes the output identical whatever the threads or chunks.
+
+Threads: faiss uses OpenMP; `set_threads(n)` calls faiss.omp_set_num_threads (0 = leave faiss' default, which
+is every core). Results do not depend on it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+
+@dataclass
+class IndexConfig:
+    """How the corpus is indexed and searched."""
+
+    ivf_threshold: int = 200_000  # corpora with at least this many docs use IVF (approximate); smaller: exact
+    nlist: int = 0  # IVF lists; 0 = 4*sqrt(n)
+    nprobe: int = 32  # IVF lists visited per query: higher = closer to exact, slower
+    train_points_per_list: int = 64  # k-means sample size = this x nlist (seeded), bounds IVF training time
+    query_chunk: int = 4096  # queries per faiss call: bounds memory at query_chunk x candidates
+    num_threads: int = 0  # faiss OpenMP threads; 0 = faiss default (all cores). Output does not depend on it
+    seed: int = 0  # k-means seed and training-sample seed
+
+    def validate(self, prefix: str = "index.") -> list[str]:
+        errors = []
+        for name in ("ivf_threshold", "nprobe", "train_points_per_list", "query_chunk"):
+            if getattr(self, name) < 1:
+                errors.append(f"{prefix}{name}={getattr(self, name)} must be >= 1")
+        if self.nlist < 0 or self.num_threads < 0:
+            errors.append(f"{prefix}nlist and {prefix}num_threads must be >= 0 (0 = automatic)")
+        return errors
+
+
+def set_threads(num_threads: int) -> None:
+    if num_threads > 0:
+        faiss.omp_set_num_threads(int(num_threads))
+
+
+def build_index(docs: np.ndarray, cfg: IndexConfig) -> faiss.Index:
+    """An inner-product index over L2-normalised doc vectors [n, dim] (inner product = cosine)."""
+    docs = np.ascontiguousarray(docs, dtype=np.float32)
+    n, dim = docs.shape
+    if n < cfg.ivf_threshold:
+        index = faiss.IndexFlatIP(dim)
+        index.add(docs)
+        return index
+    # Automatic nlist also keeps >= 39 points per list (fewer gives poor k-means lists); an explicit one is obeyed.
+    nlist = min(cfg.nlist, n) if cfg.nlist else max(1, min(int(4 * math.sqrt(n)), n // 39))
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = int(cfg.seed) + 1234
+    sample = min(n, nlist * cfg.train_points_per_list)
+    rows = np.sort(np.random.default_rng(cfg.seed).choice(n, size=sample, replace=False))
+    index.cp.max_points_per_centroid = cfg.train_points_per_list  # we already sampled; stop faiss resampling
+    index.train(docs[rows])
+    index.add(docs)
+    index.nprobe = min(cfg.nprobe, nlist)
+    return index
+
+
+def index_kind(index: faiss.Index) -> str:
+    return "ivf" if isinstance(index, faiss.IndexIVF) else "flat"
+
+
+def search(index: faiss.Index, queries: np.ndarray, k: int, query_chunk: int) -> np.ndarray:
+    """Ids of the top-k docs per query [q, k] int64 (-1 where the index has fewer), searched chunk by chunk."""
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    k = min(k, index.ntotal)
+    ids = np.empty((len(queries), k), dtype=np.int64)
+    for start in range(0, len(queries), query_chunk):
+        _, ids[start : start + query_chunk] = index.search(queries[start : start + query_chunk], k)
+    return ids
+
+
+def exact_scores(queries: np.ndarray, docs: np.ndarray, ids: np.ndarray, block: int = 256) -> np.ndarray:
+    """Cosine of each query [b, dim] with its candidate docs ids [b, r] -> [b, r] float64; -inf where id < 0.
+
+    Products of float32 values are exact in float64 and numpy sums each row's `dim` terms in one fixed order,
+    so a (query, doc) score does not depend on which other rows share the call.
+    """
+    out = np.full(ids.shape, -np.inf, dtype=np.float64)
+    for start in range(0, len(ids), block):
+        q = queries[start : start + block].astype(np.float64)  # [b, dim]
+        idx = ids[start : start + block]
+        d = docs[np.maximum(idx, 0)].astype(np.float64)  # [b, r, dim]
+        s = (q[:, None, :] * d).sum(axis=-1)  # [b, r]
+        out[start : start + block] = np.where(idx >= 0, s, -np.inf)
+    return out
+
+
+def pair_scores(queries: np.ndarray, docs: np.ndarray, doc_ids: np.ndarray) -> np.ndarray:
+    """Cosine of query i with doc doc_ids[i] -> [b] float64, computed exactly like `exact_scores`."""
+    return exact_scores(queries, docs, doc_ids[:, None])[:, 0]
+
+
+def rank_candidates(queries: np.ndarray, docs: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Re-sort candidates [b, r] by exact score, highest first, ties by doc id -> (ids, scores) both [b, r]."""
+    scores = exact_scores(queries, docs, ids)
+    order = np.lexsort((ids, -scores), axis=-1)  # last key is primary: score desc, then id asc
+    return np.take_along_axis(ids, order, axis=-1), np.take_along_axis(scores, order, axis=-1)

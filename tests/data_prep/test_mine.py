@@ -1,0 +1,290 @@
+"""Hard-negative mining: the selection rules against a brute-force reference, the end-to-end command on a tiny
+pairs dir (determinism across threads and chunk sizes, IVF, re-runs) and the resumable embedding cache."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from data_prep.embed_cache import EmbedConfig, embed_cached, hash64, norm_hash64, normalize_text
+from data_prep.mine import MineConfig, NegativesConfig, main, mine, sample_rows, select_negatives
+from data_prep.mine_io import PairRows
+from gte_model.configio import ConfigError, load_config
+from tests.conftest import WORDS
+
+
+# ---- helpers ---------------------------------------------------------------------------------------------------
+def sentences(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 9))) for _ in range(n)]
+
+
+def write_pairs_dir(folder, sources: dict[str, list[tuple[str, str]]]) -> None:
+    """A pairs dir in the shared format: train parquet per source, a held-out file and a BEIR folder entry."""
+    manifest = {"format": "gte-pairs/1", "sources": {}}
+    for name, pairs in sources.items():
+        (folder / name).mkdir(parents=True)
+        (folder / "beir" / name).mkdir(parents=True)
+        for split, part in (("train", pairs), ("heldout", pairs[:3])):
+            table = pa.table({"query": [q for q, _ in part], "positive": [p for _, p in part],
+                              "negatives": [[] for _ in part], "source": [name] * len(part),
+                              "key": [f"k{i}" for i in range(len(part))]},
+                             schema=pa.schema([("query", pa.string()), ("positive", pa.string()),
+                                               ("negatives", pa.list_(pa.string())), ("source", pa.string()),
+                                               ("key", pa.string())]))
+            pq.write_table(table, folder / name / f"{split}-00000.parquet")
+        manifest["sources"][name] = {
+            "train": {"files": [f"{name}/train-00000.parquet"], "rows": len(pairs)},
+            "heldout": {"files": [f"{name}/heldout-00000.parquet"], "rows": 3},
+            "beir": f"beir/{name}",
+        }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+DUP_QUERY = "the cat plays the piano"
+POSITIVE = "A red cat plays music on the piano today"
+
+
+@pytest.fixture
+def pairs_dir(tmp_path):
+    docs, queries = sentences(90, 1), sentences(90, 2)
+    alpha = list(zip(queries[:60], docs[:60]))
+    # A query with two positives, and a folded (case/space) duplicate of the positive under another query.
+    alpha += [(DUP_QUERY, POSITIVE), (DUP_QUERY, "the dog plays the guitar"), ("a cat", "  a RED cat plays music on "
+              "the piano   today")]
+    write_pairs_dir(tmp_path / "pairs", {"alpha": alpha, "beta": list(zip(queries[60:], docs[60:]))})
+    return tmp_path / "pairs"
+
+
+def config(tmp_path, pairs_dir, out: str, **over) -> MineConfig:
+    cfg = MineConfig(input_dir=str(pairs_dir), out_dir=str(tmp_path / out),
+                     negatives=NegativesConfig(k=4, rank_min=1, rank_max=20, margin=0.0, max_score=0.999),
+                     embed=EmbedConfig(batch_size=32, max_seq_len=32, bf16=False, shard_size=64,
+                                       cache_dir=str(tmp_path / f"cache-{out}")))
+    for key, value in over.items():
+        obj = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            obj = getattr(obj, p)
+        setattr(obj, leaf, value)
+    assert not cfg.validate(), cfg.validate()
+    return cfg
+
+
+def read_rows(out) -> list[dict]:
+    manifest = json.loads((out / "manifest.json").read_text())
+    rows = []
+    for entry in manifest["sources"].values():
+        for f in entry["train"]["files"]:
+            rows += pq.read_table(out / f).to_pylist()
+    return rows
+
+
+def unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+# ---- selection rules (pure) -----------------------------------------------------------------------------------
+def brute_force_ranking(q: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scores = q.astype(np.float64) @ docs.astype(np.float64).T  # [b, n]
+    order = np.lexsort((np.broadcast_to(np.arange(len(docs)), scores.shape), -scores), axis=-1)
+    return order, scores
+
+
+def test_selection_equals_brute_force_window_margin_and_ceiling_rules():
+    docs, q = unit_vectors(300, 8, 0), unit_vectors(40, 8, 1)
+    neg = NegativesConfig(k=200, rank_min=2, rank_max=60, margin=0.05, max_score=0.7, strategy="top")
+    order, scores = brute_force_ranking(q, docs)
+    pos = np.where(np.arange(40) % 2 == 0, order[:, 0], np.random.default_rng(2).integers(0, 300, size=40))
+    texts = [f"doc {i}" for i in range(300)]
+    got, counts = select_negatives(q, docs, order[:, :80], pos, np.zeros(40, np.uint64), norm_hash64(texts),
+                                   hash64(texts), neg)
+    for row in range(40):
+        window = order[row, 2:60]
+        s = scores[row]
+        expected = [d for d in window if d != pos[row] and s[d] <= 0.7 and s[d] <= s[pos[row]] - 0.05]
+        assert got[row].tolist() == expected
+    assert counts["dropped_margin"] > 0 and counts["dropped_ceiling"] > 0
+
+
+def test_random_strategy_samples_k_survivors_seeded_by_row_only():
+    docs, q = unit_vectors(200, 8, 3), unit_vectors(30, 8, 4)
+    pos = np.arange(30)
+    neg = NegativesConfig(k=3, rank_min=0, rank_max=50, margin=-5.0, max_score=5.0)
+    order, _ = brute_force_ranking(q, docs)
+    texts = [f"doc {i}" for i in range(200)]
+    seeds = hash64([f"row {i}" for i in range(30)])
+    full, _ = select_negatives(q, docs, order[:, :60], pos, seeds, norm_hash64(texts), hash64(texts), neg)
+    # The same rows in another chunk composition (reversed, half) get the same negatives.
+    half, _ = select_negatives(q[15:][::-1], docs, order[15:, :60][::-1], pos[15:][::-1], seeds[15:][::-1],
+                               norm_hash64(texts), hash64(texts), neg)
+    assert [h.tolist() for h in half[::-1]] == [f.tolist() for f in full[15:]]
+    assert all(len(f) == 3 and len(set(f.tolist())) == 3 for f in full)
+    assert any(f.tolist() != order[i, :4][order[i, :4] != i][:3].tolist() for i, f in enumerate(full))  # not top
+
+
+def test_selection_never_returns_the_positive_its_folded_duplicate_or_other_positives_of_the_query():
+    docs, q = unit_vectors(50, 8, 5), unit_vectors(1, 8, 6)
+    docs[7] = docs[3] = q[0]  # the positive (3), its duplicate (7), both at the very top
+    texts = [f"doc {i}" for i in range(50)]
+    texts[7] = "  DOC 3 "
+    norm = norm_hash64(texts)
+    order, _ = brute_force_ranking(q, docs)
+    neg = NegativesConfig(k=49, rank_min=0, rank_max=50, margin=-5.0, max_score=5.0)  # margin/ceiling off
+    got, counts = select_negatives(q, docs, order, np.array([3]), np.zeros(1, np.uint64), norm, hash64(texts), neg,
+                                   blocked={0: np.array([norm[3], norm[11]], dtype=np.uint64)})
+    assert not {3, 7, 11} & set(got[0].tolist())
+    assert len(got[0]) == 47 and counts["dropped_positive"] == 3
+
+
+# ---- end to end ----------------------------------------------------------------------------------------------
+def test_mined_triples_exclude_positives_and_are_identical_across_threads_and_chunk_sizes(tmp_path, pairs_dir,
+                                                                                           tiny_model):
+    # Margin and ceiling off so that only the positive rules keep the folded duplicate out.
+    off = {"negatives.margin": -10.0, "negatives.max_score": 10.0, "negatives.rank_min": 0}
+    a = mine(config(tmp_path, pairs_dir, "a", **off, **{"index.num_threads": 1, "index.query_chunk": 7}), tiny_model)
+    b = mine(config(tmp_path, pairs_dir, "b", **off, **{"index.num_threads": 2, "index.query_chunk": 1000}),
+             tiny_model)
+    rows_a, rows_b = read_rows(a), read_rows(b)
+    assert rows_a == rows_b and len(rows_a) == 93
+    positives_of: dict[str, set[str]] = {}
+    for r in rows_a:
+        positives_of.setdefault(r["query"], set()).add(normalize_text(r["positive"]))
+    for r in rows_a:
+        assert len(r["negatives"]) == 4
+        assert not {normalize_text(n) for n in r["negatives"]} & positives_of[r["query"]]
+        assert not {normalize_text(n) for n in r["negatives"]} & {normalize_text(r["positive"])}
+    stats = json.loads((a / "mine_stats.json").read_text())
+    assert stats["sources"]["alpha"]["dropped_positive"] > 0 and stats["sources"]["alpha"]["index"] == "flat"
+
+
+def test_margin_ceiling_and_window_hold_on_real_encoder_scores(tmp_path, pairs_dir, tiny_model):
+    cfg = config(tmp_path, pairs_dir, "w", **{"negatives.margin": 0.02, "negatives.max_score": 0.9,
+                                              "negatives.rank_min": 3, "sources": ["beta"]})
+    rows = read_rows(mine(cfg, tiny_model))
+    corpus = sorted(set(pq.read_table(pairs_dir / "beta" / "train-00000.parquet").column("positive").to_pylist()))
+    q = tiny_model.encode([r["query"] for r in rows], normalize=True).astype(np.float64)
+    d = tiny_model.encode(corpus, normalize=True).astype(np.float64)
+    p = tiny_model.encode([r["positive"] for r in rows], normalize=True).astype(np.float64)
+    for i, r in enumerate(rows):
+        s = d @ q[i]
+        rank = {corpus[j]: n for n, j in enumerate(np.argsort(-s, kind="stable"))}
+        pos_score = float(p[i] @ q[i])
+        for neg in r["negatives"]:
+            score = float(s[corpus.index(neg)])
+            assert 3 - 1 <= rank[neg] < 20 + 1  # +-1: float ties between this reference and the float64 rescoring
+            assert score <= 0.9 + 1e-3 and score <= pos_score - 0.02 + 1e-3  # 1e-3: the float16 cache
+
+
+def test_ivf_index_is_used_above_the_threshold_and_stays_deterministic(tmp_path, pairs_dir, tiny_model):
+    over = {"index.ivf_threshold": 50, "index.nlist": 4, "index.nprobe": 2, "negatives.margin": -1.0}
+    a = mine(config(tmp_path, pairs_dir, "a", **over, **{"index.num_threads": 1}), tiny_model)
+    b = mine(config(tmp_path, pairs_dir, "b", **over, **{"index.num_threads": 2, "index.query_chunk": 5}),
+             tiny_model)
+    assert json.loads((a / "mine_stats.json").read_text())["sources"]["alpha"]["index"] == "ivf"
+    assert read_rows(a) == read_rows(b)
+
+
+def test_rerun_on_finished_output_is_a_noop_and_other_settings_are_refused(tmp_path, pairs_dir, tiny_model):
+    cfg = config(tmp_path, pairs_dir, "a", sources=["beta"])
+    out = mine(cfg, tiny_model)
+    stamp = (out / "manifest.json").stat().st_mtime_ns
+    cfg.index.num_threads = 1  # does not change the output: still "done"
+    mine(cfg, tiny_model)
+    assert (out / "manifest.json").stat().st_mtime_ns == stamp
+    cfg.negatives.k = 2
+    with pytest.raises(ValueError, match="negatives.k"):
+        mine(cfg, tiny_model)
+    cfg.overwrite = True
+    mine(cfg, tiny_model)
+    assert max(len(r["negatives"]) for r in read_rows(out)) == 2
+
+
+def test_output_manifest_points_heldout_and_beir_at_the_input_and_reports_stats(tmp_path, pairs_dir, tiny_model):
+    cfg = config(tmp_path, pairs_dir, "a", max_queries_per_source=20)
+    out = mine(cfg, tiny_model)
+    manifest = json.loads((out / "manifest.json").read_text())
+    alpha = manifest["sources"]["alpha"]
+    assert alpha["beir"] == str((pairs_dir / "beir" / "alpha").resolve())
+    assert pq.read_table(alpha["heldout"]["files"][0]).num_rows == 3
+    stats = manifest["mining"]["sources"]["alpha"]
+    assert stats["queries"] == 20 and alpha["train"]["rows"] == stats["queries_mined"]
+    for key in ("mean_negatives", "dropped_margin", "dropped_ceiling", "queries_short", "corpus_docs"):
+        assert key in stats
+    assert manifest["mining"]["peak_rss_mb"] > 0 and manifest["mining"]["wall_s"] >= 0
+
+
+def test_query_cap_samples_the_same_rows_whatever_the_input_order():
+    q, p = sentences(50, 7), sentences(50, 8)
+    rows = PairRows(q, p, [str(i) for i in range(50)])
+    perm = np.random.default_rng(0).permutation(50)
+    a, b = sample_rows(rows, 10, seed=3), sample_rows(rows.take(perm), 10, seed=3)
+    assert len(a) == 10 and set(a.keys) == set(b.keys)
+    assert set(sample_rows(rows, 10, seed=4).keys) != set(a.keys)
+
+
+def test_consistency_filter_flag_filters_before_mining(tmp_path, pairs_dir, tiny_model):
+    cfg = config(tmp_path, pairs_dir, "f", sources=["beta"], **{"filter.enabled": True, "filter.top_k": 1,
+                                                                "filter.model": MineConfig().model})
+    out = mine(cfg, tiny_model)
+    stats = json.loads((out / "mine_stats.json").read_text())["sources"]["beta"]
+    assert stats["filter"]["pairs"] == 30 and stats["queries"] == stats["filter"]["kept"] < 30
+
+
+# ---- config and command line ----------------------------------------------------------------------------------
+def test_config_rejects_an_empty_rank_window_with_a_fix():
+    with pytest.raises(ConfigError, match="rank_min=50.*rank_max=10"):
+        load_config(MineConfig, None, ["input_dir=a", "out_dir=b", "negatives.rank_min=50", "negatives.rank_max=10"])
+
+
+def test_main_runs_the_yaml_config_with_overrides(tmp_path, pairs_dir, tiny_model, capsys):
+    tiny_model.save_pretrained(tmp_path / "tiny")
+    assert main(["configs/mine.yaml", f"input_dir={pairs_dir}", f"out_dir={tmp_path / 'o'}",
+                 f"model={tmp_path / 'tiny'}", "sources=[beta]", "embed.bf16=false", "negatives.k=2"]) == 0
+    assert "beta: " in capsys.readouterr().out
+    assert all(len(r["negatives"]) <= 2 for r in read_rows(tmp_path / "o"))
+
+
+# ---- embedding cache ------------------------------------------------------------------------------------------
+def test_embed_cache_recomputes_only_a_deleted_shard_and_reuses_across_orders(tmp_path, tiny_model):
+    texts = sentences(50, 9)
+    cfg = EmbedConfig(batch_size=8, max_seq_len=32, bf16=False, shard_size=16, cache_dir=str(tmp_path))
+    first = embed_cached(tiny_model, texts, cfg)
+    assert (first.computed_texts, first.computed_shards) == (50, 4)
+    (tmp_path / first.namespace / "shard-00001.npy").unlink()  # as if the run died while writing it
+    again = embed_cached(tiny_model, texts, cfg)
+    assert (again.computed_texts, again.computed_shards, again.reused_texts) == (16, 1, 34)
+    np.testing.assert_array_equal(again.vectors, first.vectors)
+    shuffled = texts[::-1][:30]
+    subset = embed_cached(tiny_model, shuffled, cfg)
+    assert subset.computed_texts == 0
+    np.testing.assert_array_equal(subset.vectors, first.vectors[::-1][:30])
+
+
+def test_embed_cache_never_mixes_prompts_or_models(tmp_path, tiny_model):
+    from tests.conftest import make_tiny_model
+
+    cfg = EmbedConfig(batch_size=8, max_seq_len=32, bf16=False, cache_dir=str(tmp_path))
+    base = embed_cached(tiny_model, ["the cat"], cfg)
+    assert embed_cached(tiny_model, ["the cat"], cfg, prefix="query: ").computed_texts == 1
+    (tmp_path / "other").mkdir()
+    other = make_tiny_model(tmp_path / "other", seed=1)
+    assert embed_cached(other, ["the cat"], cfg).namespace != base.namespace
+
+
+def test_model_fingerprint_changes_when_weights_are_updated_in_place(tiny_model):
+    import torch
+
+    from data_prep.embed_cache import model_fingerprint
+
+    before = model_fingerprint(tiny_model)
+    assert model_fingerprint(tiny_model) == before
+    with torch.no_grad():
+        next(tiny_model.parameters()).add_(1e-3)  # what an optimizer step does
+    assert model_fingerprint(tiny_model) != before
