@@ -272,9 +272,16 @@ def mine(cfg: MineConfig, model: GTEModel | None = None) -> Path:
         kept_lengths = [len(n) for n, k in zip(negatives, keep) if k]
         stats.update(queries_mined=int(keep.sum()), queries_dropped=int((~keep).sum()),
                      mean_negatives=round(float(np.mean(kept_lengths)) if kept_lengths else 0.0, 3))
+        per_source[name] = stats
+        if not keep.any():  # an empty shard would only break readers downstream: leave the source out, say so
+            print(f"gte mine: source {name}: no query kept >= {cfg.negatives.min_negatives} negatives after the "
+                  "window/margin/ceiling filters; left out of the output (see mine_stats.json)", file=sys.stderr)
+            continue
         entries[name] = write_source(out, name, rows, negatives, keep, manifest["sources"][name], in_dir,
                                      cfg.rows_per_shard)
-        per_source[name] = stats
+    if not entries:
+        raise ValueError(f"gte mine: no source kept any query with >= {cfg.negatives.min_negatives} negatives; "
+                         "widen negatives.rank_max, lower negatives.margin or raise negatives.max_score")
     _finish(out, cfg, entries, per_source, start)
     return out
 

@@ -1,0 +1,94 @@
+"""`gte run` end to end on a tiny budget: every phase runs, the report is written, and a run killed in stage 1
+finishes when re-run without redoing the phases that were done."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gte_model import load_model
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = [
+    "prep.sources=[pydocs,stsb]",
+    "prep.max_pairs.default=300",
+    "prep.split.heldout_fraction=0.2",
+    "prep.split.max_heldout_queries=40",
+    "prep.num_proc=1",
+    "stage1.model.init_from=tiny",
+    "stage1.data.val_rows=8",
+    "stage1.train.global_batch_size=16",
+    "stage1.train.chunk_size=16",
+    "stage1.train.max_steps=6",
+    "stage1.train.checkpoint_every=2",
+    "stage1.train.precision=fp32",
+    "stage1.optim.lr=1e-3",
+    "stage1.optim.warmup_steps=1",
+    "stage1.log.wandb=off",
+    "mine.max_queries_per_source=40",
+    "mine.embed.bf16=false",
+    "mine.negatives.margin=0.0",  # a random tiny model scores everything near cosine 1: keep what ranks below
+    "mine.negatives.max_score=1.0",
+    "stage2.data.val_rows=8",
+    "stage2.train.global_batch_size=8",
+    "stage2.train.chunk_size=16",
+    "stage2.train.max_steps=4",
+    "stage2.train.checkpoint_every=2",
+    "stage2.train.precision=fp32",
+    "stage2.optim.warmup_steps=1",
+    "stage2.log.wandb=off",
+    "eval.tasks=[beir]",
+    "eval.bf16=false",
+]
+PHASES = ["prep", "stage1", "mine", "stage2", "export", "eval_base", "eval_stage1", "eval_stage2"]
+
+
+def _cmd(run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "train.cli", "run", "configs/quickstart.yaml", f"run.dir={run_dir}", *TINY]
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_pipeline_killed_in_stage1_finishes_on_rerun_without_redoing_prep(tmp_path):
+    run_dir = tmp_path / "qs"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    proc = subprocess.Popen(_cmd(run_dir), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = run_dir / "stage1" / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if checkpoints.is_dir() and any(p.name.startswith("step-") for p in checkpoints.iterdir()):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the pipeline ended before stage 1 wrote a checkpoint"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (run_dir / "phases" / "prep.json").is_file() and not (run_dir / "phases" / "stage1.json").is_file()
+    prep_marker = (run_dir / "phases" / "prep.json").read_text()
+
+    rerun = subprocess.run(_cmd(run_dir), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "[run] prep: done before, skipped" in rerun.stdout
+    assert (run_dir / "phases" / "prep.json").read_text() == prep_marker
+    steps = [json.loads(line)["step"] for line in (run_dir / "stage1" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line).get("kind") == "train"]
+    assert steps == sorted(set(steps)) and steps[-1] == 6, steps  # resumed, no step logged twice
+    for phase in PHASES:
+        assert (run_dir / "phases" / f"{phase}.json").is_file(), phase
+    report = (run_dir / "report.md").read_text()
+    assert "stage 2 (final)" in report and "ndcg@10" in report and (run_dir / "report.png").is_file()
+    final = load_model(run_dir / "export")
+    assert final.base_model == "preset:tiny"
+    results = json.loads((run_dir / "eval" / "stage2" / "results.json").read_text())["results"]
+    assert {"beir/pydocs", "beir/stsb"} <= set(results)
+    card = (run_dir / "export" / "README.md").read_text()
+    assert "beir/pydocs" in card  # evaluation results reach the final model's card
+
+    again = subprocess.run(_cmd(run_dir), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and again.stdout.count("done before, skipped") == len(PHASES)

@@ -1,0 +1,84 @@
+"""The pipeline's report: <run.dir>/report.md and report.png (loss curves of both stages, metric bars, wall time)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from train.evaluate import compare_table
+from train.metrics import read_metrics
+
+STAGES = ("base", "stage1", "stage2")
+
+
+def write_report(root: str | Path, base_name: str = "base") -> Path:
+    """Assemble report.md + report.png from the phase markers, metrics.jsonl files and eval results under root."""
+    root = Path(root)
+    results = {s: _results(root / "eval" / s) for s in STAGES}
+    results = {s: r for s, r in results.items() if r is not None}
+    png = _plot(root, results)
+    lines = [f"# Pipeline report: {root}", ""]
+    if results:
+        labels = {"base": f"base ({base_name})", "stage1": "stage 1", "stage2": "stage 2 (final)"}
+        lines += ["## Evaluation", "", compare_table({labels[s]: r for s, r in results.items()}), ""]
+    lines += ["## Wall time per phase", "", "| phase | seconds |", "| --- | --- |"]
+    total = 0.0
+    for marker in sorted((root / "phases").glob("*.json"), key=lambda p: json.loads(p.read_text())["finished"]):
+        info = json.loads(marker.read_text())
+        total += info["seconds"]
+        lines.append(f"| {info['phase']} | {info['seconds']:.0f} |")
+    lines += [f"| **total** | {total:.0f} |", ""]
+    if png is not None:
+        lines += [f"![losses and metrics]({png.name})", ""]
+    lines += [f"Final model: `{root / 'export'}` (loads with SentenceTransformer and AutoModel).", ""]
+    report = root / "report.md"
+    report.write_text("\n".join(lines))
+    print(f"[run] report: {report}")
+    return report
+
+
+def _results(folder: Path) -> dict | None:
+    path = folder / "results.json"
+    return json.loads(path.read_text())["results"] if path.is_file() else None
+
+
+def _plot(root: Path, results: dict[str, dict]) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    for ax, stage in zip(axes[:2], ("stage1", "stage2")):
+        train = [r for r in read_metrics(root / stage / "metrics.jsonl") if r.get("kind") == "train"]
+        evals = [r for r in read_metrics(root / stage / "metrics.jsonl") if "val_loss" in r]
+        if train:
+            ax.plot([r["step"] for r in train], [r["loss"] for r in train], lw=1, label="train loss")
+        if evals:
+            ax.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "o-", label="validation loss")
+        ax.set_title(f"{stage} loss")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    _bars(axes[2], results)
+    fig.tight_layout()
+    png = root / "report.png"
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return png
+
+
+def _bars(ax, results: dict[str, dict]) -> None:
+    """Grouped bars: one group per task (STS-B Spearman, each BEIR set's nDCG@10), one bar per model."""
+    tasks = sorted({t for r in results.values() for t in r if t == "sts-b" or t.startswith("beir/")})
+    metric = {t: ("cosine_spearman" if t == "sts-b" else "ndcg@10") for t in tasks}
+    width = 0.8 / max(len(results), 1)
+    for i, (stage, res) in enumerate(results.items()):
+        values = [float(res.get(t, {}).get(metric[t], 0.0)) for t in tasks]
+        ax.bar([x + i * width for x in range(len(tasks))], values, width, label=stage)
+    ax.set_xticks([x + width * (len(results) - 1) / 2 for x in range(len(tasks))])
+    ax.set_xticklabels([t.replace("beir/", "") for t in tasks], rotation=30, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_title("STS-B Spearman / held-out nDCG@10")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
