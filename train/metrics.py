@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
 
 METRICS_FILE = "metrics.jsonl"
@@ -132,6 +133,6 @@ def _start_wandb(mode: str, project: str, name: str, run_dir: Path, config: dict
         os.environ["WANDB_MODE"] = "offline"
     # One wandb run per run dir: a resumed run continues the same wandb run.
     id_file = run_dir / "wandb_id.txt"
-    run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+    run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(6)
     id_file.write_text(run_id)
     return wandb.init(project=project, name=name, id=run_id, resume="allow", dir=str(run_dir), config=config)

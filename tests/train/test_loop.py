@@ -102,3 +102,16 @@ def test_two_ddp_processes_train_on_the_same_data_order_as_one(tiny_run, pairs, 
     assert [(r["source"], r["rows_crc"]) for r in two] == [(r["source"], r["rows_crc"]) for r in one]
     assert all(np.isfinite(r["loss"]) for r in two)
     assert (run_dir / "checkpoints" / "step-0000003").is_dir() and (run_dir / "export" / "model.safetensors").is_file()
+
+
+def test_wandb_logs_offline_without_an_api_key(tmp_path, monkeypatch):
+    from train.metrics import MetricsLogger
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    logger = MetricsLogger(tmp_path / "run", {"a": 1}, wandb="on", project="test")
+    logger.log({"kind": "train", "step": 1, "loss": 0.5})
+    logger.close()
+    assert (tmp_path / "run" / "wandb_id.txt").read_text()
+    assert list((tmp_path / "run").rglob("*.wandb")), "no offline wandb run file was written"
