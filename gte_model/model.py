@@ -37,9 +37,11 @@ def check_texts(texts: Sequence[str] | str, what: str = "texts") -> list[str]:
     return items
 
 
-def collate(ids: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad token id lists into input_ids / attention_mask / token_type_ids tensors [B, T]."""
-    width = max((len(x) for x in ids), default=0)
+def collate(ids: Sequence[Sequence[int]], pad_id: int, width: int | None = None) -> dict[str, torch.Tensor]:
+    """Right-pad token id lists into input_ids / attention_mask / token_type_ids tensors [B, T]; T is the longest
+    row, or `width` when given (a fixed set of widths lets oneDNN reuse its kernels across batches)."""
+    longest = max((len(x) for x in ids), default=0)
+    width = longest if width is None else max(width, longest)
     input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
     for row, x in enumerate(ids):

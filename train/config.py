@@ -59,6 +59,7 @@ class DataConfig:
 class TrainLoopConfig:
     global_batch_size: int = 64  # pairs per optimizer step summed over all processes (the negative pool)
     chunk_size: int = 64  # texts (queries + documents) per forward pass on one process
+    chunk_tokens: int = 0  # padded-token budget per forward pass (0 = chunk_size texts whatever their length)
     grad_cache: bool = False  # gradient caching: memory of one chunk, any global batch (costs one extra forward)
     max_steps: int = 1000  # optimizer steps in total (a resumed run continues up to this)
     checkpoint_every: int = 500  # steps between checkpoints (0 = only the final export)
@@ -141,6 +142,7 @@ def _check_ranges(c: TrainConfig) -> list[str]:
     for key, value, low in (
         ("train.global_batch_size", c.train.global_batch_size, 1),
         ("train.chunk_size", c.train.chunk_size, 1),
+        ("train.chunk_tokens", c.train.chunk_tokens, 0),
         ("train.max_steps", c.train.max_steps, 1),
         ("train.keep_checkpoints", c.train.keep_checkpoints, 1),
         ("train.log_every", c.train.log_every, 1),

@@ -19,16 +19,29 @@ from gte_model import collate
 Chunk = dict[str, Tensor]
 
 
-def make_chunks(ids: Sequence[Sequence[int]], chunk_size: int, pad_id: int) -> tuple[list[Chunk], Tensor]:
-    """Token id lists -> (chunks, order): chunks of at most chunk_size texts, longest first, each padded to its
-    own longest row; order [M] (long) with order[k] = the original index of row k of the chunk-concatenated
-    embeddings. Un-permute with emb_original = emb_concat[torch.argsort(order)] (or emb_original[order] =
-    emb_concat)."""
+# Chunk widths are rounded up to this many tokens: a handful of distinct (rows, width) shapes per run instead of
+# one per chunk. On CPUs oneDNN builds kernels per new shape (in bf16 a new shape cost ~2.5x a seen one, measured in
+# benchmarks/train_profile.py); on GPUs round widths suit tensor cores. The cost is < 16 padding tokens per row.
+PAD_MULTIPLE = 16
+
+
+def make_chunks(
+    ids: Sequence[Sequence[int]], chunk_size: int, pad_id: int, max_tokens: int = 0, pad_multiple: int = PAD_MULTIPLE
+) -> tuple[list[Chunk], Tensor]:
+    """Token id lists -> (chunks, order): longest first, each chunk padded to its own longest row rounded up to
+    pad_multiple; a chunk holds at most chunk_size texts and, when max_tokens > 0, at most max_tokens padded tokens
+    (short texts then go in bigger chunks, long ones in smaller). order [M] (long): order[k] = the original index
+    of row k of the chunk-concatenated embeddings; un-permute with emb_original = emb_concat[torch.argsort(order)]."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size} must be >= 1 (texts per forward pass)")
     # Longest first (stable for ties): a chunk too long for memory fails on the first forward, not the last.
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-    chunks = [collate([ids[i] for i in order[s : s + chunk_size]], pad_id) for s in range(0, len(order), chunk_size)]
+    chunks, start = [], 0
+    while start < len(order):
+        width = -(-len(ids[order[start]]) // pad_multiple) * pad_multiple  # round up
+        rows = chunk_size if max_tokens <= 0 else max(1, min(chunk_size, max_tokens // max(width, 1)))
+        chunks.append(collate([ids[i] for i in order[start : start + rows]], pad_id, width=width))
+        start += rows
     return chunks, torch.tensor(order, dtype=torch.long)
 
 

@@ -38,7 +38,8 @@ def model(tmp_path):
 def setup(model, chunk_size, kind="gte"):
     """Chunks of the 12 texts and a loss_fn that un-permutes the chunk-ordered embeddings into q, d, neg."""
     ids = model.tokenize_ids(QUERIES + DOCS + NEGS)
-    chunks, order = make_chunks(ids, chunk_size, model.tokenizer.pad_token_id)
+    # pad_multiple=1: the unchunked references pad to the longest row, and dropout masks follow the width
+    chunks, order = make_chunks(ids, chunk_size, model.tokenizer.pad_token_id, pad_multiple=1)
     inverse = torch.argsort(order)
 
     def loss_fn(emb):  # [M, H] in chunk order
@@ -148,12 +149,22 @@ def test_cached_step_leaves_the_rng_where_the_plain_step_does(model):
 
 def test_make_chunks_sorts_by_length_pads_per_chunk_and_returns_the_order():
     ids = [[1] * n for n in (3, 7, 1, 5, 7, 2)]
-    chunks, order = make_chunks(ids, chunk_size=4, pad_id=0)
+    chunks, order = make_chunks(ids, chunk_size=4, pad_id=0, pad_multiple=1)
     assert order.tolist() == [1, 4, 3, 0, 5, 2]  # longest first, ties in input order
     assert [c["input_ids"].shape for c in chunks] == [(4, 7), (2, 2)]  # each chunk padded to its own longest row
     lengths = torch.cat([c["attention_mask"].sum(1) for c in chunks])  # [M] in chunk order
     assert lengths[torch.argsort(order)].tolist() == [3, 7, 1, 5, 7, 2]  # the documented un-permutation
     assert all(set(c) == {"input_ids", "attention_mask", "token_type_ids"} for c in chunks)
+
+
+def test_make_chunks_rounds_widths_up_and_fills_chunks_to_a_token_budget():
+    ids = [[1] * n for n in (40, 3, 20, 17, 5, 2, 9, 33)]
+    chunks, order = make_chunks(ids, chunk_size=8, pad_id=0, max_tokens=64, pad_multiple=16)
+    shapes = [tuple(c["input_ids"].shape) for c in chunks]
+    assert shapes == [(1, 48), (1, 48), (2, 32), (4, 16)]  # rows x width <= 64, widths multiples of 16
+    assert sum(r for r, _ in shapes) == len(ids)
+    lengths = torch.cat([c["attention_mask"].sum(1) for c in chunks])
+    assert lengths[torch.argsort(order)].tolist() == [40, 3, 20, 17, 5, 2, 9, 33]
 
 
 def test_make_chunks_rejects_a_zero_chunk_size():
