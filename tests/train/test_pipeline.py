@@ -45,6 +45,7 @@ TINY = [
     "stage2.optim.warmup_steps=1",
     "stage2.log.wandb=off",
     "eval.tasks=[beir]",
+    "eval.beir_sources=[]",
     "eval.bf16=false",
 ]
 PHASES = ["prep", "stage1", "mine", "stage2", "export", "eval_base", "eval_stage1", "eval_stage2"]
