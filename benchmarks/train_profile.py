@@ -1,0 +1,118 @@
+"""Where our training step's time goes (companion of train_throughput.py; not a test).
+
+Replays train.loop._train_step's pieces on the benchmark's pairs dir with a timer around each: sampler + row fetch,
+tokenisation, chunking, forward (under the accelerator's autocast), loss, backward, clip + AdamW + schedule. Steps
+0..N-1 run twice: the second pass repeats the exact chunk shapes, so "pass 2 - pass 1" is the one-off cost of new
+shapes (oneDNN builds kernels per shape, notably in bf16). Optional what-ifs (this process only, product untouched):
+--fused (torch.optim.AdamW(fused=True)) and --bucket K (chunk widths padded up to a multiple of K).
+
+  .venv/bin/python benchmarks/train_profile.py --pairs-dir /tmp/tb/main/pairs-throughput --precision bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import io
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from train_bench_workers import ours_config  # noqa: E402
+
+
+def bucketed(make_chunks, multiple: int):
+    """make_chunks with every chunk's width padded up to a multiple of `multiple` (fewer distinct shapes)."""
+    import torch
+
+    def wrapped(ids, chunk_size, pad_id):
+        chunks, order = make_chunks(ids, chunk_size, pad_id)
+        for c in chunks:
+            extra = -c["input_ids"].shape[1] % multiple
+            for key, value in (("input_ids", pad_id), ("attention_mask", 0), ("token_type_ids", 0)):
+                c[key] = torch.nn.functional.pad(c[key], (0, extra), value=value)
+        return chunks, order
+
+    return wrapped
+
+
+def timed_step(run, step: int, make_chunks, clock: dict) -> None:
+    from train.loop import _encoder, _make_loss_fn, _token_ids
+
+    def tick(name, fn):
+        start = time.perf_counter()
+        out = fn()
+        clock[name] += time.perf_counter() - start
+        return out
+
+    cfg, acc = run.cfg, run.accelerator
+    source, rows = tick("sampler+fetch", lambda: run.sampler.batch_at(step))
+    batch = tick("sampler+fetch", lambda: run.data.train_batch(source, rows, cfg.train.seed, step))
+    ids = tick("tokenise", lambda: _token_ids(run, batch))
+    chunks, order = tick("chunking", lambda: make_chunks(ids, cfg.train.chunk_size, run.gte.tokenizer.pad_token_id))
+    clock["padded tokens"] += sum(c["input_ids"].numel() for c in chunks)
+    clock["real tokens"] += sum(len(x) for x in ids)
+    loss_fn = _make_loss_fn(run, batch, order)
+    encode = _encoder(run)
+
+    def forward():
+        with acc.autocast():
+            return [encode(c) for c in chunks]
+
+    embs = tick("forward", forward)
+    loss = tick("loss", lambda: loss_fn(__import__("torch").cat([e.float() for e in embs])))
+    tick("backward", lambda: acc.backward(loss))
+    tick("clip+AdamW+schedule", run.update)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--pairs-dir", required=True)
+    p.add_argument("--precision", default="bf16")
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--chunk-size", type=int, default=16)
+    p.add_argument("--fused", action="store_true")
+    p.add_argument("--bucket", type=int, default=0)
+    p.add_argument("--work-dir", default="/tmp/train-profile")
+    args = p.parse_args()
+    import torch
+
+    from train import loop
+
+    if args.fused:
+        torch.optim.AdamW = functools.partial(torch.optim.AdamW, fused=True)
+    make_chunks = bucketed(loop.make_chunks, args.bucket) if args.bucket else loop.make_chunks
+    spec = {"run_dir": f"{args.work_dir}/run", "pairs_dir": args.pairs_dir, "cache_dir": f"{args.work_dir}/cache",
+            "max_len": 128, "batch": 32, "chunk_size": args.chunk_size, "precision": args.precision,
+            "warmup": 0, "steps": args.steps}
+    with contextlib.redirect_stdout(io.StringIO()):
+        run = loop._build(ours_config(spec))
+    timed_step(run, 0, make_chunks, defaultdict(float))  # warm-up on a step outside the measured ones
+    passes = []
+    for _ in range(2):
+        clock = defaultdict(float)
+        for step in range(1, args.steps + 1):
+            timed_step(run, step, make_chunks, clock)
+        passes.append(clock)
+    print(f"{args.precision}, chunk {args.chunk_size}, fused AdamW {args.fused}, bucket {args.bucket or 'off'}, "
+          f"{args.steps} steps x 2 passes, threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.2f}")
+    print(f"{'ms per step':>22} {'pass 1 (new shapes)':>20} {'pass 2 (same shapes)':>21}")
+    for name in passes[0]:
+        a, b = (c[name] / args.steps for c in passes)
+        scale = 1 if "tokens" in name else 1000
+        print(f"{name:>22} {a * scale:20.0f} {b * scale:21.0f}")
+    total = [sum(v for k, v in c.items() if "tokens" not in k) / args.steps for c in passes]
+    print(f"{'total':>22} {total[0] * 1000:20.0f} {total[1] * 1000:21.0f}   -> {32 / total[1]:.2f} pairs/s (pass 2)")
+
+
+if __name__ == "__main__":
+    main()
