@@ -124,6 +124,7 @@ def ours_config(spec: dict):
         "data.val_rows=0",
         f"train.global_batch_size={spec['batch']}",
         f"train.chunk_size={spec['chunk_size']}",
+        f"train.chunk_tokens={spec.get('chunk_tokens', 0)}",
         f"train.grad_cache={str(spec.get('grad_cache', False)).lower()}",
         f"train.max_steps={total}",
         "train.checkpoint_every=0",
@@ -148,8 +149,6 @@ def run_ours(spec: dict) -> dict:
     from train.loop import _build, _train_step
 
     cfg = ours_config(spec)
-    if spec.get("fused_adamw"):
-        _fuse_adamw()
     with contextlib.redirect_stdout(io.StringIO()):  # _build prints the resolved config
         run = _build(cfg)
     rss_before = rss_now_mb()
@@ -164,16 +163,6 @@ def run_ours(spec: dict) -> dict:
     out = _result(stamps, tokens, spec["warmup"], spec["batch"], rss_before)
     out["last_loss"] = float(stats["loss"])
     return out
-
-
-def _fuse_adamw() -> None:
-    """What-if for the lead (not the product today): train.loop builds torch.optim.AdamW with its default
-    for-loop CPU implementation; the peer's Trainer defaults to adamw_torch_fused. Patched in this process only."""
-    import functools
-
-    import torch
-
-    torch.optim.AdamW = functools.partial(torch.optim.AdamW, fused=True)
 
 
 class _ProbeStop(Exception):
@@ -286,4 +275,4 @@ def _count_tokens(trainer) -> list[int]:
     return trainer.data_collator.counts
 
 
-WORKERS = {"ours": run_ours, "ours-fused": run_ours, "peer": run_peer}
+WORKERS = {"ours": run_ours, "peer": run_peer}

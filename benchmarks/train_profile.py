@@ -3,8 +3,7 @@
 Replays train.loop._train_step's pieces on the benchmark's pairs dir with a timer around each: sampler + row fetch,
 tokenisation, chunking, forward (under the accelerator's autocast), loss, backward, clip + AdamW + schedule. Steps
 0..N-1 run twice: the second pass repeats the exact chunk shapes, so "pass 2 - pass 1" is the one-off cost of new
-shapes (oneDNN builds kernels per shape, notably in bf16). Optional what-ifs (this process only, product untouched):
---fused (torch.optim.AdamW(fused=True)) and --bucket K (chunk widths padded up to a multiple of K).
+shapes (oneDNN builds kernels per shape, notably in bf16). --chunk-tokens sets train.chunk_tokens.
 
   .venv/bin/python benchmarks/train_profile.py --pairs-dir /tmp/tb/main/pairs-throughput --precision bf16
 """
@@ -13,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import io
 import os
 import sys
@@ -30,23 +28,9 @@ sys.path.insert(0, str(HERE))
 from train_bench_workers import ours_config  # noqa: E402
 
 
-def bucketed(make_chunks, multiple: int):
-    """make_chunks with every chunk's width padded up to a multiple of `multiple` (fewer distinct shapes)."""
-    import torch
-
-    def wrapped(ids, chunk_size, pad_id):
-        chunks, order = make_chunks(ids, chunk_size, pad_id)
-        for c in chunks:
-            extra = -c["input_ids"].shape[1] % multiple
-            for key, value in (("input_ids", pad_id), ("attention_mask", 0), ("token_type_ids", 0)):
-                c[key] = torch.nn.functional.pad(c[key], (0, extra), value=value)
-        return chunks, order
-
-    return wrapped
-
-
-def timed_step(run, step: int, make_chunks, clock: dict) -> None:
+def timed_step(run, step: int, clock: dict) -> None:
     from train.loop import _encoder, _make_loss_fn, _token_ids
+    from train.step import make_chunks
 
     def tick(name, fn):
         start = time.perf_counter()
@@ -58,7 +42,8 @@ def timed_step(run, step: int, make_chunks, clock: dict) -> None:
     source, rows = tick("sampler+fetch", lambda: run.sampler.batch_at(step))
     batch = tick("sampler+fetch", lambda: run.data.train_batch(source, rows, cfg.train.seed, step))
     ids = tick("tokenise", lambda: _token_ids(run, batch))
-    chunks, order = tick("chunking", lambda: make_chunks(ids, cfg.train.chunk_size, run.gte.tokenizer.pad_token_id))
+    chunks, order = tick("chunking", lambda: make_chunks(ids, cfg.train.chunk_size, run.gte.tokenizer.pad_token_id,
+                                                             cfg.train.chunk_tokens))
     clock["padded tokens"] += sum(c["input_ids"].numel() for c in chunks)
     clock["real tokens"] += sum(len(x) for x in ids)
     loss_fn = _make_loss_fn(run, batch, order)
@@ -80,30 +65,27 @@ def main() -> None:
     p.add_argument("--precision", default="bf16")
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--chunk-size", type=int, default=16)
-    p.add_argument("--fused", action="store_true")
-    p.add_argument("--bucket", type=int, default=0)
+    p.add_argument("--chunk-tokens", type=int, default=0)
     p.add_argument("--work-dir", default="/tmp/train-profile")
     args = p.parse_args()
     import torch
 
     from train import loop
 
-    if args.fused:
-        torch.optim.AdamW = functools.partial(torch.optim.AdamW, fused=True)
-    make_chunks = bucketed(loop.make_chunks, args.bucket) if args.bucket else loop.make_chunks
     spec = {"run_dir": f"{args.work_dir}/run", "pairs_dir": args.pairs_dir, "cache_dir": f"{args.work_dir}/cache",
-            "max_len": 128, "batch": 32, "chunk_size": args.chunk_size, "precision": args.precision,
+            "max_len": 128, "batch": 32, "chunk_size": args.chunk_size,
+            "chunk_tokens": args.chunk_tokens, "precision": args.precision,
             "warmup": 0, "steps": args.steps}
     with contextlib.redirect_stdout(io.StringIO()):
         run = loop._build(ours_config(spec))
-    timed_step(run, 0, make_chunks, defaultdict(float))  # warm-up on a step outside the measured ones
+    timed_step(run, 0, defaultdict(float))  # warm-up on a step outside the measured ones
     passes = []
     for _ in range(2):
         clock = defaultdict(float)
         for step in range(1, args.steps + 1):
-            timed_step(run, step, make_chunks, clock)
+            timed_step(run, step, clock)
         passes.append(clock)
-    print(f"{args.precision}, chunk {args.chunk_size}, fused AdamW {args.fused}, bucket {args.bucket or 'off'}, "
+    print(f"{args.precision}, chunk {args.chunk_size}, chunk tokens {args.chunk_tokens or 'off'}, "
           f"{args.steps} steps x 2 passes, threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.2f}")
     print(f"{'ms per step':>22} {'pass 1 (new shapes)':>20} {'pass 2 (same shapes)':>21}")
     for name in passes[0]:

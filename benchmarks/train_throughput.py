@@ -54,6 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chunk-size", type=int, default=16, help="ours: texts per forward pass (train.chunk_size)")
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds of ours/peer per precision")
     p.add_argument("--precisions", default="fp32,bf16")
+    p.add_argument("--chunk-tokens", type=int, default=0, help="ours: padded tokens per forward (train.chunk_tokens)")
     p.add_argument("--cache-batches", default="256,1024,4096", help="global batches of the cached step ('' = skip)")
     p.add_argument("--cache-chunk", type=int, default=64, help="cached step: train.chunk_size")
     p.add_argument("--cache-steps", type=int, default=1, help="cached step: timed steps per batch (no warm-up)")
@@ -63,8 +64,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "--probe-chunks phase-3 chunks; a full step there takes too long on 2 cores)")
     p.add_argument("--probe-chunks", type=int, default=2)
     p.add_argument("--work-dir", default="", help="pairs dirs, run dirs, results.json (default: a temp dir)")
-    p.add_argument("--what-if", action="store_true",
-                   help="also run 'ours-fused': ours with torch.optim.AdamW(fused=True) patched in (a proposed fix)")
     p.add_argument("--report", default="", help="only print the tables from a log of this script (its JSON lines)")
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)  # internal: JSON spec of one run
     return p.parse_args(argv)
@@ -130,15 +129,14 @@ def throughput_runs(args: argparse.Namespace, work: Path, pairs: Path) -> list[d
     for r in range(args.rounds):
         for i, precision in enumerate(precisions):
             order = ["ours", "peer"] if (r + i) % 2 == 0 else ["peer", "ours"]
-            if args.what_if:
-                order.insert(1, "ours-fused")
             for system in order:
                 label = f"{system}-{precision}-r{r}"
-                spec = {"system": system, "fused_adamw": system == "ours-fused", "precision": precision, "round": r,
+                spec = {"system": system, "precision": precision, "round": r,
                         "label": label,
                         "run_dir": str(work / "runs" / label), "pairs_dir": str(pairs),
                         "cache_dir": str(work / "arrow-cache"), "batch": args.batch, "max_len": args.max_len,
-                        "chunk_size": args.chunk_size, "warmup": args.warmup, "steps": args.steps}
+                        "chunk_size": args.chunk_size, "chunk_tokens": args.chunk_tokens, "warmup": args.warmup,
+                        "steps": args.steps}
                 results.append(run_child(spec))
     return results
 
@@ -150,6 +148,7 @@ def cache_runs(args: argparse.Namespace, work: Path, pairs: Path, batches: list[
         spec = {"system": "ours", "precision": args.cache_precision, "label": label, "grad_cache": True,
                 "run_dir": str(work / "runs" / label), "pairs_dir": str(pairs), "cache_dir": str(work / "arrow-cache"),
                 "batch": batch, "max_len": args.max_len, "chunk_size": args.cache_chunk,
+                "chunk_tokens": args.chunk_tokens,
                 "warmup": 0, "steps": args.cache_steps}
         if batch >= args.cache_probe_from:
             spec.update(probe_chunks=args.probe_chunks, label=label + "-probe")
@@ -168,7 +167,7 @@ def throughput_table(results: list[dict]) -> str:
               "|---|---:|---:|---:|"]
     for precision in dict.fromkeys(r["precision"] for r in results):
         by = {s: [r for r in results if r["precision"] == precision and r["system"] == s]
-              for s in ("ours", "ours-fused", "peer")}
+              for s in ("ours", "peer")}
         for system, rows in by.items():
             if not rows:
                 continue
@@ -176,13 +175,10 @@ def throughput_table(results: list[dict]) -> str:
             lines.append(f"| {precision} | {system} | {_mean(rows, 'pairs_per_s'):.2f} | "
                          f"{_mean(rows, 'tokens_per_s'):.0f} | {_mean(rows, 'tokens_per_step'):.0f} | "
                          f"{_mean(rows, 'peak_rss_mb'):.0f} | {runs} |")
-        for ours in ("ours", "ours-fused"):
-            if not (by[ours] and by["peer"]):
-                continue
-            ratio = {k: _mean(by[ours], k) / _mean(by["peer"], k) for k in ("pairs_per_s", "tokens_per_s",
-                                                                           "peak_rss_mb")}
-            name = precision if ours == "ours" else f"{precision} ({ours})"
-            ratios.append(f"| {name} | {ratio['pairs_per_s']:.2f}x | {ratio['tokens_per_s']:.2f}x | "
+        if by["ours"] and by["peer"]:
+            ratio = {k: _mean(by["ours"], k) / _mean(by["peer"], k) for k in ("pairs_per_s", "tokens_per_s",
+                                                                             "peak_rss_mb")}
+            ratios.append(f"| {precision} | {ratio['pairs_per_s']:.2f}x | {ratio['tokens_per_s']:.2f}x | "
                           f"{ratio['peak_rss_mb']:.2f}x |")
     return "\n".join(lines + ratios)
 
