@@ -87,6 +87,9 @@ class MineConfig:
     sources: list[str] = field(default_factory=list)  # sources to mine; empty = every source of the input
     extra_corpus: list[str] = field(default_factory=list)  # .txt (a doc per line) / .jsonl ("text") / .parquet
     max_queries_per_source: int = 0  # 0 = every train row; else a deterministic (seeded) sample of this many
+    # candidate documents per source: the source's unique train positives, 0 = all of them, N = a seeded sample
+    # (the sampled queries' own positives are always in the corpus)
+    max_corpus_per_source: int = 0
     rows_per_shard: int = 100_000  # rows per output parquet file
     overwrite: bool = False  # replace a finished output made with another config
     negatives: NegativesConfig = field(default_factory=NegativesConfig)
@@ -102,8 +105,9 @@ class MineConfig:
             errors.append("out_dir is not set: pass out_dir=<folder for the mined pairs>")
         elif self.input_dir and Path(self.out_dir).resolve() == Path(self.input_dir).resolve():
             errors.append(f"out_dir={self.out_dir} equals input_dir: mining writes a new pairs dir; choose another")
-        if self.max_queries_per_source < 0 or self.rows_per_shard < 1:
-            errors.append("max_queries_per_source must be >= 0 (0 = all) and rows_per_shard >= 1")
+        if self.max_queries_per_source < 0 or self.max_corpus_per_source < 0 or self.rows_per_shard < 1:
+            errors.append("max_queries_per_source and max_corpus_per_source must be >= 0 (0 = all), "
+                          "rows_per_shard >= 1")
         return (errors + self.negatives.validate() + self.embed.validate() + self.index.validate()
                 + self.filter.validate("filter."))
 
@@ -204,6 +208,15 @@ def sample_rows(rows: PairRows, cap: int, seed: int) -> PairRows:
     return rows.take(np.sort(np.argsort(priority, kind="stable")[:cap]))
 
 
+def sample_corpus(positives: list[str], cap: int, seed: int) -> list[str]:
+    """The unique positives of a source, or the `cap` of them with the smallest seeded hash (0 = all)."""
+    unique = list(dict.fromkeys(positives))
+    if cap <= 0 or len(unique) <= cap:
+        return unique
+    priority = row_seeds_of(unique, unique, seed + 2)
+    return [unique[i] for i in np.sort(np.argsort(priority, kind="stable")[:cap])]
+
+
 def mine_source(rows: PairRows, extra: list[str], model, cfg: MineConfig, cache_dir: Path) -> tuple[list, dict]:
     """Negative texts per row (a list each) and this source's stats."""
     docs = list(dict.fromkeys([*rows.positives, *extra]))  # exact-unique, first-seen order
@@ -265,8 +278,11 @@ def mine(cfg: MineConfig, model: GTEModel | None = None) -> Path:
         stats: dict = {"train_rows": len(rows)}
         if cfg.filter.enabled:
             rows, stats["filter"] = _apply_filter(rows, model, cfg, cache_dir)
+        # Candidates come from the whole source (or a seeded sample of it), not only the sampled queries' positives:
+        # a bigger corpus holds harder negatives.
+        corpus = sample_corpus(rows.positives, cfg.max_corpus_per_source, cfg.negatives.seed)
         rows = sample_rows(rows, cfg.max_queries_per_source, cfg.negatives.seed)
-        negatives, mined = mine_source(rows, extra, model, cfg, cache_dir)
+        negatives, mined = mine_source(rows, [*corpus, *extra], model, cfg, cache_dir)
         stats.update(mined)
         keep = np.array([len(n) >= cfg.negatives.min_negatives for n in negatives], dtype=bool)
         kept_lengths = [len(n) for n, k in zip(negatives, keep) if k]

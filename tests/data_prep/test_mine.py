@@ -288,3 +288,15 @@ def test_model_fingerprint_changes_when_weights_are_updated_in_place(tiny_model)
     with torch.no_grad():
         next(tiny_model.parameters()).add_(1e-3)  # what an optimizer step does
     assert model_fingerprint(tiny_model) != before
+
+
+def test_corpus_sample_is_seeded_unique_and_capped():
+    from data_prep.mine import sample_corpus
+
+    positives = [f"doc {i % 50}" for i in range(120)]
+    full = sample_corpus(positives, 0, seed=0)
+    assert full == list(dict.fromkeys(positives))
+    some = sample_corpus(positives, 10, seed=0)
+    assert len(some) == 10 and len(set(some)) == 10 and set(some) <= set(full)
+    assert sorted(some) == sorted(sample_corpus(list(reversed(positives)), 10, seed=0))  # order-independent
+    assert some != sample_corpus(positives, 10, seed=1)
