@@ -73,12 +73,14 @@ def _bars(ax, results: dict[str, dict]) -> None:
     tasks = sorted({t for r in results.values() for t in r if t == "sts-b" or t.startswith("beir/")})
     metric = {t: ("cosine_spearman" if t == "sts-b" else "ndcg@10") for t in tasks}
     width = 0.8 / max(len(results), 1)
+    lowest = 1.0
     for i, (stage, res) in enumerate(results.items()):
         values = [float(res.get(t, {}).get(metric[t], 0.0)) for t in tasks]
+        lowest = min([lowest, *values])
         ax.bar([x + i * width for x in range(len(tasks))], values, width, label=stage)
     ax.set_xticks([x + width * (len(results) - 1) / 2 for x in range(len(tasks))])
     ax.set_xticklabels([t.replace("beir/", "") for t in tasks], rotation=30, ha="right")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(max(0.0, lowest - 0.1), 1.06)  # the differences between models are what a reader looks for
     ax.set_title("STS-B Spearman / held-out nDCG@10")
-    ax.legend()
+    ax.legend(loc="upper right", ncol=3, fontsize=8)
     ax.grid(axis="y", alpha=0.3)
