@@ -43,7 +43,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
 
 PHASES_TRAINING = ("stage1", "stage2")
-EVAL_DEFAULTS = {"tasks": ["sts-b", "beir"], "bf16": True, "batch_size": 64}
+EVAL_DEFAULTS = {"tasks": ["sts-b", "beir"], "bf16": True, "batch_size": 64, "beir_sources": []}
 
 
 @dataclass
@@ -364,7 +364,12 @@ def evaluate_all(plan: Plan, redo: bool) -> dict[str, dict]:
     from train.evaluate import evaluate
 
     run_dir, out = Path(plan.run_dir), Path(plan.out_dir)
-    kw = {**eval_settings(run_dir), "pairs_dir": run_dir / "data" / "pairs"}
+    from train.evaluate import manifest_beir_dirs
+
+    settings = eval_settings(run_dir)
+    wanted = settings.pop("beir_sources") or None  # the pipeline's eval.beir_sources: the same held-out sets
+    sets = manifest_beir_dirs(run_dir / "data" / "pairs")
+    kw = {**settings, "beir_dirs": {n: p for n, p in sets.items() if wanted is None or n in wanted}}
     base = load_results(run_dir / "eval" / "base" / "results.json")
     if base is None and not redo:  # the pipeline's eval_base phase has not run: our own copy from an earlier call
         base = load_results(out / "eval_base" / "results.json")
@@ -380,7 +385,10 @@ def evaluate_all(plan: Plan, redo: bool) -> dict[str, dict]:
     else:
         print(f"[baseline] {run_dir / 'eval/stage2/results.json'} is missing: our column is left out", flush=True)
     columns["ST baseline"] = mine
-    return columns
+    # An evaluation made before eval.beir_sources was honoured may hold extra sets: compare the same sets only.
+    keep = {f"beir/{n}" for n in kw["beir_dirs"]}
+    return {name: {t: m for t, m in res.items() if not t.startswith("beir/") or t in keep}
+            for name, res in columns.items()}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
