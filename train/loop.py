@@ -185,10 +185,6 @@ def _build_model(cfg: TrainConfig):
     )
     # The config is the truth for prompts: what training prepends is what the export tells clients to prepend.
     gte.prompts = {k: v for k, v in (("query", d.query_prompt), ("document", d.doc_prompt)) if v}
-    pooler = getattr(gte.backbone, "pooler", None)
-    if pooler is not None:
-        # BERT's pooler feeds nothing we pool; trainable it would get no gradient, which DDP reports as an error.
-        pooler.requires_grad_(False)
     if cfg.train.grad_checkpointing:
         gte.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return gte.train()  # from_pretrained leaves a model in eval mode: dropout off

@@ -61,9 +61,7 @@ def main(out_dir: str, model_dir: str) -> None:
     rank, size = world()
     assert size == 2, f"expected 2 processes, got {size}"
     model = make_tiny_model(model_dir, seed=0).eval()  # dropout off: ranks and the reference must agree exactly
-    # BertModel's pooler is unused by mean pooling; DDP (find_unused_parameters=False) fails on parameters that get
-    # no gradient, so drop it, as the training loop must.
-    model.backbone.pooler = None
+    # GTEModel freezes BERT's unused pooler, so DDP (find_unused_parameters=False) waits for no missing gradient.
     ddp = accelerator.prepare(model)
     b = len(QUERIES) // size
     texts, hashes, b, k = local_batch(local_rows(b))

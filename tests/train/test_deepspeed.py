@@ -3,6 +3,8 @@ the plain step without DeepSpeed (the engine must not step per chunk nor drop th
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import subprocess
 import sys
 
@@ -25,7 +27,11 @@ def _train_lines(run_dir):
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_zero1_with_grad_cache_matches_the_plain_step_without_deepspeed(tmp_path):
-    pytest.importorskip("deepspeed")
+    if importlib.util.find_spec("deepspeed") is None:  # scripts/setup.sh installs the extra: CI must run this
+        message = "deepspeed is not installed: pip install -e '.[deepspeed]'"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
     pairs = write_tiny_pairs(tmp_path / "pairs")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(ROOT / "configs" / "accelerate" / "deepspeed_zero1.yaml"), "--num_processes", "1", "-m", "train",
