@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from gte_model.pooling import POOLING_MODES, pool
+from gte_model.packed import Packed, packed_forward
+from gte_model.pooling import POOLING_MODES, pool, pool_packed
 
 # Show a progress bar in `encode` from this many texts on (unless asked explicitly).
 _PROGRESS_MIN_TEXTS = 2000
@@ -91,11 +92,16 @@ class GTEModel(nn.Module):
     # ---- training -------------------------------------------------------------------------------------
     def forward(
         self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
+        packed: Packed | None = None,
     ) -> torch.Tensor:
-        """Pooled embeddings [B, H] (not normalised: the losses normalise for cosine)."""
+        """Pooled embeddings [B, H] (not normalised: the losses normalise for cosine), from padded tensors or from
+        a `Packed` batch (gte_model.packed: no padding tokens, the same result)."""
+        if packed is not None:
+            hidden = packed_forward(self.backbone, packed)  # [T, H]
+            return pool_packed(hidden, packed.seq_index, packed.lengths, packed.starts, self.pooling)
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
         return pool(out.last_hidden_state, attention_mask, self.pooling)  # [B, T, H] -> [B, H]
 

@@ -18,3 +18,15 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str = "mean")
     # clamp: an all-padding row (never produced by the tokenizer, but cheap to guard) gives 0, not NaN
     counts = mask.sum(dim=1).clamp(min=1e-9)  # [B, 1]
     return summed / counts
+
+
+def pool_packed(
+    hidden: torch.Tensor, seq_index: torch.Tensor, lengths: torch.Tensor, starts: torch.Tensor, mode: str = "mean"
+) -> torch.Tensor:
+    """Pool packed token states [T, H] (row seq_index[t] owns token t) into [B, H]; see gte_model.packed."""
+    if mode == "cls":
+        return hidden[starts]
+    if mode != "mean":
+        raise ValueError(f"pooling={mode!r} is not supported; choose one of {POOLING_MODES}")
+    summed = hidden.new_zeros(lengths.shape[0], hidden.shape[1]).index_add(0, seq_index, hidden)  # [B, H]
+    return summed / lengths[:, None].to(hidden.dtype)

@@ -7,10 +7,10 @@
 
 A stage is a config, not a code path: stage 2 differs in data (mined negatives), batch, lr and `model.init_from`.
 Per step: the sampler names one source and the global batch's rows -> this process's rows -> texts -> token ids
-(queries and documents with their own max length) -> length-sorted chunks -> the step function (plain or cached,
-chosen once) with a loss that gathers every column across processes -> clip, AdamW, schedule. accelerate owns
-devices, DDP, DeepSpeed and autocast. Re-running the same command resumes from the newest checkpoint; a finished
-run (DONE) returns its export at once.
+(queries and documents with their own max length) -> length-sorted chunks (unpadded by default) -> the step
+function (plain or cached, chosen once) with a loss that gathers every column across processes -> clip, AdamW,
+schedule. accelerate owns devices, DDP, DeepSpeed and autocast. Re-running the same command resumes from the
+newest checkpoint; a finished run (DONE) returns its export at once.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from gte_model import load_model
+from gte_model import Packed, load_model, supports_packing
 from gte_model.configio import ConfigError, config_to_dict, dump_config, load_config, save_config
 from train.checkpoint import clean_partial, latest_checkpoint, load_checkpoint, save_checkpoint
 from train.config import TrainConfig
@@ -74,6 +74,7 @@ class Run:
     sampler: SourceBatchSampler
     step_fn: object  # (encode, chunks, loss_fn) -> detached loss
     update: object  # () -> grad norm: clip, optimizer step, schedule, zero grads
+    packed: bool  # chunks are unpadded gte_model.Packed batches (train.packed and a BertModel backbone)
 
 
 def fit(cfg: TrainConfig) -> Path:
@@ -147,7 +148,14 @@ def _build(cfg: TrainConfig) -> Run:
         step_fn = functools.partial(cached_step, backward=backward, autocast=acc.autocast, no_sync=no_sync)
     else:
         step_fn = functools.partial(plain_step, backward=backward, autocast=acc.autocast)
-    return Run(cfg, acc, model, gte, optimizer, scheduler, data, sampler, step_fn, update)
+    packed = cfg.train.packed and supports_packing(gte.backbone)
+    if cfg.train.packed and not packed and acc.is_main_process:
+        print(
+            f"gte train: train.packed=true needs a BertModel backbone, this is {type(gte.backbone).__name__}; "
+            "using padded chunks (set train.packed=false to silence this)",
+            flush=True,
+        )
+    return Run(cfg, acc, model, gte, optimizer, scheduler, data, sampler, step_fn, update, packed)
 
 
 def _make_accelerator(cfg: TrainConfig):
@@ -186,7 +194,9 @@ def _build_model(cfg: TrainConfig):
     # The config is the truth for prompts: what training prepends is what the export tells clients to prepend.
     gte.prompts = {k: v for k, v in (("query", d.query_prompt), ("document", d.doc_prompt)) if v}
     if cfg.train.grad_checkpointing:
-        gte.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        b = gte.backbone  # transformers 5 renamed it; 4.x has only the old name
+        enable = getattr(b, "activation_checkpointing_enable", None) or b.gradient_checkpointing_enable
+        enable({"use_reentrant": False})
     return gte.train()  # from_pretrained leaves a model in eval mode: dropout off
 
 
@@ -269,7 +279,7 @@ def _train_step(run: Run, step: int) -> dict:
     source, rows = run.sampler.batch_at(step)
     batch = run.data.train_batch(source, run.sampler.local(rows, rank, size), cfg.train.seed, step)
     ids = _token_ids(run, batch)
-    chunks, order = make_chunks(ids, cfg.train.chunk_size, run.gte.tokenizer.pad_token_id, cfg.train.chunk_tokens)
+    chunks, order = _chunks(run, ids)
     loss_fn = _make_loss_fn(run, batch, order)
     lr = run.optimizer.param_groups[0]["lr"]
     loss = run.step_fn(_encoder(run), chunks, loss_fn)
@@ -294,10 +304,17 @@ def _token_ids(run: Run, batch: Batch) -> list[list[int]]:
     return q_ids + run.gte.tokenize_ids([d.doc_prompt + t for t in docs], d.doc_max_len)
 
 
+def _chunks(run: Run, ids: list[list[int]]):
+    t = run.cfg.train
+    return make_chunks(ids, t.chunk_size, run.gte.tokenizer.pad_token_id, t.chunk_tokens, packed=run.packed)
+
+
 def _encoder(run: Run):
     device = run.accelerator.device
 
-    def encode(chunk: dict[str, torch.Tensor]) -> torch.Tensor:
+    def encode(chunk: dict[str, torch.Tensor] | Packed) -> torch.Tensor:
+        if isinstance(chunk, Packed):
+            return run.model(packed=chunk.to(device))  # [c, H]
         return run.model(**{k: v.to(device) for k, v in chunk.items()})  # [c, H]
 
     return encode
@@ -376,7 +393,7 @@ def _evaluate(run: Run, done: int) -> dict:
     for source, rows in _val_batches(run):
         batch = run.data.heldout_batch(source, rows)
         ids = _token_ids(run, batch)
-        chunks, order = make_chunks(ids, cfg.train.chunk_size, run.gte.tokenizer.pad_token_id, cfg.train.chunk_tokens)
+        chunks, order = _chunks(run, ids)
         with run.accelerator.autocast():
             emb = torch.cat([encode(c).float() for c in chunks])[torch.argsort(order).to(run.accelerator.device)]
         b = len(rows)

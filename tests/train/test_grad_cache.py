@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from gte_model import collate
+from gte_model import Packed, collate
 from tests.conftest import make_tiny_model
 from train.grad_cache import cached_step
 from train.loss import contrastive_loss
@@ -35,11 +35,11 @@ def model(tmp_path):
     return m.train()
 
 
-def setup(model, chunk_size, kind="gte"):
+def setup(model, chunk_size, kind="gte", packed=False):
     """Chunks of the 12 texts and a loss_fn that un-permutes the chunk-ordered embeddings into q, d, neg."""
     ids = model.tokenize_ids(QUERIES + DOCS + NEGS)
     # pad_multiple=1: the unchunked references pad to the longest row, and dropout masks follow the width
-    chunks, order = make_chunks(ids, chunk_size, model.tokenizer.pad_token_id, pad_multiple=1)
+    chunks, order = make_chunks(ids, chunk_size, model.tokenizer.pad_token_id, pad_multiple=1, packed=packed)
     inverse = torch.argsort(order)
 
     def loss_fn(emb):  # [M, H] in chunk order
@@ -49,10 +49,14 @@ def setup(model, chunk_size, kind="gte"):
     return ids, chunks, loss_fn
 
 
+def forward(model, chunk):
+    return model(packed=chunk) if isinstance(chunk, Packed) else model(**chunk)
+
+
 def run(model, step, chunks, loss_fn, seed=0, **kwargs):
     model.zero_grad(set_to_none=True)
     torch.manual_seed(seed)
-    loss = step(lambda c: model(**c), chunks, loss_fn, **kwargs)
+    loss = step(lambda c: forward(model, c), chunks, loss_fn, **kwargs)
     return loss, grads_of(model)
 
 
@@ -74,9 +78,10 @@ def test_dropout_is_active_so_parity_tests_can_fail(model):
     assert not torch.allclose(seed0[0], seed1[0])
 
 
+@pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("kind", ["gte", "infonce"])
-def test_cached_step_matches_plain_step_with_dropout_on(model, kind):
-    _, chunks, loss_fn = setup(model, chunk_size=3, kind=kind)
+def test_cached_step_matches_plain_step_with_dropout_on(model, kind, packed):
+    _, chunks, loss_fn = setup(model, chunk_size=3, kind=kind, packed=packed)
     assert len(chunks) == 4
     assert_same(run(model, cached_step, chunks, loss_fn), run(model, plain_step, chunks, loss_fn))
 
@@ -107,9 +112,10 @@ def test_cached_step_matches_plain_step_under_bf16_autocast(model):
     assert not torch.allclose(plain[0], fp32[0], rtol=1e-6, atol=0)  # autocast really ran in bf16
 
 
-def test_sorted_chunks_give_the_loss_and_gradients_of_one_padded_forward(model):
+@pytest.mark.parametrize("packed", [False, True])
+def test_sorted_chunks_give_the_loss_and_gradients_of_one_padded_forward(model, packed):
     model.eval()  # dropout off: only padding and order differ
-    ids, chunks, loss_fn = setup(model, chunk_size=3)
+    ids, chunks, loss_fn = setup(model, chunk_size=3, packed=packed)
     chunked = run(model, cached_step, chunks, loss_fn)
     model.zero_grad(set_to_none=True)
     emb = model(**collate(ids, model.tokenizer.pad_token_id))  # original order, padded to the longest text
@@ -165,6 +171,16 @@ def test_make_chunks_rounds_widths_up_and_fills_chunks_to_a_token_budget():
     assert sum(r for r, _ in shapes) == len(ids)
     lengths = torch.cat([c["attention_mask"].sum(1) for c in chunks])
     assert lengths[torch.argsort(order)].tolist() == [40, 3, 20, 17, 5, 2, 9, 33]
+
+
+def test_packed_chunks_hold_real_tokens_only_within_the_budget():
+    ids = [[7] * n for n in (40, 3, 20, 17, 5, 2, 9, 33)]
+    chunks, order = make_chunks(ids, chunk_size=4, pad_id=0, max_tokens=60, packed=True)
+    assert all(isinstance(c, Packed) for c in chunks)
+    assert [c.lengths.tolist() for c in chunks] == [[40], [33, 20], [17, 9, 5, 3], [2]]  # <= 60 tokens, <= 4 texts
+    lengths = torch.cat([c.lengths for c in chunks])
+    assert lengths[torch.argsort(order)].tolist() == [40, 3, 20, 17, 5, 2, 9, 33]
+    assert sum(c.input_ids.numel() for c in chunks) == 129  # no padding token anywhere
 
 
 def test_make_chunks_rejects_a_zero_chunk_size():

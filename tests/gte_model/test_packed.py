@@ -1,0 +1,116 @@
+"""The unpadded forward (gte_model.packed) computes what the padded BertModel forward computes: same pooled vectors,
+same gradients, in any row order, with gradient checkpointing, and it refuses what it cannot do."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from gte_model import collate, pack, supports_packing
+from tests.conftest import make_tiny_model
+
+TEXTS = [
+    "the cat plays piano",
+    "a",
+    "stock price fell today on the news report of the market and the data",
+    "python package library file",
+    "the red dog and the blue cat run with a small child",
+    "music",
+    "a woman plays guitar",
+]
+
+
+@pytest.fixture
+def model(tmp_path):
+    return make_tiny_model(tmp_path, seed=0)
+
+
+def padded(model, ids):
+    return model(**collate(ids, model.tokenizer.pad_token_id))
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+@pytest.mark.parametrize("group_tokens", [16, 4096])  # one text per attention group / every text in one group
+def test_packed_forward_equals_padded_forward(model, pooling, group_tokens):
+    model.eval()
+    model.pooling = pooling
+    ids = model.tokenize_ids(TEXTS)  # unsorted on purpose
+    with torch.no_grad():
+        got = model(packed=pack(ids, group_tokens=group_tokens))
+        want = padded(model, ids)
+    assert got.shape == want.shape == (len(TEXTS), model.dim)
+    assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+    assert not torch.allclose(got[0], got[1], atol=1e-3)  # the rows really differ
+
+
+def test_packed_gradients_equal_padded_gradients_without_dropout(model):
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+    ids = model.tokenize_ids(TEXTS)
+    target = torch.randn(len(TEXTS), model.dim, generator=torch.Generator().manual_seed(0))
+    grads = []
+    for forward in (lambda: model(packed=pack(ids)), lambda: padded(model, ids)):
+        model.zero_grad(set_to_none=True)
+        (forward() * target).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    # The pooler is frozen; the padded forward also reaches the [PAD] embedding row with a zero gradient.
+    assert len(grads[0]) > 10 and set(grads[0]) == set(grads[1])
+    for name, g in grads[0].items():
+        assert torch.allclose(g, grads[1][name], rtol=1e-4, atol=1e-6), name
+
+
+def test_gradient_checkpointing_recomputes_the_same_dropout(model):
+    model.train()  # tiny preset: dropout 0.1 on hidden states and attention
+    ids = model.tokenize_ids(TEXTS)
+    out = []
+    for checkpointing in (False, True):
+        if checkpointing:
+            model.backbone.activation_checkpointing_enable({"use_reentrant": False})
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(3)
+        loss = model(packed=pack(ids)).pow(2).sum()
+        loss.backward()
+        out.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    assert all(layer.gradient_checkpointing for layer in model.backbone.encoder.layer)  # what packed_forward reads
+    assert torch.equal(out[0][0], out[1][0])
+    for name, g in out[0][1].items():
+        assert torch.allclose(g, out[1][1][name], rtol=1e-5, atol=1e-7), name
+    torch.manual_seed(4)
+    assert not torch.equal(model(packed=pack(ids)).pow(2).sum().detach(), out[0][0])  # dropout is on
+
+
+def test_pack_layout_covers_every_token_once_within_its_group():
+    rng = random.Random(0)
+    ids = [[rng.randrange(5, 50) for _ in range(rng.randrange(1, 60))] for _ in range(40)]
+    p = pack(sorted(ids, key=len, reverse=True), group_tokens=256)
+    assert p.input_ids.shape[0] == sum(map(len, ids)) == p.groups[-1][1]
+    assert sum(rows for *_, rows, _ in p.groups) == len(ids)
+    for t0, t1, r0, rows, width in p.groups:
+        assert width % 16 == 0 and (rows == 1 or rows * width <= 256)
+        slots = p.dest[t0:t1]
+        assert slots.unique().numel() == t1 - t0 and int(slots.max()) < rows * width
+        assert int(p.lengths[r0 : r0 + rows].max()) <= width
+    second = sorted(ids, key=len, reverse=True)[1]
+    assert p.input_ids[p.starts[1] : p.starts[1] + p.lengths[1]].tolist() == second
+
+
+def test_pack_rejects_empty_input():
+    with pytest.raises(ValueError, match="at least one text"):
+        pack([])
+    with pytest.raises(ValueError, match="empty token list"):
+        pack([[1, 2], []])
+
+
+def test_only_bert_encoders_are_packed(model):
+    from transformers import RobertaConfig, RobertaModel
+
+    assert supports_packing(model.backbone)
+    cfg = RobertaConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+    )
+    assert not supports_packing(RobertaModel(cfg))  # positions start at padding_idx + 1: not our layout
