@@ -125,6 +125,7 @@ def ours_config(spec: dict):
         f"train.global_batch_size={spec['batch']}",
         f"train.chunk_size={spec['chunk_size']}",
         f"train.chunk_tokens={spec.get('chunk_tokens', 0)}",
+        f"train.packed={str(spec.get('packed', True)).lower()}",
         f"train.grad_cache={str(spec.get('grad_cache', False)).lower()}",
         f"train.max_steps={total}",
         "train.checkpoint_every=0",
@@ -275,4 +276,4 @@ def _count_tokens(trainer) -> list[int]:
     return trainer.data_collator.counts
 
 
-WORKERS = {"ours": run_ours, "peer": run_peer}
+WORKERS = {"ours": run_ours, "ours-padded": run_ours, "peer": run_peer}

@@ -29,8 +29,7 @@ from train_bench_workers import ours_config  # noqa: E402
 
 
 def timed_step(run, step: int, clock: dict) -> None:
-    from train.loop import _encoder, _make_loss_fn, _token_ids
-    from train.step import make_chunks
+    from train.loop import _chunks, _encoder, _make_loss_fn, _token_ids
 
     def tick(name, fn):
         start = time.perf_counter()
@@ -42,9 +41,8 @@ def timed_step(run, step: int, clock: dict) -> None:
     source, rows = tick("sampler+fetch", lambda: run.sampler.batch_at(step))
     batch = tick("sampler+fetch", lambda: run.data.train_batch(source, rows, cfg.train.seed, step))
     ids = tick("tokenise", lambda: _token_ids(run, batch))
-    chunks, order = tick("chunking", lambda: make_chunks(ids, cfg.train.chunk_size, run.gte.tokenizer.pad_token_id,
-                                                             cfg.train.chunk_tokens))
-    clock["padded tokens"] += sum(c["input_ids"].numel() for c in chunks)
+    chunks, order = tick("chunking", lambda: _chunks(run, ids))
+    clock["padded tokens"] += sum(c.input_ids.numel() if run.packed else c["input_ids"].numel() for c in chunks)
     clock["real tokens"] += sum(len(x) for x in ids)
     loss_fn = _make_loss_fn(run, batch, order)
     encode = _encoder(run)
@@ -66,6 +64,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--chunk-size", type=int, default=16)
     p.add_argument("--chunk-tokens", type=int, default=0)
+    p.add_argument("--padded", action="store_true", help="train.packed=false (padded chunks)")
     p.add_argument("--work-dir", default="/tmp/train-profile")
     args = p.parse_args()
     import torch
@@ -74,7 +73,7 @@ def main() -> None:
 
     spec = {"run_dir": f"{args.work_dir}/run", "pairs_dir": args.pairs_dir, "cache_dir": f"{args.work_dir}/cache",
             "max_len": 128, "batch": 32, "chunk_size": args.chunk_size,
-            "chunk_tokens": args.chunk_tokens, "precision": args.precision,
+            "chunk_tokens": args.chunk_tokens, "precision": args.precision, "packed": not args.padded,
             "warmup": 0, "steps": args.steps}
     with contextlib.redirect_stdout(io.StringIO()):
         run = loop._build(ours_config(spec))

@@ -6,7 +6,9 @@ MultipleNegativesRankingLoss at scale 20, no hard negatives, no duplicate maskin
 0.01, clipping at 1.0, in fp32 and in bf16 autocast:
 
   ours: train.loop's own _build(TrainConfig) and _train_step: pairs dir -> sampler -> texts -> tokenisation ->
-        length-sorted chunks (train.chunk_size) -> forward -> loss -> backward -> clip -> AdamW -> schedule
+        length-sorted chunks -> forward -> loss -> backward -> clip -> AdamW -> schedule; the product default
+        (train.packed=true: the unpadded forward, one chunk of --packed-chunk-size texts)
+  ours-padded: the same with train.packed=false (padded chunks of --chunk-size texts / --chunk-tokens tokens)
   peer: SentenceTransformerTrainer + MultipleNegativesRankingLoss (use_cpu, no eval, no saving, report_to none,
         dataloader_drop_last), fed a datasets.Dataset (anchor, positive) with the same rows
 
@@ -51,10 +53,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps before the timed ones")
     p.add_argument("--batch", type=int, default=32, help="pairs per step (both systems)")
     p.add_argument("--max-len", type=int, default=128, help="max tokens of queries and of documents")
-    p.add_argument("--chunk-size", type=int, default=16, help="ours: texts per forward pass (train.chunk_size)")
+    p.add_argument("--systems", default="ours,peer,ours-padded", help="which to run, in the first round's order")
+    p.add_argument("--packed-chunk-size", type=int, default=64, help="ours: texts per packed forward pass")
+    p.add_argument("--chunk-size", type=int, default=32, help="ours-padded: texts per forward (train.chunk_size)")
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds of ours/peer per precision")
     p.add_argument("--precisions", default="fp32,bf16")
-    p.add_argument("--chunk-tokens", type=int, default=0, help="ours: padded tokens per forward (train.chunk_tokens)")
+    p.add_argument("--chunk-tokens", type=int, default=2048, help="ours-padded: padded tokens per forward pass")
     p.add_argument("--cache-batches", default="256,1024,4096", help="global batches of the cached step ('' = skip)")
     p.add_argument("--cache-chunk", type=int, default=64, help="cached step: train.chunk_size")
     p.add_argument("--cache-steps", type=int, default=1, help="cached step: timed steps per batch (no warm-up)")
@@ -126,16 +130,19 @@ def worker_main(spec_json: str) -> None:
 def throughput_runs(args: argparse.Namespace, work: Path, pairs: Path) -> list[dict]:
     results = []
     precisions = [p for p in args.precisions.split(",") if p]
+    systems = [s for s in args.systems.split(",") if s]
     for r in range(args.rounds):
         for i, precision in enumerate(precisions):
-            order = ["ours", "peer"] if (r + i) % 2 == 0 else ["peer", "ours"]
+            order = systems if (r + i) % 2 == 0 else systems[::-1]
             for system in order:
                 label = f"{system}-{precision}-r{r}"
+                packed = system == "ours"
                 spec = {"system": system, "precision": precision, "round": r,
                         "label": label,
                         "run_dir": str(work / "runs" / label), "pairs_dir": str(pairs),
                         "cache_dir": str(work / "arrow-cache"), "batch": args.batch, "max_len": args.max_len,
-                        "chunk_size": args.chunk_size, "chunk_tokens": args.chunk_tokens, "warmup": args.warmup,
+                        "packed": packed, "chunk_size": args.packed_chunk_size if packed else args.chunk_size,
+                        "chunk_tokens": 0 if packed else args.chunk_tokens, "warmup": args.warmup,
                         "steps": args.steps}
                 results.append(run_child(spec))
     return results
@@ -147,8 +154,8 @@ def cache_runs(args: argparse.Namespace, work: Path, pairs: Path, batches: list[
         label = f"cached-{args.cache_precision}-b{batch}"
         spec = {"system": "ours", "precision": args.cache_precision, "label": label, "grad_cache": True,
                 "run_dir": str(work / "runs" / label), "pairs_dir": str(pairs), "cache_dir": str(work / "arrow-cache"),
-                "batch": batch, "max_len": args.max_len, "chunk_size": args.cache_chunk,
-                "chunk_tokens": args.chunk_tokens,
+                "batch": batch, "max_len": args.max_len, "chunk_size": args.cache_chunk, "packed": True,
+                "chunk_tokens": 0,
                 "warmup": 0, "steps": args.cache_steps}
         if batch >= args.cache_probe_from:
             spec.update(probe_chunks=args.probe_chunks, label=label + "-probe")
@@ -163,11 +170,11 @@ def _mean(rows: list[dict], key: str) -> float:
 def throughput_table(results: list[dict]) -> str:
     lines = ["| precision | system | pairs/s | tokens/s | tokens/step | peak RSS MiB | runs (pairs/s) |",
              "|---|---|---:|---:|---:|---:|---|"]
-    ratios = ["", "| precision | pairs/s ours/peer | tokens/s ours/peer | peak RSS ours/peer |",
-              "|---|---:|---:|---:|"]
+    ratios = ["", "| precision | system | pairs/s vs peer | tokens/s vs peer | peak RSS vs peer |",
+              "|---|---|---:|---:|---:|"]
     for precision in dict.fromkeys(r["precision"] for r in results):
         by = {s: [r for r in results if r["precision"] == precision and r["system"] == s]
-              for s in ("ours", "peer")}
+              for s in ("ours", "ours-padded", "peer")}
         for system, rows in by.items():
             if not rows:
                 continue
@@ -175,11 +182,12 @@ def throughput_table(results: list[dict]) -> str:
             lines.append(f"| {precision} | {system} | {_mean(rows, 'pairs_per_s'):.2f} | "
                          f"{_mean(rows, 'tokens_per_s'):.0f} | {_mean(rows, 'tokens_per_step'):.0f} | "
                          f"{_mean(rows, 'peak_rss_mb'):.0f} | {runs} |")
-        if by["ours"] and by["peer"]:
-            ratio = {k: _mean(by["ours"], k) / _mean(by["peer"], k) for k in ("pairs_per_s", "tokens_per_s",
-                                                                             "peak_rss_mb")}
-            ratios.append(f"| {precision} | {ratio['pairs_per_s']:.2f}x | {ratio['tokens_per_s']:.2f}x | "
-                          f"{ratio['peak_rss_mb']:.2f}x |")
+        for system in ("ours", "ours-padded"):
+            if by[system] and by["peer"]:
+                ratio = {k: _mean(by[system], k) / _mean(by["peer"], k)
+                         for k in ("pairs_per_s", "tokens_per_s", "peak_rss_mb")}
+                ratios.append(f"| {precision} | {system} | {ratio['pairs_per_s']:.2f}x | "
+                              f"{ratio['tokens_per_s']:.2f}x | {ratio['peak_rss_mb']:.2f}x |")
     return "\n".join(lines + ratios)
 
 
@@ -225,7 +233,8 @@ def main(argv: list[str] | None = None) -> None:
     (work / "results.json").write_text(json.dumps({"throughput": results, "cached": cached}, indent=2))
     print(f"\nload average at end: {load_avg()}")
     print(f"\nbatch {args.batch}, max length {args.max_len}, {args.warmup} warm-up + {args.steps} timed steps, "
-          f"{args.rounds} rounds, ours train.chunk_size={args.chunk_size}\n")
+          f"{args.rounds} rounds; ours: packed, chunk {args.packed_chunk_size}; ours-padded: chunk {args.chunk_size}, "
+          f"{args.chunk_tokens} tokens\n")
     print(throughput_table(results))
     if cached:
         print(f"\ncached step (train.grad_cache=true, chunk {args.cache_chunk}, {args.cache_steps} timed step(s), "

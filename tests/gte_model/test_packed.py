@@ -114,3 +114,19 @@ def test_only_bert_encoders_are_packed(model):
         vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
     )
     assert not supports_packing(RobertaModel(cfg))  # positions start at padding_idx + 1: not our layout
+
+
+def test_cpu_dropout_zeroes_a_fraction_p_scales_the_rest_and_replays_from_the_seed():
+    from gte_model.packed import _dropout
+
+    x = torch.ones(200_000, requires_grad=True)
+    torch.manual_seed(0)
+    y = _dropout(x, 0.1, training=True)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.1) < 0.004  # 200k draws: 3 sigma ~ 0.002
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / 0.9))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # d(x * mask/(1-p))/dx = mask/(1-p)
+    torch.manual_seed(0)
+    assert torch.equal(_dropout(x, 0.1, training=True), y)  # the global RNG: the gradient cache can replay it
+    assert _dropout(x, 0.1, training=False) is x and _dropout(x, 0.0, training=True) is x

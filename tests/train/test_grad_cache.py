@@ -83,7 +83,10 @@ def test_dropout_is_active_so_parity_tests_can_fail(model):
 def test_cached_step_matches_plain_step_with_dropout_on(model, kind, packed):
     _, chunks, loss_fn = setup(model, chunk_size=3, kind=kind, packed=packed)
     assert len(chunks) == 4
-    assert_same(run(model, cached_step, chunks, loss_fn), run(model, plain_step, chunks, loss_fn))
+    # atol 1e-6 packed: the token-type row's gradient is a sum over every token (O(1) terms, result ~1e-5), and
+    # the cached step sums it per chunk: float32 rounding of the order, not a different gradient
+    atol = 1e-6 if packed else 1e-7
+    assert_same(run(model, cached_step, chunks, loss_fn), run(model, plain_step, chunks, loss_fn), atol=atol)
 
 
 def test_cached_step_matches_one_unchunked_forward_with_dropout_on(model):
