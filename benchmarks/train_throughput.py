@@ -61,6 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chunk-tokens", type=int, default=2048, help="ours-padded: padded tokens per forward pass")
     p.add_argument("--cache-batches", default="256,1024,4096", help="global batches of the cached step ('' = skip)")
     p.add_argument("--cache-chunk", type=int, default=64, help="cached step: train.chunk_size")
+    p.add_argument("--cache-chunk-tokens", type=int, default=2048, help="cached step: train.chunk_tokens")
     p.add_argument("--cache-steps", type=int, default=1, help="cached step: timed steps per batch (no warm-up)")
     p.add_argument("--cache-precision", default="fp32", choices=("fp32", "bf16"))
     p.add_argument("--cache-probe-from", type=int, default=4096,
@@ -155,7 +156,7 @@ def cache_runs(args: argparse.Namespace, work: Path, pairs: Path, batches: list[
         spec = {"system": "ours", "precision": args.cache_precision, "label": label, "grad_cache": True,
                 "run_dir": str(work / "runs" / label), "pairs_dir": str(pairs), "cache_dir": str(work / "arrow-cache"),
                 "batch": batch, "max_len": args.max_len, "chunk_size": args.cache_chunk, "packed": True,
-                "chunk_tokens": 0,
+                "chunk_tokens": args.cache_chunk_tokens,
                 "warmup": 0, "steps": args.cache_steps}
         if batch >= args.cache_probe_from:
             spec.update(probe_chunks=args.probe_chunks, label=label + "-probe")
@@ -237,7 +238,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.chunk_tokens} tokens\n")
     print(throughput_table(results))
     if cached:
-        print(f"\ncached step (train.grad_cache=true, chunk {args.cache_chunk}, {args.cache_steps} timed step(s), "
+        print(f"\ncached step (train.grad_cache=true, packed, chunk {args.cache_chunk} texts / "
+              f"{args.cache_chunk_tokens} tokens, {args.cache_steps} timed step(s), "
               f"no warm-up; batches >= {args.cache_probe_from}: peak RSS of a step cut after {args.probe_chunks} "
               "phase-3 chunks)\n")
         print(cache_table(cached))

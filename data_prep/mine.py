@@ -32,7 +32,16 @@ import numpy as np
 
 from data_prep.embed_cache import EmbedConfig, embed_cached, hash64, mix64, norm_hash64, resolve_prompt
 from data_prep.filter import FilterConfig, consistency_filter
-from data_prep.knn import IndexConfig, build_index, index_kind, pair_scores, rank_candidates, search, set_threads
+from data_prep.knn import (
+    IndexConfig,
+    build_index,
+    exact_scores,
+    index_kind,
+    pair_scores,
+    rank_candidates,
+    search,
+    set_threads,
+)
 from data_prep.mine_io import PairRows, read_extra_corpus, read_manifest, read_train, write_source
 from gte_model import DEFAULT_MODEL, GTEModel, load_model
 
@@ -56,6 +65,10 @@ class NegativesConfig:
     max_score: float = 0.95  # drop candidates with cosine above this ceiling (near-paraphrases of the query)
     strategy: str = "random"  # random: uniform among the survivors (nomic); top: the best-ranked survivors
     min_negatives: int = 1  # rows with fewer surviving negatives are left out of the output (counted in stats)
+    # "random": a row left with fewer than min_negatives gets random documents of its source instead (those scored
+    # below its positive by the margin). Such rows are the queries the model gets most wrong (the positive ranks
+    # below the window); dropping them trains stage 2 on the easy ones. "none": drop them.
+    fill: str = "random"
     search_pad: int = 16  # extra faiss candidates so exact re-ranking is stable at the rank_max boundary
     seed: int = 0  # sampling seed (with the row's query+positive hash)
 
@@ -70,6 +83,8 @@ class NegativesConfig:
             errors.append(f"{prefix}k={self.k} exceeds the window [{self.rank_min}, {self.rank_max}): widen it")
         if self.strategy not in ("random", "top"):
             errors.append(f"{prefix}strategy={self.strategy!r} must be 'random' or 'top'")
+        if self.fill not in ("none", "random"):
+            errors.append(f"{prefix}fill={self.fill!r} must be 'none' or 'random'")
         if not 0 <= self.min_negatives <= self.k:
             errors.append(f"{prefix}min_negatives={self.min_negatives} must be in [0, k={self.k}]")
         if self.search_pad < 0:
@@ -147,7 +162,34 @@ def select_negatives(
     for reason, mask in drops.items():  # each candidate is counted under its first reason only
         counts[f"dropped_{reason}"] += int((mask & ~dropped).sum())
         dropped |= mask
-    return _sample(ids, valid & ~dropped, row_seeds, doc_hash, neg), counts
+    chosen = _sample(ids, valid & ~dropped, row_seeds, doc_hash, neg)
+    if neg.fill == "random":
+        for row in (r for r, c in enumerate(chosen) if len(c) < neg.min_negatives):
+            taken = {int(doc_norm[i]) for i in (*chosen[row].tolist(), int(pos_ids[row]))}
+            taken |= {int(h) for h in (blocked or {}).get(row, ())}  # the query's other positives
+            extra = _random_fill(queries[row], docs, pos_score[row], row_seeds[row], doc_norm, taken, neg)
+            chosen[row] = np.concatenate([chosen[row], extra[: neg.k - len(chosen[row])]])
+            counts["filled_rows"] += 1
+    return chosen, counts
+
+
+def _random_fill(query: np.ndarray, docs: np.ndarray, pos_score: float, row_seed: np.uint64, doc_norm: np.ndarray,
+                 taken: set[int], neg: NegativesConfig) -> np.ndarray:
+    """Up to k random doc ids (seeded by the row) scored below pos_score - margin and max_score, none of them
+    folding to a text in `taken` (the row's positives and negatives) or repeated: for a row whose window kept none."""
+    rng = np.random.default_rng(int(row_seed))
+    cand = rng.choice(len(docs), size=min(len(docs), 8 * neg.k + 32), replace=False)
+    scores = exact_scores(query[None], docs, cand[None])[0]  # [c], as the window's scores
+    out, seen = [], set(taken)
+    for i, score in zip(cand.tolist(), scores.tolist()):
+        h = int(doc_norm[i])
+        if h in seen or score > pos_score - neg.margin or score > neg.max_score:
+            continue
+        seen.add(h)
+        out.append(i)
+        if len(out) == neg.k:
+            break
+    return np.array(out, dtype=np.int64)
 
 
 def _sample(ids: np.ndarray, keep: np.ndarray, row_seeds: np.ndarray, doc_hash: np.ndarray,

@@ -99,7 +99,7 @@ def brute_force_ranking(q: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np
 
 def test_selection_equals_brute_force_window_margin_and_ceiling_rules():
     docs, q = unit_vectors(300, 8, 0), unit_vectors(40, 8, 1)
-    neg = NegativesConfig(k=200, rank_min=2, rank_max=60, margin=0.05, max_score=0.7, strategy="top")
+    neg = NegativesConfig(k=200, rank_min=2, rank_max=60, margin=0.05, max_score=0.7, strategy="top", fill="none")
     order, scores = brute_force_ranking(q, docs)
     pos = np.where(np.arange(40) % 2 == 0, order[:, 0], np.random.default_rng(2).integers(0, 300, size=40))
     texts = [f"doc {i}" for i in range(300)]
@@ -143,6 +143,29 @@ def test_selection_never_returns_the_positive_its_folded_duplicate_or_other_posi
     assert len(got[0]) == 47 and counts["dropped_positive"] == 3
 
 
+def test_random_fill_gives_rows_with_an_empty_window_safe_random_negatives():
+    docs, q = unit_vectors(400, 8, 7), unit_vectors(20, 8, 8)
+    order, scores = brute_force_ranking(q, docs)
+    pos = order[:, 200]  # every positive far below the window: the margin drops every window candidate
+    texts = [f"doc {i}" for i in range(400)]
+    texts[int(order[0, 350])] = texts[int(pos[0])].upper()  # a folded duplicate of row 0's positive
+    norm = norm_hash64(texts)
+    seeds = hash64([f"row {i}" for i in range(20)])
+    args = (q, docs, order[:, :60], pos, seeds, norm, hash64(texts))
+    neg = NegativesConfig(k=3, rank_min=1, rank_max=50, margin=0.05, max_score=0.99, fill="none")
+    dropped, _ = select_negatives(*args, neg)
+    assert all(len(d) == 0 for d in dropped)  # fill="none": these rows would be left out
+    neg.fill = "random"
+    filled, counts = select_negatives(*args, neg)
+    assert counts["filled_rows"] == 20
+    for row, ids in enumerate(filled):
+        assert len(ids) == 3 and len({norm[i] for i in ids.tolist()}) == 3
+        assert norm[pos[row]] not in {norm[i] for i in ids.tolist()}  # never the positive nor its duplicate
+        assert all(scores[row, i] <= scores[row, pos[row]] - 0.05 for i in ids.tolist())
+    again, _ = select_negatives(q[::-1], docs, order[::-1, :60], pos[::-1], seeds[::-1], norm, hash64(texts), neg)
+    assert [a.tolist() for a in again[::-1]] == [f.tolist() for f in filled]  # seeded by the row, not its position
+
+
 # ---- end to end ----------------------------------------------------------------------------------------------
 def test_mined_triples_exclude_positives_and_are_identical_across_threads_and_chunk_sizes(tmp_path, pairs_dir,
                                                                                            tiny_model):
@@ -166,7 +189,7 @@ def test_mined_triples_exclude_positives_and_are_identical_across_threads_and_ch
 
 def test_margin_ceiling_and_window_hold_on_real_encoder_scores(tmp_path, pairs_dir, tiny_model):
     cfg = config(tmp_path, pairs_dir, "w", **{"negatives.margin": 0.02, "negatives.max_score": 0.9,
-                                              "negatives.rank_min": 3, "sources": ["beta"]})
+                                              "negatives.rank_min": 3, "sources": ["beta"], "negatives.fill": "none"})
     rows = read_rows(mine(cfg, tiny_model))
     corpus = sorted(set(pq.read_table(pairs_dir / "beta" / "train-00000.parquet").column("positive").to_pylist()))
     q = tiny_model.encode([r["query"] for r in rows], normalize=True).astype(np.float64)
