@@ -54,6 +54,9 @@ class DataConfig:
     doc_prompt: str = ""  # prefix prepended to every document
     val_rows: int = 256  # held-out rows per source used for validation (0 = no validation)
     cache_dir: str = ""  # datasets' Arrow cache of the parquet shards; empty = <run.dir>/cache
+    # tokenise every train split once into the Arrow cache (reused by later runs with the same tokenizer, prompts
+    # and max lengths) instead of every step's texts on the fly; pays when the tokenizer would slow a fast device
+    pretokenize: bool = False
 
 
 @dataclass

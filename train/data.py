@@ -8,8 +8,10 @@ texts, and samples each query's hard negatives from its row's `negatives` list.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,13 +25,15 @@ class DataError(ValueError):
 
 @dataclass
 class Batch:
-    """The texts of one process's share of a batch; negatives [b][K] (empty lists when K == 0)."""
+    """The texts of one process's share of a batch; negatives [b][K] (empty lists when K == 0). ids: with
+    pretokenized data, the token ids of queries, then positives, then negatives (row-major), else None."""
 
     source: str
     rows: list[int]
     queries: list[str]
     positives: list[str]
     negatives: list[list[str]]
+    ids: list[list[int]] | None = None
 
 
 class PairsData:
@@ -58,6 +62,7 @@ class PairsData:
         columns = [*TEXT_COLUMNS, "negatives"] if self.num_negatives else list(TEXT_COLUMNS)
         self._train = {s: self._open(s, "train", columns) for s in self.names}
         self._heldout = {s: self._open(s, "heldout", list(TEXT_COLUMNS)) for s in self.names} if heldout else {}
+        self.pretokenized = False  # see pretokenize
 
     # ---- sizes --------------------------------------------------------------------------------------------
     def train_sizes(self) -> dict[str, int]:
@@ -68,15 +73,51 @@ class PairsData:
 
     # ---- rows ---------------------------------------------------------------------------------------------
     def train_batch(self, source: str, rows: list[int], seed: int, step: int) -> Batch:
-        """Texts of `rows` of a source's train split, with num_negatives negatives sampled per row."""
+        """Texts of `rows` of a source's train split, with num_negatives negatives sampled per row (and their
+        token ids when the data was pretokenized)."""
         got = self._train[source][rows]
         negatives: list[list[str]] = [[] for _ in rows]
+        neg_ids: list[list[list[int]]] = [[] for _ in rows]
         if self.num_negatives:
-            negatives = [
-                sample_negatives(negs, self.num_negatives, seed, step, source, row, self._where(source, "train"))
+            where = self._where(source, "train")
+            picks = [
+                sample_negatives(len(negs), self.num_negatives, seed, step, source, row, where)
                 for row, negs in zip(rows, got["negatives"])
             ]
-        return Batch(source, list(rows), list(got["query"]), list(got["positive"]), negatives)
+            negatives = [[negs[i] for i in pick] for pick, negs in zip(picks, got["negatives"])]
+            if self.pretokenized:
+                neg_ids = [[x[i] for i in pick] for pick, x in zip(picks, got["negatives_ids"])]
+        ids = None
+        if self.pretokenized:  # the order of train.loop._token_ids: queries, positives, negatives row-major
+            ids = [*got["query_ids"], *got["positive_ids"], *(x for row in neg_ids for x in row)]
+        return Batch(source, list(rows), list(got["query"]), list(got["positive"]), negatives, ids)
+
+    def pretokenize(self, tokenize: Callable[[list[str], str], list[list[int]]], key: str, num_proc: int = 1) -> None:
+        """Tokenise every train split once into token-id columns of the Arrow cache (reused by later runs with the
+        same `key`: tokenizer, prompts and max lengths), so steps fetch ids instead of running the tokenizer.
+        tokenize(texts, role) -> ids per text, role "query" or "document"."""
+
+        def add_ids(batch: dict) -> dict:
+            out = {"query_ids": tokenize(batch["query"], "query")}
+            out["positive_ids"] = tokenize(batch["positive"], "document")
+            if "negatives" in batch:
+                flat = tokenize([n for negs in batch["negatives"] for n in negs], "document")
+                it = iter(flat)
+                out["negatives_ids"] = [[next(it) for _ in negs] for negs in batch["negatives"]]
+            return out
+
+        for source, ds in self._train.items():
+            # Named by the split's Arrow files (datasets names them from the parquet shards), its columns and the key;
+            # datasets' own fingerprint of a select_columns result differs per process, so it would never be reused.
+            arrow = sorted(f["filename"] for f in ds.cache_files)
+            origin = json.dumps([arrow, ds.column_names, key])
+            fingerprint = hashlib.sha256(origin.encode()).hexdigest()[:32]
+            self._train[source] = ds.map(
+                add_ids, batched=True, batch_size=2000, num_proc=num_proc if len(ds) > 20_000 else None,
+                new_fingerprint=fingerprint, desc=f"tokenize {source}",
+                cache_file_name=str(Path(arrow[0]).parent / f"tokens-{fingerprint}.arrow") if arrow else None,
+            )
+        self.pretokenized = True
 
     def heldout_batch(self, source: str, rows: list[int]) -> Batch:
         """Texts of `rows` of a source's held-out split (validation scores in-batch negatives only)."""
@@ -162,17 +203,17 @@ def _check_shard(path: Path, columns: list[str]) -> None:
         raise DataError(f"{path} has no column(s) {lost}; it has {sorted(names)}{fix}")
 
 
-def sample_negatives(negs: list[str], k: int, seed: int, step: int, source: str, row: int, where: str) -> list[str]:
-    """k negatives of one row, deterministic in (seed, step, source, row): the same on every rank and after a
-    resume; a row seen again in a later pass gets a fresh draw. Fewer than k candidates are cycled."""
-    if not negs:
+def sample_negatives(n: int, k: int, seed: int, step: int, source: str, row: int, where: str) -> list[int]:
+    """Indices of k negatives among a row's n, deterministic in (seed, step, source, row): the same on every rank
+    and after a resume; a row seen again in a later pass gets a fresh draw. Fewer than k candidates are cycled."""
+    if not n:
         raise DataError(
             f"{where}: row {row} has an empty negatives list but data.num_negatives={k}; mine negatives for every "
             "row (`gte mine`) or set data.num_negatives=0"
         )
     # A str seed is hashed with sha512 by random.Random: stable across processes, unlike hash().
     rng = random.Random(f"{seed}/{step}/{source}/{row}")
-    if len(negs) >= k:
-        return rng.sample(list(negs), k)
-    shuffled = rng.sample(list(negs), len(negs))
-    return [shuffled[i % len(shuffled)] for i in range(k)]
+    if n >= k:
+        return rng.sample(range(n), k)
+    shuffled = rng.sample(range(n), n)
+    return [shuffled[i % n] for i in range(k)]

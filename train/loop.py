@@ -42,6 +42,7 @@ from train.loss import contrastive_loss, text_hash
 from train.metrics import open_logger
 from train.sampler import SourceBatchSampler
 from train.step import make_chunks, plain_step
+from train.tokens import RoleTokenizer
 
 DONE_FILE = "DONE"
 PROBE_FILE = "export_probe.json"
@@ -75,6 +76,7 @@ class Run:
     step_fn: object  # (encode, chunks, loss_fn) -> detached loss
     update: object  # () -> grad norm: clip, optimizer step, schedule, zero grads
     packed: bool  # chunks are unpadded gte_model.Packed batches (train.packed and a BertModel backbone)
+    tokenize: RoleTokenizer  # (texts, role) -> token ids
 
 
 def fit(cfg: TrainConfig) -> Path:
@@ -129,7 +131,7 @@ def _build(cfg: TrainConfig) -> Run:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
         clean_partial(run_dir)
-    gte = _build_model(cfg)
+    gte, d = _build_model(cfg), cfg.data
     with acc.main_process_first():  # the first process builds the Arrow cache, the others reuse it
         data = PairsData(
             cfg.data.train_dir,
@@ -138,6 +140,9 @@ def _build(cfg: TrainConfig) -> Run:
             cfg.data.num_negatives,
             heldout=cfg.data.val_rows > 0,
         )
+        tokenize = RoleTokenizer(gte.tokenizer, d.query_prompt, d.doc_prompt, d.query_max_len, d.doc_max_len)
+        if d.pretokenize:
+            data.pretokenize(tokenize, tokenize.key(), num_proc=min(4, os.cpu_count() or 1))
     sampler = SourceBatchSampler(data.train_sizes(), cfg.train.global_batch_size, cfg.sampler.alpha, cfg.train.seed)
     optimizer, scheduler = _build_optimizer(gte, cfg)
     model, optimizer = acc.prepare(gte, optimizer)
@@ -155,7 +160,7 @@ def _build(cfg: TrainConfig) -> Run:
             "using padded chunks (set train.packed=false to silence this)",
             flush=True,
         )
-    return Run(cfg, acc, model, gte, optimizer, scheduler, data, sampler, step_fn, update, packed)
+    return Run(cfg, acc, model, gte, optimizer, scheduler, data, sampler, step_fn, update, packed, tokenize)
 
 
 def _make_accelerator(cfg: TrainConfig):
@@ -298,10 +303,10 @@ def _train_step(run: Run, step: int) -> dict:
 
 def _token_ids(run: Run, batch: Batch) -> list[list[int]]:
     """Queries, then positives, then negatives (row-major [b][K]); each role with its own prompt and max length."""
-    d = run.cfg.data
+    if batch.ids is not None:  # data.pretokenize: fetched with the rows
+        return batch.ids
     docs = batch.positives + [n for negs in batch.negatives for n in negs]
-    q_ids = run.gte.tokenize_ids([d.query_prompt + t for t in batch.queries], d.query_max_len)
-    return q_ids + run.gte.tokenize_ids([d.doc_prompt + t for t in docs], d.doc_max_len)
+    return run.tokenize(batch.queries, "query") + run.tokenize(docs, "document")
 
 
 def _chunks(run: Run, ids: list[list[int]]):

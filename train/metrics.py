@@ -88,6 +88,25 @@ def read_metrics(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def plot_losses(ax, train: list[dict], evals: list[dict]) -> None:
+    """Train loss per logged step (faint: one source per batch makes it jump between sources), its trailing mean
+    over ~10% of the points (the trend), and validation loss, on a matplotlib axis."""
+    steps, losses = [r["step"] for r in train], [r["loss"] for r in train]
+    if train:
+        ax.plot(steps, losses, lw=0.8, alpha=0.35, color="tab:blue", label="train loss")
+        window = max(1, len(losses) // 10)
+        csum = [0.0]
+        for x in losses:
+            csum.append(csum[-1] + x)
+        trend = [(csum[i + 1] - csum[max(0, i + 1 - window)]) / min(window, i + 1) for i in range(len(losses))]
+        ax.plot(steps, trend, lw=2, color="tab:blue", label=f"train loss, mean of last {window}")
+    if evals:
+        ax.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "o-", color="tab:orange",
+                label="validation loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+
+
 def plot_metrics(jsonl: str | Path, png: str | Path) -> Path | None:
     """Train loss (and validation loss) and learning rate against the step, as a PNG; None with no lines."""
     records = read_metrics(jsonl)
@@ -101,12 +120,8 @@ def plot_metrics(jsonl: str | Path, png: str | Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     fig, (ax_loss, ax_lr) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
-    ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss", lw=1)
-    if evals:
-        ax_loss.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "o-", label="validation loss")
+    plot_losses(ax_loss, train, evals)
     ax_loss.set_ylabel("loss")
-    ax_loss.legend()
-    ax_loss.grid(alpha=0.3)
     ax_lr.plot([r["step"] for r in train], [r["lr"] for r in train], color="tab:orange", lw=1)
     ax_lr.set_ylabel("learning rate")
     ax_lr.set_xlabel("step")

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from train.evaluate import compare_table
-from train.metrics import read_metrics
+from train.metrics import plot_losses, read_metrics
 
 STAGES = ("base", "stage1", "stage2")
 
@@ -52,14 +52,9 @@ def _plot(root: Path, results: dict[str, dict]) -> Path | None:
     for ax, stage in zip(axes[:2], ("stage1", "stage2")):
         train = [r for r in read_metrics(root / stage / "metrics.jsonl") if r.get("kind") == "train"]
         evals = [r for r in read_metrics(root / stage / "metrics.jsonl") if "val_loss" in r]
-        if train:
-            ax.plot([r["step"] for r in train], [r["loss"] for r in train], lw=1, label="train loss")
-        if evals:
-            ax.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "o-", label="validation loss")
+        plot_losses(ax, train, evals)
         ax.set_title(f"{stage} loss")
         ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        ax.legend()
     _bars(axes[2], results)
     fig.tight_layout()
     png = root / "report.png"
