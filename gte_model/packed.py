@@ -61,6 +61,11 @@ def supports_packing(backbone) -> bool:
     )
 
 
+def round_up(n: int, multiple: int) -> int:
+    """n rounded up to a multiple of `multiple` (padded widths: a bounded set of shapes)."""
+    return -(-n // multiple) * multiple
+
+
 def pack(ids: Sequence[Sequence[int]], group_tokens: int = ATTN_GROUP_TOKENS) -> Packed:
     """Token id lists -> Packed. Attention groups are consecutive rows, so sort the lists by length first (longest
     first) for groups with little padding; train.step.make_chunks does."""
@@ -69,11 +74,11 @@ def pack(ids: Sequence[Sequence[int]], group_tokens: int = ATTN_GROUP_TOKENS) ->
     lengths = [len(x) for x in ids]
     groups, dest, row, tok = [], [], 0, 0
     while row < len(ids):
-        width = -(-lengths[row] // ATTN_PAD_MULTIPLE) * ATTN_PAD_MULTIPLE
+        width = round_up(lengths[row], ATTN_PAD_MULTIPLE)
         rows = 1
         # grow while the group's padded size (rows x its widest row) stays within budget
         while row + rows < len(ids):
-            w = -(-max(width, lengths[row + rows]) // ATTN_PAD_MULTIPLE) * ATTN_PAD_MULTIPLE
+            w = round_up(max(width, lengths[row + rows]), ATTN_PAD_MULTIPLE)
             if (rows + 1) * w > group_tokens:
                 break
             rows, width = rows + 1, w

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from gte_model import Packed, collate, pack
+from gte_model.packed import round_up
 
 Chunk = dict[str, Tensor]
 
@@ -53,7 +54,7 @@ def make_chunks(
                 rows += 1
             chunks.append(pack([ids[i] for i in order[start : start + rows]]))
         else:
-            width = -(-len(ids[order[start]]) // pad_multiple) * pad_multiple  # round up
+            width = round_up(len(ids[order[start]]), pad_multiple)
             rows = chunk_size if max_tokens <= 0 else max(1, min(chunk_size, max_tokens // max(width, 1)))
             chunks.append(collate([ids[i] for i in order[start : start + rows]], pad_id, width=width))
         start += rows
