@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from gte_model import load_model  # noqa: E402
-from train.evaluate import load_stsb  # noqa: E402
+from train.eval.sts import load_stsb  # noqa: E402
 
 
 def main() -> None:

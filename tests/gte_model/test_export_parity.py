@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
 from transformers import AutoModel, AutoTokenizer
 
-from gte_model import load_model
+from gte_model import export_model, load_model
 
 SENTENCES = [
     "A man is playing a guitar.",
@@ -51,7 +51,7 @@ def assert_parity(model, export_dir):
 
 @pytest.mark.integration
 def test_packaged_minilm_export_matches_sentence_transformers_and_automodel(minilm, tmp_path):
-    export = minilm.save_pretrained(tmp_path / "export")
+    export = export_model(minilm, tmp_path / "export")
     assert_parity(minilm, export)
 
 
@@ -68,7 +68,7 @@ def test_trained_tiny_model_export_matches_sentence_transformers_and_automodel(t
         optim.zero_grad()
     tiny_model.max_seq_len = 48
     tiny_model.prompts = {"query": "query: ", "document": ""}
-    export = tiny_model.save_pretrained(tmp_path / "export")
+    export = export_model(tiny_model, tmp_path / "export")
     assert_parity(tiny_model, export)
     st = SentenceTransformer(str(export), device="cpu")
     np.testing.assert_allclose(tiny_model.encode(["the cat"], prompt_name="query"),
@@ -79,8 +79,8 @@ def test_trained_tiny_model_export_matches_sentence_transformers_and_automodel(t
 
 
 def test_export_writes_every_file_clients_need(tiny_model, tmp_path):
-    export = tiny_model.save_pretrained(
-        tmp_path / "out", train_config={"optim": {"lr": 0.1}}, eval_results={"sts-b": {"spearman": 0.5}}
+    export = export_model(
+        tiny_model, tmp_path / "out", train_config={"optim": {"lr": 0.1}}, eval_results={"sts-b": {"spearman": 0.5}}
     )
     for name in (
         "config.json",
@@ -92,6 +92,7 @@ def test_export_writes_every_file_clients_need(tiny_model, tmp_path):
         "1_Pooling/config.json",
         "config_sentence_transformers.json",
         "README.md",
+        ".gte-owner",
     ):
         assert (export / name).is_file(), name
     pooling = json.loads((export / "1_Pooling" / "config.json").read_text())
@@ -103,7 +104,7 @@ def test_export_writes_every_file_clients_need(tiny_model, tmp_path):
 def test_cls_pooling_and_no_normalisation_survive_export(tiny_model, tmp_path):
     tiny_model.pooling = "cls"
     tiny_model.normalize = False
-    export = tiny_model.save_pretrained(tmp_path / "out")
+    export = export_model(tiny_model, tmp_path / "out")
     reloaded = load_model(export)
     assert (reloaded.pooling, reloaded.normalize) == ("cls", False)
     st = SentenceTransformer(str(export), device="cpu")

@@ -18,7 +18,7 @@ def test_packaged_minilm_reproduces_published_stsb_test_spearman(minilm):
         if os.environ.get("CI"):
             pytest.fail(message + " (scripts/setup.sh installs it; CI must run this check, not skip it)")
         pytest.skip(message)
-    from train.evaluate import evaluate_sts
+    from train.eval.evaluate import evaluate_sts
 
     result = evaluate_sts(minilm, "test", batch_size=64, bf16=False)
     assert result["pairs"] == 1379

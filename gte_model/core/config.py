@@ -12,13 +12,17 @@ import difflib
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from gte_model.core.atomic import write_text
+from gte_model.core.errors import UserError
 
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config problem a user can fix; the message lists every problem found."""
 
 
@@ -28,9 +32,7 @@ def load_config(schema: type[T], path: str | Path | None, overrides: list[str] |
     layers = []
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        layers.append((str(path), OmegaConf.load(path)))
+        layers.append((str(path), _read_yaml(path)))
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not key=value (e.g. train.max_steps=100)")
@@ -44,7 +46,10 @@ def load_config(schema: type[T], path: str | Path | None, overrides: list[str] |
             problems.append(f"{where}: {_explain(exc, schema)}")
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
-    cfg = OmegaConf.to_object(merged)
+    try:
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"invalid config: {_explain(exc, schema)}") from exc
     check = getattr(cfg, "validate", None)
     if check is not None:
         errors = check()
@@ -53,13 +58,37 @@ def load_config(schema: type[T], path: str | Path | None, overrides: list[str] |
     return cfg
 
 
+def _read_yaml(path: Path):
+    """A YAML mapping, or a ConfigError naming the file (missing, unreadable, bad YAML, not a mapping)."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file does not exist; check the path")
+    try:
+        text = path.read_text(encoding="utf-8")
+        raw = yaml.safe_load(text)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc}); save the config as UTF-8") from exc
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" line {where.line + 1}" if where is not None else ""
+        raise ConfigError(f"{path}:{line}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the file holds a {type(raw).__name__}, not a mapping of keys; write `key: value` "
+                          "lines (see configs/*.yaml)")
+    try:
+        return OmegaConf.create(raw)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{path}: {str(exc).splitlines()[0]}") from exc
+
+
 def config_to_dict(cfg: Any) -> dict:
     """Plain dict of a (nested) config dataclass, for saving next to a run or in an export."""
     return dataclasses.asdict(cfg)
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
-    Path(path).write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    write_text(path, dump_config(cfg))
 
 
 def dump_config(cfg: Any) -> str:

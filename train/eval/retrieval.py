@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from ir_measures import RR, R, nDCG
 
+from train.eval.errors import EvalDataMissing, EvalError
+
 # Report names -> ir-measures measures. RR@10 is MRR@10 (mean over queries of the reciprocal rank).
 MEASURES = {"ndcg@10": nDCG @ 10, "mrr@10": RR @ 10, "recall@100": R @ 100}
 TOP_K = 100
@@ -23,15 +25,22 @@ TOP_K = 100
 _SCORE_BUDGET = 64 * 1024 * 1024
 
 
-def load_beir(folder: str | Path, split: str = "test") -> tuple[dict[str, str], dict[str, str], dict[str, dict]]:
-    """(corpus id -> text, query id -> text for queries with judgements, qrels {qid: {doc id: grade}})."""
+def beir_files(folder: str | Path, split: str = "test") -> dict[str, Path]:
+    """{"corpus", "queries", "qrels"} -> path in a BEIR-format folder; EvalDataMissing naming what is not there."""
     folder = Path(folder)
     paths = {"corpus": folder / "corpus.jsonl", "queries": folder / "queries.jsonl",
              "qrels": folder / "qrels" / f"{split}.tsv"}
-    missing = [str(p) for p in paths.values() if not p.is_file()]
+    missing = [p.relative_to(folder).as_posix() for p in paths.values() if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"{folder} is not a BEIR-format folder: missing {', '.join(missing)} "
-                                "(data prep writes one per source under <pairs dir>/beir/<source>)")
+        raise EvalDataMissing(f"{folder}: not a BEIR-format folder, missing {', '.join(missing)}; pass a folder "
+                              "holding corpus.jsonl, queries.jsonl and qrels/<split>.tsv (`gte prep` writes one per "
+                              "source under <pairs dir>/beir/<source>)")
+    return paths
+
+
+def load_beir(folder: str | Path, split: str = "test") -> tuple[dict[str, str], dict[str, str], dict[str, dict]]:
+    """(corpus id -> text, query id -> text for queries with judgements, qrels {qid: {doc id: grade}})."""
+    paths = beir_files(folder, split)
     corpus = {}
     for row in _read_jsonl(paths["corpus"]):
         # BEIR's convention (and sentence-transformers'): the title is prepended to the text.
@@ -41,7 +50,7 @@ def load_beir(folder: str | Path, split: str = "test") -> tuple[dict[str, str], 
     all_queries = {str(row["_id"]): row["text"] for row in _read_jsonl(paths["queries"])}
     unknown = sorted(set(qrels) - set(all_queries))
     if unknown:
-        raise ValueError(f"{paths['qrels']}: {len(unknown)} judged query ids are not in queries.jsonl, "
+        raise EvalError(f"{paths['qrels']}: {len(unknown)} judged query ids are not in queries.jsonl, "
                          f"e.g. {unknown[:3]}; write every judged query to queries.jsonl")
     queries = {qid: all_queries[qid] for qid in qrels}
     return corpus, queries, qrels
@@ -118,9 +127,9 @@ def _read_jsonl(path: Path) -> list[dict]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+                raise EvalError(f"{path}:{lineno}: not valid JSON ({exc.msg}); fix or rewrite the line") from exc
             if "_id" not in row:
-                raise ValueError(f"{path}:{lineno}: the row has no '_id' field")
+                raise EvalError(f"{path}:{lineno}: the row has no '_id' field; give every row an '_id'")
             rows.append(row)
     return rows
 
@@ -133,9 +142,10 @@ def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
             if lineno == 1 and fields[0] == "query-id" or not line.strip():
                 continue
             if len(fields) != 3:
-                raise ValueError(f"{path}:{lineno}: expected query-id<TAB>corpus-id<TAB>score, got {line!r}")
+                raise EvalError(f"{path}:{lineno}: expected query-id<TAB>corpus-id<TAB>score, got {line!r}; "
+                                "fix the line")
             try:
                 qrels.setdefault(fields[0], {})[fields[1]] = int(float(fields[2]))
             except ValueError as exc:
-                raise ValueError(f"{path}:{lineno}: score {fields[2]!r} is not a number") from exc
+                raise EvalError(f"{path}:{lineno}: score {fields[2]!r} is not a number; fix the line") from exc
     return qrels

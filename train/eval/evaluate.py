@@ -2,7 +2,9 @@
 
 Tasks: `sts-b` (STS Benchmark test, cosine Spearman), `beir` (every BEIR-format folder given with --beir or
 listed in a pairs dir's manifest: nDCG@10, MRR@10, Recall@100), and `mteb:<TaskName>` (when `mteb` is installed
-and the task's data is already local; nothing is downloaded).
+and the task's data is already local; nothing is downloaded). Tasks, sets and packages are checked before the model
+loads; every user error (a missing model folder, a bad --data or --beir folder, an unknown task, a missing package,
+damaged or diverged weights) is a UserError with a one-line message, printed by the `gte` boundary.
 
 CPU example:  gte eval all-MiniLM-L6-v2 --tasks sts-b --bf16
               gte eval runs/quickstart/export --data runs/quickstart/pairs --bf16
@@ -12,37 +14,25 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from gte_model.core.atomic import write_json, write_text
+from gte_model.core.pairs import beir_dirs as pairs_beir_dirs
 from gte_model.export import update_eval_results
-from gte_model.load import PACKAGED, load_model, packaged_model_path
-from train.retrieval import evaluate_beir, load_beir, search
-from train.sts import evaluate_sts, load_stsb
+from gte_model.load import PACKAGED, load_model, model_folder, packaged_model_path
+from train.eval.errors import EvalError
+from train.eval.retrieval import beir_files, evaluate_beir, load_beir, search
+from train.eval.sts import evaluate_sts, load_stsb, stsb_dir
 
-__all__ = ["compare_table", "evaluate", "evaluate_beir", "evaluate_sts", "load_beir", "load_stsb", "main",
-           "manifest_beir_dirs", "results_table", "search"]
+__all__ = ["EvalError", "compare_table", "evaluate", "evaluate_beir", "evaluate_sts", "load_beir", "load_stsb",
+           "main", "results_table", "search"]
 
 TASKS = ("sts-b", "beir")  # plus "mteb:<TaskName>"
 STS_TASK = "sts-b"
 HEADLINE = {"sts-b": "cosine_spearman", "beir": "ndcg@10"}
-
-
-def manifest_beir_dirs(pairs_dir: str | Path) -> dict[str, Path]:
-    """Source name -> BEIR folder, for every source of a pairs dir's manifest that has a held-out set."""
-    manifest = Path(pairs_dir) / "manifest.json"
-    if not manifest.is_file():
-        raise FileNotFoundError(f"--data {pairs_dir}: {manifest} is missing; point --data at the folder `gte prep` "
-                                "wrote (it holds manifest.json)")
-    sources = json.loads(manifest.read_text()).get("sources", {})
-    found = {}
-    for name, entry in sources.items():
-        if entry.get("beir"):
-            path = Path(entry["beir"])
-            found[name] = path if path.is_absolute() else manifest.parent / path  # relative to the manifest
-    return found
 
 
 def evaluate(
@@ -70,7 +60,7 @@ def evaluate(
     for task in tasks:
         for name, run in _task_runs(task, model, folder or model_dir, sets, bf16, batch_size):
             start = time.perf_counter()
-            results[name] = run()
+            results[name] = _finite(run())
             seconds[name] = round(time.perf_counter() - start, 2)
             print(f"[eval] {name}: {_format_metrics(results[name])} ({seconds[name]:.1f}s)", flush=True)
     out = Path(out_dir) if out_dir else (folder / "eval" if folder else Path("runs") / "eval" / str(model_dir))
@@ -81,13 +71,13 @@ def evaluate(
 
 
 def _model_folder(model_dir: str | Path) -> Path | None:
-    """The local folder to write next to, or None for a packaged name (never write into site-packages)."""
-    name = str(model_dir)
-    if name.lower() in PACKAGED:
+    """The local folder to write next to, or None for a packaged name or a preset (never write into
+    site-packages); a ModelLoadError at once for a name that is no model."""
+    path = model_folder(model_dir)
+    if path is None or str(model_dir).lower() in PACKAGED:
         return None
-    path = Path(name).expanduser()
     packaged = {packaged_model_path(n).resolve() for n in PACKAGED if _importable(PACKAGED[n])}
-    return None if not path.is_dir() or path.resolve() in packaged else path
+    return None if path.resolve() in packaged else path
 
 
 def _collect_beir(beir_dirs, pairs_dir) -> dict[str, Path]:
@@ -100,17 +90,31 @@ def _collect_beir(beir_dirs, pairs_dir) -> dict[str, Path]:
             name = Path(p).name if Path(p).name not in sets else str(p)
             sets[name] = Path(p)
     if pairs_dir is not None:
-        sets.update(manifest_beir_dirs(pairs_dir))
+        sets.update(pairs_beir_dirs(pairs_dir, key="--data"))
     return sets
 
 
 def _check_tasks(tasks: list[str], sets: dict[str, Path]) -> None:
+    """Everything that can be checked before the model loads: task names, sets, packages."""
     for task in tasks:
         if task not in TASKS and not (task.startswith("mteb:") and len(task) > 5):
-            raise ValueError(f"--tasks {task!r} is not a task; choose from {', '.join(TASKS)} or mteb:<TaskName>")
+            raise EvalError(f"--tasks: {task!r} is not a task; choose from {', '.join(TASKS)} or mteb:<TaskName>")
+        if task.startswith("mteb:"):
+            _require_mteb(task)
     if "beir" in tasks and not sets:
-        raise ValueError("--tasks beir needs retrieval sets: pass --beir DIR (a BEIR-format folder) or --data "
-                         "PAIRS_DIR (the output of `gte prep`, whose manifest lists its held-out sets)")
+        raise EvalError("--tasks beir: no retrieval sets given; pass --beir DIR (a BEIR-format folder) or --data "
+                        "PAIRS_DIR (the output of `gte prep`, whose manifest lists its held-out sets)")
+    if "beir" in tasks:
+        for path in sets.values():
+            beir_files(path)
+    if STS_TASK in tasks:
+        stsb_dir()
+
+
+def _require_mteb(task: str) -> None:
+    if not _importable("mteb"):
+        raise EvalError(f"--tasks {task}: needs the mteb package, which is not installed; pip install mteb "
+                        f"(or leave {task} out of --tasks)")
 
 
 def _task_runs(task: str, model, model_ref, sets: dict[str, Path], bf16: bool, batch_size: int):
@@ -124,12 +128,12 @@ def _task_runs(task: str, model, model_ref, sets: dict[str, Path], bf16: bool, b
 
 
 def evaluate_mteb(model_ref: str | Path, task_name: str, batch_size: int = 64) -> dict:
-    """Main score of one MTEB task, or {"skipped": why} when mteb is missing or the data is not local.
+    """Main score of one MTEB task, or {"skipped": why} when the task's data is not local (EvalError when mteb is
+    not installed).
 
     The export is loaded in SentenceTransformer, which mteb drives natively, so its query/document prompts apply.
     """
-    if not _importable("mteb"):
-        return {"skipped": "mteb not installed (pip install mteb)"}
+    _require_mteb(f"mteb:{task_name}")
     import mteb
     from sentence_transformers import SentenceTransformer
 
@@ -184,12 +188,17 @@ def compare_table(results_by_model: dict[str, dict[str, dict]]) -> str:
 
 
 def _write_outputs(out: Path, model: str, results: dict, seconds: dict, bf16: bool, batch_size: int) -> None:
-    out.mkdir(parents=True, exist_ok=True)
     record = {"model": model, "bf16": bf16, "batch_size": batch_size, "results": results, "seconds": seconds}
-    (out / "results.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_json(out / "results.json", record)
     header = f"# Evaluation of {model}\n\nbf16 autocast: {bf16}, batch size {batch_size}.\n\n"
-    (out / "results.md").write_text(header + results_table(results))
+    write_text(out / "results.md", header + results_table(results))
     print(f"[eval] wrote {out / 'results.json'} and {out / 'results.md'}")
+
+
+def _finite(metrics: dict) -> dict:
+    """NaN or inf (e.g. the Spearman of a model that gives every text the same vector) -> None: JSON has no NaN,
+    and a null in results.json says "undefined" without pretending to be a score."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()}
 
 
 def _format_value(value) -> str:
