@@ -19,7 +19,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from data_prep.prep import PrepConfig, prep  # noqa: E402
 from data_prep.report import render_markdown  # noqa: E402
-from gte_model.configio import load_config  # noqa: E402
+from gte_model.core.config import load_config  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
@@ -29,7 +29,7 @@ def main(argv: list[str]) -> int:
     print(f"prep of all built-in sources {cfg.sources} -> {out} (num_proc={cfg.num_proc})", flush=True)
     manifest = json.loads((prep(cfg) / "manifest.json").read_text())
     print(render_markdown(manifest))
-    print("stage seconds:", json.dumps(manifest["stage_seconds"]))
+    print("step seconds:", json.dumps(manifest["step_seconds"]))
     print("totals:", json.dumps({k: sum(s[k] for s in manifest["stats"].values())
                                  for k in ("read", "cleaned", "after_dedup", "heldout_pairs", "decontaminated",
                                            "train")}))

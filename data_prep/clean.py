@@ -1,7 +1,8 @@
 """Text cleaning shared by every source: Unicode NFKC, whitespace, optional HTML removal, token-length bounds.
 
 A record is a dict {query, positive, negatives, source, key}. `clean_record` returns the cleaned record, or None
-and the reason it was dropped, so that the manifest can count every drop by cause.
+and the reason it was dropped, so that the manifest can count every drop by cause. `normalize_text` is the one
+cleaning normalisation; the comparison form (`canonical`) lives in gte_model.core.text with the other text forms.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from gte_model.core.text import canonical
+
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]")
 _SPACE = re.compile(r"\s+")
 _TAG = re.compile(r"<[^>]{1,200}>")
-_WORD = re.compile(r"\w+")
 
 DROP_REASONS = (
     "empty",
@@ -45,11 +47,6 @@ def normalize_text(text: str, strip_html: bool = False) -> str:
         text = html.unescape(_TAG.sub(" ", text))
     text = _CONTROL.sub(" ", text)
     return _SPACE.sub(" ", text).strip()
-
-
-def canonical(text: str) -> str:
-    """Lower-case word characters only: the form compared by exact dedup and the identical-sides check."""
-    return " ".join(_WORD.findall(text.lower()))
 
 
 def count_tokens(text: str) -> int:

@@ -1,21 +1,21 @@
 """Exact and near-duplicate removal (datasketch MinHash + MinHashLSH) and decontamination against evaluation texts.
 
-Texts are compared in canonical form (lower-cased word characters). Exact dedup hashes that form; near dedup
-MinHashes its word n-gram shingles (a text shorter than n words is one shingle, so short texts match only when
-equal). Signatures are uint32 arrays computed once per text (in worker processes) and kept in one matrix, so the
-index and the candidate check never re-read text. Decisions are taken in record order in one process: the first
-record of a duplicate group is kept, whatever `num_proc` computed the signatures.
+Texts are compared in canonical form (gte_model.core.text.canonical: lower-cased word characters). Exact dedup
+hashes that form (core.text.canonical_hash); near dedup MinHashes its word n-gram shingles (a text shorter than n
+words is one shingle, so short texts match only when equal). Signatures are uint32 arrays computed once per text
+(in worker processes) and kept in one matrix, so the index and the candidate check never re-read text. Decisions
+are taken in record order in one process: the first record of a duplicate group is kept, whatever `num_proc`
+computed the signatures.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
-from data_prep.clean import canonical
+from gte_model.core.text import canonical
 
 SCHEME = "affine32"
 
@@ -30,11 +30,6 @@ class DedupConfig:
     seed: int = 1  # MinHash permutation seed (not the split seed: signatures stay comparable across runs)
     # Per-source override of what must match: "pair" (query and positive) or "positive" (the positive alone).
     match: dict[str, str] = field(default_factory=dict)
-
-
-def text_hash(text: str) -> int:
-    """64-bit hash of the canonical form (stable across processes and runs, unlike `hash`)."""
-    return int.from_bytes(hashlib.blake2b(canonical(text).encode(), digest_size=8).digest(), "little")
 
 
 def shingles(text: str, n: int) -> list[bytes]:

@@ -16,14 +16,18 @@ folder between concurrently running jobs on the same model).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from gte_model.core.atomic import write_bytes, write_json
+from gte_model.core.errors import UserError
+from gte_model.core.text import fold
 
 CACHE_FORMAT = "gte-embed-cache/1"
 _DTYPES = ("float16", "float32")
@@ -38,20 +42,22 @@ class EmbedConfig:
     bf16: bool = True  # bf16 autocast in the encoder: ~4x faster on AVX-512-bf16 CPUs and on GPUs
     query_prompt: str | None = None  # prefix for queries; None = the model's "query" prompt (or none)
     doc_prompt: str | None = None  # prefix for documents; None = the model's "document" prompt (or none)
-    cache_dir: str = ""  # where vectors are cached; "" = <out_dir>/.embed_cache for `gte mine`
+    # where vectors are cached; "" = `.<out name>.embed_cache` beside out_dir for `gte mine`, so the cache outlives
+    # a rebuilt (overwrite=true) or interrupted output
+    cache_dir: str = ""
     cache_dtype: str = "float16"  # float16 halves disk and RAM of the cache; float32 keeps full precision
     shard_size: int = 8192  # texts per cache shard: the unit of resume after a killed run
 
     def validate(self, prefix: str = "embed.") -> list[str]:
         errors = []
         if self.batch_size < 1:
-            errors.append(f"{prefix}batch_size={self.batch_size} must be >= 1")
+            errors.append(f"{prefix}batch_size={self.batch_size}: must be >= 1")
         if self.max_seq_len < 4:
-            errors.append(f"{prefix}max_seq_len={self.max_seq_len} is too small; use e.g. {prefix}max_seq_len=256")
+            errors.append(f"{prefix}max_seq_len={self.max_seq_len}: too small; use e.g. {prefix}max_seq_len=256")
         if self.cache_dtype not in _DTYPES:
-            errors.append(f"{prefix}cache_dtype={self.cache_dtype!r} must be one of {_DTYPES}")
+            errors.append(f"{prefix}cache_dtype={self.cache_dtype!r}: must be one of {', '.join(_DTYPES)}")
         if self.shard_size < 1:
-            errors.append(f"{prefix}shard_size={self.shard_size} must be >= 1")
+            errors.append(f"{prefix}shard_size={self.shard_size}: must be >= 1")
         return errors
 
 
@@ -120,9 +126,9 @@ def embed_cached(
     show_progress: bool | None = None,
 ) -> Embedded:
     """Embed `texts` (with the literal `prefix`) through the cache at `cache_dir` (default: cfg.cache_dir)."""
-    root = Path(cache_dir or cfg.cache_dir)
     if not str(cache_dir or cfg.cache_dir):
-        raise ValueError("embed cache_dir is empty: set embed.cache_dir=/some/folder")
+        raise UserError("embed.cache_dir is empty: set embed.cache_dir=/some/folder")
+    root = Path(cache_dir or cfg.cache_dir)
     settings = {"model": model_fingerprint(model), "prefix": prefix, "max_seq_len": int(cfg.max_seq_len),
                 "bf16": bool(cfg.bf16), "dtype": cfg.cache_dtype}
     namespace = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=8).hexdigest()
@@ -161,8 +167,8 @@ def _load_index(folder: Path, settings: dict, dim: int) -> dict:
     if path.is_file():
         index = json.loads(path.read_text())
         if index.get("format") != CACHE_FORMAT or index.get("namespace") != settings or index.get("dim") != dim:
-            raise ValueError(
-                f"{path} belongs to other settings ({index.get('namespace')}) than this run ({settings}); "
+            raise UserError(
+                f"{path}: belongs to other settings ({index.get('namespace')}) than this run ({settings}); "
                 f"delete {folder} or choose another embed.cache_dir"
             )
         return index
@@ -197,17 +203,14 @@ def _write_shard(folder: Path, index: dict, vecs: np.ndarray, keys: list[bytes])
     _atomic_save(folder / f"{name}.npy", vecs)
     _atomic_save(folder / f"{name}.keys.npy", np.array(keys, dtype="S16"))
     index["shards"].append({"name": name, "rows": len(keys)})
-    tmp = folder / "index.json.tmp"
-    tmp.write_text(json.dumps(index, indent=1))
-    os.replace(tmp, folder / "index.json")
+    write_json(folder / "index.json", index, indent=1)
     return name
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, array)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    write_bytes(path, buffer.getvalue())
 
 
 def _gather(folder: Path, where: dict[bytes, tuple[str, int]], keys: list[bytes], dim: int) -> np.ndarray:
@@ -238,15 +241,14 @@ def mix64(x: np.ndarray | int) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def hash64(texts: Sequence[str]) -> np.ndarray:
-    """[n] uint64 content hash of each text (first 8 bytes of its cache digest)."""
+def content_hash64(texts: Sequence[str]) -> np.ndarray:
+    """[n] uint64: the first 8 bytes of each text's 16-byte cache digest (`text_digest`), the seed of sampling.
+
+    Not gte_model.core.text.hash64 (an 8-byte blake2b, another value): mined negatives and samples are keyed by
+    this one, so changing it would change every mined output."""
     return np.array([int.from_bytes(text_digest(t)[:8], "little") for t in texts], dtype=np.uint64)
 
 
-def normalize_text(text: str) -> str:
-    """The form under which two texts count as the same document: case-folded, whitespace collapsed."""
-    return " ".join(text.casefold().split())
-
-
-def norm_hash64(texts: Sequence[str]) -> np.ndarray:
-    return hash64([normalize_text(t) for t in texts])
+def fold_hash64(texts: Sequence[str]) -> np.ndarray:
+    """[n] uint64 content hash of each text's folded form (core.text.fold): equal for the same document."""
+    return content_hash64([fold(t) for t in texts])

@@ -12,8 +12,7 @@ Vectors go through the same on-disk cache and faiss code as `gte mine` (data_pre
 filtering and mining with one model embed each text once. The decision for a pair depends only on its source's
 data and the seed, never on row order, chunking or threads.
 
-In the prep pipeline: an optional stage behind `filter.enabled` (FilterConfig below); `gte mine` also accepts
-`filter.enabled=true` to filter the train pairs right before mining.
+`gte mine` runs it on the train pairs right before mining when `filter.enabled=true` (FilterConfig below).
 """
 
 from __future__ import annotations
@@ -25,13 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.embed_cache import EmbedConfig, embed_cached, hash64, mix64, norm_hash64, resolve_prompt
+from data_prep.embed_cache import EmbedConfig, content_hash64, embed_cached, fold_hash64, mix64, resolve_prompt
 from data_prep.knn import IndexConfig, build_index, exact_scores, pair_scores, search
+from gte_model import load_model
 
 
 @dataclass
 class FilterConfig:
-    """Consistency filter settings (an optional pipeline stage)."""
+    """Consistency filter settings (an optional step of `gte mine`)."""
 
     enabled: bool = False  # run the filter at all
     model: str = "all-MiniLM-L6-v2"  # an already-trained embedder: preset name, packaged name or folder
@@ -45,9 +45,10 @@ class FilterConfig:
     def validate(self, prefix: str = "filter.") -> list[str]:
         errors = []
         if self.top_k < 1:
-            errors.append(f"{prefix}top_k={self.top_k} must be >= 1 (2 keeps a positive ranked first or second)")
-        if self.pool_size < 0 or self.max_blocked < 0:
-            errors.append(f"{prefix}pool_size and {prefix}max_blocked must be >= 0 (pool_size 0 = all)")
+            errors.append(f"{prefix}top_k={self.top_k}: must be >= 1 (2 keeps a positive ranked first or second)")
+        for name in ("pool_size", "max_blocked"):
+            if getattr(self, name) < 0:
+                errors.append(f"{prefix}{name}={getattr(self, name)}: must be >= 0 (pool_size 0 = all)")
         return errors + self.embed.validate(prefix + "embed.") + self.index.validate(prefix + "index.")
 
 
@@ -78,8 +79,6 @@ def consistency_filter(
         raise ValueError(f"queries ({len(queries)}), positives ({len(positives)}) and sources "
                          f"({'None' if sources is None else len(sources)}) must have one entry per pair")
     if isinstance(model, (str, Path)):
-        from gte_model import load_model
-
         model = load_model(model)
     rank = np.zeros(len(queries), dtype=np.int64)
     groups: dict[str, list[int]] = {}
@@ -105,7 +104,7 @@ def _rank_group(queries: list[str], positives: list[str], model, cfg: FilterConf
     docs = list(dict.fromkeys(positives))
     pool = np.arange(len(docs))
     if 0 < cfg.pool_size < len(docs):  # seeded sample, independent of order: smallest hashed priorities
-        pool = np.sort(np.argsort(mix64(hash64(docs) ^ mix64(cfg.seed)), kind="stable")[: cfg.pool_size])
+        pool = np.sort(np.argsort(mix64(content_hash64(docs) ^ mix64(cfg.seed)), kind="stable")[: cfg.pool_size])
     doc_id = {t: i for i, t in enumerate(docs)}
     pos_ids = np.array([doc_id[p] for p in positives], dtype=np.int64)
     uniq_q = list(dict.fromkeys(queries))
@@ -113,7 +112,7 @@ def _rank_group(queries: list[str], positives: list[str], model, cfg: FilterConf
     q_row = np.array([q_index[q] for q in queries], dtype=np.int64)
     doc_vecs = embed_cached(model, docs, cfg.embed, resolve_prompt(model, cfg.embed.doc_prompt, "document"), root)
     q_vecs = embed_cached(model, uniq_q, cfg.embed, resolve_prompt(model, cfg.embed.query_prompt, "query"), root)
-    return _ranks(q_vecs.vectors, doc_vecs.vectors, q_row, pos_ids, pool, norm_hash64(docs), cfg)
+    return _ranks(q_vecs.vectors, doc_vecs.vectors, q_row, pos_ids, pool, fold_hash64(docs), cfg)
 
 
 def _ranks(q_vecs: np.ndarray, doc_vecs: np.ndarray, q_row: np.ndarray, pos_ids: np.ndarray, pool: np.ndarray,

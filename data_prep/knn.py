@@ -36,9 +36,10 @@ class IndexConfig:
         errors = []
         for name in ("ivf_threshold", "nprobe", "train_points_per_list", "query_chunk"):
             if getattr(self, name) < 1:
-                errors.append(f"{prefix}{name}={getattr(self, name)} must be >= 1")
-        if self.nlist < 0 or self.num_threads < 0:
-            errors.append(f"{prefix}nlist and {prefix}num_threads must be >= 0 (0 = automatic)")
+                errors.append(f"{prefix}{name}={getattr(self, name)}: must be >= 1")
+        for name in ("nlist", "num_threads"):
+            if getattr(self, name) < 0:
+                errors.append(f"{prefix}{name}={getattr(self, name)}: must be >= 0 (0 = automatic)")
         return errors
 
 

@@ -6,7 +6,8 @@
 Per source (negatives come from the same source's documents, so a WordNet query never gets a GCIDE definition of
 the same word as a "negative"):
   1. corpus = unique positives of the train split (+ `extra_corpus` files), embedded once through the on-disk
-     cache (data_prep.embed_cache: resumable, shared by re-runs and by the consistency filter);
+     cache (data_prep.embed_cache: resumable, shared by re-runs and by the consistency filter; it lives beside
+     out_dir as `.<out name>.embed_cache` unless embed.cache_dir says otherwise);
   2. queries embedded with the query prompt; faiss finds the top rank_max (+ a pad) docs per query, in chunks
      (data_prep.knn: exact below index.ivf_threshold docs, IVF above); candidates re-ranked by exact scores;
   3. keep ranks [rank_min, rank_max); drop the positive, any other positive of the same query and any text equal
@@ -14,24 +15,25 @@ the same word as a "negative"):
      (likely paraphrases) and scores within `margin` of the positive's (likely false negatives);
   4. sample k per query by a hashed priority seeded by (query, positive, seed): the choice for a row depends
      only on that row, never on chunking, thread count or row order;
-  5. write shards + manifest (held-out and BEIR entries point at the input's) + stats; a completion marker last,
-     so re-running on a finished output is a no-op.
+  5. write shards, mine_stats.json, manifest.json (held-out and BEIR entries point at the input's) and the
+     completion record, in a temp folder renamed over out_dir at the end: an interrupted run (overwrite=true
+     included) leaves the old output intact. The record holds the config, the input's manifest digest and the
+     model's weights digest: a re-run with the same record does nothing; another is refused unless overwrite=true.
 """
 
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from data_prep.embed_cache import EmbedConfig, embed_cached, hash64, mix64, norm_hash64, resolve_prompt
-from data_prep.filter import FilterConfig, consistency_filter
+from data_prep.embed_cache import content_hash64, embed_cached, fold_hash64, mix64, model_fingerprint, resolve_prompt
+from data_prep.filter import consistency_filter
 from data_prep.knn import (
     IndexConfig,
     build_index,
@@ -42,89 +44,30 @@ from data_prep.knn import (
     search,
     set_threads,
 )
-from data_prep.mine_io import PairRows, read_extra_corpus, read_manifest, read_train, write_source
-from gte_model import DEFAULT_MODEL, GTEModel, load_model
+from data_prep.mine_config import MineConfig, NegativesConfig
+from data_prep.mine_io import PairRows, read_extra_corpus, read_train, train_rows, write_source
+from gte_model import GTEModel, load_model
+from gte_model.core import pairs
+from gte_model.core.atomic import build_dir, check_replaceable, write_json
+from gte_model.core.config import ConfigError, dump_config, load_config
+from gte_model.core.errors import UserError
+from gte_model.core.memory import peak_rss_mb
+from gte_model.core.record import Record, check_done, file_fingerprint, flatten, folder_digest
 
-MARKER = "_MINE_COMPLETE.json"
-# Settings that change speed or resources but never the output: a finished run with other values is still done.
-_NO_OUTPUT_EFFECT = {
+MINE_VERSION = 1  # bump when the same config and inputs would give other output (selection or sampling rules)
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# Settings that change speed, resources or where the output lives, never its content: a finished run with other
+# values is still done.
+NO_OUTPUT_EFFECT = frozenset({
     *(f"{p}{k}" for p in ("", "filter.") for k in ("embed.batch_size", "embed.cache_dir", "embed.shard_size",
                                                   "index.num_threads", "index.query_chunk")),
+    "out_dir",
     "overwrite",
-}
+})
 
 
-@dataclass
-class NegativesConfig:
-    """Which candidates become negatives."""
-
-    k: int = 7  # negatives per query (nomic-embed found ~7 better than GTE's 1)
-    rank_min: int = 3  # skip corpus ranks < rank_min (0-based, the positive counted): the very top holds false negs
-    rank_max: int = 100  # candidates come from corpus ranks < rank_max
-    margin: float = 0.05  # drop candidates with score > positive's score - margin (cosine units)
-    max_score: float = 0.95  # drop candidates with cosine above this ceiling (near-paraphrases of the query)
-    strategy: str = "random"  # random: uniform among the survivors (nomic); top: the best-ranked survivors
-    min_negatives: int = 1  # rows with fewer surviving negatives are left out of the output (counted in stats)
-    # "random": a row left with fewer than min_negatives gets random documents of its source instead (those scored
-    # below its positive by the margin). Such rows are the queries the model gets most wrong (the positive ranks
-    # below the window); dropping them trains stage 2 on the easy ones. "none": drop them.
-    fill: str = "random"
-    search_pad: int = 16  # extra faiss candidates so exact re-ranking is stable at the rank_max boundary
-    seed: int = 0  # sampling seed (with the row's query+positive hash)
-
-    def validate(self, prefix: str = "negatives.") -> list[str]:
-        errors = []
-        if self.k < 1:
-            errors.append(f"{prefix}k={self.k} must be >= 1")
-        if not 0 <= self.rank_min < self.rank_max:
-            errors.append(f"{prefix}rank_min={self.rank_min}, {prefix}rank_max={self.rank_max}: need "
-                          f"0 <= rank_min < rank_max, e.g. {prefix}rank_min=3 {prefix}rank_max=100")
-        elif self.rank_max - self.rank_min < self.k:
-            errors.append(f"{prefix}k={self.k} exceeds the window [{self.rank_min}, {self.rank_max}): widen it")
-        if self.strategy not in ("random", "top"):
-            errors.append(f"{prefix}strategy={self.strategy!r} must be 'random' or 'top'")
-        if self.fill not in ("none", "random"):
-            errors.append(f"{prefix}fill={self.fill!r} must be 'none' or 'random'")
-        if not 0 <= self.min_negatives <= self.k:
-            errors.append(f"{prefix}min_negatives={self.min_negatives} must be in [0, k={self.k}]")
-        if self.search_pad < 0:
-            errors.append(f"{prefix}search_pad={self.search_pad} must be >= 0")
-        return errors
-
-
-@dataclass
-class MineConfig:
-    """`gte mine`: input pairs dir + model -> output pairs dir with the negatives column filled."""
-
-    input_dir: str = ""  # pairs dir written by `gte prep` (manifest.json)
-    out_dir: str = ""  # where the mined pairs dir is written
-    model: str = DEFAULT_MODEL  # preset, packaged name or folder (gte_model.load_model)
-    sources: list[str] = field(default_factory=list)  # sources to mine; empty = every source of the input
-    extra_corpus: list[str] = field(default_factory=list)  # .txt (a doc per line) / .jsonl ("text") / .parquet
-    max_queries_per_source: int = 0  # 0 = every train row; else a deterministic (seeded) sample of this many
-    # candidate documents per source: the source's unique train positives, 0 = all of them, N = a seeded sample
-    # (the sampled queries' own positives are always in the corpus)
-    max_corpus_per_source: int = 0
-    rows_per_shard: int = 100_000  # rows per output parquet file
-    overwrite: bool = False  # replace a finished output made with another config
-    negatives: NegativesConfig = field(default_factory=NegativesConfig)
-    embed: EmbedConfig = field(default_factory=EmbedConfig)
-    index: IndexConfig = field(default_factory=IndexConfig)
-    filter: FilterConfig = field(default_factory=FilterConfig)  # optional consistency filter before mining
-
-    def validate(self) -> list[str]:
-        errors = []
-        if not self.input_dir:
-            errors.append("input_dir is not set: pass input_dir=<pairs dir written by gte prep>")
-        if not self.out_dir:
-            errors.append("out_dir is not set: pass out_dir=<folder for the mined pairs>")
-        elif self.input_dir and Path(self.out_dir).resolve() == Path(self.input_dir).resolve():
-            errors.append(f"out_dir={self.out_dir} equals input_dir: mining writes a new pairs dir; choose another")
-        if self.max_queries_per_source < 0 or self.max_corpus_per_source < 0 or self.rows_per_shard < 1:
-            errors.append("max_queries_per_source and max_corpus_per_source must be >= 0 (0 = all), "
-                          "rows_per_shard >= 1")
-        return (errors + self.negatives.validate() + self.embed.validate() + self.index.validate()
-                + self.filter.validate("filter."))
+class NothingMined(UserError):
+    """No source kept a row: the message says which filter emptied them and which key to change."""
 
 
 # ---- selection (pure: vectors and ids in, ids out) ----------------------------------------------------------
@@ -239,7 +182,7 @@ def mine_embedded(
 # ---- one source -----------------------------------------------------------------------------------------------
 def row_seeds_of(queries: list[str], positives: list[str], seed: int) -> np.ndarray:
     """[N] uint64: a row's sampling seed, from its own text only (so order- and chunk-independent)."""
-    return mix64(hash64([q + "\x1f" + p for q, p in zip(queries, positives)]) ^ mix64(seed))
+    return mix64(content_hash64([q + "\x1f" + p for q, p in zip(queries, positives)]) ^ mix64(seed))
 
 
 def sample_rows(rows: PairRows, cap: int, seed: int) -> PairRows:
@@ -269,9 +212,9 @@ def mine_source(rows: PairRows, extra: list[str], model, cfg: MineConfig, cache_
     q_emb = embed_cached(model, uniq_q, cfg.embed, resolve_prompt(model, cfg.embed.query_prompt, "query"), cache_dir)
     q_pos = {q: i for i, q in enumerate(uniq_q)}
     q_vecs = q_emb.vectors[[q_pos[q] for q in rows.queries]]  # [N, dim], a row each
-    doc_norm = norm_hash64(docs)
+    doc_norm = fold_hash64(docs)
     neg_ids, counts = mine_embedded(q_vecs, doc_emb.vectors, pos_ids, row_seeds_of(rows.queries, rows.positives,
-                                    cfg.negatives.seed), doc_norm, hash64(docs), cfg.negatives, cfg.index,
+                                    cfg.negatives.seed), doc_norm, content_hash64(docs), cfg.negatives, cfg.index,
                                     _blocked_rows(rows.queries, doc_norm[pos_ids]))
     lengths = np.array([len(n) for n in neg_ids])
     stats = {
@@ -297,51 +240,107 @@ def _blocked_rows(queries: list[str], pos_norm: np.ndarray) -> dict[int, np.ndar
 
 # ---- the command ----------------------------------------------------------------------------------------------
 def mine(cfg: MineConfig, model: GTEModel | None = None) -> Path:
-    """Run mining as configured; returns out_dir. A finished out_dir with the same config is left as it is.
+    """Run mining as configured; returns out_dir. A finished out_dir with the same record is left as it is.
 
     `model`: an already loaded GTEModel to use instead of loading `cfg.model` (e.g. the one just trained).
     """
-    out = Path(cfg.out_dir)
-    if _already_done(out, cfg):
-        print(f"gte mine: {out} is already complete ({MARKER}); nothing to do", file=sys.stderr)
+    errors = cfg.validate()
+    if errors:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+    out, in_dir = Path(cfg.out_dir), Path(cfg.input_dir)
+    check_replaceable(out, "out_dir")  # before any work: a folder gte did not write is never replaced
+    manifest = pairs.read_manifest(in_dir, key="input_dir")  # a finished pairs dir (completion record) only
+    names = _select_sources(manifest, cfg.sources, in_dir)
+    want = mine_record(cfg, model)
+    if not cfg.overwrite and check_done(out, want, "overwrite"):
+        print(f"gte mine: {out} is complete for this config, input and model; nothing to do", file=sys.stderr)
         return out
     start = time.perf_counter()
     set_threads(cfg.index.num_threads)
-    in_dir = Path(cfg.input_dir)
-    manifest = read_manifest(in_dir)
-    names = _select_sources(manifest, cfg.sources, in_dir)
-    model = model if model is not None else load_model(cfg.model)
-    cache_dir = Path(cfg.embed.cache_dir) if cfg.embed.cache_dir else out / ".embed_cache"
     extra = read_extra_corpus(cfg.extra_corpus)
-    (out / MARKER).unlink(missing_ok=True)
-    entries, per_source = {}, {}
-    for name in names:
-        rows = read_train(in_dir, manifest["sources"][name], name)
-        stats: dict = {"train_rows": len(rows)}
-        if cfg.filter.enabled:
-            rows, stats["filter"] = _apply_filter(rows, model, cfg, cache_dir)
-        # Candidates come from the whole source (or a seeded sample of it), not only the sampled queries' positives:
-        # a bigger corpus holds harder negatives.
-        corpus = sample_corpus(rows.positives, cfg.max_corpus_per_source, cfg.negatives.seed)
-        rows = sample_rows(rows, cfg.max_queries_per_source, cfg.negatives.seed)
-        negatives, mined = mine_source(rows, [*corpus, *extra], model, cfg, cache_dir)
-        stats.update(mined)
-        keep = np.array([len(n) >= cfg.negatives.min_negatives for n in negatives], dtype=bool)
-        kept_lengths = [len(n) for n, k in zip(negatives, keep) if k]
-        stats.update(queries_mined=int(keep.sum()), queries_dropped=int((~keep).sum()),
-                     mean_negatives=round(float(np.mean(kept_lengths)) if kept_lengths else 0.0, 3))
-        per_source[name] = stats
-        if not keep.any():  # an empty shard would only break readers downstream: leave the source out, say so
-            print(f"gte mine: source {name}: no query kept >= {cfg.negatives.min_negatives} negatives after the "
-                  "window/margin/ceiling filters; left out of the output (see mine_stats.json)", file=sys.stderr)
-            continue
-        entries[name] = write_source(out, name, rows, negatives, keep, manifest["sources"][name], in_dir,
-                                     cfg.rows_per_shard)
-    if not entries:
-        raise ValueError(f"gte mine: no source kept any query with >= {cfg.negatives.min_negatives} negatives; "
-                         "widen negatives.rank_max, lower negatives.margin or raise negatives.max_score")
-    _finish(out, cfg, entries, per_source, start)
+    model = model if model is not None else load_model(cfg.model)
+    cache_dir = embed_cache_dir(cfg)
+    with build_dir(out, "gte mine", "out_dir") as tmp:
+        entries, per_source = {}, {}
+        for name in names:
+            per_source[name], entry = _mine_one(tmp, name, manifest["sources"][name], in_dir, extra, model, cfg,
+                                                cache_dir)
+            if entry is not None:
+                entries[name] = entry
+        if not entries:
+            raise NothingMined(_nothing_mined(per_source, cfg))
+        _finish(tmp, cfg, entries, per_source, start, want)
     return out
+
+
+def mine_record(cfg: MineConfig, model: GTEModel | None = None) -> Record:
+    """What a mined output is made of: the config (minus NO_OUTPUT_EFFECT; filter keys only when it is on), the
+    input's manifest digest, the model's weights digest and the extra corpus files' fingerprints."""
+    config = flatten(cfg, skip=NO_OUTPUT_EFFECT)
+    if not cfg.filter.enabled:
+        config = {k: v for k, v in config.items() if not k.startswith("filter.") or k == "filter.enabled"}
+    inputs = {"input_dir": pairs.manifest_digest(cfg.input_dir), "model": model_digest(cfg.model, model)}
+    inputs |= {f"extra_corpus.{i}": file_fingerprint(p) for i, p in enumerate(cfg.extra_corpus)}
+    if cfg.filter.enabled and cfg.filter.model != cfg.model:
+        inputs["filter.model"] = model_digest(cfg.filter.model)
+    return Record("mine", MINE_VERSION, config, inputs)
+
+
+def model_digest(name: str, model: GTEModel | None = None) -> str:
+    """A loaded model: its weights fingerprint; a folder: its weights file's digest; a packaged or preset name:
+    the name (it names fixed weights)."""
+    if model is not None:
+        return f"weights:{model_fingerprint(model)}"
+    if Path(name).is_dir():
+        digest = folder_digest(name, WEIGHT_FILES)
+        return digest if digest != "missing" else f"files:{file_fingerprint(name)}"
+    return f"name:{name}"
+
+
+def embed_cache_dir(cfg: MineConfig) -> Path:
+    """embed.cache_dir, else `.<out name>.embed_cache` beside out_dir: outside the output, so a rebuilt or
+    interrupted output keeps its vectors."""
+    if cfg.embed.cache_dir:
+        return Path(cfg.embed.cache_dir)
+    out = Path(cfg.out_dir).resolve()
+    return out.parent / f".{out.name}.embed_cache"
+
+
+def _mine_one(tmp: Path, name: str, entry: dict, in_dir: Path, extra: list[str], model, cfg: MineConfig,
+              cache_dir: Path) -> tuple[dict, dict | None]:
+    """Mine one source into tmp -> (its stats, its manifest entry or None when no row was kept)."""
+    rows = read_train(in_dir, entry, name)
+    stats: dict = {"train_rows": len(rows)}
+    if cfg.filter.enabled and len(rows):
+        rows, stats["filter"] = _apply_filter(rows, model, cfg, cache_dir)
+    if not len(rows):
+        why = "has no train rows" if not stats["train_rows"] else "lost every row to the consistency filter"
+        print(f"gte mine: source {name}: {why}; left out of the output", file=sys.stderr)
+        return {**stats, "queries": 0, "queries_mined": 0, "queries_dropped": 0, "queries_short": 0,
+                "mean_negatives": 0.0, "skipped": why}, None
+    # Candidates come from the whole source (or a seeded sample of it), not only the sampled queries' positives:
+    # a bigger corpus holds harder negatives.
+    corpus = sample_corpus(rows.positives, cfg.max_corpus_per_source, cfg.negatives.seed)
+    rows = sample_rows(rows, cfg.max_queries_per_source, cfg.negatives.seed)
+    negatives, mined = mine_source(rows, [*corpus, *extra], model, cfg, cache_dir)
+    stats.update(mined)
+    keep = np.array([len(n) >= cfg.negatives.min_negatives for n in negatives], dtype=bool)
+    kept_lengths = [len(n) for n, k in zip(negatives, keep) if k]
+    stats.update(queries_mined=int(keep.sum()), queries_dropped=int((~keep).sum()),
+                 mean_negatives=round(float(np.mean(kept_lengths)) if kept_lengths else 0.0, 3))
+    if not keep.any():  # an empty shard would only break readers downstream: leave the source out, say so
+        print(f"gte mine: source {name}: no query kept >= {cfg.negatives.min_negatives} negatives after the "
+              "window/margin/ceiling filters; left out of the output (see mine_stats.json)", file=sys.stderr)
+        return stats, None
+    return stats, write_source(tmp, name, rows, negatives, keep, entry, in_dir, cfg.rows_per_shard)
+
+
+def _nothing_mined(per_source: dict, cfg: MineConfig) -> str:
+    if all("skipped" in s for s in per_source.values()):
+        return (f"input_dir={cfg.input_dir}: the consistency filter dropped every pair of {sorted(per_source)}; "
+                "raise filter.top_k or set filter.enabled=false")
+    return (f"negatives.min_negatives={cfg.negatives.min_negatives}: no source kept a query with that many "
+            "negatives; widen negatives.rank_max, lower negatives.margin or raise negatives.max_score")
 
 
 def _apply_filter(rows: PairRows, model, cfg: MineConfig, cache_dir: Path) -> tuple[PairRows, dict]:
@@ -351,65 +350,32 @@ def _apply_filter(rows: PairRows, model, cfg: MineConfig, cache_dir: Path) -> tu
 
 
 def _select_sources(manifest: dict, wanted: list[str], in_dir: Path) -> list[str]:
+    """The sources to mine: those named (all if none), refused when none of them has a train row."""
     have = list(manifest["sources"])
     unknown = [s for s in wanted if s not in have]
     if unknown:
-        raise ValueError(f"sources={unknown} are not in {in_dir}/manifest.json; it has {have}")
-    return list(wanted) or have
+        raise UserError(f"sources={unknown}: not in {in_dir}/manifest.json, which has {have}; choose from those")
+    names = list(wanted) or have
+    if not any(train_rows(manifest["sources"][name]) for name in names):
+        raise UserError(f"input_dir={in_dir}: source(s) {names} have no train rows to mine; re-run `gte prep` "
+                        "with more data, or choose sources that have train rows")
+    return names
 
 
-def _output_config(cfg: MineConfig) -> dict:
-    flat: dict = {}
-
-    def walk(d: dict, prefix: str) -> None:
-        for k, v in d.items():
-            if isinstance(v, dict):
-                walk(v, f"{prefix}{k}.")
-            elif f"{prefix}{k}" not in _NO_OUTPUT_EFFECT:
-                flat[f"{prefix}{k}"] = v
-
-    walk(asdict(cfg), "")
-    return flat
-
-
-def _already_done(out: Path, cfg: MineConfig) -> bool:
-    marker = out / MARKER
-    if not marker.is_file():
-        return False
-    done = json.loads(marker.read_text())["config"]
-    if done == _output_config(cfg):
-        return True
-    if not cfg.overwrite:
-        diff = sorted(k for k in set(done) | set(_output_config(cfg)) if done.get(k) != _output_config(cfg).get(k))
-        raise ValueError(f"{out} holds a finished mining run made with other settings ({', '.join(diff)}); "
-                         "choose another out_dir or pass overwrite=true to replace it")
-    return False
-
-
-def _finish(out: Path, cfg: MineConfig, entries: dict, per_source: dict, start: float) -> None:
+def _finish(out: Path, cfg: MineConfig, entries: dict, per_source: dict, start: float, record: Record) -> None:
     stats = {
         "sources": per_source,
         "queries_mined": sum(s["queries_mined"] for s in per_source.values()),
         "wall_s": round(time.perf_counter() - start, 2),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": peak_rss_mb(),
     }
-    manifest = {"format": "gte-pairs/1", "sources": entries, "mined_from": str(Path(cfg.input_dir).resolve()),
-                "mining": stats, "mine_config": asdict(cfg)}
-    _write_json(out / "manifest.json", manifest)
-    _write_json(out / "mine_stats.json", stats)
-    _write_json(out / MARKER, {"config": _output_config(cfg)})  # last: its presence means "complete"
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)
+    write_json(out / "mine_stats.json", stats)
+    extra = {"mined_from": str(Path(cfg.input_dir).resolve()), "mining": stats, "mine_config": asdict(cfg)}
+    pairs.finish(out, entries, extra, record)  # manifest, then the completion record: complete from here on
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`gte mine [CONFIG.yaml] [key=value ...]`."""
-    from gte_model.configio import dump_config, load_config
-
+    """`gte mine [CONFIG.yaml] [key=value ...]`; expected failures raise UserError (the `gte` CLI prints one line)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__)
@@ -427,4 +393,4 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["MineConfig", "NegativesConfig", "main", "mine", "mine_embedded", "select_negatives"]
+__all__ = ["MineConfig", "NegativesConfig", "main", "mine", "mine_embedded", "mine_record", "select_negatives"]

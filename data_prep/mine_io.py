@@ -1,8 +1,7 @@
-"""Reading and writing the shared pairs-dir format for `gte mine` (manifest.json + parquet shards).
+"""What `gte mine` reads and writes besides vectors: a source's train rows, extra corpus files, mined shards.
 
-Format (see the project README): manifest {"format": "gte-pairs/1", "sources": {name: {"train": {"files", "rows"},
-"heldout": {"files", "rows"}, "beir": folder}}}; parquet columns query, positive, negatives (list<string>), source,
-key. Paths in a manifest are relative to its folder or absolute.
+The pairs-dir format itself (manifest, schema, shard names, completion record) is gte_model.core.pairs; this module
+only applies it. Every expected failure is a UserError naming the file (and line) and the fix.
 """
 
 from __future__ import annotations
@@ -16,16 +15,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-PAIRS_FORMAT = "gte-pairs/1"
-PAIRS_SCHEMA = pa.schema(
-    [
-        ("query", pa.string()),
-        ("positive", pa.string()),
-        ("negatives", pa.list_(pa.string())),
-        ("source", pa.string()),
-        ("key", pa.string()),
-    ]
-)
+from data_prep.readers import text_lines
+from gte_model.core import pairs
+from gte_model.core.errors import UserError
+
+EXTRA_SUFFIXES = (".txt", ".jsonl", ".parquet")
 
 
 @dataclass
@@ -44,26 +38,24 @@ class PairRows:
         return PairRows([self.queries[i] for i in idx], [self.positives[i] for i in idx], [self.keys[i] for i in idx])
 
 
-def read_manifest(in_dir: Path) -> dict:
-    path = Path(in_dir) / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: input_dir must be a pairs dir written by `gte prep`")
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != PAIRS_FORMAT or not isinstance(manifest.get("sources"), dict):
-        raise ValueError(f"{path}: format {manifest.get('format')!r} is not {PAIRS_FORMAT!r} with a 'sources' map")
-    return manifest
-
-
-def resolve(in_dir: Path, file: str) -> Path:
-    p = Path(file)
-    return p if p.is_absolute() else (Path(in_dir) / p).resolve()
+def train_rows(entry: dict) -> int:
+    """The train rows a manifest entry lists."""
+    return int(entry.get("train", {}).get("rows", 0))
 
 
 def read_train(in_dir: Path, entry: dict, name: str) -> PairRows:
-    files = [resolve(in_dir, f) for f in entry.get("train", {}).get("files", [])]
-    if not files:
-        raise ValueError(f"source {name!r} in {in_dir}/manifest.json lists no train files")
-    tables = [pq.read_table(f, columns=["query", "positive", "key"]) for f in files]
+    """Every train row of one source (empty when it has none)."""
+    tables = []
+    for rel in entry.get("train", {}).get("files", []):
+        path = pairs.resolve(in_dir, rel)
+        try:
+            tables.append(pq.read_table(path, columns=["query", "positive", "key"]))
+        except (OSError, pa.ArrowException) as exc:
+            raise pairs.PairsFormatError(
+                f"{path}: train shard of source {name!r} cannot be read ({_first_line(exc)}); re-run the "
+                f"`gte prep` that wrote input_dir={in_dir}") from None
+    if not tables:
+        return PairRows([], [], [])
     table = pa.concat_tables(tables)
     return PairRows(*(table.column(c).to_pylist() for c in ("query", "positive", "key")))
 
@@ -71,41 +63,63 @@ def read_train(in_dir: Path, entry: dict, name: str) -> PairRows:
 def read_extra_corpus(paths: Sequence[str]) -> list[str]:
     """Extra documents: .txt (one per line), .jsonl ({"text": ...}, BEIR corpus style) or .parquet (text/positive)."""
     texts: list[str] = []
-    for raw in paths:
-        path = Path(raw)
+    for i, raw in enumerate(paths):
+        path, key = Path(raw), f"extra_corpus.{i}={raw}"
+        if not path.is_file():
+            raise UserError(f"{key}: does not exist (or is not a file); check the path")
         if path.suffix == ".txt":
-            texts += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            texts += [line.strip() for line in _utf8(path, key).splitlines() if line.strip()]
         elif path.suffix == ".jsonl":
-            with path.open() as fh:
-                for n, line in enumerate(fh, 1):
-                    if line.strip():
-                        try:
-                            texts.append(str(json.loads(line)["text"]))
-                        except (json.JSONDecodeError, KeyError) as exc:
-                            raise ValueError(f"{path}:{n}: not a JSON object with a 'text' field ({exc})") from exc
+            texts += _jsonl_texts(path)
         elif path.suffix == ".parquet":
-            table = pq.read_table(path)
-            column = next((c for c in ("text", "positive") if c in table.column_names), None)
-            if column is None:
-                raise ValueError(f"{path}: needs a 'text' or 'positive' column; it has {table.column_names}")
-            texts += [t for t in table.column(column).to_pylist() if t]
+            texts += _parquet_texts(path)
         else:
-            raise ValueError(f"extra_corpus file {path}: use .txt (a doc per line), .jsonl ('text') or .parquet")
+            raise UserError(f"{key}: unknown file type; use .txt (a doc per line), .jsonl ('text') or .parquet")
     return texts
+
+
+def _utf8(path: Path, key: str) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UserError(f"{path}:{line}: not valid UTF-8; save {key.split('=')[0]} as UTF-8 text") from None
+
+
+def _jsonl_texts(path: Path) -> list[str]:
+    texts = []
+    for n, line, problem in text_lines(path):
+        if problem is not None:
+            raise UserError(f"{path}:{n}: {problem}")
+        if not line.strip():
+            continue
+        try:
+            texts.append(str(json.loads(line)["text"]))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise UserError(f"{path}:{n}: not a JSON object with a 'text' field ({exc}); fix that line") from None
+    return texts
+
+
+def _parquet_texts(path: Path) -> list[str]:
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise UserError(f"{path}: cannot be read as Parquet ({_first_line(exc)}); check the file") from None
+    column = next((c for c in ("text", "positive") if c in table.column_names), None)
+    if column is None:
+        raise UserError(f"{path}: needs a 'text' or 'positive' column; it has {table.column_names}")
+    return [t for t in table.column(column).to_pylist() if t]
 
 
 def write_source(out: Path, name: str, rows: PairRows, negatives: list[list[str]], keep: np.ndarray, entry: dict,
                  in_dir: Path, rows_per_shard: int) -> dict:
     """Write the kept rows as <out>/<name>/train-NNNNN.parquet; the manifest entry (held-out/BEIR -> the input's)."""
-    folder = out / name
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("train-*.parquet"):  # a killed earlier run may have left more shards
-        old.unlink()
+    writer = pairs.ShardWriter(out, name, "train", rows_per_shard)
     idx = np.flatnonzero(keep)
-    files = []
-    for shard, start in enumerate(range(0, max(len(idx), 1), rows_per_shard)):
+    for start in range(0, len(idx), rows_per_shard):
         part = idx[start : start + rows_per_shard]
-        table = pa.table(
+        writer.add_table(pa.table(
             {
                 "query": [rows.queries[i] for i in part],
                 "positive": [rows.positives[i] for i in part],
@@ -113,15 +127,21 @@ def write_source(out: Path, name: str, rows: PairRows, negatives: list[list[str]
                 "source": [name] * len(part),
                 "key": [rows.keys[i] for i in part],
             },
-            schema=PAIRS_SCHEMA,
-        )
-        rel = f"{name}/train-{shard:05d}.parquet"
-        pq.write_table(table, out / rel)
-        files.append(rel)
-    result: dict = {"train": {"files": files, "rows": int(len(idx))}}
+            schema=pairs.SCHEMA,
+        ))
+    result: dict = {"train": writer.close()}
     if "heldout" in entry:
         held = entry["heldout"]
-        result["heldout"] = {**held, "files": [str(resolve(in_dir, f)) for f in held.get("files", [])]}
+        result["heldout"] = {**held, "files": [_absolute(in_dir, f) for f in held.get("files", [])]}
     if entry.get("beir"):
-        result["beir"] = str(resolve(in_dir, entry["beir"]))
+        result["beir"] = _absolute(in_dir, entry["beir"])
     return result
+
+
+def _absolute(in_dir: Path, rel: str) -> str:
+    # The mined dir lives elsewhere: its manifest points at the input's held-out files by absolute path.
+    return str(pairs.resolve(in_dir, rel).resolve())
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

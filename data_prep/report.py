@@ -1,4 +1,4 @@
-"""The prep stats report: report.md (counts per source per stage) and lengths.png (token-length histograms)."""
+"""The prep stats report: report.md (counts per source per step) and lengths.png (token-length histograms)."""
 
 from __future__ import annotations
 
@@ -50,10 +50,14 @@ def render_markdown(manifest: dict) -> str:
     for name, r in skipped.items():
         lines.append(f"Reader skipped {r['skipped']} malformed rows of {name}; first: " + "; ".join(r["problems"][:3]))
     rss = manifest.get("peak_rss_mb", {})
+    steps = manifest.get("step_seconds", {})
+    step_rss = manifest.get("step_peak_rss_mb", {})
     lines += [
         f"Evaluation texts used for decontamination: {manifest.get('eval_texts', 0)}",
         f"Wall time: {manifest.get('wall_time_s', 0)} s; peak RSS: main {rss.get('main')} MiB, "
         f"largest worker {rss.get('largest_worker')} MiB",
+        "Steps (seconds, peak RSS so far in MiB): "
+        + ", ".join(f"{name} {sec} s {step_rss.get(name, '?')} MiB" for name, sec in steps.items()),
         "",
         "![token lengths](lengths.png)",
         "",

@@ -8,10 +8,11 @@ The hash ignores the source name, so sources sharing keys (the two WordNet sourc
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
+
+from gte_model.core.text import hash64
 
 
 @dataclass
@@ -22,7 +23,7 @@ class SplitConfig:
 
 def key_hash(key: str, seed: int) -> int:
     """64-bit position of a key; the split side depends on this alone (and the per-source cap)."""
-    return int.from_bytes(hashlib.blake2b(f"{seed}\x1f{key}".encode(), digest_size=8).digest(), "little")
+    return hash64(f"{seed}\x1f{key}")
 
 
 def key_unit(key: str, seed: int) -> float:

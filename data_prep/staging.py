@@ -1,4 +1,4 @@
-"""Stage 1 of `gte prep` (read + clean + hash + MinHash, in worker processes) and the bookkeeping of counts.
+"""Step 1 of `gte prep` (read + clean + hash + MinHash, in worker processes) and the bookkeeping of counts.
 
 Records stream from each source in batches; workers clean them and compute per-record hashes and signatures;
 the main process appends results in submission order (so the output does not depend on `num_proc`), writes the
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing as mp
-import resource
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -17,11 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.clean import DROP_REASONS, LengthBounds, canonical, clean_record
-from data_prep.dedup import DedupConfig, Signer, text_hash
+from data_prep.clean import DROP_REASONS, LengthBounds, clean_record
+from data_prep.dedup import DedupConfig, Signer
+from data_prep.prep_config import FileSource, PrepConfig, dedup_by_positive, iter_config_sources, source_cap
 from data_prep.readers import FieldMap, ReadStats, read_records
+from data_prep.sources import BUILTIN_SOURCES
 from data_prep.split import key_hash
-from data_prep.write import ShardWriter
+from gte_model.core.memory import children_peak_rss_mb, peak_rss_mb
+from gte_model.core.pairs import ShardWriter
+from gte_model.core.text import canonical, canonical_hash, hash64
 
 _SIGNER: Signer | None = None
 
@@ -52,8 +56,7 @@ def _init_worker(cfg: DedupConfig) -> None:
 
 
 def _pair_hash(query: str, positive: str) -> int:
-    text = canonical(query) + "\x1f" + canonical(positive)
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+    return hash64(canonical(query) + "\x1f" + canonical(positive))
 
 
 def process_batch(task: tuple[list[dict], LengthBounds, bool, int]) -> dict:
@@ -73,8 +76,8 @@ def process_batch(task: tuple[list[dict], LengthBounds, bool, int]) -> dict:
         "records": kept,
         "drops": drops,
         "key_hash": np.array([key_hash(r["key"], seed) for r in kept], dtype=u64),
-        "q_hash": np.array([text_hash(q) for q in queries], dtype=u64),
-        "p_hash": np.array([text_hash(p) for p in positives], dtype=u64),
+        "q_hash": np.array([canonical_hash(q) for q in queries], dtype=u64),
+        "p_hash": np.array([canonical_hash(p) for p in positives], dtype=u64),
         "pair_hash": np.array([_pair_hash(q, p) for q, p in zip(queries, positives)], dtype=u64),
         "q_sig": _SIGNER.signatures(queries),
         "p_sig": _SIGNER.signatures(positives),
@@ -86,7 +89,7 @@ def process_batch(task: tuple[list[dict], LengthBounds, bool, int]) -> dict:
 def hash_and_sign(texts: list[str], cfg: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
     """Canonical hashes uint64 [N] and signatures uint32 [N, num_perm] of texts, in this process."""
     signer = Signer(cfg.num_perm, cfg.seed, cfg.shingle_words)
-    return np.array([text_hash(t) for t in texts], dtype=np.uint64), signer.signatures(texts)
+    return np.array([canonical_hash(t) for t in texts], dtype=np.uint64), signer.signatures(texts)
 
 
 def ordered_map(pool, fn: Callable, tasks: Iterable, window: int) -> Iterator:
@@ -120,12 +123,10 @@ def _order_key(rec: dict) -> bytes:
     return hashlib.blake2b(("order\x1f" + rec["key"]).encode(), digest_size=8).digest()
 
 
-def _spec_batches(cfg, name: str, spec, stats: ReadStats) -> Iterator[list[dict]]:
+def _spec_batches(cfg: PrepConfig, name: str, spec: FileSource | None, stats: ReadStats) -> Iterator[list[dict]]:
     if spec is None:
-        from data_prep.sources import BUILTIN_SOURCES
-
         records = BUILTIN_SOURCES[name]()
-        if _cap(cfg, name) is not None:
+        if source_cap(cfg, name) is not None:
             records = sorted(records, key=_order_key)
         for batch in _batches(records, cfg.batch_size):
             stats.rows += len(batch)
@@ -135,14 +136,8 @@ def _spec_batches(cfg, name: str, spec, stats: ReadStats) -> Iterator[list[dict]
     yield from read_records(spec.path, fields, name, spec.format, cfg.on_error, cfg.batch_size, stats)
 
 
-def _cap(cfg, name: str) -> int | None:
-    return cfg.max_pairs.get(name, cfg.max_pairs.get("default"))
-
-
-def stage_all(cfg, work_dir: Path, by_positive: Callable[[object, str], bool]) -> Staged:
-    """Stage 1 over every configured source -> Staged (cleaned records written under work_dir)."""
-    from data_prep.prep import iter_config_sources
-
+def stage_all(cfg: PrepConfig, work_dir: Path) -> Staged:
+    """Step 1 over every configured source -> Staged (cleaned records written under work_dir)."""
     staged = Staged()
     writer = ShardWriter(work_dir, "staged", "clean", cfg.rows_per_shard)
     parts: dict[str, list] = {k: [] for k in ("source_ids", "key_hash", "q_hash", "p_hash", "pair_hash",
@@ -158,7 +153,7 @@ def stage_all(cfg, work_dir: Path, by_positive: Callable[[object, str], bool]) -
             tasks = ((batch, cfg.length, bool(spec and spec.strip_html), cfg.seed)
                      for batch in _spec_batches(cfg, name, spec, stats))
             for result in ordered_map(pool, process_batch, tasks, window=2 * cfg.num_proc):
-                if _absorb(cfg, staged, result, writer, parts, by_positive) and not (spec and spec.source):
+                if _absorb(cfg, staged, result, writer, parts) and not (spec and spec.source):
                     break  # the cap of this source is reached
             staged.reader_stats[name] = {"rows": stats.rows, "skipped": stats.skipped, "problems": stats.problems}
     finally:
@@ -177,7 +172,7 @@ def stage_all(cfg, work_dir: Path, by_positive: Callable[[object, str], bool]) -
     return staged
 
 
-def _absorb(cfg, staged: Staged, result: dict, writer: ShardWriter, parts: dict, by_positive) -> bool:
+def _absorb(cfg: PrepConfig, staged: Staged, result: dict, writer: ShardWriter, parts: dict) -> bool:
     """Append one batch result, honouring per-source caps. -> True when a cap was hit."""
     for (source, why), count in result["drops"].items():
         staged.counts.setdefault(source, Counter())[why] += count
@@ -188,7 +183,7 @@ def _absorb(cfg, staged: Staged, result: dict, writer: ShardWriter, parts: dict,
             staged.counts[name] = Counter()
         if name not in staged.names:
             staged.names.append(name)
-        counts, cap = staged.counts[name], _cap(cfg, name)
+        counts, cap = staged.counts[name], source_cap(cfg, name)
         if cap is not None and counts["cleaned"] >= cap:
             counts["over_cap"] += 1
             capped = True
@@ -203,7 +198,7 @@ def _absorb(cfg, staged: Staged, result: dict, writer: ShardWriter, parts: dict,
     idx = np.array(take, dtype=np.int64)
     sources = [staged.names.index(result["records"][i]["source"]) for i in take]
     parts["source_ids"].append(np.array(sources, dtype=np.int32))
-    parts["by_positive"].append(np.array([by_positive(cfg, staged.names[s]) for s in sources], dtype=bool))
+    parts["by_positive"].append(np.array([dedup_by_positive(cfg, staged.names[s]) for s in sources], dtype=bool))
     for key in ("key_hash", "q_hash", "p_hash", "pair_hash", "q_sig", "p_sig", "q_len", "p_len"):
         parts[key].append(result[key][idx])
     return capped
@@ -243,8 +238,60 @@ def alpha_sizes(sizes: dict[str, int], alpha: float = 0.5) -> dict:
     return {"alpha": alpha, "sizes": sizes, "probabilities": {k: round(w / total, 6) for k, w in weights.items()}}
 
 
-def peak_rss_mb() -> dict:
-    """Peak resident memory (MiB) of this process and of its largest finished child (the workers)."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"main": round(own, 1), "largest_worker": round(children, 1)}
+class Steps:
+    """Wall seconds of each prep step and the peak resident memory (MiB) when it ended, for the manifest."""
+
+    def __init__(self) -> None:
+        self.started = self.last = time.time()
+        self.seconds: dict[str, float] = {}
+        self.peak_rss_mb: dict[str, float] = {}
+
+    def done(self, name: str) -> None:
+        now = time.time()
+        self.seconds[name] = round(now - self.last, 1)
+        self.peak_rss_mb[name] = peak_rss_mb()  # the peak so far: the step that raises it is the one that needs it
+        self.last = now
+
+    def manifest(self) -> dict:
+        return {
+            "wall_time_s": round(time.time() - self.started, 1),
+            "step_seconds": dict(self.seconds),
+            "step_peak_rss_mb": dict(self.peak_rss_mb),
+            # this process and the largest finished worker process (cleaning and MinHash run in workers)
+            "peak_rss_mb": {"main": peak_rss_mb(), "largest_worker": children_peak_rss_mb()},
+        }
+
+
+def no_train_rows(stats: dict, readers: dict) -> str:
+    """Why no training pair is left, from the first count that fell to zero: `<cause> (<counts>); <fix>`."""
+    rows = sum(r["rows"] for r in readers.values())
+    skipped = sum(r["skipped"] for r in readers.values())
+
+    def total(key: str) -> int:
+        return sum(s[key] for s in stats.values())
+
+    if rows == 0 and skipped == 0:
+        cause = f"no input rows ({', '.join(readers) or 'no source'} yielded nothing: empty files?)"
+        fix = "check the paths and contents of files, or add sources"
+    elif rows == 0:
+        first = next((p for r in readers.values() for p in r["problems"]), "?")
+        cause = f"all {skipped} rows were malformed and skipped under on_error=skip (first: {first})"
+        fix = "fix those rows, or the column names under files (query, positive)"
+    elif total("cleaned") == 0 and total("over_cap"):
+        cause, fix = "max_pairs caps every source at 0", "raise max_pairs, or leave it out for no cap"
+    elif total("cleaned") == 0:
+        reasons: Counter = Counter()
+        for s in stats.values():
+            reasons.update(s["dropped_cleaning"])
+        cause = f"cleaning dropped every pair ({', '.join(f'{why} {n}' for why, n in reasons.most_common())})"
+        fix = "loosen the length bounds (length.*_min_tokens, length.*_max_tokens) or check which columns files name"
+    elif total("heldout_pairs") >= total("after_dedup"):
+        cause = f"all {total('after_dedup')} pairs left after dedup went to the held-out split"
+        fix = "lower split.heldout_fraction or split.max_heldout_queries, or add data"
+    else:
+        cause = f"decontamination removed all {total('decontaminated')} remaining training pairs"
+        fix = ("turn off the evaluation texts that match them (decontaminate.stsb_test, decontaminate.heldout, "
+               "decontaminate.extra_files) or decontaminate.enabled, or add data")
+    counts = (f"read {rows}, malformed {skipped}, cleaned {total('cleaned')}, after dedup {total('after_dedup')}, "
+              f"held out {total('heldout_pairs')}, decontaminated {total('decontaminated')}")
+    return f"no training pairs: {cause} ({counts}); {fix}"

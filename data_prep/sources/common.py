@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gte_model.core.errors import UserError
 
-class MissingSourceError(FileNotFoundError):
+
+class MissingSourceError(UserError, FileNotFoundError):
     """A built-in source's files are not installed; the message names the install command."""
 
 

@@ -16,6 +16,8 @@ from data_prep.sources.common import MissingSourceError, record
 
 INSTALL = "apt-get update -o Acquire::Languages=en && apt-get install lz4"
 _GLOB = "/var/lib/apt/lists/*i18n_Translation-en*"
+_MISSING = ("source 'debian' needs the English package description index (Translation-en), which is missing; "
+            f"run `{INSTALL}` (scripts/setup.sh does this when run as root), or drop 'debian' from `sources`")
 
 
 def translation_files() -> list[Path]:
@@ -34,10 +36,22 @@ def translation_files() -> list[Path]:
     return [Path(n) for n in names if Path(n).exists()]
 
 
+def debian_files() -> list[Path]:
+    """The Translation-en files the source reads, or MissingSourceError naming the install command."""
+    files = translation_files()
+    if not files:
+        raise MissingSourceError(_MISSING)
+    return files
+
+
 def _open(path: Path):
     name = path.name
     if name.endswith(".lz4"):
-        import lz4.frame
+        try:
+            import lz4.frame
+        except ImportError:
+            raise MissingSourceError(f"{path}: reading it needs the Python package lz4, which is not installed; "
+                                     "pip install lz4, or drop 'debian' from `sources`") from None
 
         return lz4.frame.open(path, "rt", encoding="utf-8", errors="replace")
     if name.endswith(".gz"):
@@ -68,12 +82,9 @@ def parse_translation(lines) -> Iterator[tuple[str, str, str]]:
 
 
 def iter_debian(files: list[Path] | None = None) -> Iterator[dict]:
-    files = translation_files() if files is None else files
+    files = debian_files() if files is None else files
     if not files:
-        raise MissingSourceError(
-            "source 'debian' needs the English package description index (Translation-en), which is missing; "
-            f"run `{INSTALL}` (scripts/setup.sh does this when run as root), or drop 'debian' from `sources`"
-        )
+        raise MissingSourceError(_MISSING)
     seen: set[str] = set()
     for path in files:
         with _open(path) as fh:

@@ -83,10 +83,16 @@ def clean_body(body: str) -> str:
     return re.sub(r"\s+([,.;:])", r"\1", text).strip()
 
 
-def iter_gcide(root: Path | None = None) -> Iterator[dict]:
+def gcide_files(root: Path | None = None) -> list[Path]:
+    """The index and the dictionary file the source reads."""
     root = Path(root) if root is not None else GCIDE_DIR
-    index = read_index(require(root / "gcide.index", "gcide", INSTALL))
-    with gzip.open(require(root / "gcide.dict.dz", "gcide", INSTALL), "rb") as fh:
+    return [require(root / name, "gcide", INSTALL) for name in ("gcide.index", "gcide.dict.dz")]
+
+
+def iter_gcide(root: Path | None = None) -> Iterator[dict]:
+    index_file, dict_file = gcide_files(root)
+    index = read_index(index_file)
+    with gzip.open(dict_file, "rb") as fh:
         # Bodies in offset order: one sequential pass over the stream, never the whole file in memory.
         position = 0
         for (offset, length), headwords in sorted(index.items()):

@@ -98,17 +98,21 @@ def body_text(body: list[str]) -> str:
     return inline_text(" ".join(s for s in out if s))
 
 
+def pydocs_files(root: Path | None = None) -> list[Path]:
+    """The .rst.txt files the source reads, in reading order."""
+    root = require(Path(root) if root is not None else PYDOCS_DIR, "pydocs", INSTALL)
+    return [path for sub in SUBDIRS for path in sorted((root / sub).rglob("*.rst.txt"))]
+
+
 def iter_pydocs(root: Path | None = None) -> Iterator[dict]:
     root = Path(root) if root is not None else PYDOCS_DIR
-    require(root, "pydocs", INSTALL)
-    for sub in SUBDIRS:
-        for path in sorted((root / sub).rglob("*.rst.txt")):
-            doc = path.relative_to(root).as_posix().removesuffix(".txt")
-            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-            for raw_title, body in split_sections(lines):
-                title = inline_text(raw_title).strip()
-                if not title or title.lower().rstrip(":") in GENERIC_TITLES:
-                    continue
-                text = body_text(body)
-                if text:
-                    yield record("pydocs", title, text, f"{doc}#{title}")
+    for path in pydocs_files(root):
+        doc = path.relative_to(root).as_posix().removesuffix(".txt")
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        for raw_title, body in split_sections(lines):
+            title = inline_text(raw_title).strip()
+            if not title or title.lower().rstrip(":") in GENERIC_TITLES:
+                continue
+            text = body_text(body)
+            if text:
+                yield record("pydocs", title, text, f"{doc}#{title}")

@@ -23,11 +23,17 @@ def stsb_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "data" / "sts_b"
 
 
-def read_split(split: str, folder: Path | None = None) -> Iterator[tuple[str, float, str, str]]:
-    """-> (pair id, score, sentence1, sentence2) for split in train/dev/test."""
+def stsb_file(split: str, folder: Path | None = None) -> Path:
+    """The file of one split (train/dev/test), or MissingSourceError naming the install command."""
     path = (folder or stsb_dir()) / f"sts-{split}.csv"
     if not path.exists():
         raise MissingSourceError(f"{path} is missing; reinstall the STS Benchmark files with `{INSTALL}`")
+    return path
+
+
+def read_split(split: str, folder: Path | None = None) -> Iterator[tuple[str, float, str, str]]:
+    """-> (pair id, score, sentence1, sentence2) for split in train/dev/test."""
+    path = stsb_file(split, folder)
     with open(path, encoding="utf-8") as fh:
         for line in fh:
             fields = line.rstrip("\n").split("\t")

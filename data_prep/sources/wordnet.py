@@ -34,10 +34,14 @@ def parse_line(line: str) -> tuple[str, list[str], str, list[str]] | None:
     return offset + ss_type, lemmas, definition, examples
 
 
-def iter_synsets(root: Path | None = None, source: str = "wordnet") -> Iterator[tuple[str, list[str], str, list[str]]]:
+def wordnet_files(root: Path | None = None, source: str = "wordnet") -> list[Path]:
+    """The data.<pos> files the sources read, in reading order."""
     root = Path(root) if root is not None else WORDNET_DIR
-    for pos in POS_FILES:
-        path = require(root / f"data.{pos}", source, INSTALL)
+    return [require(root / f"data.{pos}", source, INSTALL) for pos in POS_FILES]
+
+
+def iter_synsets(root: Path | None = None, source: str = "wordnet") -> Iterator[tuple[str, list[str], str, list[str]]]:
+    for path in wordnet_files(root, source):
         with open(path, encoding="utf-8", errors="replace") as fh:
             for line in fh:
                 parsed = parse_line(line)

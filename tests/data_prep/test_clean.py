@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from data_prep.clean import LengthBounds, canonical, clean_record, normalize_text
+from data_prep.clean import LengthBounds, clean_record, normalize_text
+from gte_model.core.text import canonical
 
 
 def _rec(q, p):

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_prep.dedup import DedupConfig, EvalIndex, Signer, decontaminate, exact_dedup, near_dedup, text_hash
+from data_prep.dedup import DedupConfig, EvalIndex, Signer, decontaminate, exact_dedup, near_dedup
 from data_prep.sources import stsb_test_sentences
+from gte_model.core.text import canonical_hash
 
 CFG = DedupConfig(num_perm=64, threshold=0.8, shingle_words=3)
 BASE = ("the quick brown fox jumps over the lazy dog near the river bank while the farmer watches from the old "
@@ -14,8 +15,8 @@ def _arrays(pairs):
     signer = Signer(CFG.num_perm, CFG.seed, CFG.shingle_words)
     q_sig = signer.signatures([q for q, _ in pairs])
     p_sig = signer.signatures([p for _, p in pairs])
-    q_hash = np.array([text_hash(q) for q, _ in pairs], dtype=np.uint64)
-    p_hash = np.array([text_hash(p) for _, p in pairs], dtype=np.uint64)
+    q_hash = np.array([canonical_hash(q) for q, _ in pairs], dtype=np.uint64)
+    p_hash = np.array([canonical_hash(p) for _, p in pairs], dtype=np.uint64)
     return q_sig, p_sig, q_hash, p_hash
 
 
@@ -50,7 +51,7 @@ def test_pair_mode_keeps_same_positive_with_a_different_query():
 def test_exact_dedup_matches_canonical_text_and_counts_across_sources():
     pairs = [("q", "Some Text here."), ("q2", "some text HERE"), ("q", "some text here"), ("q3", "other text x")]
     _, _, q_hash, p_hash = _arrays(pairs)
-    pair_hash = np.array([text_hash(q + " | " + p) for q, p in pairs], dtype=np.uint64)
+    pair_hash = np.array([canonical_hash(q + " | " + p) for q, p in pairs], dtype=np.uint64)
     sources = np.array([0, 1, 0, 0], np.int32)
     keep, counts = exact_dedup(sources, p_hash, pair_hash, np.array([False, True, False, False]),
                                np.ones(4, bool), 2)
@@ -66,7 +67,7 @@ def test_decontamination_removes_a_planted_stsb_test_sentence():
              ("what is a fox", BASE)]
     q_sig, p_sig, q_hash, p_hash = _arrays(pairs)
     index = EvalIndex(CFG, threshold=0.8)
-    e_hash = np.array([text_hash(t) for t in test_sentences], dtype=np.uint64)
+    e_hash = np.array([canonical_hash(t) for t in test_sentences], dtype=np.uint64)
     index.add(e_hash, Signer(CFG.num_perm, CFG.seed, CFG.shingle_words).signatures(test_sentences))
     train, dropped = decontaminate(index, q_hash, p_hash, q_sig, p_sig, np.zeros(3, np.int32), np.ones(3, bool), 1)
     assert train.tolist() == [False, False, True]

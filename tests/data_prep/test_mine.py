@@ -4,87 +4,22 @@ pairs dir (determinism across threads and chunk sizes, IVF, re-runs) and the res
 from __future__ import annotations
 
 import json
-import random
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data_prep.embed_cache import EmbedConfig, embed_cached, hash64, norm_hash64, normalize_text
+from data_prep.embed_cache import EmbedConfig, content_hash64, embed_cached, fold_hash64
 from data_prep.mine import MineConfig, NegativesConfig, main, mine, sample_rows, select_negatives
 from data_prep.mine_io import PairRows
-from gte_model.configio import ConfigError, load_config
-from tests.conftest import WORDS
+from gte_model.core.config import ConfigError, load_config
+from gte_model.core.record import StaleOutput
+from gte_model.core.text import fold
+from gte_model.export import export_model
+from tests.data_prep.helpers import mine_config, read_rows, sentences
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------------
-def sentences(n: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 9))) for _ in range(n)]
-
-
-def write_pairs_dir(folder, sources: dict[str, list[tuple[str, str]]]) -> None:
-    """A pairs dir in the shared format: train parquet per source, a held-out file and a BEIR folder entry."""
-    manifest = {"format": "gte-pairs/1", "sources": {}}
-    for name, pairs in sources.items():
-        (folder / name).mkdir(parents=True)
-        (folder / "beir" / name).mkdir(parents=True)
-        for split, part in (("train", pairs), ("heldout", pairs[:3])):
-            table = pa.table({"query": [q for q, _ in part], "positive": [p for _, p in part],
-                              "negatives": [[] for _ in part], "source": [name] * len(part),
-                              "key": [f"k{i}" for i in range(len(part))]},
-                             schema=pa.schema([("query", pa.string()), ("positive", pa.string()),
-                                               ("negatives", pa.list_(pa.string())), ("source", pa.string()),
-                                               ("key", pa.string())]))
-            pq.write_table(table, folder / name / f"{split}-00000.parquet")
-        manifest["sources"][name] = {
-            "train": {"files": [f"{name}/train-00000.parquet"], "rows": len(pairs)},
-            "heldout": {"files": [f"{name}/heldout-00000.parquet"], "rows": 3},
-            "beir": f"beir/{name}",
-        }
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-
-
-DUP_QUERY = "the cat plays the piano"
-POSITIVE = "A red cat plays music on the piano today"
-
-
-@pytest.fixture
-def pairs_dir(tmp_path):
-    docs, queries = sentences(90, 1), sentences(90, 2)
-    alpha = list(zip(queries[:60], docs[:60]))
-    # A query with two positives, and a folded (case/space) duplicate of the positive under another query.
-    alpha += [(DUP_QUERY, POSITIVE), (DUP_QUERY, "the dog plays the guitar"), ("a cat", "  a RED cat plays music on "
-              "the piano   today")]
-    write_pairs_dir(tmp_path / "pairs", {"alpha": alpha, "beta": list(zip(queries[60:], docs[60:]))})
-    return tmp_path / "pairs"
-
-
-def config(tmp_path, pairs_dir, out: str, **over) -> MineConfig:
-    cfg = MineConfig(input_dir=str(pairs_dir), out_dir=str(tmp_path / out),
-                     negatives=NegativesConfig(k=4, rank_min=1, rank_max=20, margin=0.0, max_score=0.999),
-                     embed=EmbedConfig(batch_size=32, max_seq_len=32, bf16=False, shard_size=64,
-                                       cache_dir=str(tmp_path / f"cache-{out}")))
-    for key, value in over.items():
-        obj = cfg
-        *parents, leaf = key.split(".")
-        for p in parents:
-            obj = getattr(obj, p)
-        setattr(obj, leaf, value)
-    assert not cfg.validate(), cfg.validate()
-    return cfg
-
-
-def read_rows(out) -> list[dict]:
-    manifest = json.loads((out / "manifest.json").read_text())
-    rows = []
-    for entry in manifest["sources"].values():
-        for f in entry["train"]["files"]:
-            rows += pq.read_table(out / f).to_pylist()
-    return rows
-
-
 def unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
     v = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
@@ -103,8 +38,8 @@ def test_selection_equals_brute_force_window_margin_and_ceiling_rules():
     order, scores = brute_force_ranking(q, docs)
     pos = np.where(np.arange(40) % 2 == 0, order[:, 0], np.random.default_rng(2).integers(0, 300, size=40))
     texts = [f"doc {i}" for i in range(300)]
-    got, counts = select_negatives(q, docs, order[:, :80], pos, np.zeros(40, np.uint64), norm_hash64(texts),
-                                   hash64(texts), neg)
+    got, counts = select_negatives(q, docs, order[:, :80], pos, np.zeros(40, np.uint64), fold_hash64(texts),
+                                   content_hash64(texts), neg)
     for row in range(40):
         window = order[row, 2:60]
         s = scores[row]
@@ -119,11 +54,11 @@ def test_random_strategy_samples_k_survivors_seeded_by_row_only():
     neg = NegativesConfig(k=3, rank_min=0, rank_max=50, margin=-5.0, max_score=5.0)
     order, _ = brute_force_ranking(q, docs)
     texts = [f"doc {i}" for i in range(200)]
-    seeds = hash64([f"row {i}" for i in range(30)])
-    full, _ = select_negatives(q, docs, order[:, :60], pos, seeds, norm_hash64(texts), hash64(texts), neg)
+    seeds = content_hash64([f"row {i}" for i in range(30)])
+    full, _ = select_negatives(q, docs, order[:, :60], pos, seeds, fold_hash64(texts), content_hash64(texts), neg)
     # The same rows in another chunk composition (reversed, half) get the same negatives.
     half, _ = select_negatives(q[15:][::-1], docs, order[15:, :60][::-1], pos[15:][::-1], seeds[15:][::-1],
-                               norm_hash64(texts), hash64(texts), neg)
+                               fold_hash64(texts), content_hash64(texts), neg)
     assert [h.tolist() for h in half[::-1]] == [f.tolist() for f in full[15:]]
     assert all(len(f) == 3 and len(set(f.tolist())) == 3 for f in full)
     assert any(f.tolist() != order[i, :4][order[i, :4] != i][:3].tolist() for i, f in enumerate(full))  # not top
@@ -134,11 +69,11 @@ def test_selection_never_returns_the_positive_its_folded_duplicate_or_other_posi
     docs[7] = docs[3] = q[0]  # the positive (3), its duplicate (7), both at the very top
     texts = [f"doc {i}" for i in range(50)]
     texts[7] = "  DOC 3 "
-    norm = norm_hash64(texts)
+    norm = fold_hash64(texts)
     order, _ = brute_force_ranking(q, docs)
     neg = NegativesConfig(k=49, rank_min=0, rank_max=50, margin=-5.0, max_score=5.0)  # margin/ceiling off
-    got, counts = select_negatives(q, docs, order, np.array([3]), np.zeros(1, np.uint64), norm, hash64(texts), neg,
-                                   blocked={0: np.array([norm[3], norm[11]], dtype=np.uint64)})
+    got, counts = select_negatives(q, docs, order, np.array([3]), np.zeros(1, np.uint64), norm, content_hash64(texts),
+                                   neg, blocked={0: np.array([norm[3], norm[11]], dtype=np.uint64)})
     assert not {3, 7, 11} & set(got[0].tolist())
     assert len(got[0]) == 47 and counts["dropped_positive"] == 3
 
@@ -149,9 +84,9 @@ def test_random_fill_gives_rows_with_an_empty_window_safe_random_negatives():
     pos = order[:, 200]  # every positive far below the window: the margin drops every window candidate
     texts = [f"doc {i}" for i in range(400)]
     texts[int(order[0, 350])] = texts[int(pos[0])].upper()  # a folded duplicate of row 0's positive
-    norm = norm_hash64(texts)
-    seeds = hash64([f"row {i}" for i in range(20)])
-    args = (q, docs, order[:, :60], pos, seeds, norm, hash64(texts))
+    norm = fold_hash64(texts)
+    seeds = content_hash64([f"row {i}" for i in range(20)])
+    args = (q, docs, order[:, :60], pos, seeds, norm, content_hash64(texts))
     neg = NegativesConfig(k=3, rank_min=1, rank_max=50, margin=0.05, max_score=0.99, fill="none")
     dropped, _ = select_negatives(*args, neg)
     assert all(len(d) == 0 for d in dropped)  # fill="none": these rows would be left out
@@ -162,7 +97,8 @@ def test_random_fill_gives_rows_with_an_empty_window_safe_random_negatives():
         assert len(ids) == 3 and len({norm[i] for i in ids.tolist()}) == 3
         assert norm[pos[row]] not in {norm[i] for i in ids.tolist()}  # never the positive nor its duplicate
         assert all(scores[row, i] <= scores[row, pos[row]] - 0.05 for i in ids.tolist())
-    again, _ = select_negatives(q[::-1], docs, order[::-1, :60], pos[::-1], seeds[::-1], norm, hash64(texts), neg)
+    again, _ = select_negatives(q[::-1], docs, order[::-1, :60], pos[::-1], seeds[::-1], norm, content_hash64(texts),
+                                neg)
     assert [a.tolist() for a in again[::-1]] == [f.tolist() for f in filled]  # seeded by the row, not its position
 
 
@@ -171,24 +107,25 @@ def test_mined_triples_exclude_positives_and_are_identical_across_threads_and_ch
                                                                                            tiny_model):
     # Margin and ceiling off so that only the positive rules keep the folded duplicate out.
     off = {"negatives.margin": -10.0, "negatives.max_score": 10.0, "negatives.rank_min": 0}
-    a = mine(config(tmp_path, pairs_dir, "a", **off, **{"index.num_threads": 1, "index.query_chunk": 7}), tiny_model)
-    b = mine(config(tmp_path, pairs_dir, "b", **off, **{"index.num_threads": 2, "index.query_chunk": 1000}),
+    a = mine(mine_config(tmp_path, pairs_dir, "a", **off, **{"index.num_threads": 1, "index.query_chunk": 7}),
+             tiny_model)
+    b = mine(mine_config(tmp_path, pairs_dir, "b", **off, **{"index.num_threads": 2, "index.query_chunk": 1000}),
              tiny_model)
     rows_a, rows_b = read_rows(a), read_rows(b)
     assert rows_a == rows_b and len(rows_a) == 93
     positives_of: dict[str, set[str]] = {}
     for r in rows_a:
-        positives_of.setdefault(r["query"], set()).add(normalize_text(r["positive"]))
+        positives_of.setdefault(r["query"], set()).add(fold(r["positive"]))
     for r in rows_a:
         assert len(r["negatives"]) == 4
-        assert not {normalize_text(n) for n in r["negatives"]} & positives_of[r["query"]]
-        assert not {normalize_text(n) for n in r["negatives"]} & {normalize_text(r["positive"])}
+        assert not {fold(n) for n in r["negatives"]} & positives_of[r["query"]]
+        assert not {fold(n) for n in r["negatives"]} & {fold(r["positive"])}
     stats = json.loads((a / "mine_stats.json").read_text())
     assert stats["sources"]["alpha"]["dropped_positive"] > 0 and stats["sources"]["alpha"]["index"] == "flat"
 
 
 def test_margin_ceiling_and_window_hold_on_real_encoder_scores(tmp_path, pairs_dir, tiny_model):
-    cfg = config(tmp_path, pairs_dir, "w", **{"negatives.margin": 0.02, "negatives.max_score": 0.9,
+    cfg = mine_config(tmp_path, pairs_dir, "w", **{"negatives.margin": 0.02, "negatives.max_score": 0.9,
                                               "negatives.rank_min": 3, "sources": ["beta"], "negatives.fill": "none"})
     rows = read_rows(mine(cfg, tiny_model))
     corpus = sorted(set(pq.read_table(pairs_dir / "beta" / "train-00000.parquet").column("positive").to_pylist()))
@@ -207,22 +144,22 @@ def test_margin_ceiling_and_window_hold_on_real_encoder_scores(tmp_path, pairs_d
 
 def test_ivf_index_is_used_above_the_threshold_and_stays_deterministic(tmp_path, pairs_dir, tiny_model):
     over = {"index.ivf_threshold": 50, "index.nlist": 4, "index.nprobe": 2, "negatives.margin": -1.0}
-    a = mine(config(tmp_path, pairs_dir, "a", **over, **{"index.num_threads": 1}), tiny_model)
-    b = mine(config(tmp_path, pairs_dir, "b", **over, **{"index.num_threads": 2, "index.query_chunk": 5}),
+    a = mine(mine_config(tmp_path, pairs_dir, "a", **over, **{"index.num_threads": 1}), tiny_model)
+    b = mine(mine_config(tmp_path, pairs_dir, "b", **over, **{"index.num_threads": 2, "index.query_chunk": 5}),
              tiny_model)
     assert json.loads((a / "mine_stats.json").read_text())["sources"]["alpha"]["index"] == "ivf"
     assert read_rows(a) == read_rows(b)
 
 
 def test_rerun_on_finished_output_is_a_noop_and_other_settings_are_refused(tmp_path, pairs_dir, tiny_model):
-    cfg = config(tmp_path, pairs_dir, "a", sources=["beta"])
+    cfg = mine_config(tmp_path, pairs_dir, "a", sources=["beta"])
     out = mine(cfg, tiny_model)
     stamp = (out / "manifest.json").stat().st_mtime_ns
     cfg.index.num_threads = 1  # does not change the output: still "done"
     mine(cfg, tiny_model)
     assert (out / "manifest.json").stat().st_mtime_ns == stamp
     cfg.negatives.k = 2
-    with pytest.raises(ValueError, match="negatives.k"):
+    with pytest.raises(StaleOutput, match="negatives.k"):
         mine(cfg, tiny_model)
     cfg.overwrite = True
     mine(cfg, tiny_model)
@@ -230,7 +167,7 @@ def test_rerun_on_finished_output_is_a_noop_and_other_settings_are_refused(tmp_p
 
 
 def test_output_manifest_points_heldout_and_beir_at_the_input_and_reports_stats(tmp_path, pairs_dir, tiny_model):
-    cfg = config(tmp_path, pairs_dir, "a", max_queries_per_source=20)
+    cfg = mine_config(tmp_path, pairs_dir, "a", max_queries_per_source=20)
     out = mine(cfg, tiny_model)
     manifest = json.loads((out / "manifest.json").read_text())
     alpha = manifest["sources"]["alpha"]
@@ -253,7 +190,7 @@ def test_query_cap_samples_the_same_rows_whatever_the_input_order():
 
 
 def test_consistency_filter_flag_filters_before_mining(tmp_path, pairs_dir, tiny_model):
-    cfg = config(tmp_path, pairs_dir, "f", sources=["beta"], **{"filter.enabled": True, "filter.top_k": 1,
+    cfg = mine_config(tmp_path, pairs_dir, "f", sources=["beta"], **{"filter.enabled": True, "filter.top_k": 1,
                                                                 "filter.model": MineConfig().model})
     out = mine(cfg, tiny_model)
     stats = json.loads((out / "mine_stats.json").read_text())["sources"]["beta"]
@@ -267,7 +204,7 @@ def test_config_rejects_an_empty_rank_window_with_a_fix():
 
 
 def test_main_runs_the_yaml_config_with_overrides(tmp_path, pairs_dir, tiny_model, capsys):
-    tiny_model.save_pretrained(tmp_path / "tiny")
+    export_model(tiny_model, tmp_path / "tiny")
     assert main(["configs/mine.yaml", f"input_dir={pairs_dir}", f"out_dir={tmp_path / 'o'}",
                  f"model={tmp_path / 'tiny'}", "sources=[beta]", "embed.bf16=false", "negatives.k=2"]) == 0
     assert "beta: " in capsys.readouterr().out

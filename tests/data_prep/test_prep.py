@@ -3,56 +3,24 @@
 from __future__ import annotations
 
 import json
-import random
 
-import pyarrow.parquet as pq
 import pytest
 
 from data_prep.prep import PrepConfig, main, prep
-from data_prep.sources import stsb_test_sentences
-from gte_model.configio import load_config
+from gte_model.core.config import load_config
+from gte_model.core.record import StaleOutput
+from tests.data_prep.helpers import PREP_OVERRIDES, prep_config, prep_files_arg, shard_rows, write_prep_sources
 
 pytestmark = pytest.mark.integration
 
-WORDS = [f"w{i}" for i in range(300)]
-
-
-def _text(rng, n):
-    return " ".join(rng.choice(WORDS) for _ in range(n))
-
-
-def _write_sources(folder):
-    rng = random.Random(0)
-    faq = [{"question": f"question {i} " + _text(rng, 4), "answer": _text(rng, 20), "id": f"f{i // 2}"}
-           for i in range(80)]
-    faq.append({"question": "a planted near duplicate", "answer": faq[3]["answer"] + " extra", "id": "dup"})
-    planted = stsb_test_sentences()[7]
-    faq.append({"question": planted, "answer": _text(rng, 12), "id": "leak"})
-    notes = [{"title": f"note {i} " + _text(rng, 3), "body": _text(rng, 30)} for i in range(50)]
-    (folder / "faq.jsonl").write_text("".join(json.dumps(r) + "\n" for r in faq))
-    (folder / "notes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in notes))
-    return planted
-
-
-def _config(tmp_path, out, **extra):
-    files = [f"files=[{{name: faq, path: {tmp_path}/faq.jsonl, query: question, positive: answer, key: id}},"
-             f"{{name: notes, path: {tmp_path}/notes.jsonl, query: title, positive: body}}]"]
-    overrides = ["sources=[]", f"out_dir={out}", "split.heldout_fraction=0.3", "split.max_heldout_queries=12",
-                 "length.positive_min_tokens=3", *files, *[f"{k}={v}" for k, v in extra.items()]]
-    return load_config(PrepConfig, None, overrides)
-
-
-def _rows(out, files):
-    return [r for f in files for r in pq.read_table(out / f).to_pylist()]
-
 
 def test_prep_of_two_sources_writes_valid_manifest_and_beir(tmp_path):
-    planted = _write_sources(tmp_path)
-    out = prep(_config(tmp_path, tmp_path / "pairs", **{"dedup.match": "{faq: positive}"}))
+    planted = write_prep_sources(tmp_path)
+    out = prep(prep_config(tmp_path, tmp_path / "pairs", **{"dedup.match": "{faq: positive}"}))
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["format"] == "gte-pairs/1" and set(manifest["sources"]) == {"faq", "notes"}
     for name, entry in manifest["sources"].items():
-        train, heldout = _rows(out, entry["train"]["files"]), _rows(out, entry["heldout"]["files"])
+        train, heldout = shard_rows(out, entry["train"]["files"]), shard_rows(out, entry["heldout"]["files"])
         assert len(train) == entry["train"]["rows"] > 0 and len(heldout) == entry["heldout"]["rows"] > 0
         assert not {r["key"] for r in train} & {r["key"] for r in heldout}
         assert set(train[0]) == {"query", "positive", "negatives", "source", "key"}
@@ -64,7 +32,7 @@ def test_prep_of_two_sources_writes_valid_manifest_and_beir(tmp_path):
         assert all(q in queries and d in corpus for q, d, _ in (line.split("\t") for line in qrels[1:]))
         stats = manifest["stats"][name]
         assert stats["train"] == entry["train"]["rows"] and stats["heldout_pairs"] == entry["heldout"]["rows"]
-    faq_train = _rows(out, manifest["sources"]["faq"]["train"]["files"])
+    faq_train = shard_rows(out, manifest["sources"]["faq"]["train"]["files"])
     assert planted not in {r["query"] for r in faq_train}
     assert manifest["stats"]["faq"]["decontaminated"] >= 1
     assert manifest["stats"]["faq"]["near_dups_within"] == 1
@@ -73,38 +41,32 @@ def test_prep_of_two_sources_writes_valid_manifest_and_beir(tmp_path):
 
 
 def test_rerun_of_a_complete_output_is_a_noop_and_other_config_is_refused(tmp_path):
-    _write_sources(tmp_path)
-    cfg = _config(tmp_path, tmp_path / "pairs")
+    write_prep_sources(tmp_path)
+    cfg = prep_config(tmp_path, tmp_path / "pairs")
     out = prep(cfg)
     before = (out / "manifest.json").stat().st_mtime_ns
-    assert main([f"out_dir={out}", "sources=[]", *_argv_files(tmp_path), "split.heldout_fraction=0.3",
-                 "split.max_heldout_queries=12", "length.positive_min_tokens=3"]) == 0
+    assert main([f"out_dir={out}", prep_files_arg(tmp_path), *PREP_OVERRIDES]) == 0
     assert (out / "manifest.json").stat().st_mtime_ns == before
-    with pytest.raises(FileExistsError, match="overwrite=true"):
-        prep(_config(tmp_path, out, seed=5))
-
-
-def _argv_files(tmp_path):
-    return [f"files=[{{name: faq, path: {tmp_path}/faq.jsonl, query: question, positive: answer, key: id}},"
-            f"{{name: notes, path: {tmp_path}/notes.jsonl, query: title, positive: body}}]"]
+    with pytest.raises(StaleOutput, match=r"seed \(0 -> 5\).*overwrite=true"):
+        prep(prep_config(tmp_path, out, seed=5))
 
 
 @pytest.mark.slow
 def test_output_is_identical_whatever_the_process_count(tmp_path):
-    _write_sources(tmp_path)
-    one = prep(_config(tmp_path, tmp_path / "one", num_proc=1, batch_size=16))
-    two = prep(_config(tmp_path, tmp_path / "two", num_proc=2, batch_size=16))
+    write_prep_sources(tmp_path)
+    one = prep(prep_config(tmp_path, tmp_path / "one", num_proc=1, batch_size=16))
+    two = prep(prep_config(tmp_path, tmp_path / "two", num_proc=2, batch_size=16))
     m1, m2 = (json.loads((o / "manifest.json").read_text()) for o in (one, two))
     assert m1["sources"] == m2["sources"] and m1["stats"] == m2["stats"]
     for entry in m1["sources"].values():
         for split in ("train", "heldout"):
-            assert _rows(one, entry[split]["files"]) == _rows(two, entry[split]["files"])
+            assert shard_rows(one, entry[split]["files"]) == shard_rows(two, entry[split]["files"])
         qrels = [(o / entry["beir"] / "qrels" / "test.tsv").read_text() for o in (one, two)]
         assert qrels[0] == qrels[1]
 
 
 def test_invalid_config_lists_every_problem(tmp_path):
-    from gte_model.configio import ConfigError
+    from gte_model.core.config import ConfigError
 
     with pytest.raises(ConfigError) as err:
         load_config(PrepConfig, None, ["sources=[debain]", "on_error=ignore", f"out_dir={tmp_path}"])

@@ -79,3 +79,49 @@ def test_parquet_wrong_type_reports_row_number(tmp_path):
     pq.write_table(pa.table({"query": ["a", "b"], "positive": ["c", None]}), tmp_path / "d.parquet")
     with pytest.raises(ReaderError, match=r"d.parquet:2: missing field 'positive'"):
         _rows(read_records(tmp_path / "d.parquet", FieldMap(), "s"))
+
+
+# ---- finding 9: bytes that are not UTF-8 are a malformed row like any other ------------------------------------
+BAD_UTF8 = {
+    "jsonl": b'{"query": "a b", "positive": "c d"}\n{"query": "caf\xe9", "positive": "x y"}\n'
+             b'{"query": "e f", "positive": "g h"}\n',
+    "csv": b'query,positive\na b,c d\n"caf\xe9 line one\nline two",x y\ne f,g h\n',
+    "tsv": b"query\tpositive\na b\tc d\ncaf\xe9\tx y\ne f\tg h\n",
+}
+
+
+@pytest.mark.parametrize("fmt", list(BAD_UTF8))
+def test_a_line_that_is_not_utf8_names_file_and_line_and_can_be_skipped(tmp_path, fmt):
+    path = tmp_path / f"data.{fmt}"
+    path.write_bytes(BAD_UTF8[fmt])
+    line = 2 if fmt == "jsonl" else 3
+    with pytest.raises(ReaderError, match=rf"^{path}:{line}: not valid UTF-8 \(byte 0xe9 at column \d+\); save the "
+                                          r"file as UTF-8; fix that row, or set on_error=skip"):
+        _rows(read_records(path, FieldMap(), "s"))
+    stats = ReadStats()
+    rows = _rows(read_records(path, FieldMap(), "s", on_error="skip", stats=stats))
+    assert [r["query"] for r in rows] == ["a b", "e f"]
+    assert stats.skipped == 1 and stats.problems[0].startswith(f"{path}:{line}: not valid UTF-8")
+
+
+def test_a_byte_order_mark_and_old_mac_line_ends_read_like_plain_lines(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"query": "a b", "positive": "c d"}\r{"query": "e f", "positive": "g h"}\r\n')
+    assert [r["query"] for r in _rows(read_records(path, FieldMap(), "s"))] == ["a b", "e f"]
+    csv_path = tmp_path / "bom.csv"
+    csv_path.write_bytes(b'\xef\xbb\xbfquery,positive\r\na b,"c\r\nd"\r\ne f,g h\r\n')
+    assert [(r["query"], r["positive"]) for r in _rows(read_records(csv_path, FieldMap(), "s"))] == [
+        ("a b", "c\r\nd"), ("e f", "g h")]
+
+
+def test_reader_failures_are_user_errors(tmp_path):
+    from gte_model.core.errors import UserError
+
+    with pytest.raises(UserError, match=r"does not exist \(source 's'\); check the path"):
+        _rows(read_records(tmp_path / "missing.jsonl", FieldMap(), "s"))
+    (tmp_path / "data.txt").write_text("x")
+    with pytest.raises(UserError, match=r"data.txt: cannot tell the format from the name.*set format"):
+        _rows(read_records(tmp_path / "data.txt", FieldMap(), "s"))
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    with pytest.raises(UserError, match=r"bad.parquet: cannot be read as Parquet"):
+        _rows(read_records(tmp_path / "bad.parquet", FieldMap(), "s"))

@@ -1,0 +1,108 @@
+"""The `gte mine` config schema and its validation: every problem a later step would reject, in override spelling.
+
+`validate()` reads only the config and changes nothing; the input pairs dir is checked when mining starts (in a
+pipeline it does not exist yet when the config is loaded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data_prep.embed_cache import EmbedConfig
+from data_prep.filter import FilterConfig
+from data_prep.knn import IndexConfig
+from data_prep.mine_io import EXTRA_SUFFIXES
+from gte_model import DEFAULT_MODEL
+
+
+@dataclass
+class NegativesConfig:
+    """Which candidates become negatives."""
+
+    k: int = 7  # negatives per query (nomic-embed found ~7 better than GTE's 1)
+    rank_min: int = 3  # skip corpus ranks < rank_min (0-based, the positive counted): the very top holds false negs
+    rank_max: int = 100  # candidates come from corpus ranks < rank_max
+    margin: float = 0.05  # drop candidates with score > positive's score - margin (cosine units)
+    max_score: float = 0.95  # drop candidates with cosine above this ceiling (near-paraphrases of the query)
+    strategy: str = "random"  # random: uniform among the survivors (nomic); top: the best-ranked survivors
+    min_negatives: int = 1  # rows with fewer surviving negatives are left out of the output (counted in stats)
+    # "random": a row left with fewer than min_negatives gets random documents of its source instead (those scored
+    # below its positive by the margin). Such rows are the queries the model gets most wrong (the positive ranks
+    # below the window); dropping them trains stage 2 on the easy ones. "none": drop them.
+    fill: str = "random"
+    search_pad: int = 16  # extra faiss candidates so exact re-ranking is stable at the rank_max boundary
+    seed: int = 0  # sampling seed (with the row's query+positive hash)
+
+    def validate(self, prefix: str = "negatives.") -> list[str]:
+        errors = []
+        if self.k < 1:
+            errors.append(f"{prefix}k={self.k}: must be >= 1")
+        if not 0 <= self.rank_min < self.rank_max:
+            errors.append(f"{prefix}rank_min={self.rank_min}, {prefix}rank_max={self.rank_max}: need "
+                          f"0 <= rank_min < rank_max, e.g. {prefix}rank_min=3 {prefix}rank_max=100")
+        elif self.rank_max - self.rank_min < self.k:
+            errors.append(f"{prefix}k={self.k}: exceeds the window [{self.rank_min}, {self.rank_max}); widen it "
+                          f"({prefix}rank_max) or lower {prefix}k")
+        if self.strategy not in ("random", "top"):
+            errors.append(f"{prefix}strategy={self.strategy!r}: must be 'random' or 'top'")
+        if self.fill not in ("none", "random"):
+            errors.append(f"{prefix}fill={self.fill!r}: must be 'none' or 'random'")
+        if not 0 <= self.min_negatives <= self.k:
+            errors.append(f"{prefix}min_negatives={self.min_negatives}: must be in [0, k={self.k}]")
+        if self.search_pad < 0:
+            errors.append(f"{prefix}search_pad={self.search_pad}: must be >= 0")
+        return errors
+
+
+@dataclass
+class MineConfig:
+    """`gte mine`: input pairs dir + model -> output pairs dir with the negatives column filled."""
+
+    input_dir: str = ""  # pairs dir written by `gte prep` (manifest.json)
+    out_dir: str = ""  # where the mined pairs dir is written
+    model: str = DEFAULT_MODEL  # preset, packaged name or folder (gte_model.load_model)
+    sources: list[str] = field(default_factory=list)  # sources to mine; empty = every source of the input
+    extra_corpus: list[str] = field(default_factory=list)  # .txt (a doc per line) / .jsonl ("text") / .parquet
+    max_queries_per_source: int = 0  # 0 = every train row; else a deterministic (seeded) sample of this many
+    # candidate documents per source: the source's unique train positives, 0 = all of them, N = a seeded sample
+    # (the sampled queries' own positives are always in the corpus)
+    max_corpus_per_source: int = 0
+    rows_per_shard: int = 100_000  # rows per output parquet file
+    overwrite: bool = False  # rebuild the output even when it is complete (or was built from another config)
+    negatives: NegativesConfig = field(default_factory=NegativesConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)  # optional consistency filter before mining
+
+    def validate(self) -> list[str]:
+        """Every problem, one line each (`key=value: problem; fix`); [] when the config is sound. Pure."""
+        errors = []
+        if not self.input_dir:
+            errors.append("input_dir is not set: pass input_dir=<pairs dir written by gte prep>")
+        if not self.out_dir:
+            errors.append("out_dir is not set: pass out_dir=<folder for the mined pairs>")
+        elif self.input_dir and (_same_or_inside(Path(self.out_dir), Path(self.input_dir))
+                                 or _same_or_inside(Path(self.input_dir), Path(self.out_dir))):
+            errors.append(f"out_dir={self.out_dir}: is input_dir={self.input_dir}, inside it or around it; mining "
+                          "writes a new pairs dir beside its input, choose another out_dir")
+        if not self.model:
+            errors.append("model is not set: pass model=<preset, packaged name or export folder>")
+        for key in ("max_queries_per_source", "max_corpus_per_source"):
+            if getattr(self, key) < 0:
+                errors.append(f"{key}={getattr(self, key)}: must be >= 0 (0 = all)")
+        if self.rows_per_shard < 1:
+            errors.append(f"rows_per_shard={self.rows_per_shard}: must be >= 1")
+        for i, name in enumerate(self.extra_corpus):
+            if Path(name).suffix not in EXTRA_SUFFIXES:
+                errors.append(f"extra_corpus.{i}={name}: unknown file type; use .txt (a doc per line), "
+                              ".jsonl ('text') or .parquet")
+        if self.filter.enabled and not self.filter.model:
+            errors.append("filter.model is not set: name the model that filters, or set filter.enabled=false")
+        return (errors + self.negatives.validate() + self.embed.validate() + self.index.validate()
+                + self.filter.validate("filter."))
+
+
+def _same_or_inside(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents

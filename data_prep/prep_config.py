@@ -1,0 +1,214 @@
+"""The `gte prep` config schema and its validation: every problem a later step would reject, in override spelling.
+
+`PrepConfig.validate()` reads nothing but the config and the file system's answer to "does this path exist" and
+changes nothing, so `gte prep`, `gte run` and tests all get the same list of problems before any work starts.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data_prep.clean import LengthBounds
+from data_prep.dedup import DedupConfig
+from data_prep.readers import FORMATS, TEXT_FORMATS, format_problem
+from data_prep.sources import BUILTIN_SOURCES, DEDUP_ON
+from data_prep.split import SplitConfig
+
+MATCH_MODES = ("pair", "positive")
+
+
+@dataclass
+class FileSource:
+    """A user file (or saved `datasets` folder) and which of its columns hold what."""
+
+    name: str = ""  # source name in the output (rows with a `source` column value use that instead)
+    path: str = ""
+    format: str = "auto"  # jsonl | csv | tsv | parquet | hf_disk | auto (from the name)
+    query: str = "query"
+    positive: str = "positive"
+    negatives: str | None = None
+    source: str | None = None
+    key: str | None = None  # unset: the query text is the key
+    strip_html: bool = False  # remove HTML tags and entities while cleaning
+
+
+@dataclass
+class DecontamConfig:
+    enabled: bool = True
+    stsb_test: bool = True  # the STS Benchmark test sentences are evaluation texts
+    heldout: bool = True  # every source's held-out queries and positives are evaluation texts
+    threshold: float = 0.8  # MinHash Jaccard at or above which a training text counts as the evaluation text
+    extra_files: list[str] = field(default_factory=list)  # plain text files, one evaluation text per line
+
+
+@dataclass
+class PrepConfig:
+    out_dir: str = "data/pairs"
+    sources: list[str] = field(default_factory=lambda: list(BUILTIN_SOURCES))  # built-in source names
+    files: list[FileSource] = field(default_factory=list)  # user data
+    # Cap on cleaned pairs per source name; "default" applies to every source not named. Built-in sources are
+    # read in key-hash order, so a cap takes a uniform sample; user files keep their first pairs. 0 = none.
+    max_pairs: dict[str, int] = field(default_factory=dict)
+    length: LengthBounds = field(default_factory=LengthBounds)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    decontaminate: DecontamConfig = field(default_factory=DecontamConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    seed: int = 0  # the split seed
+    num_proc: int = 1  # worker processes for cleaning and MinHash; the output does not depend on it
+    on_error: str = "raise"  # raise | skip: what a malformed user row does (skips are counted in the report)
+    batch_size: int = 2000  # records per worker task
+    rows_per_shard: int = 100_000
+    overwrite: bool = False  # rebuild the output even when it is complete (or was built from another config)
+
+    def validate(self) -> list[str]:
+        """Every problem, one line each (`key=value: problem; fix`); [] when the config is sound. Pure."""
+        return (_sources_problems(self) + _files_problems(self) + _cap_problems(self) + _length_problems(self.length)
+                + _dedup_problems(self) + _split_problems(self.split) + _decontam_problems(self.decontaminate)
+                + _run_problems(self))
+
+
+def iter_config_sources(cfg: PrepConfig) -> Iterator[tuple[str, FileSource | None]]:
+    """(name, None) for each built-in source, then (name, spec) for each user file, in config order."""
+    for name in cfg.sources:
+        yield name, None
+    for spec in cfg.files:
+        yield spec.name, spec
+
+
+def source_cap(cfg: PrepConfig, name: str) -> int | None:
+    """The max_pairs cap of a source (its own, else `default`), None when uncapped."""
+    return cfg.max_pairs.get(name, cfg.max_pairs.get("default"))
+
+
+def dedup_by_positive(cfg: PrepConfig, name: str) -> bool:
+    """Whether duplicates of this source are judged on the positive alone (else on the whole pair)."""
+    return cfg.dedup.match.get(name, DEDUP_ON.get(name, "pair")) == "positive"
+
+
+def known_source_names(cfg: PrepConfig) -> list[str] | None:
+    """Every name a per-source key may use: the configured sources and every built-in one (a key for a built-in
+    source left out of `sources` is harmless); None when a file takes names from a `source` column (unknowable)."""
+    if any(spec.source for spec in cfg.files):
+        return None
+    return list(dict.fromkeys([*(name for name, _ in iter_config_sources(cfg)), *BUILTIN_SOURCES]))
+
+
+# ---- the checks, one group per part of the config --------------------------------------------------------------
+def _sources_problems(cfg: PrepConfig) -> list[str]:
+    errors = []
+    unknown = [s for s in cfg.sources if s not in BUILTIN_SOURCES]
+    if unknown:
+        errors.append(f"sources={unknown}: unknown built-in source(s){_did_you_mean(unknown[0], BUILTIN_SOURCES)}; "
+                      f"choose from {', '.join(BUILTIN_SOURCES)} (user data goes under files)")
+    if not cfg.sources and not cfg.files:
+        errors.append("sources=[] and files=[]: nothing to prepare; name a built-in source or add a file")
+    return errors
+
+
+def _files_problems(cfg: PrepConfig) -> list[str]:
+    errors = []
+    for i, spec in enumerate(cfg.files):
+        where = f"files.{i}"
+        if not spec.name or not spec.path:
+            errors.append(f"{where}: set both name and path (got name={spec.name!r}, path={spec.path!r})")
+        if spec.name and ("/" in spec.name or "\\" in spec.name or spec.name.startswith(".")):
+            errors.append(f"{where}.name={spec.name!r}: a source name becomes a folder name; use letters, digits, "
+                          "'_' or '-' (no '/', no leading '.')")
+        if spec.name in BUILTIN_SOURCES and spec.name in cfg.sources:
+            errors.append(f"{where}.name={spec.name!r}: also a built-in source in `sources`; choose another name")
+        if spec.format not in (*FORMATS, "auto"):
+            errors.append(f"{where}.format={spec.format!r}: use one of {', '.join(FORMATS)} or auto")
+        if spec.path and not Path(spec.path).exists():
+            errors.append(f"{where}.path={spec.path}: does not exist; check the path")
+        elif spec.path and spec.format in TEXT_FORMATS and Path(spec.path).is_dir():
+            errors.append(f"{where}.path={spec.path}: is a folder, but format={spec.format} reads one file; name the "
+                          "file, or set format=hf_disk for a folder written by datasets' save_to_disk")
+        elif spec.path and spec.format == "auto":
+            problem = format_problem(spec.path)
+            if problem:
+                errors.append(f"{where}.path={spec.path}: {problem}; set {where}.format")
+    return errors
+
+
+def _cap_problems(cfg: PrepConfig) -> list[str]:
+    errors = []
+    for name, cap in cfg.max_pairs.items():
+        if cap < 0:
+            errors.append(f"max_pairs.{name}={cap}: must be >= 0 (a cap on cleaned pairs; leave it out for no cap)")
+    errors += _unknown_names("max_pairs", [k for k in cfg.max_pairs if k != "default"], known_source_names(cfg))
+    return errors
+
+
+def _length_problems(b: LengthBounds) -> list[str]:
+    errors = []
+    for side in ("query", "positive"):
+        lo, hi = getattr(b, f"{side}_min_tokens"), getattr(b, f"{side}_max_tokens")
+        if lo < 0:
+            errors.append(f"length.{side}_min_tokens={lo}: must be >= 0")
+        if hi < 1:
+            errors.append(f"length.{side}_max_tokens={hi}: must be >= 1")
+        elif lo > hi:
+            errors.append(f"length.{side}_min_tokens={lo} > length.{side}_max_tokens={hi}: every pair would be "
+                          f"dropped; lower the min or raise the max")
+    return errors
+
+
+def _dedup_problems(cfg: PrepConfig) -> list[str]:
+    d, errors = cfg.dedup, []
+    if not 0.0 < d.threshold <= 1.0:
+        errors.append(f"dedup.threshold={d.threshold}: must be in (0, 1]")
+    if d.num_perm < 1:
+        errors.append(f"dedup.num_perm={d.num_perm}: must be >= 1 (64 is the default)")
+    if d.shingle_words < 1:
+        errors.append(f"dedup.shingle_words={d.shingle_words}: must be >= 1 (3 is the default)")
+    bad = {k: v for k, v in d.match.items() if v not in MATCH_MODES}
+    if bad:
+        errors.append(f"dedup.match={bad}: each value must be pair or positive")
+    errors += _unknown_names("dedup.match", list(d.match), known_source_names(cfg))
+    return errors
+
+
+def _split_problems(s: SplitConfig) -> list[str]:
+    errors = []
+    if not 0.0 <= s.heldout_fraction < 1.0:
+        errors.append(f"split.heldout_fraction={s.heldout_fraction}: must be in [0, 1)")
+    if s.max_heldout_queries is not None and s.max_heldout_queries < 0:
+        errors.append(f"split.max_heldout_queries={s.max_heldout_queries}: must be >= 0 (or null for no cap)")
+    return errors
+
+
+def _decontam_problems(d: DecontamConfig) -> list[str]:
+    errors = []
+    if not 0.0 < d.threshold <= 1.0:
+        errors.append(f"decontaminate.threshold={d.threshold}: must be in (0, 1]")
+    for i, name in enumerate(d.extra_files):
+        if not Path(name).is_file():
+            errors.append(f"decontaminate.extra_files.{i}={name}: does not exist (or is not a file); check the path")
+    return errors
+
+
+def _run_problems(cfg: PrepConfig) -> list[str]:
+    errors = []
+    if not cfg.out_dir:
+        errors.append("out_dir is not set: pass out_dir=<folder for the pairs dir>")
+    if cfg.on_error not in ("raise", "skip"):
+        errors.append(f"on_error={cfg.on_error!r}: use raise or skip")
+    for key in ("num_proc", "batch_size", "rows_per_shard"):
+        if getattr(cfg, key) < 1:
+            errors.append(f"{key}={getattr(cfg, key)}: must be >= 1")
+    return errors
+
+
+def _unknown_names(key: str, names: list[str], known: list[str] | None) -> list[str]:
+    if known is None:
+        return []
+    return [f"{key}.{name}: no source is named {name!r}{_did_you_mean(name, known)}; the sources are "
+            f"{', '.join(known) or '(none)'}" for name in names if name not in known]
+
+
+def _did_you_mean(name: str, choices) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
