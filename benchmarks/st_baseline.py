@@ -2,7 +2,7 @@
 
 Reads a finished `gte run` directory and fine-tunes the same base model with SentenceTransformerTrainer +
 MultipleNegativesRankingLoss on the same data, for the same wall time, then evaluates it with the same
-train.evaluate.evaluate call (the pipeline's eval settings) and writes a comparison:
+train.eval.evaluate.evaluate call (the pipeline's eval settings) and writes a comparison:
 
   data       <run.dir>/data/mined train split (query, positive, the first k mined negatives, k =
              stage2 data.num_negatives; fewer than k are cycled, as our loader does), stage2 data.sources
@@ -310,7 +310,7 @@ def ours_pairs(run_dir: Path, stage: str) -> tuple[int, int]:
 
 
 def comparison_md(plan: Plan, results: dict[str, dict], record: dict, ours: dict) -> str:
-    from train.evaluate import compare_table
+    from train.eval.evaluate import compare_table
 
     header = ["# Side-by-side baseline: sentence-transformers at the same data and budget", "",
               f"Run directory `{plan.run_dir}`; command: `{record['command']}`.", ""]
@@ -361,14 +361,13 @@ def our_budget(run_dir: Path) -> dict:
 def evaluate_all(plan: Plan, redo: bool) -> dict[str, dict]:
     """{column: results}: base and our stage 2 from the pipeline's eval/ (base evaluated here if missing), and
     the baseline, evaluated with the pipeline's own eval settings."""
-    from train.evaluate import evaluate
+    from gte_model.core.pairs import beir_dirs
+    from train.eval.evaluate import evaluate
 
     run_dir, out = Path(plan.run_dir), Path(plan.out_dir)
-    from train.evaluate import manifest_beir_dirs
-
     settings = eval_settings(run_dir)
     wanted = settings.pop("beir_sources") or None  # the pipeline's eval.beir_sources: the same held-out sets
-    sets = manifest_beir_dirs(run_dir / "data" / "pairs")
+    sets = beir_dirs(run_dir / "data" / "pairs")
     kw = {**settings, "beir_dirs": {n: p for n, p in sets.items() if wanted is None or n in wanted}}
     base = load_results(run_dir / "eval" / "base" / "results.json")
     if base is None and not redo:  # the pipeline's eval_base phase has not run: our own copy from an earlier call

@@ -5,7 +5,7 @@ optimizer steps and returns a dict: wall time of the timed steps (from the end o
 of the last step: data fetch, tokenisation, forward, loss, backward, clipping, AdamW and schedule all inside),
 non-padding tokens of those steps, peak RSS, and RSS before the first step.
 
-  ours: train.loop._build(TrainConfig) + train.loop._train_step(run, step) -- the product's own step, reading a
+  ours: train.trainer.Trainer(TrainConfig) + Trainer.step(step) -- the product's own step, reading a
         pairs dir (manifest + parquet) through train.data.PairsData and train.sampler.SourceBatchSampler.
   peer: sentence-transformers' SentenceTransformerTrainer + MultipleNegativesRankingLoss(scale=20) on a
         datasets.Dataset with columns anchor/positive holding the same rows.
@@ -43,10 +43,11 @@ def debian_rows(seed: int = 0) -> list[dict]:
 
 def write_pairs_dir(rows: list[dict], folder: Path) -> Path:
     """A one-source pairs dir (gte-pairs/1) holding `rows` as its train split, in this order."""
-    import json
-
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from gte_model.core.pairs import finish
+    from gte_model.core.record import Record
 
     (folder / SOURCE).mkdir(parents=True, exist_ok=True)
     table = pa.table(
@@ -60,11 +61,8 @@ def write_pairs_dir(rows: list[dict], folder: Path) -> Path:
     )
     shard = f"{SOURCE}/train-00000.parquet"
     pq.write_table(table, folder / shard)
-    manifest = {
-        "format": "gte-pairs/1",
-        "sources": {SOURCE: {"train": {"files": [shard], "rows": len(rows)}, "heldout": {"files": [], "rows": 0}}},
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    sources = {SOURCE: {"train": {"files": [shard], "rows": len(rows)}, "heldout": {"files": [], "rows": 0}}}
+    finish(folder, sources, {}, Record("prep", 0, {"benchmark.rows": len(rows)}))
     return folder
 
 
@@ -109,7 +107,7 @@ def _result(stamps: list[float], tokens: list[int], warmup: int, pairs_per_step:
 # ---- ours ------------------------------------------------------------------------------------------------------
 def ours_config(spec: dict):
     """The TrainConfig of one benchmark run: MiniLM, InfoNCE at 0.05, no hard negatives, no eval/checkpoints."""
-    from gte_model.configio import load_config
+    from gte_model.core.config import load_config
     from train.config import TrainConfig
 
     total = spec["warmup"] + spec["steps"]
@@ -147,22 +145,21 @@ def run_ours(spec: dict) -> dict:
     import contextlib
     import io
 
-    from train.loop import _build, _train_step
+    from train.trainer import Trainer
 
     cfg = ours_config(spec)
-    with contextlib.redirect_stdout(io.StringIO()):  # _build prints the resolved config
-        run = _build(cfg)
+    with contextlib.redirect_stdout(io.StringIO()):  # building prints notices
+        trainer = Trainer(cfg)
     rss_before = rss_now_mb()
     if spec.get("probe_chunks"):
-        return _probe_cached(run, spec["probe_chunks"], rss_before)
+        return _probe_cached(trainer, spec["probe_chunks"], rss_before)
     stamps, tokens = [time.perf_counter()], []
     for step in range(cfg.train.max_steps):
-        stats = _train_step(run, step)
-        float(stats["loss"])  # the step is synchronous on the CPU; this keeps it honest on other devices
+        stats = trainer.step(step)  # its loss is a float: the step has finished on any device
         stamps.append(time.perf_counter())
-        tokens.append(int(stats["tokens"]))
+        tokens.append(stats.tokens)
     out = _result(stamps, tokens, spec["warmup"], spec["batch"], rss_before)
-    out["last_loss"] = float(stats["loss"])
+    out["last_loss"] = stats.loss
     return out
 
 
@@ -170,14 +167,14 @@ class _ProbeStop(Exception):
     pass
 
 
-def _probe_cached(run, chunks: int, rss_before: float) -> dict:
+def _probe_cached(trainer, chunks: int, rss_before: float) -> dict:
     """Peak RSS of one cached step cut short after `chunks` phase-3 chunk backwards: phase 1 (every chunk without
     grad), phase 2 (the loss over the whole batch) and the first re-forwards with grad have all run, which is where
     the memory peaks; the remaining chunks repeat the same per-chunk work. Used where a full step costs too long."""
     import functools
 
     done = []
-    backward = run.step_fn.keywords["backward"]
+    backward = trainer.updater.backward
 
     def counting(surrogate):
         backward(surrogate)
@@ -185,12 +182,10 @@ def _probe_cached(run, chunks: int, rss_before: float) -> dict:
         if len(done) >= chunks:
             raise _ProbeStop
 
-    run.step_fn = functools.partial(run.step_fn, backward=counting)
+    trainer.step_fn = functools.partial(trainer.step_fn, backward=counting)
     started = time.perf_counter()
     try:
-        from train.loop import _train_step
-
-        _train_step(run, 0)
+        trainer.step(0)
     except _ProbeStop:
         pass
     return {"steps": 0, "seconds": time.perf_counter() - started, "pairs_per_s": float("nan"),

@@ -1,6 +1,6 @@
 """Where our training step's time goes (companion of train_throughput.py; not a test).
 
-Replays train.loop._train_step's pieces on the benchmark's pairs dir with a timer around each: sampler + row fetch,
+Replays Trainer.step's public pieces on the benchmark's pairs dir with a timer around each: sampler + row fetch,
 tokenisation, chunking, forward (under the accelerator's autocast), loss, backward, clip + AdamW + schedule. Steps
 0..N-1 run twice: the second pass repeats the exact chunk shapes, so "pass 2 - pass 1" is the one-off cost of new
 shapes (oneDNN builds kernels per shape, notably in bf16). --chunk-tokens sets train.chunk_tokens.
@@ -28,8 +28,11 @@ sys.path.insert(0, str(HERE))
 from train_bench_workers import ours_config  # noqa: E402
 
 
-def timed_step(run, step: int, clock: dict) -> None:
-    from train.loop import _chunks, _encoder, _make_loss_fn, _token_ids
+def timed_step(trainer, step: int, clock: dict) -> None:
+    """Trainer.step taken apart into its public pieces, each timed."""
+    import torch
+
+    from train.objective import make_loss_fn
 
     def tick(name, fn):
         start = time.perf_counter()
@@ -37,24 +40,21 @@ def timed_step(run, step: int, clock: dict) -> None:
         clock[name] += time.perf_counter() - start
         return out
 
-    cfg, acc = run.cfg, run.accelerator
-    source, rows = tick("sampler+fetch", lambda: run.sampler.batch_at(step))
-    batch = tick("sampler+fetch", lambda: run.data.train_batch(source, rows, cfg.train.seed, step))
-    ids = tick("tokenise", lambda: _token_ids(run, batch))
-    chunks, order = tick("chunking", lambda: _chunks(run, ids))
-    clock["padded tokens"] += sum(c.input_ids.numel() if run.packed else c["input_ids"].numel() for c in chunks)
+    batch = tick("sampler+fetch", lambda: trainer.batch_at(step))
+    ids = tick("tokenise", lambda: batch.token_ids(trainer.tokenize))
+    chunks, order = tick("chunking", lambda: trainer.chunks(ids))
+    clock["padded tokens"] += sum(c.input_ids.numel() if trainer.packed else c["input_ids"].numel() for c in chunks)
     clock["real tokens"] += sum(len(x) for x in ids)
-    loss_fn = _make_loss_fn(run, batch, order)
-    encode = _encoder(run)
+    loss_fn = make_loss_fn(batch, order, trainer.cfg.loss, trainer.accelerator.device)
 
     def forward():
-        with acc.autocast():
-            return [encode(c) for c in chunks]
+        with trainer.accelerator.autocast():
+            return [trainer.encode(c) for c in chunks]
 
     embs = tick("forward", forward)
-    loss = tick("loss", lambda: loss_fn(__import__("torch").cat([e.float() for e in embs])))
-    tick("backward", lambda: acc.backward(loss))
-    tick("clip+AdamW+schedule", run.update)
+    loss = tick("loss", lambda: loss_fn(torch.cat([e.float() for e in embs])))
+    tick("backward", lambda: trainer.updater.backward(loss))
+    tick("clip+AdamW+schedule", lambda: trainer.updater.update(loss.detach(), trainer.lr_at(step)))
 
 
 def main() -> None:
@@ -69,20 +69,20 @@ def main() -> None:
     args = p.parse_args()
     import torch
 
-    from train import loop
+    from train.trainer import Trainer
 
     spec = {"run_dir": f"{args.work_dir}/run", "pairs_dir": args.pairs_dir, "cache_dir": f"{args.work_dir}/cache",
             "max_len": 128, "batch": 32, "chunk_size": args.chunk_size,
             "chunk_tokens": args.chunk_tokens, "precision": args.precision, "packed": not args.padded,
             "warmup": 0, "steps": args.steps}
     with contextlib.redirect_stdout(io.StringIO()):
-        run = loop._build(ours_config(spec))
-    timed_step(run, 0, defaultdict(float))  # warm-up on a step outside the measured ones
+        trainer = Trainer(ours_config(spec))
+    timed_step(trainer, 0, defaultdict(float))  # warm-up on a step outside the measured ones
     passes = []
     for _ in range(2):
         clock = defaultdict(float)
         for step in range(1, args.steps + 1):
-            timed_step(run, step, clock)
+            timed_step(trainer, step, clock)
         passes.append(clock)
     print(f"{args.precision}, chunk {args.chunk_size}, chunk tokens {args.chunk_tokens or 'off'}, "
           f"{args.steps} steps x 2 passes, threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.2f}")

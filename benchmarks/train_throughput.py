@@ -5,7 +5,7 @@ Both train the same real pairs (Debian package descriptions, short -> long, dedu
 MultipleNegativesRankingLoss at scale 20, no hard negatives, no duplicate masking), AdamW lr 2e-5, weight decay
 0.01, clipping at 1.0, in fp32 and in bf16 autocast:
 
-  ours: train.loop's own _build(TrainConfig) and _train_step: pairs dir -> sampler -> texts -> tokenisation ->
+  ours: train.trainer.Trainer(TrainConfig) and Trainer.step: pairs dir -> sampler -> texts -> tokenisation ->
         length-sorted chunks -> forward -> loss -> backward -> clip -> AdamW -> schedule; the product default
         (train.packed=true: the unpadded forward, one chunk of --packed-chunk-size texts)
   ours-padded: the same with train.packed=false (padded chunks of --chunk-size texts / --chunk-tokens tokens)

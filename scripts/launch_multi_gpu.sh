@@ -17,7 +17,7 @@ fi
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} HF_DATASETS_OFFLINE=${HF_DATASETS_OFFLINE:-1} TOKENIZERS_PARALLELISM=false
 EXTRA=()
 if [ "${CPU:-0}" = "1" ]; then
-    EXTRA+=(--cpu)
+    EXTRA+=(--multi_gpu)  # processes on the CPU: the trainer then joins them in a gloo group
     ACCEL_ARGS=()
 else
     ACCEL_ARGS=(--config_file "configs/accelerate/${ACCEL}.yaml")

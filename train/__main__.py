@@ -2,6 +2,6 @@
 
 import sys
 
-from train.cli import main
+from train.app.cli import main
 
 raise SystemExit(main(["train", *sys.argv[1:]]))

@@ -1,24 +1,56 @@
-"""Checkpoints: atomic, newest-K, exact resume.
+"""Checkpoints: atomic, newest-K, checksummed, exact resume, and nothing unpickled.
 
-A checkpoint is `<run.dir>/checkpoints/step-XXXXXXX/`: accelerator.save_state (model, optimizer, the registered
-LR scheduler, python/numpy/torch RNG states of every process; a DeepSpeed engine checkpoint under DeepSpeed) plus
-trainer_state.json (the step, which is the data position because the sampler is a pure function of the step, and
-the metrics.jsonl byte offset). It is written to `.tmp-step-XXXXXXX` and renamed into place once complete, so a
-crash mid-save leaves the previous checkpoint intact and a half-written folder is never picked up.
+  <run.dir>/checkpoints/step-XXXXXXX/
+    model.safetensors          the model's weights
+    optimizer.safetensors      AdamW state tensors (`state.<param index>.<name>`)
+    optimizer.json             parameter groups (hyper-parameters) and non-tensor state
+    rng-rank<R>.safetensors    torch generator states of process R (CPU, and CUDA devices)
+    rng-rank<R>.json           python and numpy generator states of process R
+    trainer_state.json         step (= the data position: the sampler is a pure function of it), metrics.jsonl
+                               offset, process count, the config record, and the sha256 of every file above
+The learning-rate schedule is a pure function of the step (train.trainer.lr_factor), so it needs no state.
+Under DeepSpeed the engine's own checkpoint (its format, which pickles) goes in deepspeed/ instead of the
+model/optimizer files.
+
+A checkpoint is written to `.tmp-step-XXXXXXX` and renamed into place once complete. On resume the newest one
+whose files match their checksums is used; a damaged one is named and skipped for the next older one. A checkpoint
+whose only damage is this process's RNG state is used only with train.inexact_resume=true.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
+import random
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from gte_model.core.atomic import fsync_dir, write_json
+from gte_model.core.errors import UserError
 from train.distributed import barrier
 
 _NAME = re.compile(r"^step-(\d{7,})$")
 STATE_FILE = "trainer_state.json"
+_RNG = re.compile(r"^rng-rank\d+\.(safetensors|json)$")
+
+
+class CheckpointError(UserError):
+    """No usable checkpoint although some exist: the message names them and the fix."""
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    state: dict  # trainer_state.json
+    exact: bool  # this process's RNG state is restored
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -26,7 +58,7 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
 
 
 def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints (renamed into place, with trainer_state.json), oldest first."""
+    """Renamed-into-place checkpoints (with trainer_state.json), oldest first."""
     root = checkpoint_dir(run_dir)
     if not root.is_dir():
         return []
@@ -43,8 +75,9 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def save_checkpoint(accelerator, run_dir: str | Path, step: int, state: dict, keep: int) -> Path:
-    """Every process calls this (save_state is collective under DeepSpeed); returns the final folder."""
+# ---- saving ---------------------------------------------------------------------------------------------------
+def save_checkpoint(accelerator, model, optimizer, run_dir: str | Path, step: int, state: dict, keep: int) -> Path:
+    """Every process calls this (DeepSpeed's save is collective); returns the final folder."""
     root = checkpoint_dir(run_dir)
     final = root / f"step-{step:07d}"
     tmp = root / f".tmp-step-{step:07d}"  # the same name on every rank: all of them write into it
@@ -52,28 +85,154 @@ def save_checkpoint(accelerator, run_dir: str | Path, step: int, state: dict, ke
         shutil.rmtree(tmp, ignore_errors=True)  # left by a crash mid-save
         tmp.mkdir(parents=True)
     barrier()
-    accelerator.save_state(str(tmp))
+    try:
+        if _deepspeed(accelerator):
+            accelerator.save_state(str(tmp / "deepspeed"))
+        elif accelerator.is_main_process:
+            save_model(accelerator.unwrap_model(model), str(tmp / "model.safetensors"))
+            _save_optimizer(optimizer, tmp)
+        _save_rng(tmp, accelerator.process_index)
+    except Exception as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _disk_error(exc, tmp) from exc
     barrier()
     if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=2))
-        _fsync_dir(tmp)
+        files = {p.relative_to(tmp).as_posix(): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        info = {"step": step, "world_size": accelerator.num_processes, **state, "sha256": files}
+        write_json(tmp / STATE_FILE, info)
+        fsync_dir(tmp)
         if final.exists():  # the same step saved before a crash and redone: replace it
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _fsync_dir(root)
+        fsync_dir(root)
         prune_checkpoints(run_dir, keep)
     barrier()
     return final
 
 
-def load_checkpoint(accelerator, path: str | Path) -> dict:
-    """Restore model, optimizer, scheduler and RNG states from `path`; returns trainer_state.json."""
-    accelerator.load_state(str(path))
-    return json.loads((Path(path) / STATE_FILE).read_text())
+def _save_optimizer(optimizer, folder: Path) -> None:
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, entry in sd["state"].items():
+        for name, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"state.{index}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{index}.{name}"] = value
+    save_file(tensors, str(folder / "optimizer.safetensors"))
+    write_json(folder / "optimizer.json", {"param_groups": sd["param_groups"], "scalars": scalars})
 
 
+def _save_rng(folder: Path, rank: int) -> None:
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    save_file(tensors, str(folder / f"rng-rank{rank}.safetensors"))
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    write_json(folder / f"rng-rank{rank}.json", {
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+    })
+
+
+# ---- loading --------------------------------------------------------------------------------------------------
+def find_resumable(run_dir: str | Path, rank: int, world_size: int, inexact_ok: bool, log=print) -> Checkpoint | None:
+    """The newest intact checkpoint (None when there is none at all); damaged ones are named and skipped."""
+    found = list_checkpoints(run_dir)
+    rng_only: list[Checkpoint] = []
+    problems = []
+    for _, path in reversed(found):
+        state, damaged = _verify(path)
+        if state is None:
+            problems.append(f"{path}: {damaged}")
+            log(f"gte train: WARNING checkpoint {path} is damaged ({damaged}); trying the next older one")
+            continue
+        rng_files = {f"rng-rank{rank}.safetensors", f"rng-rank{rank}.json"}
+        changed_world = int(state.get("world_size", 1)) != world_size
+        if changed_world:
+            log(f"gte train: {path} was written by {state.get('world_size')} processes, this run has {world_size}: "
+                "same data order, new RNG streams for dropout (an inexact resume)")
+            return Checkpoint(path, state, exact=False)
+        bad_rng = sorted(rng_files & set(damaged_files(path, state)))
+        if not bad_rng:
+            return Checkpoint(path, state, exact=True)
+        problems.append(f"{path}: RNG state {', '.join(bad_rng)} missing or damaged")
+        log(f"gte train: WARNING {path}: RNG state {', '.join(bad_rng)} is missing or damaged; trying an older one")
+        rng_only.append(Checkpoint(path, state, exact=False))
+    if rng_only and inexact_ok:
+        log(f"gte train: train.inexact_resume=true: resuming from {rng_only[0].path} without its RNG state")
+        return rng_only[0]
+    if problems:
+        fix = "set train.inexact_resume=true to resume without the RNG state, or " if rng_only else ""
+        raise CheckpointError(f"{checkpoint_dir(run_dir)}: no intact checkpoint ({'; '.join(problems)}); {fix}"
+                              "set run.overwrite=true to start the run afresh")
+    return None
+
+
+def _verify(path: Path) -> tuple[dict | None, str]:
+    """(trainer_state, '') when every non-RNG file matches its checksum, else (None, what is wrong)."""
+    try:
+        state = json.loads((path / STATE_FILE).read_text())
+        sums = state["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return None, f"{STATE_FILE} unreadable: {exc}"
+    bad = [f for f in damaged_files(path, state) if not _RNG.match(f)]
+    return (state, "") if not bad and sums else (None, f"{', '.join(bad) or 'no checksums'} do not match")
+
+
+def damaged_files(path: Path, state: dict) -> list[str]:
+    out = []
+    for name, digest in state.get("sha256", {}).items():
+        file = path / name
+        if not file.is_file() or _sha256(file) != digest:
+            out.append(name)
+    return out
+
+
+def load_checkpoint(accelerator, model, optimizer, ckpt: Checkpoint) -> dict:
+    """Restore weights, optimizer state and (when ckpt.exact) this process's RNG states; returns trainer_state."""
+    path = ckpt.path
+    if _deepspeed(accelerator):
+        accelerator.load_state(str(path / "deepspeed"))
+    else:
+        load_model(accelerator.unwrap_model(model), str(path / "model.safetensors"))
+        _load_optimizer(optimizer, path)
+    if ckpt.exact:
+        _load_rng(path, accelerator.process_index)
+    return ckpt.state
+
+
+def _load_optimizer(optimizer, folder: Path) -> None:
+    meta = json.loads((folder / "optimizer.json").read_text())
+    state: dict = {}
+    for key, value in load_file(str(folder / "optimizer.safetensors")).items():
+        _, index, name = key.split(".", 2)
+        state.setdefault(int(index), {})[name] = value
+    for key, value in meta["scalars"].items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in meta["param_groups"]]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _load_rng(folder: Path, rank: int) -> None:
+    tensors = load_file(str(folder / f"rng-rank{rank}.safetensors"))
+    torch.set_rng_state(tensors["torch_cpu"])
+    if torch.cuda.is_available():
+        cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("cuda.")), key=lambda k: int(k[5:]))]
+        if cuda:
+            torch.cuda.set_rng_state_all(cuda)
+    states = json.loads((folder / f"rng-rank{rank}.json").read_text())
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+# ---- housekeeping ---------------------------------------------------------------------------------------------
 def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
-    """Delete all but the newest `keep` complete checkpoints, and stale temp folders of finished saves."""
+    """Delete all but the newest `keep` complete checkpoints."""
     found = list_checkpoints(run_dir)
     for _, path in found[: max(0, len(found) - keep)]:
         shutil.rmtree(path, ignore_errors=True)
@@ -87,15 +246,25 @@ def clean_partial(run_dir: str | Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _fsync_dir(path: Path) -> None:
-    """Flush a directory entry so the rename survives a power loss, not only a process kill."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+def _disk_error(exc: Exception, where: Path) -> Exception:
+    """Library writers (safetensors, DeepSpeed) report a full disk in their own words; name errno and path."""
+    text = str(exc)
+    if isinstance(exc, OSError) or not ("os error 28" in text or "No space" in text or "StorageFull" in text):
+        if isinstance(exc, OSError) and exc.filename is None:
+            return OSError(exc.errno, exc.strerror or text, str(where))
+        return exc
+    return OSError(errno.ENOSPC, "No space left on device (checkpoint not written)", str(where))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _deepspeed(accelerator) -> bool:
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.DEEPSPEED

@@ -1,6 +1,6 @@
 """The training config schema: one dataclass per section, each field documented where it is declared.
 
-Loaded with gte_model.configio.load_config: defaults <- YAML <- `key=value` overrides; unknown keys and wrong types
+Loaded with gte_model.core.config.load_config: defaults <- YAML <- `key=value` overrides; unknown keys and wrong types
 fail with a close-match hint, and `TrainConfig.validate` reports every cross-field problem at once, spelled the
 way you would fix it on the command line (`train.chunk_size=...`).
 
@@ -20,12 +20,14 @@ The keys users touch most:
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
+from train.loss import LOSSES
+
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("linear", "cosine", "constant")
-LOSS_KINDS = ("gte", "infonce")
 WANDB_MODES = ("auto", "on", "off")
 
 
@@ -33,6 +35,9 @@ WANDB_MODES = ("auto", "on", "off")
 class RunConfig:
     dir: str = "runs/train"  # run directory: config.yaml, metrics.jsonl, checkpoints/, export/, DONE
     name: str = ""  # a label for wandb and the logs; empty = the run directory's name
+    # start afresh: delete this run dir's checkpoints, metrics and export (only if gte wrote them) instead of
+    # refusing a resume whose config or inputs changed
+    overwrite: bool = False
 
 
 @dataclass
@@ -57,6 +62,9 @@ class DataConfig:
     # tokenise every train split once into the Arrow cache (reused by later runs with the same tokenizer, prompts
     # and max lengths) instead of every step's texts on the fly; pays when the tokenizer would slow a fast device
     pretokenize: bool = False
+    # rows holding fewer negatives than data.num_negatives: false = a config error naming the source; true = their
+    # negatives are cycled (the same text repeated as several negatives)
+    repeat_negatives: bool = False
 
 
 @dataclass
@@ -74,6 +82,12 @@ class TrainLoopConfig:
     precision: str = "fp32"  # fp32, bf16 (autocast) or fp16 (autocast + loss scaling, GPUs)
     grad_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% more compute
     log_every: int = 10  # steps between metrics.jsonl/wandb lines (1 logs the data order of every step)
+    # steps with a non-finite loss or gradient norm are skipped (no update) and logged; this many in a row stop the
+    # run (exit 3, no export) naming the step, the lr and the last good checkpoint
+    max_bad_steps: int = 3
+    # resume although a checkpoint's RNG state is missing or damaged (dropout then differs from an uninterrupted
+    # run); a changed process count always resumes this way, with a notice
+    inexact_resume: bool = False
 
 
 @dataclass
@@ -116,11 +130,13 @@ class TrainConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
-    def validate(self, world_size: int | None = None, zero_stage: int | None = None) -> list[str]:
-        """Every cross-field problem, in override spelling. world_size / zero_stage default to what the launcher
-        (accelerate launch, torchrun) put in the environment."""
+    def __post_init__(self) -> None:
         # YAML reads a bare on/off as a boolean, which OmegaConf then stores in this str field as "True"/"False".
         self.log.wandb = {"True": "on", "False": "off"}.get(self.log.wandb, self.log.wandb)
+
+    def validate(self, world_size: int | None = None, zero_stage: int | None = None) -> list[str]:
+        """Every problem, in override spelling; changes nothing. world_size / zero_stage default to what the
+        launcher (accelerate launch, torchrun) put in the environment."""
         world_size = launch_world_size() if world_size is None else world_size
         zero_stage = launch_zero_stage() if zero_stage is None else zero_stage
         return _check_choices(self) + _check_ranges(self) + _check_batch(self, world_size, zero_stage)
@@ -131,8 +147,8 @@ def _check_choices(c: TrainConfig) -> list[str]:
     for key, value, allowed in (
         ("train.precision", c.train.precision, PRECISIONS),
         ("optim.schedule", c.optim.schedule, SCHEDULES),
-        ("loss.kind", c.loss.kind, LOSS_KINDS),
-        ("log.wandb", c.log.wandb, WANDB_MODES),
+        ("loss.kind", c.loss.kind, LOSSES),
+        ("log.wandb", {"True": "on", "False": "off"}.get(c.log.wandb, c.log.wandb), WANDB_MODES),
         ("model.pooling", c.model.pooling, ("mean", "cls")),
     ):
         if value not in allowed:
@@ -158,23 +174,37 @@ def _check_ranges(c: TrainConfig) -> list[str]:
         ("data.val_rows", c.data.val_rows, 0),
         ("data.query_max_len", c.data.query_max_len, 2),
         ("data.doc_max_len", c.data.doc_max_len, 2),
+        ("train.max_bad_steps", c.train.max_bad_steps, 1),
     ):
         if value < low:
             errors.append(f"{key}={value} must be >= {low}")
-    if c.loss.temperature <= 0:
-        errors.append(f"loss.temperature={c.loss.temperature} must be > 0 (GTE uses 0.01)")
-    if c.optim.lr <= 0:
-        errors.append(f"optim.lr={c.optim.lr} must be > 0")
+    for key, value, low, high, hint in (
+        # below 1e-3 the logits overflow float32 products into a loss of 1e28 and no gradient signal
+        ("loss.temperature", c.loss.temperature, 1e-3, 10.0, "GTE uses 0.01, MiniLM 0.05"),
+        ("optim.lr", c.optim.lr, 0.0, math.inf, "BERT-sized models train at 1e-5 to 1e-4"),
+        ("sampler.alpha", c.sampler.alpha, 0.0, 1.0, "0 uniform, 0.5 GTE, 1 proportional to size"),
+        ("optim.max_grad_norm", c.optim.max_grad_norm, 0.0, math.inf, "0 turns clipping off"),
+        ("optim.weight_decay", c.optim.weight_decay, 0.0, 1.0, "AdamW's usual 0.01"),
+        ("optim.eps", c.optim.eps, 0.0, 1.0, "1e-8"),
+    ):
+        inside = math.isfinite(value) and low <= value <= high and (value > 0 or key not in _POSITIVE)
+        if not inside:
+            if math.isinf(high):
+                span = f"> {low:g}" if key in _POSITIVE else f">= {low:g}"
+            else:
+                span = f"in ({low:g}, {high:g}]" if key in _POSITIVE and low == 0 else f"in [{low:g}, {high:g}]"
+            errors.append(f"{key}={value} must be a finite number {span} ({hint})")
     if len(c.optim.betas) != 2 or not all(0 <= b < 1 for b in c.optim.betas):
         errors.append(f"optim.betas={list(c.optim.betas)} must be two numbers in [0, 1), e.g. [0.9,0.999]")
-    if c.sampler.alpha < 0:
-        errors.append(f"sampler.alpha={c.sampler.alpha} must be >= 0 (0 uniform, 0.5 GTE, 1 proportional)")
     if c.optim.warmup_steps > c.train.max_steps:
         errors.append(
             f"optim.warmup_steps={c.optim.warmup_steps} exceeds train.max_steps={c.train.max_steps}: "
             "the learning rate would never reach optim.lr; lower optim.warmup_steps"
         )
     return errors
+
+
+_POSITIVE = {"loss.temperature", "optim.lr", "optim.eps"}
 
 
 def _check_batch(c: TrainConfig, world_size: int, zero_stage: int) -> list[str]:

@@ -11,29 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-FORMAT = "gte-pairs/1"
-TEXT_COLUMNS = ("query", "positive")
+from gte_model.core.errors import UserError
+from gte_model.core.pairs import MANIFEST_FILE, TEXT_COLUMNS, read_manifest, resolve
+from train.batch import Batch, Tokenize
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A pairs dir that cannot be trained on; the message names the file and the fix."""
-
-
-@dataclass
-class Batch:
-    """The texts of one process's share of a batch; negatives [b][K] (empty lists when K == 0). ids: with
-    pretokenized data, the token ids of queries, then positives, then negatives (row-major), else None."""
-
-    source: str
-    rows: list[int]
-    queries: list[str]
-    positives: list[str]
-    negatives: list[list[str]]
-    ids: list[list[int]] | None = None
 
 
 class PairsData:
@@ -46,6 +32,7 @@ class PairsData:
         cache_dir: str | Path | None = None,
         num_negatives: int = 0,
         heldout: bool = True,
+        repeat_negatives: bool = False,
     ) -> None:
         self.root = Path(train_dir)
         self.manifest = read_manifest(self.root)
@@ -63,6 +50,8 @@ class PairsData:
         self._train = {s: self._open(s, "train", columns) for s in self.names}
         self._heldout = {s: self._open(s, "heldout", list(TEXT_COLUMNS)) for s in self.names} if heldout else {}
         self.pretokenized = False  # see pretokenize
+        if self.num_negatives and not repeat_negatives:
+            self._check_negative_counts()
 
     # ---- sizes --------------------------------------------------------------------------------------------
     def train_sizes(self) -> dict[str, int]:
@@ -88,11 +77,11 @@ class PairsData:
             if self.pretokenized:
                 neg_ids = [[x[i] for i in pick] for pick, x in zip(picks, got["negatives_ids"])]
         ids = None
-        if self.pretokenized:  # the order of train.loop._token_ids: queries, positives, negatives row-major
-            ids = [*got["query_ids"], *got["positive_ids"], *(x for row in neg_ids for x in row)]
+        if self.pretokenized:
+            ids = Batch.flat_ids(got["query_ids"], got["positive_ids"], neg_ids)
         return Batch(source, list(rows), list(got["query"]), list(got["positive"]), negatives, ids)
 
-    def pretokenize(self, tokenize: Callable[[list[str], str], list[list[int]]], key: str, num_proc: int = 1) -> None:
+    def pretokenize(self, tokenize: Tokenize, key: str, num_proc: int = 1) -> None:
         """Tokenise every train split once into token-id columns of the Arrow cache (reused by later runs with the
         same `key`: tokenizer, prompts and max lengths), so steps fetch ids instead of running the tokenizer.
         tokenize(texts, role) -> ids per text, role "query" or "document"."""
@@ -125,8 +114,23 @@ class PairsData:
         return Batch(source, list(rows), list(got["query"]), list(got["positive"]), [[] for _ in rows])
 
     # ---- opening ------------------------------------------------------------------------------------------
+    def _check_negative_counts(self) -> None:
+        """Every train row holds at least num_negatives negatives (else they would be silently repeated)."""
+        import pyarrow.compute as pc
+
+        for source, ds in self._train.items():
+            lengths = pc.list_value_length(ds.data.column("negatives"))
+            fewest = pc.min(lengths).as_py()
+            if fewest is not None and fewest < self.num_negatives:
+                short = int(pc.sum(pc.less(lengths, self.num_negatives)).as_py())
+                raise DataError(
+                    f"{self._where(source, 'train')}: {short} rows hold fewer than data.num_negatives="
+                    f"{self.num_negatives} negatives (the fewest: {fewest}); lower data.num_negatives, mine more "
+                    "(`gte mine negatives.k=...`), or set data.repeat_negatives=true to cycle them"
+                )
+
     def _where(self, source: str, split: str) -> str:
-        return f"{self.root / 'manifest.json'} sources.{source}.{split}"
+        return f"{self.root / MANIFEST_FILE} sources.{source}.{split}"
 
     def _open(self, source: str, split: str, columns: list[str]):
         entry = self.manifest["sources"][source].get(split)
@@ -155,8 +159,7 @@ class PairsData:
         return ds
 
     def _resolve(self, name: str) -> Path:
-        path = Path(name)
-        path = path if path.is_absolute() else self.root / path
+        path = resolve(self.root, name)
         if not path.is_file():
             raise DataError(f"{path} is listed in {self.root / 'manifest.json'} but does not exist")
         return path
@@ -167,24 +170,6 @@ class _Empty:
 
     def __len__(self) -> int:
         return 0
-
-
-def read_manifest(root: Path) -> dict:
-    """manifest.json of a pairs dir, checked for the format and a non-empty `sources` map."""
-    path = root / "manifest.json"
-    if not path.is_file():
-        raise DataError(
-            f"{path} does not exist: data.train_dir must be a pairs dir written by `gte prep` (or `gte mine`)"
-        )
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path} is not valid JSON: {exc}") from exc
-    if manifest.get("format") != FORMAT:
-        raise DataError(f"{path}: format={manifest.get('format')!r}, expected {FORMAT!r}")
-    if not isinstance(manifest.get("sources"), dict) or not manifest["sources"]:
-        raise DataError(f"{path} lists no sources (key 'sources' is missing or empty)")
-    return manifest
 
 
 def _check_shard(path: Path, columns: list[str]) -> None:

@@ -22,21 +22,11 @@ second copy of the positive score).
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 LOSSES = ("infonce", "gte")
-
-
-def text_hash(texts: Sequence[str]) -> Tensor:
-    """A 64-bit hash per text, LongTensor [N]: blake2b, so it is the same in every process (Python's hash() is
-    salted per process and would not match across ranks)."""
-    digests = (hashlib.blake2b(t.encode("utf-8"), digest_size=8).digest() for t in texts)
-    return torch.tensor([int.from_bytes(x, "little", signed=True) for x in digests], dtype=torch.long)
 
 
 def contrastive_loss(
@@ -54,7 +44,7 @@ def contrastive_loss(
     """Mean contrastive loss over the query rows `rows` (default all) of a global batch.
 
     q, d: [N, H] queries and their positives (row i of d is query i's); neg: [N, K, H] hard negatives or None.
-    Embeddings need not be normalised (cosine is taken here). Hashes (from `text_hash`): q_hash, d_hash [N],
+    Embeddings need not be normalised (cosine is taken here). Hashes (train.batch.Batch.hashes): q_hash, d_hash [N],
     neg_hash [N, K]; given, they mask duplicate texts out of the denominators.
     """
     _check_inputs(q, d, neg, kind, temperature, q_hash, d_hash, neg_hash)

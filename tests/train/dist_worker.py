@@ -5,7 +5,8 @@
 
 Each rank takes its half of a fixed global batch (queries, positives, 2 hard negatives each), embeds it through
 the tiny BERT wrapped by accelerate (DDP on gloo), gathers every column separately with gradient, computes the loss
-over its own rows against all gathered candidates and backpropagates, the loop's way (accelerator.backward,
+over its own rows against all gathered candidates with the loop's own loss factory (train.objective) and
+backpropagates, the loop's way (accelerator.backward,
 accelerator.no_sync). It saves the (DDP-averaged) gradients to OUT_DIR/rank{r}.pt.
 """
 
@@ -20,9 +21,11 @@ import torch  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
 
 from tests.conftest import make_tiny_model  # noqa: E402
-from train.distributed import all_reduce_mean, gather_nograd, gather_with_grad, local_rows, world  # noqa: E402
+from train.batch import Batch  # noqa: E402
+from train.config import LossConfig  # noqa: E402
+from train.distributed import all_reduce_mean, local_rows, world  # noqa: E402
 from train.grad_cache import cached_step  # noqa: E402
-from train.loss import contrastive_loss, text_hash  # noqa: E402
+from train.objective import make_loss_fn  # noqa: E402
 from train.step import make_chunks, plain_step  # noqa: E402
 
 QUERIES = ["the cat plays piano", "stock price fell", "python package file", "a red dog runs"]
@@ -32,28 +35,13 @@ NEGS = [["a dog plays guitar", "music"], ["the stock rose", "a report"], ["a dat
 MODES = [("gte", "plain"), ("infonce", "plain"), ("gte", "cached")]
 
 
-def make_loss_fn(kind: str, order: torch.Tensor, b: int, k: int, hashes: tuple[torch.Tensor, ...]):
-    """Chunk-ordered local embeddings [b*(2+k), H] -> this rank's loss against the gathered global batch."""
-    inverse = torch.argsort(order)
-    q_hash, d_hash, neg_hash = (gather_nograd(h) for h in hashes)  # [W*b], [W*b], [W*b, K]
-
-    def loss_fn(emb: torch.Tensor) -> torch.Tensor:
-        emb = emb[inverse]  # local original order: queries, positives, negatives
-        q, d, neg = emb[:b], emb[b : 2 * b], emb[2 * b :].reshape(b, k, -1)
-        q, d, neg = gather_with_grad(q), gather_with_grad(d), gather_with_grad(neg)  # each column on its own
-        return contrastive_loss(
-            q, d, neg, kind=kind, temperature=0.05, q_hash=q_hash, d_hash=d_hash, neg_hash=neg_hash, rows=local_rows(b)
-        )
-
-    return loss_fn
+def local_batch(rows: slice) -> Batch:
+    """This rank's rows of the fixed global batch."""
+    return Batch("toy", list(range(len(QUERIES)))[rows], QUERIES[rows], DOCS[rows], [list(n) for n in NEGS[rows]])
 
 
-def local_batch(rows: slice) -> tuple[list[str], tuple[torch.Tensor, ...], int, int]:
-    """This rank's texts (queries, positives, negatives flattened) and their hashes."""
-    q, d, n = QUERIES[rows], DOCS[rows], NEGS[rows]
-    flat_negs = [t for row in n for t in row]
-    hashes = (text_hash(q), text_hash(d), text_hash(flat_negs).reshape(len(n), -1))
-    return q + d + flat_negs, hashes, len(q), len(n[0])
+def loss_config(kind: str) -> LossConfig:
+    return LossConfig(kind=kind, temperature=0.05, mask_duplicates=True)
 
 
 def main(out_dir: str, model_dir: str) -> None:
@@ -64,13 +52,14 @@ def main(out_dir: str, model_dir: str) -> None:
     # GTEModel freezes BERT's unused pooler, so DDP (find_unused_parameters=False) waits for no missing gradient.
     ddp = accelerator.prepare(model)
     b = len(QUERIES) // size
-    texts, hashes, b, k = local_batch(local_rows(b))
+    batch = local_batch(local_rows(b))
+    texts = batch.queries + batch.documents()
     results = {}
     for kind, step in MODES:
         chunk_size = len(texts) if step == "plain" else 3  # plain: one forward (DDP wants one per backward)
         chunks, order = make_chunks(model.tokenize_ids(texts), chunk_size, model.tokenizer.pad_token_id)
         model.zero_grad(set_to_none=True)
-        loss_fn = make_loss_fn(kind, order, b, k, hashes)
+        loss_fn = make_loss_fn(batch, order, loss_config(kind), "cpu")  # the loop's own loss factory
         kwargs = {"no_sync": lambda: accelerator.no_sync(ddp)} if step == "cached" else {}
         fn = cached_step if step == "cached" else plain_step
         loss = fn(lambda c: ddp(**c), chunks, loss_fn, backward=accelerator.backward, **kwargs)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gte_model.configio import ConfigError, load_config
+from gte_model.core.config import ConfigError, load_config
 from train.config import TrainConfig, launch_zero_stage
-from train.loop import lr_factor
+from train.trainer import lr_factor
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "tiny.yaml"

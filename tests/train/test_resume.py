@@ -85,3 +85,32 @@ def test_a_half_written_checkpoint_is_ignored_and_cleaned(tmp_path):
     assert latest_checkpoint(tmp_path) == ckpts / "step-0000005"
     clean_partial(tmp_path)
     assert not (ckpts / ".tmp-step-0000010").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_the_step_checkpoints_exits_75_and_resumes_exactly(tmp_path):
+    """SLURM's preemption notice: SIGTERM (or SIGUSR1) mid-run -> a checkpoint at the step that was running, exit
+    75; the same command then ends with the weights and data order of an uninterrupted run."""
+    pairs = write_tiny_pairs(tmp_path / "pairs")
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    overrides = ("train.checkpoint_every=0",)  # only the preemption writes a checkpoint before the end
+    _run([*_command(straight, pairs), *overrides])
+    proc = subprocess.Popen([*_command(stopped, pairs), *overrides], cwd=ROOT, env=subprocess_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics, deadline = stopped / "metrics.jsonl", time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:  # signal once a few steps are logged
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err[-2000:]
+    assert "SIGTERM received" in out and "re-run the same command to resume" in err
+    (step, path), = list_checkpoints(stopped)
+    assert 3 <= step < 40 and f"checkpoint at step {step}" in err
+    resumed = _run([*_command(stopped, pairs), *overrides])
+    assert f"resuming from {path} (step {step})" in resumed.stdout
+    a, b = load_file(straight / "export" / "model.safetensors"), load_file(stopped / "export" / "model.safetensors")
+    for name in a:
+        np.testing.assert_allclose(b[name], a[name], rtol=0, atol=1e-6, err_msg=name)
+    assert _train_order(stopped) == _train_order(straight)

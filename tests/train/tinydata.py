@@ -8,7 +8,6 @@ in another order plus one word, so a model can learn to match them; negatives ar
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 from pathlib import Path
@@ -16,6 +15,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from gte_model.core.pairs import finish
+from gte_model.core.record import Record
 from tests.conftest import WORDS
 
 # name -> (train rows, heldout rows, words per query)
@@ -34,10 +35,10 @@ def _rows(name: str, n: int, words: int, rng: random.Random) -> list[dict]:
 
 
 def write_tiny_pairs(out: str | Path, seed: int = 0) -> Path:
-    """Write <out>/manifest.json and <out>/<source>/{train,heldout}-00000.parquet; returns out."""
+    """Write <out>/<source>/{train,heldout}-00000.parquet, manifest.json and the completion record; returns out."""
     out = Path(out)
     rng = random.Random(seed)
-    manifest: dict = {"format": "gte-pairs/1", "sources": {}}
+    sources: dict = {}
     for name, (n_train, n_heldout, words) in SOURCES.items():
         (out / name).mkdir(parents=True, exist_ok=True)
         rows = _rows(name, n_train + n_heldout, words, rng)
@@ -46,8 +47,8 @@ def write_tiny_pairs(out: str | Path, seed: int = 0) -> Path:
             rel = f"{name}/{split}-00000.parquet"
             pq.write_table(pa.Table.from_pylist(part), out / rel)
             entry[split] = {"files": [rel], "rows": len(part)}
-        manifest["sources"][name] = entry
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        sources[name] = entry
+    finish(out, sources, {}, Record("prep", 0, {"tinydata.seed": seed}))
     return out
 
 

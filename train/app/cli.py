@@ -5,8 +5,11 @@ gte export SRC OUT                      write SRC (preset, packaged name or fold
 gte prep CONFIG [key=value ...]         build relevance pairs from raw corpora        (data_prep.prep)
 gte mine CONFIG [key=value ...]         mine hard negatives                           (data_prep.mine)
 gte train CONFIG [key=value ...]        train one stage                               (train.loop)
-gte eval MODEL [--tasks ...]            evaluate an export                            (train.evaluate)
+gte eval MODEL [--tasks ...]            evaluate an export                            (train.eval.evaluate)
 gte run CONFIG [key=value ...]          the whole pipeline: prep -> train -> mine -> train -> eval
+
+Exit codes: 0 done; 2 a problem you can fix (one line names the file or key and the fix); 75 a training run was
+preempted (SIGTERM/SIGUSR1) after writing a checkpoint: re-run the same command to resume.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ import importlib
 import os
 import sys
 
+from gte_model.core.errors import EXIT_USER_ERROR, user_message
+from train.preempt import EXIT_PREEMPTED, Preempted
+
 # Each subcommand lives with its code; imported lazily so `gte encode` does not pay for faiss or deepspeed.
 COMMANDS = {
     "encode": "gte_model.commands:encode_main",
@@ -22,8 +28,8 @@ COMMANDS = {
     "prep": "data_prep.prep:main",
     "mine": "data_prep.mine:main",
     "train": "train.loop:main",
-    "eval": "train.evaluate:main",
-    "run": "train.pipeline:main",
+    "eval": "train.eval.evaluate:main",
+    "run": "train.app.pipeline:main",
 }
 
 
@@ -40,8 +46,24 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     module, func = COMMANDS[command].split(":")
-    result = getattr(importlib.import_module(module), func)(rest)
-    return int(result or 0)
+    return run_command(command, lambda: getattr(importlib.import_module(module), func)(rest))
+
+
+def run_command(command: str, job) -> int:
+    """The one error boundary: an expected failure is one line `gte <cmd>: <file or key>: <problem>; <fix>` and
+    exit 2; a preempted training run exits 75 (requeue and re-run to resume); anything else is a bug and keeps its
+    traceback."""
+    try:
+        return int(job() or 0)
+    except Preempted as exc:
+        print(f"gte {command}: {exc}", file=sys.stderr, flush=True)
+        return EXIT_PREEMPTED
+    except Exception as exc:
+        message = user_message(exc)
+        if message is None:
+            raise
+        print(f"gte {command}: {message}", file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

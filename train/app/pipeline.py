@@ -3,8 +3,10 @@
   gte run configs/quickstart.yaml                      # the README's main command (about 30 min on a 2-core CPU)
   gte run configs/quickstart.yaml run.dir=runs/qs2 stage1.train.max_steps=10   # any key of any phase
 
-Each phase records completion in <run.dir>/phases/<phase>.json and is skipped when re-run, and the phases that are
-long (training, mining) resume inside themselves, so an interrupted pipeline finishes where it stopped. Layout:
+Each phase records completion in <run.dir>/phases/<phase>.json (its config section, the upstream phases' digest,
+seconds and peak memory). Re-running skips a phase with the same record; a changed phase is rebuilt with every
+phase after it (a training phase whose only change is a larger train.max_steps continues). Long phases (training,
+mining) resume inside themselves, so an interrupted pipeline finishes where it stopped. Layout:
   <run.dir>/data/pairs  prep output        <run.dir>/stage1  stage-1 run (its export feeds mining and stage 2)
   <run.dir>/data/mined  triples            <run.dir>/stage2  stage-2 run
   <run.dir>/export      the final model    <run.dir>/eval/{base,stage1,stage2}  results
@@ -14,7 +16,8 @@ long (training, mining) resume inside themselves, so an interrupted pipeline fin
 from __future__ import annotations
 
 import argparse
-import json
+import copy
+import gc
 import shutil
 import sys
 import time
@@ -24,11 +27,18 @@ from pathlib import Path
 
 from data_prep.mine import MineConfig, mine
 from data_prep.prep import PrepConfig, prep
-from gte_model.configio import ConfigError, dump_config, load_config, save_config
+from gte_model.core.atomic import build_dir
+from gte_model.core.config import ConfigError, dump_config, load_config, save_config
+from gte_model.core.memory import children_peak_rss_mb, peak_rss_mb, reset_peak
+from gte_model.core.pairs import beir_dirs
+from gte_model.core.record import Record, digest_json, flatten, read_record, write_record
+from train.app.report import PHASES_DIR, write_report
 from train.config import TrainConfig
-from train.evaluate import evaluate, manifest_beir_dirs
+from train.eval.evaluate import evaluate
 from train.loop import fit
-from train.report import write_report
+
+PHASE_FORMAT = 1
+_REBUILD_KEYS = frozenset({"overwrite", "run.overwrite"})  # set by the pipeline itself when a phase must rebuild
 
 
 @dataclass
@@ -69,9 +79,12 @@ class PipelineConfig:
         self.stage2.model.init_from = self.mine.model
         return self
 
-    def validate(self) -> list[str]:
+    def __post_init__(self) -> None:
         self.resolve()
+
+    def validate(self) -> list[str]:
         errors = [f"prep.{e}" for e in self.prep.validate()]
+        errors += [f"mine.{e}" for e in self.mine.validate()]
         # World size and ZeRO stage come from the launcher, as in `gte train`.
         errors += [f"stage1: {e}" for e in self.stage1.validate()]
         errors += [f"stage2: {e}" for e in self.stage2.validate()]
@@ -88,17 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", help="YAML config, e.g. configs/quickstart.yaml")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. run.dir=runs/x stage1.optim.lr=1e-5")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        cfg = load_config(PipelineConfig, args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"gte run: {exc}", file=sys.stderr)
-        return 2
-    run_pipeline(cfg)
+    run_pipeline(load_config(PipelineConfig, args.config, args.overrides))
     return 0
 
 
 def run_pipeline(cfg: PipelineConfig) -> Path:
-    """Run every phase not yet recorded as done; returns the report path."""
+    """Run every phase whose record is missing or changed (and every phase after a changed one); returns the report
+    path."""
     cfg.resolve()
     root = Path(cfg.run.dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -109,24 +118,33 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
     final = root / "export"
     eval_kw = {"tasks": cfg.eval.tasks, "bf16": cfg.eval.bf16, "batch_size": cfg.eval.batch_size,
                "beir_dirs": lambda: _beir_sets(cfg)}
-    phases: list[tuple[str, Callable[[], object]]] = [
-        ("prep", lambda: prep(cfg.prep)),
-        ("stage1", lambda: fit(cfg.stage1)),
-        ("mine", lambda: mine(cfg.mine)),
-        ("stage2", lambda: fit(cfg.stage2)),
-        ("export", lambda: _copy_export(stage2_export, final)),
-        ("eval_base", lambda: _evaluate(base, root / "eval" / "base", update_card=False, **eval_kw)),
-        ("eval_stage1", lambda: _evaluate(stage1_export, root / "eval" / "stage1", **eval_kw)),
-        ("eval_stage2", lambda: _evaluate(final, root / "eval" / "stage2", **eval_kw)),
+    phases = [
+        Phase("prep", cfg.prep, lambda force: prep(_forced(cfg.prep, "overwrite", force))),
+        Phase("stage1", cfg.stage1, lambda force: fit(_forced(cfg.stage1, "run.overwrite", force))),
+        Phase("mine", cfg.mine, lambda force: mine(_forced(cfg.mine, "overwrite", force))),
+        Phase("stage2", cfg.stage2, lambda force: fit(_forced(cfg.stage2, "run.overwrite", force))),
+        Phase("export", {}, lambda force: _copy_export(stage2_export, final)),
+        Phase("eval_base", {"eval": cfg.eval, "model": base},
+              lambda force: _evaluate(base, root / "eval" / "base", update_card=False, **eval_kw)),
+        Phase("eval_stage1", cfg.eval, lambda force: _evaluate(stage1_export, root / "eval" / "stage1", **eval_kw)),
+        Phase("eval_stage2", cfg.eval, lambda force: _evaluate(final, root / "eval" / "stage2", **eval_kw)),
     ]
-    for name, job in phases:
-        _run_phase(root, name, job)
+    upstream = ""
+    for phase in phases:
+        upstream = _run_phase(root, phase, upstream)
     return write_report(root, base_name=base)
+
+
+@dataclass
+class Phase:
+    name: str
+    config: object  # the section whose keys decide whether the phase must run again
+    job: Callable[[bool], object]  # job(force): force = rebuild the phase's output even if it looks done
 
 
 def _beir_sets(cfg: PipelineConfig) -> dict[str, Path]:
     """The prep output's held-out BEIR sets, limited to eval.beir_sources when set."""
-    sets = manifest_beir_dirs(cfg.prep.out_dir)
+    sets = beir_dirs(cfg.prep.out_dir, key="prep.out_dir")
     wanted = cfg.eval.beir_sources or list(sets)
     missing = sorted(set(wanted) - set(sets))
     if missing:
@@ -141,30 +159,48 @@ def _evaluate(model, out_dir: Path, beir_dirs: Callable[[], dict], **kwargs) -> 
     return evaluate(model, beir_dirs=beir_dirs(), out_dir=out_dir, **kwargs)
 
 
-def phase_done(root: Path, name: str) -> dict | None:
-    marker = root / "phases" / f"{name}.json"
-    return json.loads(marker.read_text()) if marker.is_file() else None
+def _forced(section, key: str, force: bool):
+    """The section with its rebuild key set (a copy: config.yaml keeps what the user wrote)."""
+    if not force:
+        return section
+    section = copy.deepcopy(section)
+    owner, _, name = key.rpartition(".")
+    setattr(getattr(section, owner) if owner else section, name, True)
+    return section
 
 
-def _run_phase(root: Path, name: str, job: Callable[[], object]) -> None:
-    if phase_done(root, name) is not None:
-        print(f"[run] {name}: done before, skipped", flush=True)
-        return
-    print(f"[run] {name}: starting", flush=True)
+def phase_record(root: Path, name: str) -> Record | None:
+    return read_record(root / PHASES_DIR, f"{name}.json")
+
+
+def _run_phase(root: Path, phase: Phase, upstream: str) -> str:
+    """Run one phase unless its record says it is done with this config after these upstream phases; returns the
+    digest the next phase depends on. A changed phase is rebuilt (force), except a training phase whose only change
+    is a larger train.max_steps, which continues."""
+    want = Record(f"phase:{phase.name}", PHASE_FORMAT, flatten(phase.config, skip=_REBUILD_KEYS),
+                  {"upstream": upstream})
+    digest = digest_json([want.kind, want.config, want.inputs])
+    have = phase_record(root, phase.name)
+    changes = have.changes(want) if have is not None else []
+    if have is not None and not changes:
+        print(f"[run] {phase.name}: done before, skipped", flush=True)
+        return digest
+    force = bool(changes) and any(not c.startswith("train.max_steps ") for c in changes)
+    why = f" (changed: {'; '.join(changes)})" if changes else ""
+    print(f"[run] {phase.name}: starting{why}", flush=True)
+    (root / PHASES_DIR / f"{phase.name}.json").unlink(missing_ok=True)
+    gc.collect()
+    reset_peak()
     start = time.perf_counter()
-    job()
-    seconds = time.perf_counter() - start
-    marker = root / "phases" / f"{name}.json"
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"phase": name, "seconds": round(seconds, 1), "finished": time.time()}) + "\n")
-    tmp.replace(marker)  # the marker appears only once the phase really finished
-    print(f"[run] {name}: finished in {seconds:.0f}s", flush=True)
+    phase.job(force)
+    want.stats = {"seconds": round(time.perf_counter() - start, 1), "finished": time.time(),
+                  "peak_rss_mb": peak_rss_mb(), "children_peak_rss_mb": children_peak_rss_mb()}
+    write_record(root / PHASES_DIR, want, f"{phase.name}.json")  # the phase counts as done only from here on
+    print(f"[run] {phase.name}: finished in {want.stats['seconds']:.0f}s, peak RSS "
+          f"{want.stats['peak_rss_mb']:.0f} MiB", flush=True)
+    return digest
 
 
 def _copy_export(src: Path, dst: Path) -> None:
-    tmp = dst.parent / f".{dst.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.replace(dst)
+    with build_dir(dst, "gte run export", "run.dir") as tmp:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)

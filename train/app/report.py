@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from train.evaluate import compare_table
+from gte_model.core.atomic import write_text
+from gte_model.core.record import Record, read_record
+from train.eval.evaluate import compare_table
 from train.metrics import plot_losses, read_metrics
 
 STAGES = ("base", "stage1", "stage2")
+PHASES_DIR = "phases"  # <run.dir>/phases/<phase>.json: the records train.app.pipeline writes
 
 
 def write_report(root: str | Path, base_name: str = "base") -> Path:
@@ -21,20 +24,35 @@ def write_report(root: str | Path, base_name: str = "base") -> Path:
     if results:
         labels = {"base": f"base ({base_name})", "stage1": "stage 1", "stage2": "stage 2 (final)"}
         lines += ["## Evaluation", "", compare_table({labels[s]: r for s, r in results.items()}), ""]
-    lines += ["## Wall time per phase", "", "| phase | seconds |", "| --- | --- |"]
-    total = 0.0
-    for marker in sorted((root / "phases").glob("*.json"), key=lambda p: json.loads(p.read_text())["finished"]):
-        info = json.loads(marker.read_text())
-        total += info["seconds"]
-        lines.append(f"| {info['phase']} | {info['seconds']:.0f} |")
-    lines += [f"| **total** | {total:.0f} |", ""]
+    lines += ["## Wall time and peak memory per phase", "",
+              "Peak RSS: this process during the phase (its peak is reset when a phase starts); worker processes "
+              "(prep's pool) are listed apart, as the largest one over the whole run.", "",
+              "| phase | seconds | peak RSS (MiB) |", "| --- | --- | --- |"]
+    total, peaks, workers = 0.0, [], 0.0
+    for name, rec in _phases(root):
+        total += rec.stats["seconds"]
+        peaks.append(rec.stats.get("peak_rss_mb", 0.0))
+        workers = max(workers, rec.stats.get("children_peak_rss_mb", 0.0))
+        lines.append(f"| {name} | {rec.stats['seconds']:.0f} | {rec.stats.get('peak_rss_mb', 0.0):.0f} |")
+    lines += [f"| **total** | {total:.0f} | {max(peaks, default=0.0):.0f} |", "",
+              f"Largest worker process: {workers:.0f} MiB.", ""]
     if png is not None:
         lines += [f"![losses and metrics]({png.name})", ""]
     lines += [f"Final model: `{root / 'export'}` (loads with SentenceTransformer and AutoModel).", ""]
     report = root / "report.md"
-    report.write_text("\n".join(lines))
+    write_text(report, "\n".join(lines))
     print(f"[run] report: {report}")
     return report
+
+
+def _phases(root: Path) -> list[tuple[str, Record]]:
+    """(phase name, record) of every finished phase, in the order they finished."""
+    found = []
+    for path in (root / PHASES_DIR).glob("*.json"):
+        rec = read_record(path.parent, path.name)
+        if rec is not None and "seconds" in rec.stats:
+            found.append((path.stem, rec))
+    return sorted(found, key=lambda item: item[1].stats.get("finished", 0.0))
 
 
 def _results(folder: Path) -> dict | None:

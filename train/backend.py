@@ -1,0 +1,113 @@
+"""What depends on the launch backend (plain / DDP / DeepSpeed): the Accelerator and the optimizer update.
+
+accelerate owns devices, DDP, DeepSpeed and autocast; the trainer calls these and nothing lower.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from gte_model.core.config import ConfigError
+from train.config import TrainConfig
+from train.distributed import all_reduce_mean
+
+
+def make_accelerator(cfg: TrainConfig):
+    """The Accelerator, with the launch-dependent rules re-checked against what it actually got."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    # One process may fit several stages (gte run); accelerate keeps the first one's precision in a process-wide
+    # singleton and refuses another. The process group (PartialState) is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    # cpu=True without CUDA: under `accelerate launch --multi_gpu` the processes then form a gloo group (without it
+    # each would train alone, believing itself rank 0 of 1). DeepSpeed sets up its own group (cpu=True would drop it).
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    acc = Accelerator(mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[cfg.train.precision],
+                      cpu=not torch.cuda.is_available() and not deepspeed)
+    stage = acc.state.deepspeed_plugin.zero_stage if is_deepspeed(acc) else 0
+    errors = cfg.validate(world_size=acc.num_processes, zero_stage=stage)
+    if errors:
+        raise ConfigError("invalid config for this launch:\n  " + "\n  ".join(errors))
+    if is_deepspeed(acc):  # no dataloader goes through prepare(), so DeepSpeed's batch fields are filled here
+        ds = acc.state.deepspeed_plugin.deepspeed_config
+        ds["train_micro_batch_size_per_gpu"] = cfg.train.global_batch_size // acc.num_processes
+        ds["train_batch_size"] = cfg.train.global_batch_size
+        ds["gradient_accumulation_steps"] = 1
+        ds["gradient_clipping"] = cfg.optim.max_grad_norm
+    return acc
+
+
+def is_deepspeed(acc) -> bool:
+    from accelerate.utils import DistributedType
+
+    return acc.distributed_type == DistributedType.DEEPSPEED
+
+
+@dataclass
+class Updater:
+    """backward(loss) for the step functions, no_sync() for all cached chunks but the last, and update(loss, lr):
+    clip, check that loss and gradient norm are finite on every process, then step (or skip) and zero the grads.
+    Returns (grad norm, applied)."""
+
+    backward: Callable[[torch.Tensor], None]
+    no_sync: Callable[[], contextlib.AbstractContextManager]
+    update: Callable[[torch.Tensor, float], tuple[float | None, bool]]
+
+
+def make_updater(acc, model, optimizer, max_grad_norm: float) -> Updater:
+    if is_deepspeed(acc):
+        return _deepspeed_updater(model)
+
+    def update(loss: torch.Tensor, lr: float) -> tuple[float | None, bool]:
+        params = [p for p in model.parameters() if p.grad is not None]
+        if max_grad_norm > 0:
+            norm = acc.clip_grad_norm_(model.parameters(), max_grad_norm)
+        else:  # clipping off: the norm is still measured, for the finiteness check and the log
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params]) if params else torch.zeros(())
+        applied = _all_finite(loss, norm, acc.device)
+        if applied:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(norm), applied
+
+    return Updater(acc.backward, lambda: acc.no_sync(model), update)
+
+
+def _deepspeed_updater(engine) -> Updater:
+    """accelerator.backward also steps the optimizer under DeepSpeed, which the cached step's per-chunk backward must
+    not do: the engine's own backward is used, and no_sync marks chunks but the last as gradient-accumulation
+    micro-steps (the engine's no_sync() drops their gradients under ZeRO-1: measured). The engine steps once,
+    clipping by the gradient_clipping set in make_accelerator. A non-finite step cannot be skipped inside the
+    engine, so the trainer stops at the first one (train.max_bad_steps does not apply)."""
+
+    @contextlib.contextmanager
+    def no_sync():
+        engine.set_gradient_accumulation_boundary(False)
+        try:
+            yield
+        finally:
+            engine.set_gradient_accumulation_boundary(True)
+
+    def update(loss: torch.Tensor, lr: float) -> tuple[float | None, bool]:
+        for group in engine.optimizer.param_groups:
+            group["lr"] = lr
+        engine.step()  # clip, optimizer step, zero grads
+        norm = engine.get_global_grad_norm()
+        return (None if norm is None else float(norm)), _all_finite(loss, torch.tensor(norm or 0.0), engine.device)
+
+    return Updater(engine.backward, no_sync, update)
+
+
+def _all_finite(loss: torch.Tensor, norm: torch.Tensor, device) -> bool:
+    """Whether loss and gradient norm are finite on every process (the mean of 0/1 flags is 1 only then)."""
+    ok = torch.tensor(float(math.isfinite(float(loss)) and math.isfinite(float(norm))), device=device)
+    return bool(all_reduce_mean(ok).item() == 1.0)

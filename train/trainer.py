@@ -1,0 +1,248 @@
+"""The Trainer: everything one stage needs, built once, with one public method per thing the loop does.
+
+  trainer = Trainer(cfg)          model, data, sampler, optimizer, step function (plain or cached, chosen here)
+  start = trainer.resume()        the newest intact checkpoint, or step 0
+  stats = trainer.step(step)      one optimizer step on the global batch the sampler names for `step`
+  trainer.validate()              validation loss / in-batch accuracy on held-out rows
+  trainer.save(done, state)       a checkpoint
+  trainer.export()                the final model, reload-checked
+Benchmarks and tests use these names only; the loop that calls them is train.loop.fit.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gte_model import GTEModel, Packed, load_model, supports_packing
+from gte_model.export import export_model
+from train.backend import Updater, make_accelerator, make_updater
+from train.batch import Batch
+from train.checkpoint import Checkpoint, find_resumable, load_checkpoint, save_checkpoint
+from train.config import TrainConfig
+from train.data import PairsData
+from train.distributed import world
+from train.grad_cache import cached_step
+from train.objective import make_loss_fn, validation_scores
+from train.sampler import SourceBatchSampler
+from train.step import make_chunks, plain_step
+from train.tokens import RoleTokenizer
+
+PROBE_FILE = "export_probe.json"
+EXPORT_TOLERANCE = 1e-4  # max |diff| between the trained model's vectors and the reloaded export's
+
+
+class ExportMismatch(RuntimeError):
+    """The export reloads to other vectors than the trained model gives: it is not written as done."""
+
+
+@dataclass
+class StepStats:
+    step: int
+    loss: float
+    lr: float
+    grad_norm: float | None
+    applied: bool  # False: a non-finite loss or gradient norm, the update was skipped
+    source: str
+    rows: list[int]
+    tokens: int
+    seconds: float
+
+
+def lr_factor(step: int, *, warmup: int, total: int, schedule: str) -> float:
+    """Multiplier of optim.lr for the step after `step` completed ones: linear warmup, then decay to 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig) -> None:
+        from accelerate.utils import set_seed
+
+        self.cfg = cfg
+        self.run_dir = Path(cfg.run.dir)
+        self.accelerator = make_accelerator(cfg)
+        set_seed(cfg.train.seed)  # before the model: a preset's random init depends on it
+        self.gte: GTEModel = build_model(cfg)
+        d = cfg.data
+        self.tokenize = RoleTokenizer(self.gte.tokenizer, d.query_prompt, d.doc_prompt, d.query_max_len,
+                                      d.doc_max_len)
+        with self.accelerator.main_process_first():  # the first process builds the Arrow cache, the others reuse it
+            self.data = PairsData(d.train_dir, d.sources or None, d.cache_dir or self.run_dir / "cache",
+                                  d.num_negatives, heldout=d.val_rows > 0, repeat_negatives=d.repeat_negatives)
+            if d.pretokenize:
+                self.data.pretokenize(self.tokenize, self.tokenize.key(), num_proc=min(4, os.cpu_count() or 1))
+        self.sampler = SourceBatchSampler(self.data.train_sizes(), cfg.train.global_batch_size, cfg.sampler.alpha,
+                                          cfg.train.seed)
+        self.optimizer = build_optimizer(self.gte, cfg)
+        self.model, self.optimizer = self.accelerator.prepare(self.gte, self.optimizer)
+        self.updater: Updater = make_updater(self.accelerator, self.model, self.optimizer, cfg.optim.max_grad_norm)
+        u = self.updater
+        if cfg.train.grad_cache:
+            self.step_fn = functools.partial(cached_step, backward=u.backward, autocast=self.accelerator.autocast,
+                                             no_sync=u.no_sync)
+        else:
+            self.step_fn = functools.partial(plain_step, backward=u.backward, autocast=self.accelerator.autocast)
+        self.packed = cfg.train.packed and supports_packing(self.gte.backbone)
+        if cfg.train.packed and not self.packed and self.is_main:
+            print(f"gte train: train.packed=true needs a BertModel backbone, this is "
+                  f"{type(self.gte.backbone).__name__}; using padded chunks (set train.packed=false to silence this)",
+                  flush=True)
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    # ---- one step ---------------------------------------------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        o = self.cfg.optim
+        return o.lr * lr_factor(step, warmup=o.warmup_steps, total=self.cfg.train.max_steps, schedule=o.schedule)
+
+    def batch_at(self, step: int) -> Batch:
+        """This process's rows of the global batch the sampler names for `step`."""
+        rank, size = world()
+        source, rows = self.sampler.batch_at(step)
+        return self.data.train_batch(source, self.sampler.local(rows, rank, size), self.cfg.train.seed, step)
+
+    def chunks(self, ids: list[list[int]]):
+        t = self.cfg.train
+        return make_chunks(ids, t.chunk_size, self.gte.tokenizer.pad_token_id, t.chunk_tokens, packed=self.packed)
+
+    def encode(self, chunk: dict[str, torch.Tensor] | Packed) -> torch.Tensor:
+        device = self.accelerator.device
+        if isinstance(chunk, Packed):
+            return self.model(packed=chunk.to(device))  # [c, H]
+        return self.model(**{k: v.to(device) for k, v in chunk.items()})  # [c, H]
+
+    def step(self, step: int) -> StepStats:
+        started = time.perf_counter()
+        source, global_rows = self.sampler.batch_at(step)
+        batch = self.batch_at(step)
+        ids = batch.token_ids(self.tokenize)
+        chunks, order = self.chunks(ids)
+        loss_fn = make_loss_fn(batch, order, self.cfg.loss, self.accelerator.device)
+        loss = self.step_fn(self.encode, chunks, loss_fn)
+        lr = self.lr_at(step)
+        norm, applied = self.updater.update(loss, lr)
+        return StepStats(step, float(loss), lr, norm, applied, source, global_rows, sum(len(x) for x in ids),
+                         time.perf_counter() - started)
+
+    # ---- validation -------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Validation loss and in-batch top-1 retrieval accuracy on held-out rows (in-batch negatives only, so stage
+        1 and stage 2 are measured alike)."""
+        losses, accs = [], []
+        self.model.eval()
+        for source, rows in self._val_batches():
+            batch = self.data.heldout_batch(source, rows)
+            chunks, order = self.chunks(batch.token_ids(self.tokenize))
+            with self.accelerator.autocast():
+                emb = torch.cat([self.encode(c).float() for c in chunks])
+            loss, acc = validation_scores(batch, emb[torch.argsort(order).to(emb.device)], self.cfg.loss)
+            losses.append(loss)
+            accs.append(acc)
+        self.model.train()
+        if not losses:
+            return {"val_batches": 0}
+        return {"val_loss": float(np.mean(losses)), "val_acc": float(np.mean(accs)), "val_batches": len(losses)}
+
+    def _val_batches(self):
+        """(source, this process's rows) of each validation batch: the first data.val_rows held-out rows per source,
+        in batches of up to train.global_batch_size split evenly over the processes."""
+        rank, size = world()
+        for source, n_rows in self.data.heldout_sizes().items():
+            n = min(self.cfg.data.val_rows, n_rows)
+            batch = min(self.cfg.train.global_batch_size, n) // size * size
+            for start in range(0, n - batch + 1, batch) if batch else []:
+                b = batch // size
+                yield source, list(range(start + rank * b, start + (rank + 1) * b))
+
+    # ---- checkpoints ------------------------------------------------------------------------------------------
+    def save(self, done: int, state: dict) -> Path:
+        t = self.cfg.train
+        return save_checkpoint(self.accelerator, self.model, self.optimizer, self.run_dir, done, state,
+                               t.keep_checkpoints)
+
+    def resume(self) -> Checkpoint | None:
+        """Restore the newest intact checkpoint (None: start at step 0)."""
+        rank, size = world()
+        log = print if self.is_main else (lambda *a, **k: None)
+        ckpt = find_resumable(self.run_dir, rank, size, self.cfg.train.inexact_resume, log=log)
+        if ckpt is not None:
+            load_checkpoint(self.accelerator, self.model, self.optimizer, ckpt)
+        return ckpt
+
+    # ---- export -----------------------------------------------------------------------------------------------
+    def export(self, config: dict) -> tuple[Path, float]:
+        """Save the model to <run.dir>/export and check that it reloads to the trained model's vectors; returns
+        (folder, max |diff|). Raises ExportMismatch (after which nothing is marked done) when it does not."""
+        acc, export_dir, diff = self.accelerator, self.run_dir / "export", 0.0
+        acc.wait_for_everyone()
+        if self.is_main:
+            gte = acc.unwrap_model(self.model, keep_fp32_wrapper=False)
+            export_model(gte, export_dir, train_config=config)
+            diff = self._check_export(gte, export_dir)
+        acc.wait_for_everyone()
+        return export_dir, diff
+
+    def _check_export(self, gte: GTEModel, export_dir: Path) -> float:
+        """Train/inference parity: the export, loaded the way users load it, embeds probe texts like the trained
+        model. The probe is kept in <run.dir>/export_probe.json for other clients (sentence-transformers)."""
+        source = self.data.names[0]
+        batch = self.data.train_batch(source, list(range(min(8, self.data.train_sizes()[source]))), 0, 0)
+        d = self.cfg.data
+        # Literal prefixes (not prompt names): an empty prompt is not stored in the export under its name.
+        texts = {"query": (d.query_prompt, batch.queries), "document": (d.doc_prompt, batch.positives)}
+        trained = {role: gte.encode(t, prompt=p or None, normalize=True) for role, (p, t) in texts.items()}
+        loaded = load_model(export_dir)
+        diff = max(float(np.abs(loaded.encode(t, prompt=p or None, normalize=True) - trained[role]).max())
+                   for role, (p, t) in texts.items())
+        probe = {role: {"prompt": p, "texts": t, "vectors": trained[role].tolist()} for role, (p, t) in texts.items()}
+        (self.run_dir / PROBE_FILE).write_text(json.dumps(probe))
+        if not diff <= EXPORT_TOLERANCE:
+            raise ExportMismatch(f"{export_dir}: the export reloads to vectors {diff:.2e} away from the trained "
+                                 f"model's (tolerance {EXPORT_TOLERANCE}); the run is not marked done")
+        return diff
+
+
+def build_model(cfg: TrainConfig) -> GTEModel:
+    m, d = cfg.model, cfg.data
+    gte = load_model(m.init_from, pooling=m.pooling, normalize=m.normalize,
+                     max_seq_len=max(d.query_max_len, d.doc_max_len), tokenizer_from=m.tokenizer_from or None)
+    # The config is the truth for prompts: what training prepends is what the export tells clients to prepend.
+    gte.prompts = {k: v for k, v in (("query", d.query_prompt), ("document", d.doc_prompt)) if v}
+    if cfg.train.grad_checkpointing:
+        b = gte.backbone  # transformers 5 renamed it; 4.x has only the old name
+        enable = getattr(b, "activation_checkpointing_enable", None) or b.gradient_checkpointing_enable
+        enable({"use_reentrant": False})
+    return gte.train()  # from_pretrained leaves a model in eval mode: dropout off
+
+
+def build_optimizer(gte: GTEModel, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW without weight decay on biases and LayerNorm weights. The learning rate is set before every step
+    (Trainer.lr_at: a pure function of the step), so a resume needs no scheduler state."""
+    o = cfg.optim
+    named = [(n, p) for n, p in gte.named_parameters() if p.requires_grad]
+    no_decay = [p for n, p in named if n.endswith("bias") or "LayerNorm" in n or "layer_norm" in n]
+    decay = [p for n, p in named if not (n.endswith("bias") or "LayerNorm" in n or "layer_norm" in n)]
+    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # fused: one kernel for all tensors instead of a Python loop over ~100 of them (MiniLM on 2 CPU cores:
+    # 1651 ms -> 140 ms per step, benchmarks/README.md). DeepSpeed wraps the optimizer, so keep its plain path.
+    fused = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true"
+    return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, fused=fused)
+
+
+__all__ = ["ExportMismatch", "StepStats", "Trainer", "build_model", "build_optimizer", "lr_factor"]
