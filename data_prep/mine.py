@@ -49,7 +49,7 @@ from data_prep.mine_io import PairRows, read_extra_corpus, read_train, train_row
 from gte_model import GTEModel, load_model
 from gte_model.core import pairs
 from gte_model.core.atomic import build_dir, check_replaceable, write_json
-from gte_model.core.config import ConfigError, dump_config, load_config
+from gte_model.core.config import ConfigError, config_from_argv, dump_config
 from gte_model.core.errors import UserError
 from gte_model.core.memory import peak_rss_mb
 from gte_model.core.record import Record, check_done, file_fingerprint, flatten, folder_digest
@@ -376,12 +376,9 @@ def _finish(out: Path, cfg: MineConfig, entries: dict, per_source: dict, start: 
 
 def main(argv: list[str] | None = None) -> int:
     """`gte mine [CONFIG.yaml] [key=value ...]`; expected failures raise UserError (the `gte` CLI prints one line)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("-h", "--help"):
-        print(__doc__)
+    cfg = config_from_argv(MineConfig, argv, __doc__)
+    if cfg is None:
         return 0
-    path = argv.pop(0) if argv and "=" not in argv[0] else None
-    cfg = load_config(MineConfig, path, argv)
     print(dump_config(cfg), file=sys.stderr)
     out = mine(cfg)
     stats = json.loads((out / "mine_stats.json").read_text())

@@ -35,7 +35,7 @@ from data_prep.sources import source_fingerprint, stsb_test_sentences
 from data_prep.split import assign_heldout
 from gte_model.core import pairs
 from gte_model.core.atomic import build_dir, check_replaceable
-from gte_model.core.config import ConfigError, config_to_dict, dump_config, load_config
+from gte_model.core.config import ConfigError, config_from_argv, config_to_dict, dump_config
 from gte_model.core.errors import UserError
 from gte_model.core.record import Record, check_done, file_fingerprint, flatten
 
@@ -194,12 +194,9 @@ def _eval_lines(path: Path, key: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """`gte prep [CONFIG.yaml] [key=value ...]`; expected failures raise UserError (the `gte` CLI prints one line)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
+    cfg = config_from_argv(PrepConfig, argv, __doc__)
+    if cfg is None:
         return 0
-    path, overrides = (None, argv) if "=" in argv[0] else (argv[0], argv[1:])
-    cfg = load_config(PrepConfig, path, overrides)
     print(dump_config(cfg))
     out = prep(cfg)
     report = out / "report.md"

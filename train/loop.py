@@ -13,9 +13,7 @@ no-op; a larger train.max_steps continues it; any other change of config or inpu
 
 from __future__ import annotations
 
-import argparse
 import shutil
-import sys
 import time
 import zlib
 from pathlib import Path
@@ -25,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from gte_model.core.atomic import check_replaceable
-from gte_model.core.config import config_to_dict, dump_config, load_config, save_config
+from gte_model.core.config import config_from_argv, config_to_dict, dump_config, save_config
 from gte_model.core.errors import UserError
 from gte_model.core.memory import peak_rss_mb
 from gte_model.core.pairs import manifest_digest
@@ -55,11 +53,10 @@ class TrainingDiverged(UserError):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gte train", description="Train one stage (see configs/*.yaml).")
-    parser.add_argument("config", help="YAML config, e.g. configs/tiny.yaml")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=100 optim.lr=1e-4")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    fit(load_config(TrainConfig, args.config, args.overrides))
+    """`gte train CONFIG [key=value ...]`, e.g. `gte train configs/tiny.yaml train.max_steps=100 optim.lr=1e-4`."""
+    cfg = config_from_argv(TrainConfig, argv, __doc__)
+    if cfg is not None:
+        fit(cfg)
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -56,6 +57,17 @@ def load_config(schema: type[T], path: str | Path | None, overrides: list[str] |
         if errors:
             raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
     return cfg
+
+
+def config_from_argv(schema: type[T], argv: list[str] | None, usage: str) -> T | None:
+    """`gte <cmd> [CONFIG.yaml] [key=value ...]` -> the loaded config; None after printing `usage` (no arguments,
+    -h or --help). The one argument parser of every config-driven command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage)
+        return None
+    path = argv.pop(0) if "=" not in argv[0] else None
+    return load_config(schema, path, argv)
 
 
 def _read_yaml(path: Path):

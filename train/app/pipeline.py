@@ -15,11 +15,9 @@ mining) resume inside themselves, so an interrupted pipeline finishes where it s
 
 from __future__ import annotations
 
-import argparse
 import copy
 import gc
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +26,7 @@ from pathlib import Path
 from data_prep.mine import MineConfig, mine
 from data_prep.prep import PrepConfig, prep
 from gte_model.core.atomic import build_dir
-from gte_model.core.config import ConfigError, dump_config, load_config, save_config
+from gte_model.core.config import ConfigError, config_from_argv, dump_config, save_config
 from gte_model.core.memory import children_peak_rss_mb, peak_rss_mb, reset_peak
 from gte_model.core.pairs import beir_dirs
 from gte_model.core.record import Record, digest_json, flatten, read_record, write_record
@@ -97,11 +95,10 @@ class PipelineConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gte run", description="prep -> stage 1 -> mine -> stage 2 -> eval")
-    parser.add_argument("config", help="YAML config, e.g. configs/quickstart.yaml")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. run.dir=runs/x stage1.optim.lr=1e-5")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    run_pipeline(load_config(PipelineConfig, args.config, args.overrides))
+    """`gte run CONFIG [key=value ...]`, e.g. `gte run configs/quickstart.yaml run.dir=runs/x stage1.optim.lr=1e-5`."""
+    cfg = config_from_argv(PipelineConfig, argv, __doc__)
+    if cfg is not None:
+        run_pipeline(cfg)
     return 0
 
 
