@@ -1,9 +1,10 @@
 """Atomic writes: a file or a folder appears complete or not at all, and we never replace what is not ours.
 
-Files are written to `.<name>.tmp-<pid>` beside the target, flushed and renamed over it. Folders are built in
-`.<name>.tmp-<pid>` and renamed into place by `build_dir`; a folder is replaced only if it carries our owner
-marker (OWNER_FILE). Temp names carry the writer's pid, so `clean_stale` can remove those of dead processes
-(a kill or a full disk) without touching a live writer's.
+Files are written to `.<name>.tmp-<pid>@<host>` beside the target, flushed and renamed over it. Folders are built
+in `.<name>.tmp-<pid>@<host>` and renamed into place by `build_dir`; a folder is replaced only if it carries our
+owner marker (OWNER_FILE). Temp names carry the writer's pid and host, so `clean_stale` removes those of dead
+processes of this machine (a kill or a full disk) and never a live writer's, nor one of another node sharing the
+file system (whose pids this machine cannot see).
 """
 
 from __future__ import annotations
@@ -13,19 +14,27 @@ import json
 import os
 import re
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 from gte_model.core.errors import UserError
 
 OWNER_FILE = ".gte-owner"  # present in every folder this project built; content: what built it
-_TMP = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)$")
+_TMP = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)(?:@(?P<host>.+))?$")
+_HOST = socket.gethostname().replace("/", "_")
+
+
+def temp_name(final: str | Path, kind: str = "tmp") -> Path:
+    """`.<name>.<kind>-<pid>@<host>` beside `final`: this process's private temp path for it."""
+    final = Path(final)
+    return final.parent / f".{final.name}.{kind}-{os.getpid()}@{_HOST}"
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    tmp = temp_name(path)
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -76,7 +85,7 @@ def build_dir(final: str | Path, what: str, key: str) -> Iterator[Path]:
     check_replaceable(final, key)
     final.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(final.parent)
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    tmp = temp_name(final)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
@@ -90,7 +99,7 @@ def build_dir(final: str | Path, what: str, key: str) -> Iterator[Path]:
 
 def replace_dir(tmp: Path, final: Path) -> None:
     """Rename tmp over final: the old folder moves aside first and is deleted after."""
-    old = final.parent / f".{final.name}.old-{os.getpid()}"
+    old = temp_name(final, "old")
     if final.exists():
         os.replace(final, old)
     os.replace(tmp, final)
@@ -99,13 +108,14 @@ def replace_dir(tmp: Path, final: Path) -> None:
 
 
 def clean_stale(parent: str | Path) -> list[Path]:
-    """Remove temp files and folders (`.<name>.tmp-<pid>`, `.<name>.old-<pid>`) whose writer is no longer alive."""
+    """Remove temp files and folders (`.<name>.tmp-<pid>@<host>`, `.old-`) whose writer, a process of this host,
+    is no longer alive. Names without a host are from older versions and judged by pid alone."""
     parent, removed = Path(parent), []
     if not parent.is_dir():
         return removed
     for path in parent.iterdir():
         match = _TMP.match(path.name)
-        if match is None or _alive(int(match.group("pid"))):
+        if match is None or match.group("host") not in (None, _HOST) or _alive(int(match.group("pid"))):
             continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
 import pytest
 
-from gte_model.core.atomic import OWNER_FILE, build_dir, clean_stale
+from gte_model.core.atomic import OWNER_FILE, build_dir, clean_stale, temp_name
 from gte_model.core.errors import UserError
 
 
@@ -55,3 +56,10 @@ def test_temp_folders_of_dead_writers_are_cleaned_and_live_ones_kept(tmp_path):
         folder.mkdir()
     assert clean_stale(tmp_path) == [dead]
     assert live.is_dir() and not dead.exists()
+
+
+def test_temp_folders_of_another_host_on_a_shared_file_system_are_left_alone(tmp_path):
+    other = tmp_path / f".out.tmp-{dead_pid()}@some-other-node"  # its pid means nothing on this machine
+    ours = temp_name(tmp_path / "out")
+    other.mkdir()
+    assert ours.name.endswith(f"@{socket.gethostname()}") and clean_stale(tmp_path) == [] and other.is_dir()
