@@ -8,9 +8,9 @@ Layout (sentence-transformers' module format over a plain Hugging Face model fol
   README.md                                                         -> the model card
   .gte-owner                                                        -> marks the folder ours (core.atomic)
 A model whose weights hold NaN or inf is refused (gte_model.load would refuse to read it back).
-The folder is built as `.<out>.tmp-<pid>@<host>` beside its destination and renamed into place (core.atomic.build_dir), so
-a crash never leaves half an export; a failed export removes its temp folder, and the next export into the same
-parent removes those a killed process left behind.
+The folder is built as `.<out>.tmp-<pid>@<host>` beside its destination and renamed into place
+(core.atomic.build_dir), so a crash never leaves half an export; a failed export removes its temp folder, and the
+next export into the same parent removes those a killed process left behind.
 
 CPU example:  gte export all-MiniLM-L6-v2 runs/minilm-export
 """

@@ -91,5 +91,23 @@ def test_pipeline_killed_in_stage1_finishes_on_rerun_without_redoing_prep(tmp_pa
     card = (run_dir / "export" / "README.md").read_text()
     assert "beir/pydocs" in card  # evaluation results reach the final model's card
 
+    assert "peak RSS (MiB)" in report
     again = subprocess.run(_cmd(run_dir), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.count("done before, skipped") == len(PHASES)
+
+    # A changed key re-runs its phase and every phase after it, and config.yaml says what was applied.
+    changed = subprocess.run([*_cmd(run_dir), "stage2.optim.lr=5e-4"], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=600)
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    skipped = [p for p in PHASES if f"[run] {p}: done before, skipped" in changed.stdout]
+    assert skipped == ["prep", "stage1", "mine"], changed.stdout[-3000:]
+    assert "[run] stage2: starting (changed: optim.lr (3e-05 -> 0.0005))" in changed.stdout
+    assert "lr: 0.0005" in (run_dir / "config.yaml").read_text()
+    # A larger stage-2 max_steps continues stage 2 from its final checkpoint instead of starting it again.
+    longer = subprocess.run([*_cmd(run_dir), "stage2.optim.lr=5e-4", "stage2.train.max_steps=6"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    assert "(step 4)" in longer.stdout and "schedule now runs to step 6" in longer.stdout
+    steps = [json.loads(line)["step"] for line in (run_dir / "stage2" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line).get("kind") == "train"]
+    assert steps == [1, 2, 3, 4, 5, 6], steps

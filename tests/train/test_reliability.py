@@ -169,3 +169,22 @@ def test_every_checkpoint_lists_a_checksum_per_file(tmp_path, pairs):
         listed = set(state["sha256"])
         assert listed == {p.name for p in path.iterdir() if p.name != "trainer_state.json"}
         assert state["world_size"] == 1 and state["record"]["kind"] == "train"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("- a\n- b\n", "the file holds a list, not a mapping of keys"),
+    ("train: {max_steps: 3\n", "not valid YAML"),
+    ("train:\n  max_stepz: 3\n", "unknown key train.max_stepz; did you mean train.max_steps?"),
+])
+def test_a_bad_config_file_is_one_line_naming_the_file(tmp_path, pairs, capsys, text, message):
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    assert gte(["train", str(config), f"data.train_dir={pairs}", f"run.dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gte train: ") and str(config) in err and message in err and "Traceback" not in err
+
+
+def test_a_model_that_cannot_load_is_one_line_naming_it(tmp_path, pairs, capsys):
+    assert train(tmp_path / "run", pairs, f"model.init_from={tmp_path / 'nowhere'}") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gte train: ") and "nowhere" in err and "Traceback" not in err and "\n" not in err
