@@ -2,28 +2,46 @@
 
 A padded forward of a contrastive batch spends most of its work on padding: short queries and long documents padded
 to a common width. Here the embeddings, every linear layer, LayerNorm and the feed-forward run on the packed [T, H]
-tokens (one large GEMM per weight instead of many small padded ones); only attention, which needs a sequence axis,
-scatters the tokens into length-sorted groups padded to their own longest row (rounded to 16), runs
-scaled_dot_product_attention with a key-padding mask, and gathers the real rows back. The weights are the backbone's
-own modules, so checkpoints and exports are unchanged and the result equals the padded BertModel forward (eval mode:
-max |diff| ~1e-6, tests/gte_model/test_packed.py). Dropout draws different masks than the padded path, with the same
-distribution; the gradient cache replays it exactly, since both of its passes use this forward.
+tokens (one large GEMM per weight instead of many small padded ones). Only attention needs to know where one text
+ends and the next begins:
+  - on a GPU, one varlen kernel call attends over all texts of the chunk at once, told the boundaries by cumulative
+    offsets (cu_seqlens [B+1], max_seqlen): no padding, no mask. The kernel is the first that is importable and works
+    (`attention_backend`): flash_attn's flash_attn_varlen_qkvpacked_func, torch's own varlen_attn (torch >= 2.10; no
+    dropout, so only where attention dropout is off), nested jagged tensors through scaled_dot_product_attention, or
+    FlexAttention with a document mask (no dropout); a kernel that raises is skipped from then on, with a warning;
+  - on a CPU, the tokens are scattered into length-sorted groups padded to their own longest row (rounded to 16),
+    scaled_dot_product_attention runs with a key-padding mask, and the real rows are gathered back.
+The weights are the backbone's own modules, so checkpoints and exports are unchanged and the result equals the padded
+BertModel forward (eval mode: max |diff| ~1e-6, tests/gte_model/test_packed.py and test_varlen.py). Dropout draws
+different masks than the padded path, with the same distribution. The gradient cache replays it exactly: both of its
+passes run this forward from the same recorded CPU and CUDA generator states, and every kernel above draws its
+attention dropout from the CUDA generator (flash_attn and scaled_dot_product_attention keep the philox seed and offset
+for their backward).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import itertools
+import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-# Attention groups hold at most this many padded tokens; widths round up to ATTN_PAD_MULTIPLE (a bounded set of
+# CPU attention groups hold at most this many padded tokens; widths round up to ATTN_PAD_MULTIPLE (a bounded set of
 # shapes). Attention is ~3% of MiniLM's FLOPs at 128 tokens, so the group size matters little; fewer calls is better.
 ATTN_GROUP_TOKENS = 4096
 ATTN_PAD_MULTIPLE = 16
+# Varlen kernels in order of preference on CUDA; "grouped" (the CPU path) is the fallback when none works.
+VARLEN_BACKENDS = ("flash_attn", "torch_varlen", "nested", "flex")
+_TENSORS = ("input_ids", "position_ids", "seq_index", "dest", "lengths", "starts", "cu_seqlens")
 
 
 @dataclass
@@ -31,8 +49,12 @@ class Packed:
     """Texts packed for `packed_forward`; rows keep the order of the id lists given to `pack`.
 
     input_ids, position_ids, seq_index, dest: [T] (one entry per real token; dest = the token's slot in its attention
-    group's padded [rows * width] buffer). lengths, starts: [B]. groups: (first token, end token, first row, rows,
-    width) per attention group, as Python ints (shapes must not need a device sync)."""
+    group's padded [rows * width] buffer). lengths, starts: [B]. cu_seqlens: int32 [B+1], the offsets of the rows in
+    the token axis (0, then the running sum of lengths). groups: (first token, end token, first row, rows, width) per
+    CPU attention group; max_seqlen, min_seqlen: the longest and shortest row. Everything but tensors is a Python int,
+    computed here on the host: shapes and kernel arguments never need a device sync. fill_rows: how many rows at the
+    end are filler that only round the token count up to a bucket (train.step.make_chunks); their embeddings are
+    dropped by the caller."""
 
     input_ids: Tensor
     position_ids: Tensor
@@ -41,13 +63,27 @@ class Packed:
     lengths: Tensor
     starts: Tensor
     groups: list[tuple[int, int, int, int, int]]
+    cu_seqlens: Tensor
+    max_seqlen: int
+    min_seqlen: int
+    fill_rows: int = 0
 
     def __len__(self) -> int:
         return int(self.lengths.shape[0])
 
-    def to(self, device: torch.device | str) -> Packed:
-        move = {k: getattr(self, k).to(device) for k in ("input_ids", "position_ids", "seq_index", "dest", "lengths")}
-        return Packed(**move, starts=self.starts.to(device), groups=self.groups)
+    @property
+    def real_rows(self) -> int:
+        """Rows that are texts (all rows but the filler)."""
+        return len(self) - self.fill_rows
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Packed:
+        """On `device`; non_blocking=True from pinned memory lets the copy overlap the GPU's work."""
+        moved = {k: getattr(self, k).to(device, non_blocking=non_blocking) for k in _TENSORS}
+        return dataclasses.replace(self, **moved)
+
+    def pin_memory(self) -> Packed:
+        """In page-locked host memory (needs CUDA), for an asynchronous copy to the GPU."""
+        return dataclasses.replace(self, **{k: getattr(self, k).pin_memory() for k in _TENSORS})
 
 
 def supports_packing(backbone) -> bool:
@@ -67,39 +103,54 @@ def round_up(n: int, multiple: int) -> int:
 
 
 def pack(ids: Sequence[Sequence[int]], group_tokens: int = ATTN_GROUP_TOKENS) -> Packed:
-    """Token id lists -> Packed. Attention groups are consecutive rows, so sort the lists by length first (longest
+    """Token id lists -> Packed. CPU attention groups are consecutive rows, so sort the lists by length first (longest
     first) for groups with little padding; train.step.make_chunks does."""
     if not ids or any(len(x) == 0 for x in ids):
         raise ValueError("pack needs at least one text and no empty token list")
     lengths = [len(x) for x in ids]
-    groups, dest, row, tok = [], [], 0, 0
-    while row < len(ids):
+    groups, slot_row, slot_width = _groups(lengths, group_tokens)
+    lens = torch.tensor(lengths, dtype=torch.long)
+    total = int(sum(lengths))
+    starts = torch.cumsum(lens, 0) - lens
+    seq_index = torch.repeat_interleave(torch.arange(len(ids)), lens)  # [T]
+    position_ids = torch.arange(total) - starts[seq_index]  # 0..len-1 within each row
+    dest = torch.tensor(slot_row)[seq_index] * torch.tensor(slot_width)[seq_index] + position_ids
+    return Packed(
+        input_ids=torch.from_numpy(np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=total)),
+        position_ids=position_ids,
+        seq_index=seq_index,
+        dest=dest,
+        lengths=lens,
+        starts=starts,
+        groups=groups,
+        cu_seqlens=torch.cat([torch.zeros(1, dtype=torch.int32), torch.cumsum(lens, 0).to(torch.int32)]),
+        max_seqlen=max(lengths),
+        min_seqlen=min(lengths),
+    )
+
+
+def _groups(lengths: list[int], group_tokens: int) -> tuple[list, list[int], list[int]]:
+    """CPU attention groups of consecutive rows, and per row its index within its group and the group's width."""
+    groups, slot_row, slot_width, row, tok = [], [], [], 0, 0
+    while row < len(lengths):
         width = round_up(lengths[row], ATTN_PAD_MULTIPLE)
         rows = 1
         # grow while the group's padded size (rows x its widest row) stays within budget
-        while row + rows < len(ids):
+        while row + rows < len(lengths):
             w = round_up(max(width, lengths[row + rows]), ATTN_PAD_MULTIPLE)
             if (rows + 1) * w > group_tokens:
                 break
             rows, width = rows + 1, w
         n = sum(lengths[row : row + rows])
-        dest.extend(k * width + p for k in range(rows) for p in range(lengths[row + k]))
         groups.append((tok, tok + n, row, rows, width))
+        slot_row.extend(range(rows))
+        slot_width.extend([width] * rows)
         row, tok = row + rows, tok + n
-    lens = torch.tensor(lengths, dtype=torch.long)
-    return Packed(
-        input_ids=torch.tensor([t for x in ids for t in x], dtype=torch.long),
-        position_ids=torch.cat([torch.arange(n) for n in lengths]),
-        seq_index=torch.repeat_interleave(torch.arange(len(ids)), lens),
-        dest=torch.tensor(dest, dtype=torch.long),
-        lengths=lens,
-        starts=torch.cumsum(lens, 0) - lens,
-        groups=groups,
-    )
+    return groups, slot_row, slot_width
 
 
 def packed_forward(backbone, packed: Packed) -> Tensor:
-    """Last hidden states of every real token, [T, H], for a BertModel (see supports_packing)."""
+    """Last hidden states of every token, [T, H], for a BertModel (see supports_packing)."""
     emb = backbone.embeddings
     x = emb.word_embeddings(packed.input_ids) + emb.position_embeddings(packed.position_ids)
     x = emb.LayerNorm(x + emb.token_type_embeddings.weight[0])  # our tokenisation: token type 0
@@ -122,21 +173,51 @@ def _layer(layer, x: Tensor, packed: Packed) -> Tensor:
         torch.cat([attn.query.weight, attn.key.weight, attn.value.weight]),
         torch.cat([attn.query.bias, attn.key.bias, attn.value.bias]),
     )
-    heads, head_dim = attn.num_attention_heads, attn.attention_head_size
     p = attn.dropout.p if training else 0.0
+    o = _attend(qkv, packed, attn.num_attention_heads, attn.attention_head_size, p, attn.scaling)  # [T, H]
+    out = layer.attention.output  # BertSelfOutput: dense, dropout, LayerNorm(+ residual)
+    a = out.LayerNorm(_dropout(out.dense(o), out.dropout.p, training) + x)
+    ffn = layer.output  # BertOutput: dense, dropout, LayerNorm(+ residual)
+    return ffn.LayerNorm(_dropout(ffn.dense(layer.intermediate(a)), ffn.dropout.p, training) + a)
+
+
+# ---- attention ---------------------------------------------------------------------------------------------------
+# Attention stays out of torch.compile graphs (train.compile): its Python-int metadata (CPU groups, max_seqlen) would
+# otherwise make dynamo recompile for nearly every chunk. The GEMMs, LayerNorms, dropouts and GELU around it are what
+# compile fuses; the kernels here are already fused.
+@torch.compiler.disable
+def _attend(qkv: Tensor, packed: Packed, heads: int, head_dim: int, p: float, scale: float) -> Tensor:
+    """Self-attention within each row: qkv [T, 3H] -> [T, H]."""
+    backend = attention_backend(qkv.device, qkv.dtype, p, head_dim)
+    if backend == "grouped":
+        return _grouped_attention(qkv, packed, heads, head_dim, p, scale)
+    try:
+        out = varlen_attention(qkv.view(-1, 3, heads, head_dim), packed.cu_seqlens, packed.max_seqlen,
+                               packed.min_seqlen, p, scale, backend)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except (RuntimeError, NotImplementedError, TypeError, ValueError, ImportError, AttributeError) as exc:
+        if _FORCED[0] is not None:
+            raise
+        _BROKEN.add((backend, qkv.device.type, qkv.dtype, p > 0))
+        warnings.warn(f"gte_model.packed: varlen attention {backend!r} failed on {qkv.device} {qkv.dtype} "
+                      f"(dropout {p}): {exc!s:.300}; using the next backend from now on", stacklevel=2)
+        return _attend(qkv, packed, heads, head_dim, p, scale)
+    return out.reshape(qkv.shape[0], heads * head_dim)
+
+
+def _grouped_attention(qkv: Tensor, packed: Packed, heads: int, head_dim: int, p: float, scale: float) -> Tensor:
+    """The CPU path: length-sorted groups padded to their own widest row, a key-padding mask, real rows back."""
     outs = []
     for t0, t1, r0, rows, width in packed.groups:
         slots = packed.dest[t0:t1]
         buf = qkv.new_zeros(rows * width, qkv.shape[1])
         buf[slots] = qkv[t0:t1]
         q, k, v = buf.view(rows, width, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # [rows, heads, w, d]
-        keep = torch.arange(width, device=x.device)[None, :] < packed.lengths[r0 : r0 + rows, None]  # [rows, w]
-        o = _attention(q, k, v, keep[:, None, None, :], p, attn.scaling)
+        keep = torch.arange(width, device=qkv.device)[None, :] < packed.lengths[r0 : r0 + rows, None]  # [rows, w]
+        o = _attention(q, k, v, keep[:, None, None, :], p, scale)
         outs.append(o.transpose(1, 2).reshape(rows * width, -1)[slots])  # real rows only: [t1 - t0, H]
-    out = layer.attention.output  # BertSelfOutput: dense, dropout, LayerNorm(+ residual)
-    a = out.LayerNorm(_dropout(out.dense(torch.cat(outs)), out.dropout.p, training) + x)
-    ffn = layer.output  # BertOutput: dense, dropout, LayerNorm(+ residual)
-    return ffn.LayerNorm(_dropout(ffn.dense(layer.intermediate(a)), ffn.dropout.p, training) + a)
+    return torch.cat(outs)
 
 
 def _attention(q: Tensor, k: Tensor, v: Tensor, keep: Tensor, p: float, scale: float) -> Tensor:
@@ -148,6 +229,132 @@ def _attention(q: Tensor, k: Tensor, v: Tensor, keep: Tensor, p: float, scale: f
     bias = torch.zeros(keep.shape, dtype=torch.float32, device=q.device).masked_fill_(~keep, float("-inf"))
     scores = torch.matmul(q * scale, k.transpose(-1, -2)) + bias  # [rows, heads, w, w], padding keys at -inf
     return torch.matmul(_dropout(scores.softmax(dim=-1), p, True).to(v.dtype), v)
+
+
+_BROKEN: set[tuple[str, str, torch.dtype, bool]] = set()  # (backend, device type, dtype, dropout) that raised
+_FORCED: list[str | None] = [None]  # force_attention
+
+
+@contextlib.contextmanager
+def force_attention(backend: str):
+    """Use this attention backend (one of VARLEN_BACKENDS or "grouped") on any device inside the block, errors
+    raised rather than skipped: for tests and benchmarks comparing kernels."""
+    if backend not in (*VARLEN_BACKENDS, "grouped"):
+        raise ValueError(f"attention backend {backend!r}: choose one of {(*VARLEN_BACKENDS, 'grouped')}")
+    before, _FORCED[0] = _FORCED[0], backend
+    try:
+        yield
+    finally:
+        _FORCED[0] = before
+
+
+def attention_backend(device: torch.device | str, dtype: torch.dtype, dropout: float, head_dim: int = 64) -> str:
+    """The attention the packed forward runs for activations of `dtype` on `device` with attention dropout `dropout`:
+    "grouped" on a CPU, else the first of VARLEN_BACKENDS that is importable, supports the case and has not failed."""
+    if _FORCED[0] is not None:
+        return _FORCED[0]
+    kind = torch.device(device).type
+    if kind != "cuda":
+        return "grouped"
+    for name in VARLEN_BACKENDS:
+        if (name, kind, dtype, dropout > 0) not in _BROKEN and _supports(name, dtype, dropout, head_dim):
+            return name
+    return "grouped"
+
+
+def _supports(name: str, dtype: torch.dtype, dropout: float, head_dim: int) -> bool:
+    flash_shape = dtype in (torch.float16, torch.bfloat16) and head_dim % 8 == 0 and head_dim <= 256
+    if name == "flash_attn":
+        return flash_shape and _flash_attn() is not None
+    if name == "torch_varlen":  # its kernel call hard-codes dropout 0
+        return flash_shape and dropout == 0 and _torch_varlen() is not None
+    if name == "nested":
+        return hasattr(torch.nested, "nested_tensor_from_jagged")
+    return dropout == 0 and _flex_attention_fn(compiled=False) is not None  # flex: no dropout
+
+
+def varlen_attention(
+    qkv: Tensor, cu_seqlens: Tensor, max_seqlen: int, min_seqlen: int, dropout: float, scale: float, backend: str
+) -> Tensor:
+    """Attention of each row to itself only, rows given by offsets: qkv [T, 3, heads, d] -> [T, heads, d].
+    cu_seqlens int32 [B+1] on qkv's device; max_seqlen / min_seqlen the longest / shortest row (Python ints)."""
+    if backend == "flash_attn":
+        return _flash_attn()(qkv, cu_seqlens, max_seqlen, dropout_p=dropout, softmax_scale=scale)
+    q, k, v = qkv.unbind(1)  # each [T, heads, d]
+    if backend == "torch_varlen":
+        if dropout:
+            raise ValueError("torch varlen_attn has no dropout")
+        factor = scale * math.sqrt(q.shape[-1])  # its scale argument is torch >= 2.11 only; BERT's is the default
+        q = q if abs(factor - 1.0) < 1e-6 else q * factor
+        return _torch_varlen()(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen)
+    if backend == "nested":
+        return _nested_attention(q, k, v, cu_seqlens, max_seqlen, min_seqlen, dropout, scale)
+    if backend == "flex":
+        return _flex_attention(q, k, v, cu_seqlens, dropout, scale)
+    raise ValueError(f"unknown varlen attention backend {backend!r}; choose one of {VARLEN_BACKENDS}")
+
+
+def _nested_attention(q, k, v, cu_seqlens, max_seqlen: int, min_seqlen: int, dropout: float, scale: float) -> Tensor:
+    """Nested jagged tensors [B, heads, j, d] (one offsets tensor: the same ragged dimension) through SDPA."""
+    offsets = cu_seqlens.to(torch.int64)  # the CPU kernels take int64 offsets; CUDA converts back to int32
+
+    def jagged(x: Tensor) -> Tensor:
+        x = x if x.is_cuda else x.contiguous()  # the math kernel (CPU) wants contiguous values; CUDA's take strides
+        nt = torch.nested.nested_tensor_from_jagged(x, offsets, min_seqlen=min_seqlen, max_seqlen=max_seqlen)
+        return nt.transpose(1, 2)  # [B, j, heads, d] -> [B, heads, j, d]
+
+    out = F.scaled_dot_product_attention(jagged(q), jagged(k), jagged(v), dropout_p=dropout, scale=scale)
+    return out.transpose(1, 2).values()  # [T, heads, d]
+
+
+def _flex_attention(q, k, v, cu_seqlens, dropout: float, scale: float) -> Tensor:
+    """FlexAttention over the whole chunk as one sequence [1, heads, T, d] with a document mask (no dropout)."""
+    if dropout:
+        raise ValueError("FlexAttention has no dropout")
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    total = q.shape[0]
+    doc = torch.searchsorted(cu_seqlens[1:].to(torch.int64), torch.arange(total, device=q.device), right=True)
+
+    def same_doc(b, h, q_idx, kv_idx):
+        return doc[q_idx] == doc[kv_idx]
+
+    mask = create_block_mask(same_doc, None, None, total, total, device=q.device)
+    q, k, v = (x.transpose(0, 1)[None] for x in (q, k, v))  # [1, heads, T, d]
+    return _flex_attention_fn(compiled=q.is_cuda)(q, k, v, block_mask=mask, scale=scale)[0].transpose(0, 1)
+
+
+def _flash_attn():
+    try:
+        from flash_attn import flash_attn_varlen_qkvpacked_func
+    except ImportError:  # also a flash_attn built for another torch (undefined symbol)
+        return None
+    return flash_attn_varlen_qkvpacked_func
+
+
+def _torch_varlen():
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn
+
+
+_FLEX_COMPILED: list = []
+
+
+def _flex_attention_fn(compiled: bool):
+    """flex_attention (None when this torch lacks it); compiled=True: the compiled kernel (eager FlexAttention
+    materialises the [T, T] scores), built on first use."""
+    try:
+        from torch.nn.attention.flex_attention import flex_attention
+    except ImportError:
+        return None
+    if not compiled:
+        return flex_attention
+    if not _FLEX_COMPILED:
+        _FLEX_COMPILED.append(torch.compile(flex_attention, dynamic=True))
+    return _FLEX_COMPILED[0]
 
 
 # Dropout masks on a CPU: torch's bernoulli_ draws one random number per element and was 19% of a MiniLM training

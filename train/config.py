@@ -88,6 +88,12 @@ class TrainLoopConfig:
     # resume although a checkpoint's RNG state is missing or damaged (dropout then differs from an uninterrupted
     # run); a changed process count always resumes this way, with a notice
     inexact_resume: bool = False
+    # read the next step's batch ahead (rows, token ids, chunks) in a background thread while this step computes, so
+    # the tokenizer and Arrow reads overlap the device; the same batches in the same order either way
+    prefetch: bool = True
+    # torch.compile the encoder forward (GPUs): chunk shapes are bucketed so it compiles a few times, not every step;
+    # attention stays eager. Changes float rounding only (like train.chunk_size)
+    compile: bool = False
 
 
 @dataclass
@@ -106,6 +112,10 @@ class LossConfig:
     kind: str = "gte"  # gte (q->d, q->q, d->q, d->d in one partition function) or infonce (q->d)
     temperature: float = 0.01  # softmax temperature on cosine scores
     mask_duplicates: bool = True  # a text repeated in the batch is masked, not counted as a negative
+    # anchor rows per loss chunk: each chunk's [rows, C] similarity blocks are recomputed in backward, not saved, so
+    # the loss holds one chunk, not O(N^2) floats (same loss and gradients); 0 = automatic: chunk only when one
+    # full block would exceed train.loss.AUTO_CHUNK_ELEMENTS (1 GiB fp32; GTE, K=0, one process: above 8,192 pairs)
+    row_chunk: int = 0
 
 
 @dataclass
@@ -175,6 +185,7 @@ def _check_ranges(c: TrainConfig) -> list[str]:
         ("data.query_max_len", c.data.query_max_len, 2),
         ("data.doc_max_len", c.data.doc_max_len, 2),
         ("train.max_bad_steps", c.train.max_bad_steps, 1),
+        ("loss.row_chunk", c.loss.row_chunk, 0),
     ):
         if value < low:
             errors.append(f"{key}={value} must be >= {low}")

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from gte_model.core.atomic import check_replaceable
 from gte_model.core.config import config_from_argv, config_to_dict, dump_config, save_config
 from gte_model.core.errors import UserError
-from gte_model.core.memory import peak_rss_mb
+from gte_model.core.memory import peak_rss_mb, release_free_memory
 from gte_model.core.pairs import manifest_digest
 from gte_model.core.record import RECORD_FILE, Record, StaleOutput, flatten, folder_digest, read_record, write_record
 from train.checkpoint import Checkpoint, clean_partial, latest_checkpoint
@@ -44,7 +44,7 @@ RESUME_SAFE = frozenset({
     "data.val_rows",
     "train.chunk_size", "train.chunk_tokens", "train.packed", "train.grad_checkpointing", "train.log_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.eval_every", "train.max_bad_steps",
-    "train.inexact_resume",
+    "train.inexact_resume", "train.prefetch", "train.compile", "loss.row_chunk",
 })
 
 
@@ -80,6 +80,7 @@ def fit(cfg: TrainConfig) -> Path:
     with preemption_guard() as guard, bar:
         for step in range(start, t.max_steps):
             stats = trainer.step(step)
+            release_free_memory()  # every step's shapes differ: without this glibc's heaps grow by GBs per run
             bad = 0 if stats.applied else bad + 1
             if bad:
                 logger.log({"kind": "skipped", "step": step + 1, "loss": stats.loss, "lr": stats.lr,

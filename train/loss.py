@@ -18,15 +18,28 @@ False negatives: with text hashes given, any candidate whose text equals the tex
 is dropped from row i's denominator (a duplicate is not a negative); the positive itself is never dropped. So in
 (2) a repeated query is dropped, in (1)/(4) a repeated positive, in (3) a query identical to q_i (which would be a
 second copy of the positive score).
+
+Memory: the blocks are [r, C] for r anchor rows and C = N(1+K) (InfoNCE) or 2N(1+K) + 2N (GTE) candidates, i.e.
+O(N^2). With row_chunk (or automatically above AUTO_CHUNK_ELEMENTS) the anchor rows are split into chunks whose
+blocks are recomputed in backward (activation checkpointing), so one chunk's blocks exist at a time.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 LOSSES = ("infonce", "gte")
+
+# loss.row_chunk=0 (automatic) keeps one [rows, C] logits block under this many elements: 2^28 floats = 1 GiB in
+# fp32; the loss's peak is ~4.5 such blocks (masks, logits, softmax in backward; benchmarks/loss_memory.py). A batch
+# whose whole block fits (GTE, K=0: up to N = 8,192 pairs on one process) runs unchunked, bit for bit as before.
+AUTO_CHUNK_ELEMENTS = 2**28
 
 
 def contrastive_loss(
@@ -40,14 +53,17 @@ def contrastive_loss(
     d_hash: Tensor | None = None,
     neg_hash: Tensor | None = None,
     rows: slice | None = None,
+    row_chunk: int = 0,
 ) -> Tensor:
     """Mean contrastive loss over the query rows `rows` (default all) of a global batch.
 
     q, d: [N, H] queries and their positives (row i of d is query i's); neg: [N, K, H] hard negatives or None.
     Embeddings need not be normalised (cosine is taken here). Hashes (train.batch.Batch.hashes): q_hash, d_hash [N],
     neg_hash [N, K]; given, they mask duplicate texts out of the denominators.
+    row_chunk: anchor rows per loss chunk (see rows_per_chunk); each chunk's [rows, C] blocks are recomputed in
+    backward rather than saved, so memory holds one chunk's blocks, not O(N^2). Same loss and gradients.
     """
-    _check_inputs(q, d, neg, kind, temperature, q_hash, d_hash, neg_hash)
+    _check_inputs(q, d, neg, kind, temperature, q_hash, d_hash, neg_hash, row_chunk)
     n, h = q.shape
     neg = q.new_zeros((n, 0, h)) if neg is None else neg
     k = neg.shape[1]
@@ -56,21 +72,50 @@ def contrastive_loss(
     with torch.autocast(device_type=q.device.type, enabled=False):
         q, d, neg = (_unit(x) for x in (q, d, neg))
         docs = torch.cat([d, neg.reshape(n * k, h)])  # [N + N*K, H]: positives, then query 0's negatives, ...
-        owner = torch.cat([torch.arange(n, device=q.device), torch.arange(n, device=q.device).repeat_interleave(k)])
-        qi, di = q[mine], d[mine]  # [r, H]
-        diag_q = torch.arange(n, device=q.device)[None, :] == mine[:, None]  # [r, N]: the anchor's own column
-        pos_d = torch.arange(n + n * k, device=q.device)[None, :] == mine[:, None]  # [r, N + N*K]: the positive
-        own_d = owner[None, :] == mine[:, None]  # [r, N + N*K]: the documents of the anchor's own query
-        dup_q, dup_d = _duplicates(mine, q_hash, d_hash, neg_hash, n, k)  # [r, N], [r, N + N*K]
-        q2d = (qi @ docs.T).masked_fill(dup_d & ~pos_d, float("-inf"))  # (1) [r, N+N*K]
-        blocks = [q2d]
-        if kind == "gte":
-            blocks.append((qi @ q.T).masked_fill(diag_q | dup_q, float("-inf")))  # (2) [r, N]
-            blocks.append((di @ q.T).masked_fill(dup_q & ~diag_q, float("-inf")))  # (3) [r, N]
-            blocks.append((di @ docs.T).masked_fill(own_d | dup_d, float("-inf")))  # (4) [r, N + N*K]
-        logits = torch.cat(blocks, dim=1) / temperature  # [r, C]
-        positive = logits[torch.arange(mine.numel(), device=q.device), mine]  # [r]: q2d's column i is s(q_i, d_i)
-        return (torch.logsumexp(logits, dim=1) - positive).mean()
+        row_losses = partial(_row_losses, q, d, docs, k, kind, temperature, (q_hash, d_hash, neg_hash))
+        chunk = rows_per_chunk(kind, n, k, row_chunk)
+        if chunk >= mine.numel():
+            return row_losses(mine).mean()  # one block [r, C]
+        total = sum(_summed_checkpointed(row_losses, part) for part in mine.split(chunk))  # chunks of [chunk, C]
+        return total / mine.numel()
+
+
+def rows_per_chunk(kind: str, n: int, k: int, row_chunk: int = 0) -> int:
+    """Anchor rows per loss chunk for a global batch of n pairs with k hard negatives each: row_chunk when set,
+    else as many rows as keep one [rows, C] block within AUTO_CHUNK_ELEMENTS (at least 1). A process whose rows
+    number no more than this computes the loss in one block."""
+    if row_chunk:
+        return row_chunk
+    columns = n + n * k if kind == "infonce" else 2 * (n + n * k) + 2 * n  # C: (1), or (1) + (2) + (3) + (4)
+    return max(1, AUTO_CHUNK_ELEMENTS // columns)
+
+
+def _summed_checkpointed(row_losses: Callable[[Tensor], Tensor], part: Tensor) -> Tensor:
+    """Sum of the losses of the rows `part` [c]; in backward its blocks are recomputed (the loss draws no random
+    numbers, so no RNG state is kept), so at most one chunk's [c, C] blocks exist at a time."""
+    return checkpoint(lambda p: row_losses(p).sum(), part, use_reentrant=False, preserve_rng_state=False)
+
+
+def _row_losses(
+    q: Tensor, d: Tensor, docs: Tensor, k: int, kind: str, temperature: float, hashes: tuple, mine: Tensor
+) -> Tensor:
+    """Loss of each anchor row in `mine` [r] (global row ids) -> [r]; q, d [N, H] and docs [N + N*K, H] unit."""
+    n = q.shape[0]
+    owner = torch.cat([torch.arange(n, device=q.device), torch.arange(n, device=q.device).repeat_interleave(k)])
+    qi, di = q[mine], d[mine]  # [r, H]
+    diag_q = torch.arange(n, device=q.device)[None, :] == mine[:, None]  # [r, N]: the anchor's own column
+    pos_d = torch.arange(n + n * k, device=q.device)[None, :] == mine[:, None]  # [r, N + N*K]: the positive
+    own_d = owner[None, :] == mine[:, None]  # [r, N + N*K]: the documents of the anchor's own query
+    dup_q, dup_d = _duplicates(mine, *hashes, n, k)  # [r, N], [r, N + N*K]
+    q2d = (qi @ docs.T).masked_fill(dup_d & ~pos_d, float("-inf"))  # (1) [r, N+N*K]
+    blocks = [q2d]
+    if kind == "gte":
+        blocks.append((qi @ q.T).masked_fill(diag_q | dup_q, float("-inf")))  # (2) [r, N]
+        blocks.append((di @ q.T).masked_fill(dup_q & ~diag_q, float("-inf")))  # (3) [r, N]
+        blocks.append((di @ docs.T).masked_fill(own_d | dup_d, float("-inf")))  # (4) [r, N + N*K]
+    logits = torch.cat(blocks, dim=1) / temperature  # [r, C]
+    positive = logits[torch.arange(mine.numel(), device=q.device), mine]  # [r]: q2d's column i is s(q_i, d_i)
+    return torch.logsumexp(logits, dim=1) - positive  # [r]
 
 
 def _unit(x: Tensor) -> Tensor:
@@ -109,11 +154,14 @@ def _check_inputs(
     q_hash: Tensor | None,
     d_hash: Tensor | None,
     neg_hash: Tensor | None,
+    row_chunk: int,
 ) -> None:
     if kind not in LOSSES:
         raise ValueError(f"loss kind={kind!r} is not supported; choose one of {LOSSES}")
     if not temperature > 0:
         raise ValueError(f"temperature={temperature} must be > 0 (GTE uses 0.01)")
+    if row_chunk < 0:
+        raise ValueError(f"row_chunk={row_chunk} must be >= 0 (rows per loss chunk; 0 = automatic)")
     if q.ndim != 2 or q.shape != d.shape:
         raise ValueError(f"q and d must both be [N, H]; got q {tuple(q.shape)} and d {tuple(d.shape)}")
     n, h = q.shape

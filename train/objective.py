@@ -31,7 +31,8 @@ def make_loss_fn(batch: Batch, order: Tensor, loss: LossConfig, device: torch.de
         q, d = gather_with_grad(q), gather_with_grad(d)  # [W*b, H]; each column on its own: row i stays one pair
         neg = gather_with_grad(neg) if neg is not None else None  # [W*b, K, H]
         return contrastive_loss(
-            q, d, neg, kind=loss.kind, temperature=loss.temperature, rows=local_rows(batch.size), **hashes
+            q, d, neg, kind=loss.kind, temperature=loss.temperature, rows=local_rows(batch.size),
+            row_chunk=loss.row_chunk, **hashes,
         )
 
     return loss_fn
@@ -42,7 +43,7 @@ def validation_scores(batch: Batch, emb: Tensor, loss: LossConfig) -> tuple[floa
     """(loss, in-batch top-1 accuracy) of held-out rows with in-batch negatives only; emb in flat order [2b, H]."""
     q, d, _ = batch.split(emb)
     q, d = gather_nograd(q), gather_nograd(d)  # [W*b, H]
-    value = contrastive_loss(q, d, None, kind=loss.kind, temperature=loss.temperature,
+    value = contrastive_loss(q, d, None, kind=loss.kind, temperature=loss.temperature, row_chunk=loss.row_chunk,
                              **gathered_hashes(batch, loss, emb.device)).item()
     scores = torch.nn.functional.normalize(q, dim=-1) @ torch.nn.functional.normalize(d, dim=-1).T  # [N, N]
     accuracy = (scores.argmax(dim=1) == torch.arange(len(q), device=q.device)).float().mean().item()

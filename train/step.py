@@ -24,6 +24,12 @@ Chunk = dict[str, Tensor]
 # one per chunk. On CPUs oneDNN builds kernels per new shape (in bf16 a new shape cost ~2.5x a seen one, measured in
 # benchmarks/train_profile.py); on GPUs round widths suit tensor cores. The cost is < 16 padding tokens per row.
 PAD_MULTIPLE = 16
+# train.compile buckets chunk shapes so that a compiled forward meets a few of them, not one per chunk: packed chunks
+# are filled up to a multiple of BUCKET_TOKENS tokens with filler rows (their embeddings are dropped), padded chunks
+# get widths rounded up to a multiple of BUCKET_WIDTH (8 widths up to 512; powers of two would pad a 260-token chunk
+# to 512). Filler costs < BUCKET_TOKENS tokens per chunk.
+BUCKET_TOKENS = 256
+BUCKET_WIDTH = 64
 
 
 def make_chunks(
@@ -33,12 +39,15 @@ def make_chunks(
     max_tokens: int = 0,
     pad_multiple: int = PAD_MULTIPLE,
     packed: bool = False,
+    bucket: bool = False,
 ) -> tuple[list[Chunk | Packed], Tensor]:
     """Token id lists -> (chunks, order): longest first, at most chunk_size texts per chunk and, when max_tokens > 0,
     at most max_tokens tokens (short texts then go in bigger chunks, long ones in smaller). A chunk is padded tensors
     (each chunk padded to its own longest row rounded up to pad_multiple) or, with packed=True, a gte_model.Packed
-    batch (no padding; max_tokens then counts real tokens). order [M] (long): order[k] = the original index of row k
-    of the chunk-concatenated embeddings; un-permute with emb_original = emb_concat[torch.argsort(order)]."""
+    batch (no padding; max_tokens then counts real tokens). bucket=True rounds shapes for a compiled forward
+    (BUCKET_TOKENS, BUCKET_WIDTH; a packed chunk's last `fill_rows` rows are then filler). order [M] (long):
+    order[k] = the original index of row k of the chunk-concatenated embeddings (filler excluded); un-permute with
+    emb_original = emb_concat[torch.argsort(order)]."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size} must be >= 1 (texts per forward pass)")
     # Longest first (stable for ties): a chunk too long for memory fails on the first forward, not the last.
@@ -52,13 +61,25 @@ def make_chunks(
                 if 0 < max_tokens < tokens:
                     break
                 rows += 1
-            chunks.append(pack([ids[i] for i in order[start : start + rows]]))
+            chunks.append(_pack_chunk([ids[i] for i in order[start : start + rows]], pad_id, bucket))
         else:
-            width = round_up(len(ids[order[start]]), pad_multiple)
+            width = round_up(len(ids[order[start]]), BUCKET_WIDTH if bucket else pad_multiple)
             rows = chunk_size if max_tokens <= 0 else max(1, min(chunk_size, max_tokens // max(width, 1)))
             chunks.append(collate([ids[i] for i in order[start : start + rows]], pad_id, width=width))
         start += rows
     return chunks, torch.tensor(order, dtype=torch.long)
+
+
+def _pack_chunk(ids: list, pad_id: int, bucket: bool) -> Packed:
+    """pack(ids), with bucket=True filled up to a multiple of BUCKET_TOKENS tokens by filler rows of pad_id, none
+    longer than the chunk's longest text (so neither max_seqlen nor the positions grow)."""
+    if not bucket:
+        return pack(ids)
+    longest, missing = len(ids[0]), round_up(sum(map(len, ids)), BUCKET_TOKENS) - sum(map(len, ids))
+    filler = [[pad_id] * min(longest, missing - k) for k in range(0, missing, longest)]
+    chunk = pack(ids + filler)
+    chunk.fill_rows = len(filler)
+    return chunk
 
 
 def plain_step(

@@ -2,7 +2,8 @@
 
   trainer = Trainer(cfg)          model, data, sampler, optimizer, step function (plain or cached, chosen here)
   start = trainer.resume()        the newest intact checkpoint, or step 0
-  stats = trainer.step(step)      one optimizer step on the global batch the sampler names for `step`
+  stats = trainer.step(step)      one optimizer step on the global batch the sampler names for `step` (with
+                                  train.prefetch, the next step's batch is read ahead meanwhile: same result)
   trainer.validate()              validation loss / in-batch accuracy on held-out rows
   trainer.save(done, state)       a checkpoint
   trainer.export()                the final model, reload-checked
@@ -11,11 +12,14 @@ Benchmarks and tests use these names only; the loop that calls them is train.loo
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import functools
 import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +42,7 @@ from train.tokens import RoleTokenizer
 
 PROBE_FILE = "export_probe.json"
 EXPORT_TOLERANCE = 1e-4  # max |diff| between the trained model's vectors and the reloaded export's
+COMPILE_BACKEND = "inductor"  # torch.compile backend of train.compile (tests use "aot_eager": no C++ build)
 
 
 class ExportMismatch(RuntimeError):
@@ -55,6 +60,60 @@ class StepStats:
     rows: list[int]
     tokens: int
     seconds: float
+
+
+@dataclass
+class Prepared:
+    """The host side of one step, ready before it runs: rows fetched, token ids, chunks (in pinned memory on CUDA)."""
+
+    step: int
+    source: str
+    rows: list[int]  # the global batch's rows
+    batch: Batch  # this process's share
+    chunks: list
+    order: torch.Tensor
+    tokens: int  # real (non-padding, non-filler) tokens
+
+
+class ReadAhead:
+    """prepare(step + 1) in one background thread while step `step` computes. prepare must be a pure function of the
+    step that shares nothing with the main thread while it runs (the trainer gives it a sampler of its own, and waits
+    for it before the main thread tokenises or reads rows itself), so the batches and their order are unchanged."""
+
+    def __init__(self, prepare: Callable[[int], Prepared], enabled: bool) -> None:
+        self.prepare, self.enabled = prepare, enabled
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pending: tuple[int, concurrent.futures.Future] | None = None
+
+    def get(self, step: int) -> Prepared:
+        """Step `step`'s batch: the read-ahead's when it prepared this step, else prepared now."""
+        if self._pending is not None:
+            ahead, future = self._pending
+            self._pending = None
+            if ahead == step:
+                return future.result()  # re-raises what the thread raised
+            with contextlib.suppress(Exception):  # another step (a resume, a retry): let it finish, drop it
+                future.result()
+        return self.prepare(step)
+
+    def start(self, step: int) -> None:
+        if self.enabled:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gte-read-ahead")
+            self._pending = (step, self._pool.submit(self.prepare, step))
+
+    def wait(self) -> None:
+        """Block until a running read-ahead is done (its result is kept for its step)."""
+        if self._pending is not None:
+            concurrent.futures.wait([self._pending[1]])
+
+    def close(self) -> None:
+        """Drop any read-ahead and end the thread (a later start() opens a new one)."""
+        self.wait()
+        self._pending = None
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
 
 def lr_factor(step: int, *, warmup: int, total: int, schedule: str) -> float:
@@ -86,6 +145,10 @@ class Trainer:
                 self.data.pretokenize(self.tokenize, self.tokenize.key(), num_proc=min(4, os.cpu_count() or 1))
         self.sampler = SourceBatchSampler(self.data.train_sizes(), cfg.train.global_batch_size, cfg.sampler.alpha,
                                           cfg.train.seed)
+        # prepare()'s own: the sampler caches per-block counts and is not thread-safe (same pure function of the step)
+        self._prepare_sampler = SourceBatchSampler(self.data.train_sizes(), cfg.train.global_batch_size,
+                                                   cfg.sampler.alpha, cfg.train.seed)
+        self.read_ahead = ReadAhead(self.prepare, cfg.train.prefetch)
         self.optimizer = build_optimizer(self.gte, cfg)
         self.model, self.optimizer = self.accelerator.prepare(self.gte, self.optimizer)
         self.updater: Updater = make_updater(self.accelerator, self.model, self.optimizer, cfg.optim.max_grad_norm)
@@ -95,6 +158,7 @@ class Trainer:
                                              no_sync=u.no_sync)
         else:
             self.step_fn = functools.partial(plain_step, backward=u.backward, autocast=self.accelerator.autocast)
+        self._compiled = torch.compile(self.model, backend=COMPILE_BACKEND) if cfg.train.compile else None
         self.packed = cfg.train.packed and supports_packing(self.gte.backbone)
         if cfg.train.packed and not self.packed and self.is_main:
             print(f"gte train: train.packed=true needs a BertModel backbone, this is "
@@ -118,25 +182,51 @@ class Trainer:
 
     def chunks(self, ids: list[list[int]]):
         t = self.cfg.train
-        return make_chunks(ids, t.chunk_size, self.gte.tokenizer.pad_token_id, t.chunk_tokens, packed=self.packed)
+        return make_chunks(ids, t.chunk_size, self.gte.tokenizer.pad_token_id, t.chunk_tokens, packed=self.packed,
+                           bucket=t.compile)
+
+    def prepare(self, step: int) -> Prepared:
+        """Everything step `step` needs from the host: its rows fetched, tokenised and cut into chunks."""
+        rank, size = world()
+        source, rows = self._prepare_sampler.batch_at(step)
+        local = self._prepare_sampler.local(rows, rank, size)
+        batch = self.data.train_batch(source, local, self.cfg.train.seed, step)
+        ids = batch.token_ids(self.tokenize)
+        chunks, order = self.chunks(ids)
+        if self.accelerator.device.type == "cuda":  # page-locked: encode's copies then overlap the GPU's work
+            chunks = [c.pin_memory() if isinstance(c, Packed) else {k: v.pin_memory() for k, v in c.items()}
+                      for c in chunks]
+        return Prepared(step, source, rows, batch, chunks, order, sum(len(x) for x in ids))
 
     def encode(self, chunk: dict[str, torch.Tensor] | Packed) -> torch.Tensor:
         device = self.accelerator.device
+        cuda = device.type == "cuda"
         if isinstance(chunk, Packed):
-            return self.model(packed=chunk.to(device))  # [c, H]
-        return self.model(**{k: v.to(device) for k, v in chunk.items()})  # [c, H]
+            emb = self._forward({"packed": chunk.to(device, non_blocking=cuda)})  # [c (+ filler), H]
+            return emb[: chunk.real_rows] if chunk.fill_rows else emb
+        return self._forward({k: v.to(device, non_blocking=cuda) for k, v in chunk.items()})  # [c, H]
+
+    def _forward(self, inputs: dict) -> torch.Tensor:
+        if self._compiled is None or not self.model.training:
+            return self.model(**inputs)
+        if torch.is_grad_enabled():
+            return self._compiled(**inputs)
+        # Phase 1 of the cached step (no grad) runs the training graph too: then it draws its dropout masks with the
+        # very code that phase 3 replays (a no-grad graph is another compiled program, whose random draws need not
+        # match), and one graph per shape is compiled, not two. no_sync: DDP must not expect this forward's backward.
+        with self.updater.no_sync(), torch.enable_grad():
+            return self._compiled(**inputs).detach()
 
     def step(self, step: int) -> StepStats:
         started = time.perf_counter()
-        source, global_rows = self.sampler.batch_at(step)
-        batch = self.batch_at(step)
-        ids = batch.token_ids(self.tokenize)
-        chunks, order = self.chunks(ids)
-        loss_fn = make_loss_fn(batch, order, self.cfg.loss, self.accelerator.device)
-        loss = self.step_fn(self.encode, chunks, loss_fn)
+        ready = self.read_ahead.get(step)
+        if step + 1 < self.cfg.train.max_steps:
+            self.read_ahead.start(step + 1)  # overlaps this step's compute
+        loss_fn = make_loss_fn(ready.batch, ready.order, self.cfg.loss, self.accelerator.device)
+        loss = self.step_fn(self.encode, ready.chunks, loss_fn)
         lr = self.lr_at(step)
         norm, applied = self.updater.update(loss, lr)
-        return StepStats(step, float(loss), lr, norm, applied, source, global_rows, sum(len(x) for x in ids),
+        return StepStats(step, float(loss), lr, norm, applied, ready.source, ready.rows, ready.tokens,
                          time.perf_counter() - started)
 
     # ---- validation -------------------------------------------------------------------------------------------
@@ -145,6 +235,7 @@ class Trainer:
         """Validation loss and in-batch top-1 retrieval accuracy on held-out rows (in-batch negatives only, so stage
         1 and stage 2 are measured alike)."""
         losses, accs = [], []
+        self.read_ahead.wait()  # the tokenizer and the data are the main thread's from here
         self.model.eval()
         for source, rows in self._val_batches():
             batch = self.data.heldout_batch(source, rows)
@@ -190,6 +281,7 @@ class Trainer:
         """Save the model to <run.dir>/export and check that it reloads to the trained model's vectors; returns
         (folder, max |diff|). Raises ExportMismatch (after which nothing is marked done) when it does not."""
         acc, export_dir, diff = self.accelerator, self.run_dir / "export", 0.0
+        self.read_ahead.wait()
         acc.wait_for_everyone()
         if self.is_main:
             gte = acc.unwrap_model(self.model, keep_fp32_wrapper=False)
@@ -245,4 +337,5 @@ def build_optimizer(gte: GTEModel, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, fused=fused)
 
 
-__all__ = ["ExportMismatch", "StepStats", "Trainer", "build_model", "build_optimizer", "lr_factor"]
+__all__ = ["ExportMismatch", "Prepared", "ReadAhead", "StepStats", "Trainer", "build_model", "build_optimizer",
+           "lr_factor"]

@@ -7,6 +7,7 @@ getrusage is the fallback (then a phase's figure may include earlier phases).
 
 from __future__ import annotations
 
+import ctypes
 import resource
 from pathlib import Path
 
@@ -37,3 +38,26 @@ def peak_rss_mb() -> float:
 def children_peak_rss_mb() -> float:
     """Peak resident memory (MiB) of the largest finished child process (worker pools), over the lifetime."""
     return round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
+
+
+def release_free_memory() -> bool:
+    """Hand memory the allocator holds but no object uses back to the OS (glibc malloc_trim; False elsewhere).
+
+    Training steps allocate tensors of a different size at every step (unpadded batches), and glibc keeps the freed
+    blocks in fragmented heaps: without this a CPU run's resident memory creeps up by gigabytes over a few hundred
+    steps (benchmarks/README.md, "Memory"). Called between steps and between pipeline phases."""
+    trim = _malloc_trim()
+    return bool(trim(0)) if trim is not None else False
+
+
+def _malloc_trim():
+    global _TRIM
+    if _TRIM is False:
+        try:
+            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = None
+    return _TRIM
+
+
+_TRIM = False  # resolved on first use: None where the C library has no malloc_trim

@@ -130,3 +130,13 @@ def test_cpu_dropout_zeroes_a_fraction_p_scales_the_rest_and_replays_from_the_se
     torch.manual_seed(0)
     assert torch.equal(_dropout(x, 0.1, training=True), y)  # the global RNG: the gradient cache can replay it
     assert _dropout(x, 0.1, training=False) is x and _dropout(x, 0.0, training=True) is x
+
+
+def test_packed_to_moves_every_tensor_and_keeps_the_host_ints():
+    p = pack([[1, 2, 3], [4]])
+    p.fill_rows = 1
+    moved = p.to("meta", non_blocking=True)
+    tensors = ("input_ids", "position_ids", "seq_index", "dest", "lengths", "starts", "cu_seqlens")
+    assert all(getattr(moved, name).device.type == "meta" for name in tensors)
+    assert (moved.groups, moved.max_seqlen, moved.min_seqlen) == (p.groups, 3, 1)
+    assert (moved.fill_rows, moved.real_rows, len(moved)) == (1, 1, 2)

@@ -175,6 +175,7 @@ def test_batch_text_hashes_are_stable_and_distinguish_texts():
         ({"temperature": 0.0}, "temperature"),
         ({"q_hash": torch.zeros(6, dtype=torch.long)}, "both q_hash and d_hash"),
         ({"q_hash": torch.zeros(6, dtype=torch.long), "d_hash": torch.zeros(6, dtype=torch.long)}, "neg_hash"),
+        ({"row_chunk": -1}, "row_chunk"),
     ],
 )
 def test_loss_rejects_bad_arguments_with_a_message(kwargs, message):

@@ -110,4 +110,4 @@ def test_pipeline_killed_in_stage1_finishes_on_rerun_without_redoing_prep(tmp_pa
     assert "(step 4)" in longer.stdout and "schedule now runs to step 6" in longer.stdout
     steps = [json.loads(line)["step"] for line in (run_dir / "stage2" / "metrics.jsonl").read_text().splitlines()
              if json.loads(line).get("kind") == "train"]
-    assert steps == [1, 2, 3, 4, 5, 6], steps
+    assert steps == [2, 4, 6], steps  # quickstart logs every 2 steps: no step twice, none lost

@@ -27,7 +27,7 @@ from data_prep.mine import MineConfig, mine
 from data_prep.prep import PrepConfig, prep
 from gte_model.core.atomic import build_dir
 from gte_model.core.config import ConfigError, config_from_argv, dump_config, save_config
-from gte_model.core.memory import children_peak_rss_mb, peak_rss_mb, reset_peak
+from gte_model.core.memory import children_peak_rss_mb, peak_rss_mb, release_free_memory, reset_peak
 from gte_model.core.pairs import beir_dirs
 from gte_model.core.record import Record, digest_json, flatten, read_record, write_record
 from train.app.report import PHASES_DIR, write_report
@@ -187,6 +187,7 @@ def _run_phase(root: Path, phase: Phase, upstream: str) -> str:
     print(f"[run] {phase.name}: starting{why}", flush=True)
     (root / PHASES_DIR / f"{phase.name}.json").unlink(missing_ok=True)
     gc.collect()
+    release_free_memory()  # what earlier phases freed goes back to the OS, so this phase's peak is its own
     reset_peak()
     start = time.perf_counter()
     phase.job(force)
