@@ -18,6 +18,17 @@ WORDS = (
     "query document answer question definition word sentence model train test small large red blue green run"
 ).split()
 
+# Texts of very different lengths (1 to 14 words): what packing and length-sorted chunks must get right.
+MIXED_TEXTS = [
+    "the cat plays piano",
+    "a",
+    "stock price fell today on the news report of the market and the data",
+    "python package library file",
+    "the red dog and the blue cat run with a small child",
+    "music",
+    "a woman plays guitar",
+]
+
 
 def write_vocab(folder) -> str:
     """A WordPiece vocab: specials, the word list, single letters and ##-suffix letters."""

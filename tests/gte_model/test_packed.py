@@ -10,17 +10,9 @@ import torch
 from torch import nn
 
 from gte_model import collate, pack, supports_packing
-from tests.conftest import make_tiny_model
+from tests.conftest import MIXED_TEXTS, make_tiny_model
 
-TEXTS = [
-    "the cat plays piano",
-    "a",
-    "stock price fell today on the news report of the market and the data",
-    "python package library file",
-    "the red dog and the blue cat run with a small child",
-    "music",
-    "a woman plays guitar",
-]
+TEXTS = MIXED_TEXTS
 
 
 @pytest.fixture

@@ -15,16 +15,9 @@ from torch import nn
 from gte_model import collate, pack
 from gte_model import packed as packed_mod
 from gte_model.packed import attention_backend, force_attention, varlen_attention
-from tests.conftest import make_tiny_model
+from tests.conftest import MIXED_TEXTS, make_tiny_model
 
-TEXTS = [
-    "the cat plays piano",
-    "a",
-    "stock price fell today on the news report of the market and the data",
-    "python package library file",
-    "the red dog and the blue cat run with a small child",
-    "music",
-]
+TEXTS = MIXED_TEXTS[:6]
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
