@@ -26,10 +26,6 @@ def key_hash(key: str, seed: int) -> int:
     return hash64(f"{seed}\x1f{key}")
 
 
-def key_unit(key: str, seed: int) -> float:
-    return key_hash(key, seed) / 2.0**64
-
-
 def assign_heldout(key_hashes: np.ndarray, query_hashes: np.ndarray, candidates: np.ndarray,
                    cfg: SplitConfig) -> np.ndarray:
     """Held-out mask over one source's records. key_hashes/query_hashes: uint64 [N]; candidates: bool [N]
