@@ -148,7 +148,8 @@ class Trainer:
         # prepare()'s own: the sampler caches per-block counts and is not thread-safe (same pure function of the step)
         self._prepare_sampler = SourceBatchSampler(self.data.train_sizes(), cfg.train.global_batch_size,
                                                    cfg.sampler.alpha, cfg.train.seed)
-        self.read_ahead = ReadAhead(self.prepare, cfg.train.prefetch)
+        prefetch = {"on": True, "off": False}.get(cfg.train.prefetch, self.accelerator.device.type == "cuda")
+        self.read_ahead = ReadAhead(self.prepare, prefetch)
         self.optimizer = build_optimizer(self.gte, cfg)
         self.model, self.optimizer = self.accelerator.prepare(self.gte, self.optimizer)
         self.updater: Updater = make_updater(self.accelerator, self.model, self.optimizer, cfg.optim.max_grad_norm)

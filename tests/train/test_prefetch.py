@@ -36,7 +36,7 @@ def one_thread():
 @pytest.mark.parametrize("grad_cache", ["true", "false"])
 def test_prefetch_trains_to_bit_identical_weights(tmp_path, pairs, one_thread, grad_cache):
     runs = []
-    for prefetch in ("true", "false"):
+    for prefetch in ("on", "off"):
         trainer = tiny_trainer(tmp_path / prefetch, pairs, f"train.prefetch={prefetch}", "train.max_steps=5",
                                f"train.grad_cache={grad_cache}")
         stats = [trainer.step(step) for step in range(5)]  # dropout on: the RNG stream must be untouched as well
@@ -78,11 +78,17 @@ def test_read_ahead_serves_the_step_it_prepared_and_prepares_any_other_on_the_sp
 
 
 def test_the_last_step_reads_nothing_ahead(tmp_path, pairs, one_thread):
-    trainer = tiny_trainer(tmp_path, pairs, "train.max_steps=2", "optim.warmup_steps=1", "train.grad_cache=false")
+    trainer = tiny_trainer(tmp_path, pairs, "train.max_steps=2", "optim.warmup_steps=1", "train.grad_cache=false",
+                           "train.prefetch=on")
     trainer.step(0)
     assert trainer.read_ahead._pending[0] == 1
     trainer.step(1)
     assert trainer.read_ahead._pending is None
+
+
+def test_auto_reads_ahead_on_cuda_only(tmp_path, pairs):
+    trainer = tiny_trainer(tmp_path, pairs, "train.max_steps=2", "optim.warmup_steps=1")
+    assert trainer.read_ahead.enabled is (trainer.accelerator.device.type == "cuda")
 
 
 @pytest.mark.gpu
