@@ -30,9 +30,6 @@ def layer(module: str) -> tuple[int, str]:
     return 2, "train"
 
 
-ALLOWED_SIDEWAYS: set[tuple[str, str]] = set()  # (from group, to group) within layer 2: none
-
-
 def project_modules() -> dict[str, Path]:
     found = {}
     for package in PACKAGES:
@@ -73,8 +70,7 @@ def test_no_module_imports_a_higher_layer_or_a_forbidden_sibling():
         rank, group = layer(module)
         for target in targets:
             t_rank, t_group = layer(target)
-            if t_rank > rank or (t_rank == rank == 2 and t_group != group
-                                 and (group, t_group) not in ALLOWED_SIDEWAYS):
+            if t_rank > rank or (t_rank == rank == 2 and t_group != group):  # layer 2's groups import no sibling
                 bad.append(f"{module} ({group}) imports {target} ({t_group})")
             if group == "model" and target == "gte_model":
                 bad.append(f"{module} imports the gte_model package itself (its __init__): import the module")

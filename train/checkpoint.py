@@ -143,10 +143,10 @@ def find_resumable(run_dir: str | Path, rank: int, world_size: int, inexact_ok: 
     rng_only: list[Checkpoint] = []
     problems = []
     for _, path in reversed(found):
-        state, damaged = _verify(path)
+        state, damaged_rng, problem = _verify(path)
         if state is None:
-            problems.append(f"{path}: {damaged}")
-            log(f"gte train: WARNING checkpoint {path} is damaged ({damaged}); trying the next older one")
+            problems.append(f"{path}: {problem}")
+            log(f"gte train: WARNING checkpoint {path} is damaged ({problem}); trying the next older one")
             continue
         rng_files = {f"rng-rank{rank}.safetensors", f"rng-rank{rank}.json"}
         changed_world = int(state.get("world_size", 1)) != world_size
@@ -154,7 +154,7 @@ def find_resumable(run_dir: str | Path, rank: int, world_size: int, inexact_ok: 
             log(f"gte train: {path} was written by {state.get('world_size')} processes, this run has {world_size}: "
                 "same data order, new RNG streams for dropout (an inexact resume)")
             return Checkpoint(path, state, exact=False)
-        bad_rng = sorted(rng_files & set(damaged_files(path, state)))
+        bad_rng = sorted(rng_files & set(damaged_rng))
         if not bad_rng:
             return Checkpoint(path, state, exact=True)
         problems.append(f"{path}: RNG state {', '.join(bad_rng)} missing or damaged")
@@ -170,24 +170,20 @@ def find_resumable(run_dir: str | Path, rank: int, world_size: int, inexact_ok: 
     return None
 
 
-def _verify(path: Path) -> tuple[dict | None, str]:
-    """(trainer_state, '') when every non-RNG file matches its checksum, else (None, what is wrong)."""
+def _verify(path: Path) -> tuple[dict | None, list[str], str]:
+    """Every file against its checksum, once: (trainer_state, the damaged RNG files, '') when all other files
+    match, else (None, [], what is wrong)."""
     try:
         state = json.loads((path / STATE_FILE).read_text())
         sums = state["sha256"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        return None, f"{STATE_FILE} unreadable: {exc}"
-    bad = [f for f in damaged_files(path, state) if not _RNG.match(f)]
-    return (state, "") if not bad and sums else (None, f"{', '.join(bad) or 'no checksums'} do not match")
-
-
-def damaged_files(path: Path, state: dict) -> list[str]:
-    out = []
-    for name, digest in state.get("sha256", {}).items():
-        file = path / name
-        if not file.is_file() or _sha256(file) != digest:
-            out.append(name)
-    return out
+        return None, [], f"{STATE_FILE} unreadable: {exc}"
+    damaged = [name for name, digest in sums.items()
+               if not (path / name).is_file() or _sha256(path / name) != digest]
+    bad = [f for f in damaged if not _RNG.match(f)]
+    if bad or not sums:
+        return None, [], f"{', '.join(bad) or 'no checksums'} do not match"
+    return state, [f for f in damaged if _RNG.match(f)], ""
 
 
 def load_checkpoint(accelerator, model, optimizer, ckpt: Checkpoint) -> dict:
