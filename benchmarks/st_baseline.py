@@ -253,7 +253,7 @@ def train_baseline(plan: Plan, train_set, args: argparse.Namespace) -> dict:
     from sentence_transformers import SentenceTransformer
     from transformers import set_seed
 
-    from gte_model.load import PACKAGED, packaged_model_path
+    from gte_model.assets import PACKAGED, packaged_model_path
 
     out = Path(plan.out_dir)
     set_seed(plan.seed)

@@ -16,11 +16,11 @@ import importlib
 # public name -> the module that defines it
 _EXPORTS = {
     "DEFAULT_MODEL": "gte_model.load",
-    "ModelLoadError": "gte_model.load",
+    "ModelLoadError": "gte_model.assets",
     "build_from_preset": "gte_model.load",
     "load_model": "gte_model.load",
     "model_folder": "gte_model.load",
-    "packaged_model_path": "gte_model.load",
+    "packaged_model_path": "gte_model.assets",
     "export_model": "gte_model.export",
     "update_eval_results": "gte_model.export",
     "GTEModel": "gte_model.model",

