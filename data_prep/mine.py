@@ -6,7 +6,7 @@
 Per source (negatives come from the same source's documents, so a WordNet query never gets a GCIDE definition of
 the same word as a "negative"):
   1. corpus = unique positives of the train split (+ `extra_corpus` files), embedded once through the on-disk
-     cache (data_prep.embed_cache: resumable, shared by re-runs and by the consistency filter; it lives beside
+     cache (gte_model.embed_cache: resumable, shared by re-runs and by the consistency filter; it lives beside
      out_dir as `.<out name>.embed_cache` unless embed.cache_dir says otherwise);
   2. queries embedded with the query prompt; faiss finds the top rank_max (+ a pad) docs per query, in chunks
      (data_prep.knn: exact below index.ivf_threshold docs, IVF above); candidates re-ranked by exact scores;
@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.embed_cache import content_hash64, embed_cached, fold_hash64, mix64, model_fingerprint, resolve_prompt
 from data_prep.filter import consistency_filter
 from data_prep.knn import (
     IndexConfig,
@@ -53,6 +52,7 @@ from gte_model.core.config import ConfigError, config_from_argv, dump_config
 from gte_model.core.errors import UserError
 from gte_model.core.memory import peak_rss_mb
 from gte_model.core.record import Record, check_done, file_fingerprint, flatten, folder_digest
+from gte_model.embed_cache import content_hash64, embed_cached, fold_hash64, mix64, model_fingerprint, resolve_prompt
 
 MINE_VERSION = 1  # bump when the same config and inputs would give other output (selection or sampling rules)
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -61,6 +61,7 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 NO_OUTPUT_EFFECT = frozenset({
     *(f"{p}{k}" for p in ("", "filter.") for k in ("embed.batch_size", "embed.cache_dir", "embed.shard_size",
                                                   "index.num_threads", "index.query_chunk")),
+    "teacher.batch_size", "teacher.cache_dir", "teacher.shard_size",
     "out_dir",
     "overwrite",
 })
@@ -81,11 +82,13 @@ def select_negatives(
     doc_hash: np.ndarray,
     neg: NegativesConfig,
     blocked: dict[int, np.ndarray] | None = None,
+    teacher: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[list[np.ndarray], Counter]:
     """Negatives for b rows: queries [b, dim], docs [n, dim], faiss candidates cand_ids [b, r] (-1 = none),
     pos_ids [b], row_seeds [b] uint64, doc_norm / doc_hash [n] uint64 (folded-text / exact-text hashes),
-    blocked {row: folded hashes of the other positives of that row's query}. -> doc ids per row (rank order),
-    and counts of window candidates dropped per reason."""
+    blocked {row: folded hashes of the other positives of that row's query}, teacher (its query vectors [b, dt],
+    doc vectors [n, dt]) or None. -> doc ids per row (rank order), and counts of window candidates dropped per
+    reason."""
     ids, scores = rank_candidates(queries, docs, cand_ids)  # [b, r] best first, ties by id
     ids, scores = ids[:, neg.rank_min : neg.rank_max], scores[:, neg.rank_min : neg.rank_max]  # [b, w]
     pos_score = pair_scores(queries, docs, pos_ids)  # [b]
@@ -100,6 +103,9 @@ def select_negatives(
         "ceiling": valid & (scores > neg.max_score),
         "margin": valid & (scores > pos_score[:, None] - neg.margin),
     }
+    bars = teacher_bars(teacher, pos_ids, neg)  # [b] or None
+    if bars is not None:
+        drops["teacher"] = valid & (exact_scores(teacher[0], teacher[1], ids) >= bars[:, None])
     counts: Counter = Counter(window_candidates=int(valid.sum()))
     dropped = np.zeros_like(valid)
     for reason, mask in drops.items():  # each candidate is counted under its first reason only
@@ -110,23 +116,38 @@ def select_negatives(
         for row in (r for r, c in enumerate(chosen) if len(c) < neg.min_negatives):
             taken = {int(doc_norm[i]) for i in (*chosen[row].tolist(), int(pos_ids[row]))}
             taken |= {int(h) for h in (blocked or {}).get(row, ())}  # the query's other positives
-            extra = _random_fill(queries[row], docs, pos_score[row], row_seeds[row], doc_norm, taken, neg)
+            vet = None if bars is None else (teacher[0][row], teacher[1], bars[row])
+            extra = _random_fill(queries[row], docs, pos_score[row], row_seeds[row], doc_norm, taken, neg, vet)
             chosen[row] = np.concatenate([chosen[row], extra[: neg.k - len(chosen[row])]])
             counts["filled_rows"] += 1
     return chosen, counts
 
 
+def teacher_bars(teacher: tuple[np.ndarray, np.ndarray] | None, pos_ids: np.ndarray,
+                 neg: NegativesConfig) -> np.ndarray | None:
+    """[b] the teacher score at or above which a candidate is too close to the positive to be a negative:
+    min(teacher_ratio x teacher(q, positive), teacher(q, positive) - teacher_margin). None without a teacher."""
+    if teacher is None:
+        return None
+    pos = pair_scores(teacher[0], teacher[1], pos_ids)  # [b]
+    return np.minimum(neg.teacher_ratio * pos, pos - neg.teacher_margin)
+
+
 def _random_fill(query: np.ndarray, docs: np.ndarray, pos_score: float, row_seed: np.uint64, doc_norm: np.ndarray,
-                 taken: set[int], neg: NegativesConfig) -> np.ndarray:
-    """Up to k random doc ids (seeded by the row) scored below pos_score - margin and max_score, none of them
-    folding to a text in `taken` (the row's positives and negatives) or repeated: for a row whose window kept none."""
+                 taken: set[int], neg: NegativesConfig, vet: tuple | None = None) -> np.ndarray:
+    """Up to k random doc ids (seeded by the row) scored below pos_score - margin and max_score (and, with
+    vet = (teacher query vector, teacher docs, bar), scored below the bar by the teacher), none of them folding to
+    a text in `taken` (the row's positives and negatives) or repeated: for a row whose window kept none."""
     rng = np.random.default_rng(int(row_seed))
     cand = rng.choice(len(docs), size=min(len(docs), 8 * neg.k + 32), replace=False)
     scores = exact_scores(query[None], docs, cand[None])[0]  # [c], as the window's scores
+    vetoed = np.zeros(len(cand), dtype=bool)
+    if vet is not None:
+        vetoed = exact_scores(vet[0][None], vet[1], cand[None])[0] >= vet[2]
     out, seen = [], set(taken)
-    for i, score in zip(cand.tolist(), scores.tolist()):
+    for i, score, veto in zip(cand.tolist(), scores.tolist(), vetoed.tolist()):
         h = int(doc_norm[i])
-        if h in seen or score > pos_score - neg.margin or score > neg.max_score:
+        if h in seen or score > pos_score - neg.margin or score > neg.max_score or veto:
             continue
         seen.add(h)
         out.append(i)
@@ -162,8 +183,10 @@ def _repeats(values: np.ndarray) -> np.ndarray:
 def mine_embedded(
     queries: np.ndarray, docs: np.ndarray, pos_ids: np.ndarray, row_seeds: np.ndarray, doc_norm: np.ndarray,
     doc_hash: np.ndarray, neg: NegativesConfig, index_cfg: IndexConfig, blocked: dict[int, np.ndarray] | None = None,
+    teacher: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[list[np.ndarray], Counter]:
-    """Mine every row from vectors: queries [N, dim] (a row each), docs [n, dim] -> doc ids per row, counts."""
+    """Mine every row from vectors: queries [N, dim] (a row each), docs [n, dim] -> doc ids per row, counts.
+    teacher: its query vectors [N, dt] (a row each) and doc vectors [n, dt], or None."""
     index = build_index(docs, index_cfg)
     counts: Counter = Counter({f"index_{index_kind(index)}": 1})
     out: list[np.ndarray] = []
@@ -172,8 +195,9 @@ def mine_embedded(
         stop = min(start + chunk, len(queries))
         cands = search(index, queries[start:stop], neg.rank_max + neg.search_pad, chunk)  # [c, rank_max + pad]
         local = {r - start: h for r, h in (blocked or {}).items() if start <= r < stop}
+        vet = None if teacher is None else (teacher[0][start:stop], teacher[1])
         negs, c = select_negatives(queries[start:stop], docs, cands, pos_ids[start:stop], row_seeds[start:stop],
-                                   doc_norm, doc_hash, neg, local)
+                                   doc_norm, doc_hash, neg, local, vet)
         out += negs
         counts += c
     return out, counts
@@ -202,20 +226,32 @@ def sample_corpus(positives: list[str], cap: int, seed: int) -> list[str]:
     return [unique[i] for i in np.sort(np.argsort(priority, kind="stable")[:cap])]
 
 
-def mine_source(rows: PairRows, extra: list[str], model, cfg: MineConfig, cache_dir: Path) -> tuple[list, dict]:
-    """Negative texts per row (a list each) and this source's stats."""
+def mine_source(rows: PairRows, extra: list[str], model, cfg: MineConfig, cache_dir: Path,
+                teacher: GTEModel | None = None) -> tuple[list, list | None, dict]:
+    """Negative texts per row (a list each), the teacher's scores per row ([positive, *negatives]; None without a
+    teacher) and this source's stats."""
     docs = list(dict.fromkeys([*rows.positives, *extra]))  # exact-unique, first-seen order
     doc_id = {t: i for i, t in enumerate(docs)}
     pos_ids = np.array([doc_id[p] for p in rows.positives], dtype=np.int64)
-    doc_emb = embed_cached(model, docs, cfg.embed, resolve_prompt(model, cfg.embed.doc_prompt, "document"), cache_dir)
     uniq_q = list(dict.fromkeys(rows.queries))
+    q_rows = np.array([{q: i for i, q in enumerate(uniq_q)}[q] for q in rows.queries], dtype=np.int64)
+    doc_emb = embed_cached(model, docs, cfg.embed, resolve_prompt(model, cfg.embed.doc_prompt, "document"), cache_dir)
     q_emb = embed_cached(model, uniq_q, cfg.embed, resolve_prompt(model, cfg.embed.query_prompt, "query"), cache_dir)
-    q_pos = {q: i for i, q in enumerate(uniq_q)}
-    q_vecs = q_emb.vectors[[q_pos[q] for q in rows.queries]]  # [N, dim], a row each
+    vectors = None
+    if teacher is not None:  # the same cache: the teacher's namespace is its own
+        t = cfg.teacher
+        t_cache = t.cache_dir or cache_dir
+        t_docs = embed_cached(teacher, docs, t, resolve_prompt(teacher, t.doc_prompt, "document"), t_cache)
+        t_q = embed_cached(teacher, uniq_q, t, resolve_prompt(teacher, t.query_prompt, "query"), t_cache)
+        vectors = (t_q.vectors[q_rows], t_docs.vectors)
     doc_norm = fold_hash64(docs)
-    neg_ids, counts = mine_embedded(q_vecs, doc_emb.vectors, pos_ids, row_seeds_of(rows.queries, rows.positives,
-                                    cfg.negatives.seed), doc_norm, content_hash64(docs), cfg.negatives, cfg.index,
-                                    _blocked_rows(rows.queries, doc_norm[pos_ids]))
+    neg_ids, counts = mine_embedded(q_emb.vectors[q_rows], doc_emb.vectors, pos_ids, row_seeds_of(
+        rows.queries, rows.positives, cfg.negatives.seed), doc_norm, content_hash64(docs), cfg.negatives, cfg.index,
+        _blocked_rows(rows.queries, doc_norm[pos_ids]), vectors)
+    scores = None
+    if vectors is not None:  # float32, as stored: [teacher(q, positive), teacher(q, negative) ...] per row
+        scores = [exact_scores(vectors[0][r : r + 1], vectors[1], np.array([[pos_ids[r], *ids]]))[0]
+                  .astype(np.float32).tolist() for r, ids in enumerate(neg_ids)]
     lengths = np.array([len(n) for n in neg_ids])
     stats = {
         "corpus_docs": len(docs),
@@ -227,7 +263,10 @@ def mine_source(rows: PairRows, extra: list[str], model, cfg: MineConfig, cache_
         **{f"dropped_{r}": 0 for r in ("positive", "duplicate", "ceiling", "margin")},
         **{k: int(v) for k, v in counts.items() if k != "index_flat"},
     }
-    return [[docs[i] for i in ids] for ids in neg_ids], stats
+    if teacher is not None:
+        stats["teacher_embedded_texts"] = t_docs.computed_texts + t_q.computed_texts
+        stats["dropped_teacher"] = stats.get("dropped_teacher", 0)
+    return [[docs[i] for i in ids] for ids in neg_ids], scores, stats
 
 
 def _blocked_rows(queries: list[str], pos_norm: np.ndarray) -> dict[int, np.ndarray]:
@@ -259,12 +298,13 @@ def mine(cfg: MineConfig, model: GTEModel | None = None) -> Path:
     set_threads(cfg.index.num_threads)
     extra = read_extra_corpus(cfg.extra_corpus)
     model = model if model is not None else load_model(cfg.model)
+    teacher = load_model(cfg.teacher.model).eval() if cfg.teacher.model else None
     cache_dir = embed_cache_dir(cfg)
     with build_dir(out, "gte mine", "out_dir") as tmp:
         entries, per_source = {}, {}
         for name in names:
             per_source[name], entry = _mine_one(tmp, name, manifest["sources"][name], in_dir, extra, model, cfg,
-                                                cache_dir)
+                                                cache_dir, teacher)
             if entry is not None:
                 entries[name] = entry
         if not entries:
@@ -283,6 +323,10 @@ def mine_record(cfg: MineConfig, model: GTEModel | None = None) -> Record:
     inputs |= {f"extra_corpus.{i}": file_fingerprint(p) for i, p in enumerate(cfg.extra_corpus)}
     if cfg.filter.enabled and cfg.filter.model != cfg.model:
         inputs["filter.model"] = model_digest(cfg.filter.model)
+    if cfg.teacher.model:
+        inputs["teacher.model"] = model_digest(cfg.teacher.model)
+    else:  # without a teacher its settings change nothing
+        config = {k: v for k, v in config.items() if not k.startswith("teacher.") or k == "teacher.model"}
     return Record("mine", MINE_VERSION, config, inputs)
 
 
@@ -307,7 +351,7 @@ def embed_cache_dir(cfg: MineConfig) -> Path:
 
 
 def _mine_one(tmp: Path, name: str, entry: dict, in_dir: Path, extra: list[str], model, cfg: MineConfig,
-              cache_dir: Path) -> tuple[dict, dict | None]:
+              cache_dir: Path, teacher: GTEModel | None) -> tuple[dict, dict | None]:
     """Mine one source into tmp -> (its stats, its manifest entry or None when no row was kept)."""
     rows = read_train(in_dir, entry, name)
     stats: dict = {"train_rows": len(rows)}
@@ -322,7 +366,7 @@ def _mine_one(tmp: Path, name: str, entry: dict, in_dir: Path, extra: list[str],
     # a bigger corpus holds harder negatives.
     corpus = sample_corpus(rows.positives, cfg.max_corpus_per_source, cfg.negatives.seed)
     rows = sample_rows(rows, cfg.max_queries_per_source, cfg.negatives.seed)
-    negatives, mined = mine_source(rows, [*corpus, *extra], model, cfg, cache_dir)
+    negatives, scores, mined = mine_source(rows, [*corpus, *extra], model, cfg, cache_dir, teacher)
     stats.update(mined)
     keep = np.array([len(n) >= cfg.negatives.min_negatives for n in negatives], dtype=bool)
     kept_lengths = [len(n) for n, k in zip(negatives, keep) if k]
@@ -332,7 +376,7 @@ def _mine_one(tmp: Path, name: str, entry: dict, in_dir: Path, extra: list[str],
         print(f"gte mine: source {name}: no query kept >= {cfg.negatives.min_negatives} negatives after the "
               "window/margin/ceiling filters; left out of the output (see mine_stats.json)", file=sys.stderr)
         return stats, None
-    return stats, write_source(tmp, name, rows, negatives, keep, entry, in_dir, cfg.rows_per_shard)
+    return stats, write_source(tmp, name, rows, negatives, keep, entry, in_dir, cfg.rows_per_shard, scores)
 
 
 def _nothing_mined(per_source: dict, cfg: MineConfig) -> str:
