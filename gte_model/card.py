@@ -25,6 +25,7 @@ def render_card(meta: dict) -> str:
         f"| base model | {meta.get('base_model') or 'unknown'} |",
         f"| pooling | {meta.get('pooling')} |",
         f"| dimensions | {meta.get('dim')} |",
+        *([f"| Matryoshka dims | {meta['matryoshka_dims']} |"] if meta.get("matryoshka_dims") else []),
         f"| max sequence length | {meta.get('max_seq_len')} |",
         f"| L2-normalised output | {meta.get('normalize')} |",
         f"| query prompt | {prompts.get('query', '')!r} |",
@@ -36,6 +37,8 @@ def render_card(meta: dict) -> str:
         "from sentence_transformers import SentenceTransformer",
         "model = SentenceTransformer('path/to/this/folder')",
         "emb = model.encode(['a sentence', 'another one'])",
+        *([f"small = SentenceTransformer('path/to/this/folder', truncate_dim={min(meta['matryoshka_dims'])})"]
+          if meta.get("matryoshka_dims") else []),
         "```",
         "",
         "With transformers alone: `AutoModel` + `AutoTokenizer`, mean of the last hidden states over the attention",

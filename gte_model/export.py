@@ -51,6 +51,7 @@ def export_model(
             "normalize": model.normalize,
             "max_seq_len": model.max_seq_len,
             "dim": model.dim,
+            "matryoshka_dims": model.matryoshka_dims,
             "prompts": model.prompts,
             "train_config": train_config,
             "eval_results": eval_results or {},

@@ -175,7 +175,8 @@ def _load_folder(path: Path, pooling, normalize, max_seq_len, trust_remote_code:
                              "they do not match config.json; export the model again")
     _check_finite(backbone, weights)
     card = path / "gte_export.json"
-    base = _read_json(card).get("base_model") if card.is_file() else _describe_source(path)
+    meta = _read_json(card) if card.is_file() else {}
+    base = meta.get("base_model") if card.is_file() else _describe_source(path)
     return GTEModel(
         backbone,
         tokenizer,
@@ -186,6 +187,7 @@ def _load_folder(path: Path, pooling, normalize, max_seq_len, trust_remote_code:
         or min(getattr(config, "max_position_embeddings", 512), 512),
         prompts=settings.get("prompts"),
         base_model=base,
+        matryoshka_dims=meta.get("matryoshka_dims"),
     )
 
 

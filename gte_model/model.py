@@ -75,6 +75,7 @@ class GTEModel(nn.Module):
         max_seq_len: int = 512,
         prompts: dict[str, str] | None = None,
         base_model: str | None = None,
+        matryoshka_dims: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if pooling not in POOLING_MODES:
@@ -91,6 +92,8 @@ class GTEModel(nn.Module):
         # Prompts are prefixes prepended to the text, e.g. {"query": "query: ", "document": ""}.
         self.prompts = dict(prompts or {})
         self.base_model = base_model
+        # leading dims the model was trained to be truncated to (loss.matryoshka_dims); [] = the full dim only
+        self.matryoshka_dims = [int(d) for d in matryoshka_dims or []]
 
     # ---- properties -----------------------------------------------------------------------------------
     @property

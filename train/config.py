@@ -24,6 +24,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
+from gte_model.embed_cache import TeacherConfig
 from train.loss import LOSSES
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -46,6 +47,9 @@ class ModelConfig:
     pooling: str = "mean"  # mean (GTE) or cls
     normalize: bool = True  # export with L2 normalisation (training always scores by cosine)
     tokenizer_from: str = ""  # presets only: tokenizer folder; empty = the packaged MiniLM WordPiece vocabulary
+    # max_seq_length the export serves; 0 = the base model's own (all-MiniLM-L6-v2: 256), raised to the training
+    # lengths if they are longer. Training truncates at data.query_max_len / data.doc_max_len either way.
+    max_seq_len: int = 0
 
 
 @dataclass
@@ -117,6 +121,19 @@ class LossConfig:
     # the loss holds one chunk, not O(N^2) floats (same loss and gradients); 0 = automatic: chunk only when one
     # full block would exceed train.loss.AUTO_CHUNK_ELEMENTS (1 GiB fp32; GTE, K=0, one process: above 8,192 pairs)
     row_chunk: int = 0
+    # Matryoshka: the loss summed over embeddings truncated to these leading dims (each renormalised), e.g.
+    # [384,256,128,64]; [] = the full dim only. The export records them (sentence-transformers' truncate_dim works).
+    matryoshka_dims: list[int] = field(default_factory=list)
+    matryoshka_weights: list[float] = field(default_factory=list)  # one per dim; [] = 1 each
+    # distillation from the teacher (section `teacher`): + weight * KL(teacher || student) over each query's
+    # candidates, both softmaxes at distill_temperature; candidates = its positive and hard negatives, or every
+    # document of the batch with distill_in_batch=true. 0 = off.
+    distill_weight: float = 0.0
+    distill_temperature: float = 0.05
+    distill_in_batch: bool = False
+    # GISTEmbed guided masking: in-batch candidates the teacher scores above its score of the positive minus
+    # guide_margin are dropped from the denominator (likely false negatives); < 0 = off
+    guide_margin: float = -1.0
 
 
 @dataclass
@@ -140,6 +157,9 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    # the teacher of loss.distill_weight and loss.guide_margin; its vectors are cached in teacher.cache_dir
+    # ("" = <run.dir>/teacher_cache; `gte run` points it at the mining cache, which already holds them)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
 
     def __post_init__(self) -> None:
         # YAML reads a bare on/off as a boolean, which OmegaConf then stores in this str field as "True"/"False".
@@ -168,6 +188,22 @@ def _check_choices(c: TrainConfig) -> list[str]:
             errors.append(f"{key}={value}: choose one of {', '.join(allowed)}")
     if not c.data.train_dir:
         errors.append("data.train_dir is not set: point it at a pairs dir with manifest.json (data.train_dir=...)")
+    uses_teacher = c.loss.distill_weight > 0 or c.loss.guide_margin >= 0
+    if uses_teacher and not c.teacher.model:
+        errors.append(f"loss.distill_weight={c.loss.distill_weight}, loss.guide_margin={c.loss.guide_margin}: need "
+                      "a teacher; set teacher.model=all-mpnet-base-v2 (or a model folder)")
+    return errors + _check_matryoshka(c.loss) + c.teacher.validate()
+
+
+def _check_matryoshka(loss: LossConfig) -> list[str]:
+    dims, weights = list(loss.matryoshka_dims), list(loss.matryoshka_weights)
+    errors = []
+    if any(d < 1 for d in dims) or len(set(dims)) != len(dims):
+        errors.append(f"loss.matryoshka_dims={dims}: must be distinct dims >= 1, e.g. [384,256,128,64]")
+    if weights and len(weights) != len(dims):
+        errors.append(f"loss.matryoshka_weights={weights}: needs one weight per dim of loss.matryoshka_dims={dims}")
+    if any(not (w >= 0 and math.isfinite(w)) for w in weights):
+        errors.append(f"loss.matryoshka_weights={weights}: must be finite and >= 0")
     return errors
 
 
@@ -189,6 +225,7 @@ def _check_ranges(c: TrainConfig) -> list[str]:
         ("data.doc_max_len", c.data.doc_max_len, 2),
         ("train.max_bad_steps", c.train.max_bad_steps, 1),
         ("loss.row_chunk", c.loss.row_chunk, 0),
+        ("model.max_seq_len", c.model.max_seq_len, 0),
     ):
         if value < low:
             errors.append(f"{key}={value} must be >= {low}")
@@ -200,6 +237,8 @@ def _check_ranges(c: TrainConfig) -> list[str]:
         ("optim.max_grad_norm", c.optim.max_grad_norm, 0.0, math.inf, "0 turns clipping off"),
         ("optim.weight_decay", c.optim.weight_decay, 0.0, 1.0, "AdamW's usual 0.01"),
         ("optim.eps", c.optim.eps, 0.0, 1.0, "1e-8"),
+        ("loss.distill_weight", c.loss.distill_weight, 0.0, math.inf, "0 turns it off; 0.5-2 are usual"),
+        ("loss.distill_temperature", c.loss.distill_temperature, 1e-3, 10.0, "0.02-0.1"),
     ):
         inside = math.isfinite(value) and low <= value <= high and (value > 0 or key not in _POSITIVE)
         if not inside:
@@ -219,7 +258,7 @@ def _check_ranges(c: TrainConfig) -> list[str]:
 
 
 _ON_OFF = {"True": "on", "False": "off"}  # YAML reads a bare on/off as a boolean; str fields then hold "True"/"False"
-_POSITIVE = {"loss.temperature", "optim.lr", "optim.eps"}
+_POSITIVE = {"loss.temperature", "optim.lr", "optim.eps", "loss.distill_temperature"}
 
 
 def _check_batch(c: TrainConfig, world_size: int, zero_stage: int) -> list[str]:

@@ -38,6 +38,7 @@ from train.grad_cache import cached_step
 from train.objective import make_loss_fn, validation_scores
 from train.sampler import SourceBatchSampler
 from train.step import make_chunks, plain_step
+from train.teacher import TeacherVectors
 from train.tokens import RoleTokenizer
 
 PROBE_FILE = "export_probe.json"
@@ -73,6 +74,7 @@ class Prepared:
     chunks: list
     order: torch.Tensor
     tokens: int  # real (non-padding, non-filler) tokens
+    teacher: tuple | None = None  # the batch's teacher vectors (train.teacher) when the loss uses them
 
 
 class ReadAhead:
@@ -150,6 +152,8 @@ class Trainer:
                                                    cfg.sampler.alpha, cfg.train.seed)
         prefetch = {"on": True, "off": False}.get(cfg.train.prefetch, self.accelerator.device.type == "cuda")
         self.read_ahead = ReadAhead(self.prepare, prefetch)
+        uses_teacher = cfg.loss.distill_weight > 0 or cfg.loss.guide_margin >= 0
+        self.teacher = TeacherVectors(cfg.teacher, self.run_dir / "teacher_cache") if uses_teacher else None
         self.optimizer = build_optimizer(self.gte, cfg)
         self.model, self.optimizer = self.accelerator.prepare(self.gte, self.optimizer)
         self.updater: Updater = make_updater(self.accelerator, self.model, self.optimizer, cfg.optim.max_grad_norm)
@@ -197,7 +201,8 @@ class Trainer:
         if self.accelerator.device.type == "cuda":  # page-locked: encode's copies then overlap the GPU's work
             chunks = [c.pin_memory() if isinstance(c, Packed) else {k: v.pin_memory() for k, v in c.items()}
                       for c in chunks]
-        return Prepared(step, source, rows, batch, chunks, order, sum(len(x) for x in ids))
+        teacher = self.teacher(batch) if self.teacher is not None else None
+        return Prepared(step, source, rows, batch, chunks, order, sum(len(x) for x in ids), teacher)
 
     def encode(self, chunk: dict[str, torch.Tensor] | Packed) -> torch.Tensor:
         device = self.accelerator.device
@@ -223,7 +228,7 @@ class Trainer:
         ready = self.read_ahead.get(step)
         if step + 1 < self.cfg.train.max_steps:
             self.read_ahead.start(step + 1)  # overlaps this step's compute
-        loss_fn = make_loss_fn(ready.batch, ready.order, self.cfg.loss, self.accelerator.device)
+        loss_fn = make_loss_fn(ready.batch, ready.order, self.cfg.loss, self.accelerator.device, ready.teacher)
         loss = self.step_fn(self.encode, ready.chunks, loss_fn)
         lr = self.lr_at(step)
         norm, applied = self.updater.update(loss, lr)
@@ -313,8 +318,11 @@ class Trainer:
 
 def build_model(cfg: TrainConfig) -> GTEModel:
     m, d = cfg.model, cfg.data
-    gte = load_model(m.init_from, pooling=m.pooling, normalize=m.normalize,
-                     max_seq_len=max(d.query_max_len, d.doc_max_len), tokenizer_from=m.tokenizer_from or None)
+    gte = load_model(m.init_from, pooling=m.pooling, normalize=m.normalize, max_seq_len=m.max_seq_len or None,
+                     tokenizer_from=m.tokenizer_from or None)
+    if not m.max_seq_len:  # keep what the base model served; never below what training used
+        gte.max_seq_len = max(gte.max_seq_len, d.query_max_len, d.doc_max_len)
+    gte.matryoshka_dims = sorted(cfg.loss.matryoshka_dims, reverse=True)
     # The config is the truth for prompts: what training prepends is what the export tells clients to prepend.
     gte.prompts = {k: v for k, v in (("query", d.query_prompt), ("document", d.doc_prompt)) if v}
     if cfg.train.grad_checkpointing:
