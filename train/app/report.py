@@ -10,20 +10,26 @@ from gte_model.core.record import Record, read_record
 from train.eval.evaluate import compare_table
 from train.metrics import plot_losses, read_metrics
 
-STAGES = ("base", "stage1", "stage2")
+STAGES = ("base", "teacher", "stage1", "stage2", "merged")
 PHASES_DIR = "phases"  # <run.dir>/phases/<phase>.json: the records train.app.pipeline writes
 
 
-def write_report(root: str | Path, base_name: str = "base") -> Path:
-    """Assemble report.md + report.png from the phase markers, metrics.jsonl files and eval results under root."""
+def write_report(root: str | Path, base_name: str = "base", teacher_name: str = "", general_check: bool = False
+                 ) -> Path:
+    """Assemble report.md + report.png from the phase markers, metrics.jsonl files and eval results under root.
+    general_check: STS-B is a general-domain check no training source touches (said next to the table)."""
     root = Path(root)
     results = {s: _results(root / "eval" / s) for s in STAGES}
     results = {s: r for s, r in results.items() if r is not None}
     png = _plot(root, results)
     lines = [f"# Pipeline report: {root}", ""]
     if results:
-        labels = {"base": f"base ({base_name})", "stage1": "stage 1", "stage2": "stage 2 (final)"}
+        final = "merged" if "merged" in results else "stage2"
+        labels = {"base": f"base ({base_name})", "teacher": f"teacher ({teacher_name})", "stage1": "stage 1",
+                  "stage2": "stage 2", "merged": "merged"}
+        labels[final] += " (final)"
         lines += ["## Evaluation", "", compare_table({labels[s]: r for s, r in results.items()}), ""]
+        lines += [_general_line(results, final, general_check), ""]
     lines += ["## Wall time and peak memory per phase", "",
               "Peak RSS: this process during the phase (its peak is reset when a phase starts); worker processes "
               "(prep's pool) are listed apart, as the largest one over the whole run.", "",
@@ -43,6 +49,18 @@ def write_report(root: str | Path, base_name: str = "base") -> Path:
     write_text(report, "\n".join(lines))
     print(f"[run] report: {report}")
     return report
+
+
+def _general_line(results: dict, final: str, general_check: bool) -> str:
+    """What STS-B stands for here, and how far the final model moved from the base on it."""
+    if not general_check:
+        return ("STS-B is not a general-domain check in this run: a training source (stsb) shares its "
+                "distribution, or the task was not run.")
+    base, last = (results.get(s, {}).get("sts-b", {}).get("cosine_spearman") for s in ("base", final))
+    if base is None or last is None:
+        return "General-domain check (STS-B test, no training source touches it): not evaluated for both models."
+    return (f"General-domain check (STS-B test, no training source touches it): base {base:.4f} -> final {last:.4f} "
+            f"({last - base:+.4f}).")
 
 
 def _phases(root: Path) -> list[tuple[str, Record]]:
