@@ -51,7 +51,7 @@ from gte_model.core.atomic import build_dir, check_replaceable, write_json
 from gte_model.core.config import ConfigError, config_from_argv, dump_config
 from gte_model.core.errors import UserError
 from gte_model.core.memory import peak_rss_mb
-from gte_model.core.record import Record, check_done, file_fingerprint, flatten, folder_digest
+from gte_model.core.record import Record, check_done, defaults_of, file_fingerprint, flatten, folder_digest
 from gte_model.embed_cache import content_hash64, embed_cached, fold_hash64, mix64, model_fingerprint, resolve_prompt
 
 MINE_VERSION = 1  # bump when the same config and inputs would give other output (selection or sampling rules)
@@ -327,7 +327,7 @@ def mine_record(cfg: MineConfig, model: GTEModel | None = None) -> Record:
         inputs["teacher.model"] = model_digest(cfg.teacher.model)
     else:  # without a teacher its settings change nothing
         config = {k: v for k, v in config.items() if not k.startswith("teacher.") or k == "teacher.model"}
-    return Record("mine", MINE_VERSION, config, inputs)
+    return Record("mine", MINE_VERSION, config, inputs, defaults=defaults_of(cfg, NO_OUTPUT_EFFECT))
 
 
 def model_digest(name: str, model: GTEModel | None = None) -> str:

@@ -37,7 +37,7 @@ from gte_model.core import pairs
 from gte_model.core.atomic import build_dir, check_replaceable
 from gte_model.core.config import ConfigError, config_from_argv, config_to_dict, dump_config
 from gte_model.core.errors import UserError
-from gte_model.core.record import Record, check_done, file_fingerprint, flatten
+from gte_model.core.record import Record, check_done, defaults_of, file_fingerprint, flatten
 
 PREP_VERSION = 1  # bump when the same config and inputs would give other output (cleaning, dedup, split rules)
 # Keys that change speed or where the output lives, never its content: a finished output with other values is done.
@@ -59,7 +59,8 @@ def prep_record(cfg: PrepConfig) -> Record:
             inputs["decontaminate.stsb_test"] = source_fingerprint("stsb_test")
         inputs |= {f"decontaminate.extra_files.{i}": file_fingerprint(p)
                    for i, p in enumerate(cfg.decontaminate.extra_files)}
-    return Record("prep", PREP_VERSION, flatten(cfg, skip=NO_OUTPUT_EFFECT), inputs)
+    return Record("prep", PREP_VERSION, flatten(cfg, skip=NO_OUTPUT_EFFECT), inputs,
+                  defaults=defaults_of(cfg, NO_OUTPUT_EFFECT))
 
 
 def prep(cfg: PrepConfig) -> Path:
