@@ -143,9 +143,13 @@ def embed_cached(
 
 class VectorCache:
     """One namespace of the cache (a model + prefix + settings), opened once: repeated lookups (a training step's
-    teacher vectors) read only the shards they need, never the whole index again."""
+    teacher vectors) read only the shards they need, never the whole index again.
 
-    def __init__(self, model, cfg: EmbedConfig, prefix: str = "", cache_dir: str | Path | None = None) -> None:
+    persist=False: texts missing from the cache are embedded and kept in memory only (the other processes of a
+    distributed run: one writer per namespace)."""
+
+    def __init__(self, model, cfg: EmbedConfig, prefix: str = "", cache_dir: str | Path | None = None,
+                 persist: bool = True) -> None:
         if not str(cache_dir or cfg.cache_dir):
             raise UserError("embed.cache_dir is empty: set embed.cache_dir=/some/folder")
         self.model, self.cfg, self.prefix = model, cfg, prefix
@@ -156,7 +160,8 @@ class VectorCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.index = _load_index(self.folder, settings, model.dim)
         self.where = _locate(self.folder, self.index)  # digest -> (shard name, row)
-        self._shards: dict[str, np.ndarray] = {}  # memory-mapped shard vectors
+        self._shards: dict[str, np.ndarray] = {}  # memory-mapped shard vectors (and in-memory ones: persist=False)
+        self.persist = persist
 
     def embed(self, texts: Sequence[str], show_progress: bool | None = None) -> Embedded:
         keys = [text_digest(t) for t in texts]
@@ -177,7 +182,12 @@ class VectorCache:
                 bf16=self.cfg.bf16,
                 show_progress=show_progress,
             )  # [len(chunk), dim] float32
-            name = _write_shard(self.folder, self.index, vecs.astype(self.cfg.cache_dtype), [keys[i] for i in chunk])
+            vecs = vecs.astype(self.cfg.cache_dtype)
+            if self.persist:
+                name = _write_shard(self.folder, self.index, vecs, [keys[i] for i in chunk])
+            else:
+                name = f"memory-{len(self._shards)}"
+                self._shards[name] = vecs
             for row, i in enumerate(chunk):
                 self.where[keys[i]] = (name, row)
             computed_shards += 1

@@ -18,11 +18,14 @@ from train.batch import Batch
 class TeacherVectors:
     """batch -> (queries [b, Ht], positives [b, Ht], negatives [b, K, Ht] or None), unit float32 tensors."""
 
-    def __init__(self, cfg: TeacherConfig, default_cache: Path) -> None:
+    def __init__(self, cfg: TeacherConfig, default_cache: Path, persist: bool = True) -> None:
+        """persist: write vectors of new texts to the cache (the main process only: one writer per cache)."""
         self.model = load_model(cfg.model).eval()
         root = cfg.cache_dir or default_cache
-        self.queries = VectorCache(self.model, cfg, resolve_prompt(self.model, cfg.query_prompt, "query"), root)
-        self.documents = VectorCache(self.model, cfg, resolve_prompt(self.model, cfg.doc_prompt, "document"), root)
+        prompts = {role: resolve_prompt(self.model, p, role) for role, p in (("query", cfg.query_prompt),
+                                                                            ("document", cfg.doc_prompt))}
+        self.queries = VectorCache(self.model, cfg, prompts["query"], root, persist)
+        self.documents = VectorCache(self.model, cfg, prompts["document"], root, persist)
 
     def __call__(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor | None]:
         q = torch.from_numpy(self.queries.embed(batch.queries, show_progress=False).vectors)

@@ -153,7 +153,10 @@ class Trainer:
         prefetch = {"on": True, "off": False}.get(cfg.train.prefetch, self.accelerator.device.type == "cuda")
         self.read_ahead = ReadAhead(self.prepare, prefetch)
         uses_teacher = cfg.loss.distill_weight > 0 or cfg.loss.guide_margin >= 0
-        self.teacher = TeacherVectors(cfg.teacher, self.run_dir / "teacher_cache") if uses_teacher else None
+        self.teacher = None
+        if uses_teacher:
+            with self.accelerator.main_process_first():  # the main process creates the cache's namespace folders
+                self.teacher = TeacherVectors(cfg.teacher, self.run_dir / "teacher_cache", persist=self.is_main)
         self.optimizer = build_optimizer(self.gte, cfg)
         self.model, self.optimizer = self.accelerator.prepare(self.gte, self.optimizer)
         self.updater: Updater = make_updater(self.accelerator, self.model, self.optimizer, cfg.optim.max_grad_norm)

@@ -62,3 +62,17 @@ def test_mining_with_a_teacher_stores_its_scores_and_caches_its_vectors(tmp_path
     assert stats["dropped_teacher"] > 0 and stats["teacher_embedded_texts"] > 0
     schema = pq.read_schema(next(out.glob("alpha/train-*.parquet")))
     assert schema.field("teacher_scores").type.value_type == "float"
+
+
+def test_a_cache_opened_without_persist_embeds_misses_in_memory_and_writes_nothing(tmp_path, tiny_model):
+    from gte_model.embed_cache import VectorCache
+
+    cfg = TeacherConfig(model="x", batch_size=8, max_seq_len=32, bf16=False, shard_size=4)
+    writer = VectorCache(tiny_model, cfg, "", tmp_path)
+    writer.embed(["one text", "two texts"])
+    reader = VectorCache(tiny_model, cfg, "", tmp_path, persist=False)
+    got = reader.embed(["two texts", "a new text", "more new words", "one text", "a new text"])
+    assert got.computed_texts == 2 and got.reused_texts == 3
+    assert sorted(p.name for p in reader.folder.glob("shard-*")) == ["shard-00000.keys.npy", "shard-00000.npy"]
+    fresh = VectorCache(tiny_model, cfg, "", tmp_path / "other").embed(["a new text", "one text"]).vectors
+    np.testing.assert_allclose(got.vectors[[1, 3]], fresh, atol=1e-3)  # float16 cache precision
