@@ -5,14 +5,15 @@
 
 Each phase records completion in <run.dir>/phases/<phase>.json (its config section, the upstream phases' digest,
 seconds and peak memory). Re-running skips a phase with the same record; a changed phase is rebuilt with every
-phase after it (a training phase whose only change is a larger train.max_steps continues). Long phases (training,
+phase that depends on it (a training phase whose only change is a larger train.max_steps continues; an evaluation
+depends only on the model it evaluates and the held-out sets). Long phases (training,
 mining) resume inside themselves, so an interrupted pipeline finishes where it stopped. Layout:
   <run.dir>/data/pairs  prep output        <run.dir>/stage1  stage-1 run (its export feeds mining and stage 2)
   <run.dir>/data/mined  triples            <run.dir>/stage2  stage-2 run
   <run.dir>/merged      merge output       (when merge.models is set: e.g. [base, stage2], WiSE-FT)
   <run.dir>/export      the final model    <run.dir>/eval/{base,teacher,stage1,stage2,merged}  results
 A teacher (mine.teacher.model) vets the mined negatives; stage 2 distils from it (loss.distill_weight) through the
-same vector cache: stage2.teacher is mine.teacher unless set.
+same vector cache: stage2.teacher follows mine.teacher unless stage2.teacher.model names another model.
   <run.dir>/report.md, report.png          loss curves of both stages, metric bars, wall time of each phase
 """
 
@@ -33,7 +34,7 @@ from gte_model.core.atomic import build_dir
 from gte_model.core.config import ConfigError, config_from_argv, dump_config, save_config
 from gte_model.core.memory import children_peak_rss_mb, peak_rss_mb, release_free_memory, reset_peak
 from gte_model.core.pairs import beir_dirs
-from gte_model.core.record import Record, digest_json, flatten, read_record, write_record
+from gte_model.core.record import Record, defaults_of, digest_json, flatten, read_record, write_record
 from gte_model.merge import MergeConfig
 from train.app.report import PHASES_DIR, write_report
 from train.config import TrainConfig
@@ -84,9 +85,9 @@ class PipelineConfig:
         self.stage2.run.dir = str(root / "stage2")
         self.stage2.data.train_dir = self.mine.out_dir
         self.stage2.model.init_from = self.mine.model
-        if self.mine.teacher.model and not self.stage2.teacher.model:  # one teacher, one cache of its vectors
+        if self.mine.teacher.model and self.stage2.teacher.model in ("", self.mine.teacher.model):
+            # one teacher, one cache of its vectors: stage 2 reads what mining embedded
             self.stage2.teacher = copy.deepcopy(self.mine.teacher)
-        if self.stage2.teacher.model == self.mine.teacher.model and not self.stage2.teacher.cache_dir:
             self.stage2.teacher.cache_dir = str(self.mine.teacher.cache_dir or embed_cache_dir(self.mine))
         self.merge.out_dir = str(root / "merged")
         return self
@@ -156,22 +157,24 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
     phases += [
         Phase("export", {"merged": bool(merged)}, lambda force: _copy_export(merged or stage2_export, final)),
         Phase("eval_base", {"eval": cfg.eval, "model": base},
-              lambda force: _evaluate(base, root / "eval" / "base", update_card=False, **eval_kw)),
+              lambda force: _evaluate(base, root / "eval" / "base", update_card=False, **eval_kw), after="prep"),
     ]
-    if teacher and cfg.eval.teacher:  # the same model on the same sets: skipped on a re-run like any phase
-        phases.append(Phase("eval_teacher", {"eval": cfg.eval, "model": teacher},
-                            lambda force: _evaluate(teacher, root / "eval" / "teacher", update_card=False, **eval_kw)))
+    if teacher and cfg.eval.teacher:
+        phases.append(Phase("eval_teacher", {"eval": cfg.eval, "model": teacher}, lambda force: _evaluate(
+            teacher, root / "eval" / "teacher", update_card=False, **eval_kw), after="prep"))
     phases += [
-        Phase("eval_stage1", cfg.eval, lambda force: _evaluate(stage1_export, root / "eval" / "stage1", **eval_kw)),
+        Phase("eval_stage1", cfg.eval, lambda force: _evaluate(stage1_export, root / "eval" / "stage1", **eval_kw),
+              after="stage1"),
         Phase("eval_stage2", cfg.eval, lambda force: _evaluate(final if merged is None else stage2_export,
-                                                               root / "eval" / "stage2", **eval_kw)),
+                                                               root / "eval" / "stage2", **eval_kw), after="export"),
     ]
     if merged is not None:
         phases.append(Phase("eval_merged", cfg.eval, lambda force: _evaluate(final, root / "eval" / "merged",
-                                                                             **eval_kw)))
-    upstream = ""
-    for phase in phases:
-        upstream = _run_phase(root, phase, upstream)
+                                                                             **eval_kw), after="export"))
+    digests: dict[str, str] = {}
+    for i, phase in enumerate(phases):
+        after = phase.after if phase.after is not None else (phases[i - 1].name if i else "")
+        digests[phase.name] = _run_phase(root, phase, digests.get(after, ""))
     general = "stsb" not in cfg.prep.sources and "sts-b" in cfg.eval.tasks
     return write_report(root, base_name=base, teacher_name=teacher, general_check=general)
 
@@ -181,6 +184,9 @@ class Phase:
     name: str
     config: object  # the section whose keys decide whether the phase must run again
     job: Callable[[bool], object]  # job(force): force = rebuild the phase's output even if it looks done
+    # the phase whose output this one depends on (None: the one before it); an evaluation depends only on its model
+    # and the held-out sets, so a changed stage 2 does not evaluate the base model again
+    after: str | None = None
 
 
 def _beir_sets(cfg: PipelineConfig) -> dict[str, Path]:
@@ -219,7 +225,7 @@ def _run_phase(root: Path, phase: Phase, upstream: str) -> str:
     digest the next phase depends on. A changed phase is rebuilt (force), except a training phase whose only change
     is a larger train.max_steps, which continues."""
     want = Record(f"phase:{phase.name}", PHASE_FORMAT, flatten(phase.config, skip=_REBUILD_KEYS),
-                  {"upstream": upstream})
+                  {"upstream": upstream}, defaults=defaults_of(phase.config, _REBUILD_KEYS))
     digest = digest_json([want.kind, want.config, want.inputs])
     have = phase_record(root, phase.name)
     changes = have.changes(want) if have is not None else []
