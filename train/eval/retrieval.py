@@ -9,6 +9,7 @@ by hand, so they match the numbers other BEIR/MTEB tools report.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import ir_measures
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from ir_measures import RR, R, nDCG
 
+from train.eval.dims import dims_to_run, truncate
 from train.eval.errors import EvalDataMissing, EvalError
 
 # Report names -> ir-measures measures. RR@10 is MRR@10 (mean over queries of the reciprocal rank).
@@ -106,16 +108,28 @@ def evaluate_beir(model, beir_dir: str | Path, batch_size: int = 64, bf16: bool 
     ignore_identical_ids drops a document whose id equals the query id (BEIR's option for sets where queries
     are also documents); off by default because our held-out sets may give a query and its positive one id.
     """
+    by_dim = evaluate_beir_dims(model, beir_dir, None, batch_size, bf16, split, top_k, ignore_identical_ids)
+    return by_dim[model.dim]
+
+
+def evaluate_beir_dims(model, beir_dir: str | Path, dims: Sequence[int] | None, batch_size: int = 64,
+                       bf16: bool = False, split: str = "test", top_k: int = TOP_K,
+                       ignore_identical_ids: bool = False) -> dict[int, dict]:
+    """{dim: metrics} at the full dim and at each of dims (embeddings truncated, see train.eval.dims); the texts
+    are encoded once."""
     corpus, queries, qrels = load_beir(beir_dir, split)
     doc_ids, qids = list(corpus), list(queries)
     q_emb = model.encode([queries[q] for q in qids], batch_size=batch_size, normalize=True, prompt_name="query",
                          bf16=bf16)  # [Q, dim]
     d_emb = model.encode([corpus[d] for d in doc_ids], batch_size=batch_size, normalize=True, prompt_name="document",
                          bf16=bf16)  # [N, dim]
-    # One extra candidate so that dropping the query's own id still leaves top_k.
-    scores, indices = search(q_emb, d_emb, top_k + int(ignore_identical_ids))
-    run = ranking_run(qids, doc_ids, scores, indices, top_k, ignore_identical_ids)
-    return {**retrieval_metrics(qrels, run), "queries": len(qids), "documents": len(doc_ids)}
+    by_dim = {}
+    for dim in dims_to_run(model.dim, dims):
+        # One extra candidate so that dropping the query's own id still leaves top_k.
+        scores, indices = search(truncate(q_emb, dim), truncate(d_emb, dim), top_k + int(ignore_identical_ids))
+        run = ranking_run(qids, doc_ids, scores, indices, top_k, ignore_identical_ids)
+        by_dim[dim] = {**retrieval_metrics(qrels, run), "queries": len(qids), "documents": len(doc_ids)}
+    return by_dim
 
 
 def _read_jsonl(path: Path) -> list[dict]:
