@@ -127,6 +127,13 @@ def test_metrics_on_a_known_ranking_match_hand_computed_values():
     assert got["recall@100"] == pytest.approx((1 + 1 + 1 / 2) / 3, abs=1e-6)
 
 
+def test_tied_scores_rank_by_doc_id_descending_for_every_metric():
+    # trec_eval's rule (mteb's too): "b" ranks above "a" at an equal score, for MRR as for nDCG.
+    got = retrieval_metrics({"q": {"a": 1}}, {"q": {"a": 0.5, "b": 0.5, "c": 0.1}})
+    assert got["mrr@10"] == pytest.approx(0.5)
+    assert got["ndcg@10"] == pytest.approx(1 / math.log2(3))
+
+
 def test_blocked_search_equals_the_full_score_matrix(monkeypatch):
     import train.eval.retrieval
 
@@ -395,11 +402,15 @@ def test_compare_table_averages_beir_per_dim():
 # ---- MTEB's own evaluation ------------------------------------------------------------------------------------------
 def random_beir(folder, seed: int = 0, docs: int = 40, queries: int = 15):
     """A BEIR set of random word strings with 1-2 judged documents (grades 1-2) per query: rankings that are far
-    from perfect, and (distinct texts) no ties."""
+    from perfect. Every fourth document has a copy under another id (exact ties), and every third query is a
+    document under the same id (a self-match, judged relevant half the time)."""
     rng = random.Random(seed)
     corpus = {f"d{i}": " ".join(rng.sample(WORDS, 6)) for i in range(docs)}
+    corpus |= {f"copy{i}": corpus[f"d{i}"] for i in range(0, docs, 4)}
     asked = {f"q{i}": " ".join(rng.sample(WORDS, 3)) for i in range(queries)}
+    asked |= {f"d{i}": corpus[f"d{i}"] for i in range(0, docs, 3)}
     qrels = {(q, d): (q, d, rng.choice([1, 2])) for q in asked for d in rng.sample(list(corpus), rng.choice([1, 2]))}
+    qrels |= {(q, q): (q, q, 1) for q in list(asked)[queries::2]}
     return write_beir(folder, corpus, asked, list(qrels.values()))
 
 

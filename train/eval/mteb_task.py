@@ -6,8 +6,11 @@ as local retrieval tasks.
   an EvalError naming the task. Nothing is downloaded, online or not.
 - `mteb-beir`: every BEIR set given with --beir / --data, each run as a custom mteb retrieval task
   (local_retrieval_task: an AbsTaskRetrieval filled from load_beir, so the texts are exactly the ones our own
-  evaluator reads). mteb's nDCG@10 / MRR@10 / Recall@100 are reported under our metric names, next to `beir`'s;
-  see tests/train/test_evaluate.py for where they agree and why they can differ.
+  evaluator reads). mteb's nDCG@10 / MRR@10 / Recall@100 are reported under our metric names, next to `beir`'s.
+  They agree to 1e-4 (tests/train/test_evaluate.py, on a set with exact ties and self-matches): both rank with
+  pytrec_eval's rule (score, then doc id, both descending) and neither drops a document whose id is the query's
+  (ignore_identical_ids, off in both). What is left: mteb rounds its scores to 5 decimals, and two different
+  texts whose scores differ only in float noise may swap places, as the two searches compute cosines differently.
 
 The model goes in as a SentenceTransformer loaded from the export, which mteb drives natively: its "query" and
 "document" prompts apply as in training. Results are not written to mteb's cache (~/.cache/mteb) nor read from it.
