@@ -37,6 +37,10 @@ TINY = [
     "mine.embed.bf16=false",
     "mine.negatives.margin=0.0",  # a random tiny model scores everything near cosine 1: keep what ranks below
     "mine.negatives.max_score=1.0",
+    "mine.teacher.model=all-mpnet-base-v2",  # not in the quickstart itself: run here so its path is tested
+    "mine.teacher.max_seq_len=64",
+    "stage2.loss.distill_weight=1.0",
+    "stage2.loss.distill_in_batch=true",
     "stage2.data.val_rows=8",
     "stage2.train.global_batch_size=8",
     "stage2.train.chunk_size=16",
@@ -49,8 +53,8 @@ TINY = [
     "eval.beir_sources=[]",
     "eval.bf16=false",
 ]
-# the quickstart's teacher (all-mpnet-base-v2, installed by scripts/setup.sh) vets negatives, stage 2 distils from
-# it, and the final model is the merge of the base (here a random tiny preset) and stage 2
+# a teacher (all-mpnet-base-v2, installed by scripts/setup.sh) vets negatives, stage 2 distils from it, and the
+# final model is the quickstart's merge of the base (here a random tiny preset) and stage 2
 PHASES = ["prep", "stage1", "mine", "stage2", "merge", "export", "eval_base", "eval_teacher", "eval_stage1",
           "eval_stage2", "eval_merged"]
 

@@ -58,7 +58,10 @@ class PipelineEvalConfig:
     # held-out BEIR sets to report (source names); [] = every source's. Supervised paraphrase sources (stsb) make a
     # trivial retrieval set (a few dozen near-identical pairs), so the quickstart leaves them out.
     beir_sources: list[str] = field(default_factory=list)
-    teacher: bool = True  # evaluate mine.teacher.model too (when set), beside base / stage 1 / stage 2
+    # a reference model evaluated beside base / stage 1 / stage 2 (e.g. all-mpnet-base-v2); "" = mine.teacher.model
+    teacher: str = ""
+    # also score every model with its embeddings cut to these dims (Matryoshka); [] = stage2.loss.matryoshka_dims
+    dims: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -140,12 +143,12 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     save_config(cfg, root / "config.yaml")
     print(dump_config(cfg), flush=True)
-    base, teacher = cfg.stage1.model.init_from, cfg.mine.teacher.model
+    base, teacher = cfg.stage1.model.init_from, cfg.eval.teacher or cfg.mine.teacher.model
     stage1_export, stage2_export = Path(cfg.stage1.run.dir) / "export", Path(cfg.stage2.run.dir) / "export"
     final = root / "export"
     merged = Path(cfg.merge.out_dir) if cfg.merge.models else None
     eval_kw = {"tasks": cfg.eval.tasks, "bf16": cfg.eval.bf16, "batch_size": cfg.eval.batch_size,
-               "beir_dirs": lambda: _beir_sets(cfg)}
+               "beir_dirs": lambda: _beir_sets(cfg), "dims": list(cfg.eval.dims or cfg.stage2.loss.matryoshka_dims)}
     phases = [
         Phase("prep", cfg.prep, lambda force: prep(_forced(cfg.prep, "overwrite", force))),
         Phase("stage1", cfg.stage1, lambda force: fit(_forced(cfg.stage1, "run.overwrite", force))),
@@ -159,7 +162,7 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
         Phase("eval_base", {"eval": cfg.eval, "model": base},
               lambda force: _evaluate(base, root / "eval" / "base", update_card=False, **eval_kw), after="prep"),
     ]
-    if teacher and cfg.eval.teacher:
+    if teacher:
         phases.append(Phase("eval_teacher", {"eval": cfg.eval, "model": teacher}, lambda force: _evaluate(
             teacher, root / "eval" / "teacher", update_card=False, **eval_kw), after="prep"))
     phases += [
