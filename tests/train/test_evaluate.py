@@ -223,7 +223,8 @@ def test_unknown_task_and_beir_without_sets_are_refused(tiny_model, tmp_path):
 
 def test_an_undefined_score_is_written_as_null_not_as_invalid_json(tiny_model, tmp_path, monkeypatch):
     # A model that gives every sentence one vector has no Spearman (NaN); JSON has no NaN.
-    monkeypatch.setattr("train.eval.evaluate.evaluate_sts", lambda *a, **k: {"cosine_spearman": math.nan, "pairs": 3})
+    monkeypatch.setattr("train.eval.evaluate.evaluate_sts_dims",
+                        lambda model, *a, **k: {model.dim: {"cosine_spearman": math.nan, "pairs": 3}})
     export = export_model(tiny_model, tmp_path / "export")
     assert evaluate(export, tasks=["sts-b"]) == {"sts-b": {"cosine_spearman": None, "pairs": 3}}
     record = json.loads((export / "eval" / "results.json").read_text())

@@ -3,13 +3,13 @@ as local retrieval tasks.
 
 - `mteb:<TaskName>`: a public MTEB task. Its dataset must already be in the local Hugging Face cache: that is
   checked with no network access before the model loads (check_public_task), and a task whose data is not there is
-  an EvalError naming the task. Nothing is downloaded, online or not.
+  an EvalError naming the task, at once, with or without a network: gte eval never starts a dataset download.
 - `mteb-beir`: every BEIR set given with --beir / --data, each run as a custom mteb retrieval task
   (local_retrieval_task: an AbsTaskRetrieval filled from load_beir, so the texts are exactly the ones our own
   evaluator reads). mteb's nDCG@10 / MRR@10 / Recall@100 are reported under our metric names, next to `beir`'s.
   They agree to 1e-4 (tests/train/test_evaluate.py, on a set with exact ties and self-matches): both rank with
   pytrec_eval's rule (score, then doc id, both descending) and neither drops a document whose id is the query's
-  (ignore_identical_ids, off in both). What is left: mteb rounds its scores to 5 decimals, and two different
+  (ignore_identical_ids is off in both). What is left: mteb rounds its scores to 5 decimals, and two different
   texts whose scores differ only in float noise may swap places, as the two searches compute cosines differently.
 
 The model goes in as a SentenceTransformer loaded from the export, which mteb drives natively: its "query" and
@@ -50,8 +50,7 @@ class LocalRetrievalTask(AbsTaskRetrieval):
         self.data_loaded = True
 
 
-def local_retrieval_task(name: str, folder: str | Path, split: str = "test",
-                         ignore_identical_ids: bool = False) -> LocalRetrievalTask:
+def local_retrieval_task(name: str, folder: str | Path, split: str = "test") -> LocalRetrievalTask:
     """The task for one folder. mteb reads `metadata` from the class (unload_data drops an instance's copy), so the
     folder's metadata goes on a subclass made here."""
     metadata = TaskMetadata(
@@ -60,8 +59,7 @@ def local_retrieval_task(name: str, folder: str | Path, split: str = "test",
         eval_splits=[split], eval_langs=["eng-Latn"],  # a required field; the scores do not depend on it
         main_score="ndcg_at_10",
     )
-    attrs = {"metadata": metadata, "folder": Path(folder), "split": split,
-             "ignore_identical_ids": ignore_identical_ids}
+    attrs = {"metadata": metadata, "folder": Path(folder), "split": split}
     return type("LocalBEIRTask", (LocalRetrievalTask,), attrs)()
 
 
@@ -78,8 +76,9 @@ def check_public_task(task_name: str) -> None:
                           local_files_only=True)
     except Exception as exc:  # noqa: BLE001 - huggingface_hub raises one of several "not cached" errors
         raise EvalDataMissing(f"--tasks mteb:{task_name}: its data ({data['path']}) is not local and gte eval "
-                              "downloads nothing; fetch it once online (mteb.get_task(...).load_data()) or leave "
-                              f"mteb:{task_name} out of --tasks") from exc
+                              "downloads nothing; fetch it once online (python -c \"import mteb; "
+                              f"mteb.get_task('{task_name}').load_data()\") or leave mteb:{task_name} out of --tasks"
+                              ) from exc
 
 
 def evaluate_public(st_model, task_name: str, batch_size: int = 64) -> dict:
@@ -89,10 +88,9 @@ def evaluate_public(st_model, task_name: str, batch_size: int = 64) -> dict:
     return {"main_score": float(result.get_score()), "main_metric": task.metadata.main_score}
 
 
-def evaluate_local_beir(st_model, name: str, folder: str | Path, batch_size: int = 64,
-                        ignore_identical_ids: bool = False) -> dict:
+def evaluate_local_beir(st_model, name: str, folder: str | Path, batch_size: int = 64) -> dict:
     """mteb's nDCG@10, MRR@10 and Recall@100 on one BEIR-format folder, under our metric names."""
-    task = local_retrieval_task(name, folder, ignore_identical_ids=ignore_identical_ids)
+    task = local_retrieval_task(name, folder)
     scores = _run(st_model, task, batch_size).scores[task.split][0]
     return {ours: float(scores[key]) for ours, key in MTEB_KEYS.items()}
 
