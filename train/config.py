@@ -72,7 +72,9 @@ class TrainLoopConfig:
     global_batch_size: int = 64  # pairs per optimizer step summed over all processes (the negative pool)
     chunk_size: int = 64  # texts (queries + documents) per forward pass on one process
     chunk_tokens: int = 0  # token budget per forward pass (0 = chunk_size texts whatever their length)
-    packed: bool = True  # unpadded forward (BertModel backbones): no padding tokens, same math; false = padded chunks
+    # unpadded forward (BERT, RoBERTa, XLM-RoBERTa, MPNet and ModernBERT backbones; others fall back to padded chunks
+    # with a notice): no padding tokens, same math; false = padded chunks
+    packed: bool = True
     grad_cache: bool = False  # gradient caching: memory of one chunk, any global batch (costs one extra forward)
     max_steps: int = 1000  # optimizer steps in total (a resumed run continues up to this)
     checkpoint_every: int = 500  # steps between checkpoints (0 = only the final export)

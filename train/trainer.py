@@ -28,6 +28,7 @@ import torch
 
 from gte_model import GTEModel, Packed, load_model, supports_packing
 from gte_model.export import export_model
+from gte_model.families import FAMILIES
 from train.backend import Updater, make_accelerator, make_updater
 from train.batch import Batch
 from train.checkpoint import Checkpoint, find_resumable, load_checkpoint, save_checkpoint
@@ -162,7 +163,7 @@ class Trainer:
         self._compiled = torch.compile(self.model, backend=COMPILE_BACKEND) if cfg.train.compile else None
         self.packed = cfg.train.packed and supports_packing(self.gte.backbone)
         if cfg.train.packed and not self.packed and self.is_main:
-            print(f"gte train: train.packed=true needs a BertModel backbone, this is "
+            print(f"gte train: train.packed=true needs a backbone of a known family ({', '.join(FAMILIES)}), this is "
                   f"{type(self.gte.backbone).__name__}; using padded chunks (set train.packed=false to silence this)",
                   flush=True)
 
