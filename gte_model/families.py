@@ -65,6 +65,30 @@ def supports_packing(backbone: nn.Module) -> bool:
     return family_of(backbone) is not None
 
 
+def max_positions(backbone: nn.Module) -> int | None:
+    """Tokens one text may hold (special tokens included): the backbone's max_position_embeddings, less the positions
+    RoBERTa-style embeddings skip (they start at padding_idx + 1); None when its config does not say."""
+    limit = getattr(backbone.config, "max_position_embeddings", None)
+    if limit is not None and family_of(backbone) in (_ROBERTA, _MPNET):
+        limit -= _after_padding(backbone)
+    return limit
+
+
+def set_rope_theta(backbone: nn.Module, theta: float) -> None:
+    """Set the rotary base of a RoPE backbone's global-attention layers (of all its layers when it has one kind) and
+    rebuild its rotary tables; the config carries the base into checkpoints and exports. A larger base slows the
+    rotation, so far-apart positions stay distinguishable: GTE v1.5 raised it to extend 512 to 8,192 tokens.
+    ValueError for a backbone without rotary position embeddings."""
+    params = getattr(backbone.config, "rope_parameters", None)
+    rotary = getattr(backbone, "rotary_emb", None)
+    if not params or rotary is None:
+        raise ValueError(f"{type(backbone).__name__} has no rotary position embeddings (its positions are learned "
+                         "absolute ones), so there is no RoPE base to set")
+    params.get("full_attention", params)["rope_theta"] = float(theta)  # ModernBERT: per layer type; others: one
+    device = next(iter(rotary.buffers())).device
+    backbone.rotary_emb = type(rotary)(config=backbone.config, device=device)
+
+
 def family_of(backbone: nn.Module) -> Family | None:
     cfg = getattr(backbone, "config", None)
     if cfg is None or getattr(cfg, "is_decoder", False):
@@ -87,8 +111,13 @@ def _bert_embed(backbone: nn.Module, packed: Packed) -> Tensor:
     return _absolute_embed(backbone, packed, 0)
 
 
+def _after_padding(backbone: nn.Module) -> int:
+    """RoBERTa's (and MPNet's) first position: padding_idx + 1."""
+    return backbone.embeddings.padding_idx + 1
+
+
 def _after_padding_embed(backbone: nn.Module, packed: Packed) -> Tensor:
-    return _absolute_embed(backbone, packed, backbone.embeddings.padding_idx + 1)
+    return _absolute_embed(backbone, packed, _after_padding(backbone))
 
 
 def _qkv(query: nn.Linear, key: nn.Linear, value: nn.Linear, x: Tensor) -> Tensor:
@@ -177,12 +206,13 @@ def _encoder_layers(backbone: nn.Module) -> nn.ModuleList:
 
 _BERT = Family(_bert_embed, _encoder_layers, _no_shared, _bert_layer, _identity)
 _ROBERTA = Family(_after_padding_embed, _encoder_layers, _no_shared, _bert_layer, _identity)
+_MPNET = Family(_after_padding_embed, _encoder_layers, _mpnet_bias, _mpnet_layer, _identity)
 # backbone class name -> family (a remote-code backbone has its own class names: not packed)
 FAMILIES: dict[str, Family] = {
     "BertModel": _BERT,
     "RobertaModel": _ROBERTA,
     "XLMRobertaModel": _ROBERTA,
-    "MPNetModel": Family(_after_padding_embed, _encoder_layers, _mpnet_bias, _mpnet_layer, _identity),
+    "MPNetModel": _MPNET,
     "ModernBertModel": Family(
         _modernbert_embed, lambda b: b.layers, _modernbert_rope, _modernbert_layer, lambda b, x: b.final_norm(x)
     ),
