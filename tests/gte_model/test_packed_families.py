@@ -103,3 +103,22 @@ def test_bert_is_packed_and_decoders_or_unknown_families_are_not(tmp_path):
 
     with pytest.raises(ValueError, match="DistilBertModel has no packed forward"):
         packed_forward(distil, pack([[1, 2, 3]]))
+
+
+def test_modernbert_gradient_checkpointing_gives_the_same_gradients(tmp_path):
+    model = make_tiny_family_model(tmp_path, "modernbert")
+    set_dropout(model, 0.1)
+    ids = model.tokenize_ids(TEXTS)
+    out = []
+    for checkpointing in (False, True):
+        if checkpointing:
+            model.backbone.activation_checkpointing_enable({"use_reentrant": False})
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(3)
+        loss = model(packed=pack(ids)).pow(2).sum()
+        loss.backward()
+        out.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    assert all(layer.gradient_checkpointing for layer in model.backbone.layers)  # what packed_forward reads
+    assert torch.equal(out[0][0], out[1][0])
+    for name, g in out[0][1].items():
+        assert torch.allclose(g, out[1][1][name], rtol=1e-5, atol=1e-7), name
