@@ -90,6 +90,8 @@ def set_rope_theta(backbone: nn.Module, theta: float) -> None:
 
 
 def family_of(backbone: nn.Module) -> Family | None:
+    """The family whose packed forward reproduces this backbone's padded one; None for decoders, relative position
+    embedding types and classes of no known family (remote code included)."""
     cfg = getattr(backbone, "config", None)
     if cfg is None or getattr(cfg, "is_decoder", False):
         return None
