@@ -6,7 +6,8 @@ import json
 
 
 def render_card(meta: dict) -> str:
-    """Markdown model card: base model, pooling, dimensions, max length, prompts, training config, results."""
+    """Markdown model card: base model, backbone family, pooling, dimensions, max length, prompts, training config,
+    results."""
     prompts = meta.get("prompts") or {}
     lines = [
         "---",
@@ -23,6 +24,7 @@ def render_card(meta: dict) -> str:
         "| property | value |",
         "| --- | --- |",
         f"| base model | {meta.get('base_model') or 'unknown'} |",
+        f"| family | {meta.get('family') or 'unknown'} |",
         f"| pooling | {meta.get('pooling')} |",
         f"| dimensions | {meta.get('dim')} |",
         *([f"| Matryoshka dims | {meta['matryoshka_dims']} |"] if meta.get("matryoshka_dims") else []),

@@ -47,6 +47,7 @@ def export_model(
         _write_st(model, tmp)
         meta = {
             "base_model": model.base_model,
+            "family": model.backbone.config.model_type,
             "pooling": model.pooling,
             "normalize": model.normalize,
             "max_seq_len": model.max_seq_len,

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from gte_model.packed import Packed, packed_forward
+from gte_model.families import packed_forward
+from gte_model.packed import Packed
 from gte_model.pooling import POOLING_MODES, pool, pool_packed
 
 # Show a progress bar in `encode` from this many texts on (unless asked explicitly).

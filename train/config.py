@@ -7,8 +7,8 @@ way you would fix it on the command line (`train.chunk_size=...`).
 The keys users touch most:
   run.dir                 where checkpoints, metrics.jsonl, config.yaml, the plot and export/ go; re-running the
                           same command on it resumes from its newest checkpoint (a finished run is a no-op)
-  model.init_from         a preset (tiny, gte-small, gte-base, gte-large), a packaged name (all-MiniLM-L6-v2) or a
-                          folder (e.g. the stage-1 export for stage 2)
+  model.init_from         a preset (tiny, gte-small, gte-base, gte-large, gte-modern-base), a packaged name
+                          (all-MiniLM-L6-v2) or a folder (e.g. the stage-1 export for stage 2)
   data.train_dir          a pairs dir (manifest.json) written by `gte prep` / `gte mine`
   data.num_negatives      hard negatives per query (0 in stage 1; >= 1 in stage 2, needs mined negatives)
   train.global_batch_size pairs per optimizer step over ALL processes: the in-batch negative pool
@@ -43,21 +43,27 @@ class RunConfig:
 
 @dataclass
 class ModelConfig:
-    init_from: str = "tiny"  # preset (tiny/gte-small/gte-base/gte-large), packaged name, or a model folder
+    init_from: str = "tiny"  # preset (tiny/gte-small/gte-base/gte-large/gte-modern-base), packaged name, or a folder
     pooling: str = "mean"  # mean (GTE) or cls
     normalize: bool = True  # export with L2 normalisation (training always scores by cosine)
     tokenizer_from: str = ""  # presets only: tokenizer folder; empty = the packaged MiniLM WordPiece vocabulary
     # max_seq_length the export serves; 0 = the base model's own (all-MiniLM-L6-v2: 256), raised to the training
     # lengths if they are longer. Training truncates at data.query_max_len / data.doc_max_len either way.
     max_seq_len: int = 0
+    # RoPE backbones only (gte-modern-base, ModernBERT folders): the rotary base of the global-attention layers, set
+    # before training and saved in the export; raise it with data.*_max_len to extend the context (GTE v1.5: 512 ->
+    # 8,192). 0 = the backbone's own (gte-modern-base: 160000); an error on a backbone with absolute positions
+    rope_theta: float = 0.0
 
 
 @dataclass
 class DataConfig:
     train_dir: str = ""  # pairs dir holding manifest.json (required)
     sources: list[str] = field(default_factory=list)  # train on these manifest sources only; empty = all
-    query_max_len: int = 64  # tokens per query (special tokens included); longer ones are truncated
-    doc_max_len: int = 128  # tokens per positive / hard negative
+    # tokens per query (special tokens included); longer ones are truncated. Up to the backbone's positions
+    # (max_position_embeddings: 512 for BERT, 8,192 for gte-modern-base); more is an error when the model is built
+    query_max_len: int = 64
+    doc_max_len: int = 128  # tokens per positive / hard negative; the same limit
     num_negatives: int = 0  # hard negatives per query, drawn from the row's `negatives` list (0 = in-batch only)
     query_prompt: str = ""  # prefix prepended to every query (also written into the export's prompts)
     doc_prompt: str = ""  # prefix prepended to every document
@@ -76,7 +82,9 @@ class TrainLoopConfig:
     global_batch_size: int = 64  # pairs per optimizer step summed over all processes (the negative pool)
     chunk_size: int = 64  # texts (queries + documents) per forward pass on one process
     chunk_tokens: int = 0  # token budget per forward pass (0 = chunk_size texts whatever their length)
-    packed: bool = True  # unpadded forward (BertModel backbones): no padding tokens, same math; false = padded chunks
+    # unpadded forward (BERT, RoBERTa, XLM-RoBERTa, MPNet and ModernBERT backbones; others fall back to padded chunks
+    # with a notice): no padding tokens, same math; false = padded chunks
+    packed: bool = True
     grad_cache: bool = False  # gradient caching: memory of one chunk, any global batch (costs one extra forward)
     max_steps: int = 1000  # optimizer steps in total (a resumed run continues up to this)
     checkpoint_every: int = 500  # steps between checkpoints (0 = only the final export)
@@ -239,6 +247,7 @@ def _check_ranges(c: TrainConfig) -> list[str]:
         ("optim.eps", c.optim.eps, 0.0, 1.0, "1e-8"),
         ("loss.distill_weight", c.loss.distill_weight, 0.0, math.inf, "0 turns it off; 0.5-2 are usual"),
         ("loss.distill_temperature", c.loss.distill_temperature, 1e-3, 10.0, "0.02-0.1"),
+        ("model.rope_theta", c.model.rope_theta, 0.0, math.inf, "0 keeps the backbone's; ModernBERT uses 160000"),
     ):
         inside = math.isfinite(value) and low <= value <= high and (value > 0 or key not in _POSITIVE)
         if not inside:

@@ -27,7 +27,9 @@ import numpy as np
 import torch
 
 from gte_model import GTEModel, Packed, load_model, supports_packing
+from gte_model.core.errors import UserError
 from gte_model.export import export_model
+from gte_model.families import FAMILIES, max_positions, set_rope_theta
 from train.backend import Updater, make_accelerator, make_updater
 from train.batch import Batch
 from train.checkpoint import Checkpoint, find_resumable, load_checkpoint, save_checkpoint
@@ -169,7 +171,7 @@ class Trainer:
         self._compiled = torch.compile(self.model, backend=COMPILE_BACKEND) if cfg.train.compile else None
         self.packed = cfg.train.packed and supports_packing(self.gte.backbone)
         if cfg.train.packed and not self.packed and self.is_main:
-            print(f"gte train: train.packed=true needs a BertModel backbone, this is "
+            print(f"gte train: train.packed=true needs a backbone of a known family ({', '.join(FAMILIES)}), this is "
                   f"{type(self.gte.backbone).__name__}; using padded chunks (set train.packed=false to silence this)",
                   flush=True)
 
@@ -328,11 +330,32 @@ def build_model(cfg: TrainConfig) -> GTEModel:
     gte.matryoshka_dims = sorted(cfg.loss.matryoshka_dims, reverse=True)
     # The config is the truth for prompts: what training prepends is what the export tells clients to prepend.
     gte.prompts = {k: v for k, v in (("query", d.query_prompt), ("document", d.doc_prompt)) if v}
+    fit_positions(gte, cfg)
     if cfg.train.grad_checkpointing:
         b = gte.backbone  # transformers 5 renamed it; 4.x has only the old name
         enable = getattr(b, "activation_checkpointing_enable", None) or b.gradient_checkpointing_enable
         enable({"use_reentrant": False})
     return gte.train()  # from_pretrained leaves a model in eval mode: dropout off
+
+
+def fit_positions(gte: GTEModel, cfg: TrainConfig) -> None:
+    """Apply model.rope_theta and check data.*_max_len against the backbone's positions: every problem at once."""
+    m, d, name = cfg.model, cfg.data, type(gte.backbone).__name__
+    errors = []
+    if m.rope_theta:
+        try:
+            set_rope_theta(gte.backbone, m.rope_theta)
+        except ValueError as exc:
+            errors.append(f"model.rope_theta={m.rope_theta:g} with model.init_from={m.init_from}: {exc}; unset "
+                          "model.rope_theta or start from a RoPE backbone (model.init_from=gte-modern-base)")
+    limit = max_positions(gte.backbone)
+    for key, value in (("data.query_max_len", d.query_max_len), ("data.doc_max_len", d.doc_max_len)):
+        if limit is not None and value > limit:
+            errors.append(f"{key}={value} exceeds the {limit} positions of the backbone (model.init_from="
+                          f"{m.init_from}, {name}); set {key}<={limit}, or start from a longer-context backbone "
+                          "(model.init_from=gte-modern-base: 8,192)")
+    if errors:
+        raise UserError("; ".join(errors))
 
 
 def build_optimizer(gte: GTEModel, cfg: TrainConfig) -> torch.optim.Optimizer:

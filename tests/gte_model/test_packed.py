@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from gte_model import collate, pack, supports_packing
+from gte_model import collate, pack
 from tests.conftest import MIXED_TEXTS, make_tiny_model
 
 TEXTS = MIXED_TEXTS
@@ -98,30 +98,20 @@ def test_pack_rejects_empty_input():
         pack([[1, 2], []])
 
 
-def test_only_bert_encoders_are_packed(model):
-    from transformers import RobertaConfig, RobertaModel
-
-    assert supports_packing(model.backbone)
-    cfg = RobertaConfig(
-        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
-    )
-    assert not supports_packing(RobertaModel(cfg))  # positions start at padding_idx + 1: not our layout
-
-
 def test_cpu_dropout_zeroes_a_fraction_p_scales_the_rest_and_replays_from_the_seed():
-    from gte_model.packed import _dropout
+    from gte_model.packed import apply_dropout
 
     x = torch.ones(200_000, requires_grad=True)
     torch.manual_seed(0)
-    y = _dropout(x, 0.1, training=True)
+    y = apply_dropout(x, 0.1, training=True)
     dropped = (y == 0).float().mean().item()
     assert abs(dropped - 0.1) < 0.004  # 200k draws: 3 sigma ~ 0.002
     assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / 0.9))
     y.sum().backward()
     assert torch.equal(x.grad, y.detach())  # d(x * mask/(1-p))/dx = mask/(1-p)
     torch.manual_seed(0)
-    assert torch.equal(_dropout(x, 0.1, training=True), y)  # the global RNG: the gradient cache can replay it
-    assert _dropout(x, 0.1, training=False) is x and _dropout(x, 0.0, training=True) is x
+    assert torch.equal(apply_dropout(x, 0.1, training=True), y)  # the global RNG: the gradient cache can replay it
+    assert apply_dropout(x, 0.1, training=False) is x and apply_dropout(x, 0.0, training=True) is x
 
 
 def test_packed_to_moves_every_tensor_and_keeps_the_host_ints():
