@@ -11,12 +11,12 @@ ends and the next begins:
     FlexAttention with a document mask (no dropout); a kernel that raises is skipped from then on, with a warning;
   - on a CPU, the tokens are scattered into length-sorted groups padded to their own longest row (rounded to 16),
     scaled_dot_product_attention runs with a key-padding mask, and the real rows are gathered back.
-The weights are the backbone's own modules, so checkpoints and exports are unchanged and the result equals the padded
-BertModel forward (eval mode: max |diff| ~1e-6, tests/gte_model/test_packed.py and test_varlen.py). Dropout draws
-different masks than the padded path, with the same distribution. The gradient cache replays it exactly: both of its
-passes run this forward from the same recorded CPU and CUDA generator states, and every kernel above draws its
-attention dropout from the CUDA generator (flash_attn and scaled_dot_product_attention keep the philox seed and offset
-for their backward).
+The weights are the backbone's own modules (a Linear wrapped by a LoRA adapter is called, not read), so checkpoints
+and exports are unchanged and the result equals the padded BertModel forward (eval mode: max |diff| ~1e-6,
+tests/gte_model/test_packed.py and test_varlen.py). Dropout draws different masks than the padded path, with the
+same distribution. The gradient cache replays it exactly: both of its passes run this forward from the same recorded
+CPU and CUDA generator states, and every kernel above draws its attention dropout from the CUDA generator (flash_attn
+and scaled_dot_product_attention keep the philox seed and offset for their backward).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 # CPU attention groups hold at most this many padded tokens; widths round up to ATTN_PAD_MULTIPLE (a bounded set of
@@ -168,11 +168,12 @@ def packed_forward(backbone, packed: Packed) -> Tensor:
 def _layer(layer, x: Tensor, packed: Packed) -> Tensor:
     """One BertLayer on packed tokens [T, H] -> [T, H]."""
     attn, training = layer.attention.self, layer.training
-    qkv = F.linear(  # one GEMM for Q, K and V: [T, 3H]
-        x,
-        torch.cat([attn.query.weight, attn.key.weight, attn.value.weight]),
-        torch.cat([attn.query.bias, attn.key.bias, attn.value.bias]),
-    )
+    projections = (attn.query, attn.key, attn.value)
+    if all(type(m) is nn.Linear for m in projections):
+        qkv = F.linear(  # one GEMM for Q, K and V: [T, 3H]
+            x, torch.cat([m.weight for m in projections]), torch.cat([m.bias for m in projections]))
+    else:  # wrapped layers (LoRA adapters, gte_model.lora) compute more than their .weight: call them
+        qkv = torch.cat([m(x) for m in projections], dim=-1)  # [T, 3H]
     p = attn.dropout.p if training else 0.0
     o = _attend(qkv, packed, attn.num_attention_heads, attn.attention_head_size, p, attn.scaling)  # [T, H]
     out = layer.attention.output  # BertSelfOutput: dense, dropout, LayerNorm(+ residual)
