@@ -41,7 +41,7 @@ def target_paths(backbone: nn.Module, target_modules: list[str]) -> list[str]:
     wanted = set(names) if ALL_LINEAR in target_modules else set(target_modules)
     unknown = sorted(wanted - set(names))
     if unknown or not wanted:
-        raise ValueError(f"model.lora.target_modules={list(target_modules)}: {type(backbone).__name__} has no Linear "
+        raise ValueError(f"target_modules={list(target_modules)}: {type(backbone).__name__} has no Linear "
                          f"layer named {', '.join(unknown) or '(none given)'}; choose from {', '.join(names)} "
                          f"or {ALL_LINEAR}")
     return [path for path in _adaptable(backbone) if path.rpartition(".")[2] in wanted]
@@ -52,8 +52,10 @@ def add_lora(backbone: nn.Module, r: int, alpha: float, dropout: float = 0.0,
     """Adapters of rank r on the target Linear layers (default all of them), injected in place; every other
     parameter is frozen (requires_grad False). Returns the same backbone. B starts at zero: the output is unchanged
     until the first update."""
-    from peft import LoraConfig, inject_adapter_in_model
-
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError as exc:
+        raise ImportError(f"LoRA needs peft ({exc}); install it with `pip install -e .[lora]`") from exc
     if r < 1:
         raise ValueError(f"LoRA rank r={r} must be >= 1")
     paths = target_paths(backbone, list(target_modules or [ALL_LINEAR]))
