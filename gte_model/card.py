@@ -32,6 +32,7 @@ def render_card(meta: dict) -> str:
         f"| L2-normalised output | {meta.get('normalize')} |",
         f"| query prompt | {prompts.get('query', '')!r} |",
         f"| document prompt | {prompts.get('document', '')!r} |",
+        *_lora_rows(meta.get("lora")),
         "",
         "## Usage",
         "",
@@ -58,3 +59,16 @@ def render_card(meta: dict) -> str:
     if meta.get("train_config"):
         lines += ["## Training configuration", "", "```json", json.dumps(meta["train_config"], indent=2), "```", ""]
     return "\n".join(lines)
+
+
+def _lora_rows(lora: dict | None) -> list[str]:
+    """Table rows for a LoRA fine-tune: rank, alpha, adapted layers, and how the export holds the adapter."""
+    if not lora:
+        return []
+    held = {"merged": "merged into the weights (a plain model)",
+            "adapter": "a PEFT adapter beside the unmerged base weights (loading needs peft)"}
+    return [
+        f"| LoRA | r={lora['r']}, alpha={lora['alpha']}, dropout={lora['dropout']} on the base model's "
+        f"{', '.join(lora['target_modules'])} layers |",
+        f"| LoRA export | {held.get(lora.get('export'), lora.get('export'))} |",
+    ]

@@ -122,8 +122,11 @@ def _after_padding_embed(backbone: nn.Module, packed: Packed) -> Tensor:
     return _absolute_embed(backbone, packed, _after_padding(backbone))
 
 
-def _qkv(query: nn.Linear, key: nn.Linear, value: nn.Linear, x: Tensor) -> Tensor:
-    """One GEMM for Q, K and V: [T, H] -> [T, 3H]."""
+def _qkv(query: nn.Module, key: nn.Module, value: nn.Module, x: Tensor) -> Tensor:
+    """Q, K and V: [T, H] -> [T, 3H]; one GEMM for plain Linear layers. A wrapped layer (a LoRA adapter,
+    gte_model.lora) computes more than its .weight, so it is called."""
+    if not all(type(m) is nn.Linear for m in (query, key, value)):
+        return torch.cat([m(x) for m in (query, key, value)], dim=-1)
     weight = torch.cat([query.weight, key.weight, value.weight])
     return F.linear(x, weight, torch.cat([query.bias, key.bias, value.bias]))
 

@@ -13,12 +13,12 @@ ends and the next begins:
   - on a CPU, the tokens are scattered into length-sorted groups padded to their own longest row (rounded to 16),
     scaled_dot_product_attention runs with a key-padding mask, and the real rows are gathered back. A score bias
     (MPNet's relative positions) or a local window (ModernBERT) takes this path on CUDA too (see `attend`).
-The weights are the backbone's own modules, so checkpoints and exports are unchanged and the result equals the padded
-HF forward (eval mode: max |diff| ~1e-6, tests/gte_model/test_packed.py, test_packed_families.py and test_varlen.py).
-Dropout draws different masks than the padded path, with the same distribution. The gradient cache replays it exactly:
-both of its passes run this forward from the same recorded CPU and CUDA generator states, and every kernel above draws
-its attention dropout from the CUDA generator (flash_attn and scaled_dot_product_attention keep the philox seed and
-offset for their backward).
+The weights are the backbone's own modules (a Linear wrapped by a LoRA adapter is called, not read), so checkpoints
+and exports are unchanged and the result equals the padded HF forward (eval mode: max |diff| ~1e-6,
+tests/gte_model/test_packed.py, test_packed_families.py and test_varlen.py). Dropout draws different masks than the
+padded path, with the same distribution. The gradient cache replays it exactly: both of its passes run this forward
+from the same recorded CPU and CUDA generator states, and every kernel above draws its attention dropout from the CUDA
+generator (flash_attn and scaled_dot_product_attention keep the philox seed and offset for their backward).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ The keys users touch most:
   train.packed            unpadded forward (default true): ~1.7x a padded step on the same texts, same loss
   train.max_steps, train.checkpoint_every, train.keep_checkpoints, train.eval_every, train.seed
   loss.kind               gte (one joint partition function) or infonce (query -> documents only)
+  model.lora.r            LoRA rank (0 = full fine-tuning); model.lora.alpha, .dropout, .target_modules, .export
 """
 
 from __future__ import annotations
@@ -42,6 +43,21 @@ class RunConfig:
 
 
 @dataclass
+class LoraConfig:
+    """Low-rank adapters (gte_model.lora): only they train, the base model is frozen, the optimizer holds only them."""
+
+    r: int = 0  # adapter rank; 0 = off (full fine-tuning)
+    alpha: float = 16.0  # scaling: the update B A is multiplied by alpha / r
+    dropout: float = 0.0  # dropout on each adapter's input
+    # last names of the Linear layers to adapt (BERT: query, key, value, dense); all-linear = every Linear of the
+    # encoder (BERT's unused pooler excluded). A name the backbone lacks is an error listing the names it has
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    # merged = the adapter folded into the weights (a plain model every client loads); adapter = base weights plus a
+    # PEFT adapter folder (adapter_config.json) that sentence-transformers and transformers load with peft installed
+    export: str = "merged"
+
+
+@dataclass
 class ModelConfig:
     init_from: str = "tiny"  # preset (tiny/gte-small/gte-base/gte-large/gte-modern-base), packaged name, or a folder
     pooling: str = "mean"  # mean (GTE) or cls
@@ -54,6 +70,7 @@ class ModelConfig:
     # before training and saved in the export; raise it with data.*_max_len to extend the context (GTE v1.5: 512 ->
     # 8,192). 0 = the backbone's own (gte-modern-base: 160000); an error on a backbone with absolute positions
     rope_theta: float = 0.0
+    lora: LoraConfig = field(default_factory=LoraConfig)  # LoRA fine-tuning (model.lora.r > 0)
 
 
 @dataclass
@@ -191,6 +208,7 @@ def _check_choices(c: TrainConfig) -> list[str]:
         ("log.wandb", c.log.wandb, WANDB_MODES),
         ("model.pooling", c.model.pooling, ("mean", "cls")),
         ("train.prefetch", c.train.prefetch, ("auto", "on", "off")),
+        ("model.lora.export", c.model.lora.export, ("merged", "adapter")),
     ):
         if value not in allowed:
             errors.append(f"{key}={value}: choose one of {', '.join(allowed)}")
@@ -234,6 +252,7 @@ def _check_ranges(c: TrainConfig) -> list[str]:
         ("train.max_bad_steps", c.train.max_bad_steps, 1),
         ("loss.row_chunk", c.loss.row_chunk, 0),
         ("model.max_seq_len", c.model.max_seq_len, 0),
+        ("model.lora.r", c.model.lora.r, 0),
     ):
         if value < low:
             errors.append(f"{key}={value} must be >= {low}")
@@ -248,6 +267,8 @@ def _check_ranges(c: TrainConfig) -> list[str]:
         ("loss.distill_weight", c.loss.distill_weight, 0.0, math.inf, "0 turns it off; 0.5-2 are usual"),
         ("loss.distill_temperature", c.loss.distill_temperature, 1e-3, 10.0, "0.02-0.1"),
         ("model.rope_theta", c.model.rope_theta, 0.0, math.inf, "0 keeps the backbone's; ModernBERT uses 160000"),
+        ("model.lora.alpha", c.model.lora.alpha, 0.0, math.inf, "commonly 2 x model.lora.r"),
+        ("model.lora.dropout", c.model.lora.dropout, 0.0, 0.99, "0 to 0.1"),
     ):
         inside = math.isfinite(value) and low <= value <= high and (value > 0 or key not in _POSITIVE)
         if not inside:
@@ -267,7 +288,7 @@ def _check_ranges(c: TrainConfig) -> list[str]:
 
 
 _ON_OFF = {"True": "on", "False": "off"}  # YAML reads a bare on/off as a boolean; str fields then hold "True"/"False"
-_POSITIVE = {"loss.temperature", "optim.lr", "optim.eps", "loss.distill_temperature"}
+_POSITIVE = {"loss.temperature", "optim.lr", "optim.eps", "loss.distill_temperature", "model.lora.alpha"}
 
 
 def _check_batch(c: TrainConfig, world_size: int, zero_stage: int) -> list[str]:

@@ -27,9 +27,11 @@ import numpy as np
 import torch
 
 from gte_model import GTEModel, Packed, load_model, supports_packing
+from gte_model.core.config import ConfigError
 from gte_model.core.errors import UserError
 from gte_model.export import export_model
 from gte_model.families import FAMILIES, max_positions, set_rope_theta
+from gte_model.lora import add_lora
 from train.backend import Updater, make_accelerator, make_updater
 from train.batch import Batch
 from train.checkpoint import Checkpoint, find_resumable, load_checkpoint, save_checkpoint
@@ -296,7 +298,7 @@ class Trainer:
         acc.wait_for_everyone()
         if self.is_main:
             gte = acc.unwrap_model(self.model, keep_fp32_wrapper=False)
-            export_model(gte, export_dir, train_config=config)
+            export_model(gte, export_dir, train_config=config, lora_export=self.cfg.model.lora.export)
             diff = self._check_export(gte, export_dir)
         acc.wait_for_everyone()
         return export_dir, diff
@@ -331,6 +333,11 @@ def build_model(cfg: TrainConfig) -> GTEModel:
     # The config is the truth for prompts: what training prepends is what the export tells clients to prepend.
     gte.prompts = {k: v for k, v in (("query", d.query_prompt), ("document", d.doc_prompt)) if v}
     fit_positions(gte, cfg)
+    if m.lora.r:  # before grad checkpointing and the optimizer: from here only the adapters require grad
+        try:
+            add_lora(gte.backbone, m.lora.r, m.lora.alpha, m.lora.dropout, m.lora.target_modules)
+        except ValueError as exc:
+            raise ConfigError(f"model.lora.{exc}") from None
     if cfg.train.grad_checkpointing:
         b = gte.backbone  # transformers 5 renamed it; 4.x has only the old name
         enable = getattr(b, "activation_checkpointing_enable", None) or b.gradient_checkpointing_enable
@@ -359,7 +366,8 @@ def fit_positions(gte: GTEModel, cfg: TrainConfig) -> None:
 
 
 def build_optimizer(gte: GTEModel, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW without weight decay on biases and LayerNorm weights. The learning rate is set before every step
+    """AdamW without weight decay on biases and LayerNorm weights, over the trainable parameters only (with LoRA: the
+    adapters, so its state is theirs alone). The learning rate is set before every step
     (Trainer.lr_at: a pure function of the step), so a resume needs no scheduler state."""
     o = cfg.optim
     named = [(n, p) for n, p in gte.named_parameters() if p.requires_grad]
