@@ -329,6 +329,10 @@ def build_model(cfg: TrainConfig) -> GTEModel:
                      tokenizer_from=m.tokenizer_from or None)
     if not m.max_seq_len:  # keep what the base model served; never below what training used
         gte.max_seq_len = max(gte.max_seq_len, d.query_max_len, d.doc_max_len)
+    too_big = [d for d in cfg.loss.matryoshka_dims if d > gte.dim]
+    if too_big:
+        raise UserError(f"loss.matryoshka_dims={list(cfg.loss.matryoshka_dims)}: {too_big} exceed the model's "
+                        f"{gte.dim} dims (model.init_from={m.init_from}); use dims <= {gte.dim}")
     gte.matryoshka_dims = sorted(cfg.loss.matryoshka_dims, reverse=True)
     # The config is the truth for prompts: what training prepends is what the export tells clients to prepend.
     gte.prompts = {k: v for k, v in (("query", d.query_prompt), ("document", d.doc_prompt)) if v}

@@ -153,3 +153,14 @@ def test_distillation_guide_and_matryoshka_are_exact_under_the_gradient_cache(mo
     without = run(model, plain_step, chunks, make_loss_fn(b, order, LossConfig(temperature=T), "cpu"))
     assert not torch.allclose(without[0], plain[0])  # the teacher terms are really in the loss
     assert one_order.numel() == len(ids)
+
+
+def test_matryoshka_dims_above_the_models_are_refused_naming_the_key():
+    from gte_model.core.errors import UserError
+    from train.config import TrainConfig
+    from train.trainer import build_model
+
+    cfg = TrainConfig()
+    cfg.loss.matryoshka_dims = [32, 64]  # the tiny preset has 32
+    with pytest.raises(UserError, match=r"loss.matryoshka_dims=\[32, 64\]: \[64\] exceed the model's 32 dims"):
+        build_model(cfg)
