@@ -390,6 +390,10 @@ def test_a_dim_larger_than_the_model_is_refused_before_anything_runs(tiny_model,
     with pytest.raises(EvalError, match=r"--dims 64,16: \[64\] outside 1..32"):
         evaluate(export, tasks=["beir"], beir_dirs=[beir_set], out_dir=tmp_path / "ev", dims=[64, 16])
     assert not (tmp_path / "ev").exists()
+    # the pipeline scores models of several sizes at one list of dims: each at the dims it has
+    got = evaluate(export, tasks=["beir"], beir_dirs=[beir_set], out_dir=tmp_path / "ev", dims=[64, 16],
+                   skip_large_dims=True)
+    assert sorted(got) == ["beir/" + beir_set.name, f"beir/{beir_set.name}@16"]
 
 
 def test_compare_table_averages_beir_per_dim():

@@ -41,6 +41,7 @@ TINY = [
     "mine.teacher.max_seq_len=64",
     "stage2.loss.distill_weight=1.0",
     "stage2.loss.distill_in_batch=true",
+    "stage2.loss.matryoshka_dims=[32,16]",  # the tiny preset has 32 dims
     "stage2.data.val_rows=8",
     "stage2.train.global_batch_size=8",
     "stage2.train.chunk_size=16",
@@ -113,7 +114,8 @@ def test_pipeline_killed_in_stage1_finishes_on_rerun_without_redoing_prep(tmp_pa
                              text=True, timeout=600)
     assert changed.returncode == 0, changed.stderr[-3000:]
     skipped = [p for p in PHASES if f"[run] {p}: done before, skipped" in changed.stdout]
-    assert skipped == ["prep", "stage1", "mine"], changed.stdout[-3000:]
+    # evaluations depend only on their model: base, teacher and stage 1 are not scored again
+    assert skipped == ["prep", "stage1", "mine", "eval_base", "eval_teacher", "eval_stage1"], changed.stdout[-3000:]
     assert "[run] stage2: starting (changed: optim.lr (3e-05 -> 0.0005))" in changed.stdout
     assert "lr: 0.0005" in (run_dir / "config.yaml").read_text()
     # A larger stage-2 max_steps continues stage 2 from its final checkpoint instead of starting it again.

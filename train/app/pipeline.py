@@ -206,7 +206,7 @@ def _beir_sets(cfg: PipelineConfig) -> dict[str, Path]:
 
 def _evaluate(model, out_dir: Path, beir_dirs: Callable[[], dict], **kwargs) -> dict:
     # The BEIR sets exist only once prep has run, so they are looked up when the phase starts.
-    return evaluate(model, beir_dirs=beir_dirs(), out_dir=out_dir, **kwargs)
+    return evaluate(model, beir_dirs=beir_dirs(), out_dir=out_dir, skip_large_dims=True, **kwargs)
 
 
 def _forced(section, key: str, force: bool):

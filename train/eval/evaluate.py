@@ -56,9 +56,11 @@ def evaluate(
     batch_size: int = 64,
     update_card: bool = True,
     dims: Sequence[int] | None = None,
+    skip_large_dims: bool = False,
 ) -> dict[str, dict]:
     """Run the tasks on the model at model_dir (export folder or packaged name); returns {task: {metric: value}},
-    plus {task@dim: {metric: value}} for each of dims (sts-b and beir only).
+    plus {task@dim: {metric: value}} for each of dims (sts-b and beir only). skip_large_dims: leave out dims above
+    the model's instead of refusing them (the pipeline scores models of several sizes at one list of dims).
 
     Writes results.json and results.md to out_dir (default <model_dir>/eval) and, when model_dir is one of our
     exports (it holds gte_export.json), merges the numbers into its model card.
@@ -68,6 +70,8 @@ def evaluate(
     tasks = list(tasks or ([STS_TASK, "beir"] if sets else [STS_TASK]))
     _check_tasks(tasks, sets)
     model = load_model(model_dir)
+    if skip_large_dims:  # a pipeline scores models of several sizes at one list of dims: each at those it has
+        dims = [d for d in dims or [] if d <= model.dim]
     dims_to_run(model.dim, dims)  # refuse a bad dim before anything runs
     results: dict[str, dict] = {}
     seconds: dict[str, float] = {}
