@@ -234,7 +234,8 @@ def mine_source(rows: PairRows, extra: list[str], model, cfg: MineConfig, cache_
     doc_id = {t: i for i, t in enumerate(docs)}
     pos_ids = np.array([doc_id[p] for p in rows.positives], dtype=np.int64)
     uniq_q = list(dict.fromkeys(rows.queries))
-    q_rows = np.array([{q: i for i, q in enumerate(uniq_q)}[q] for q in rows.queries], dtype=np.int64)
+    q_index = {q: i for i, q in enumerate(uniq_q)}
+    q_rows = np.array([q_index[q] for q in rows.queries], dtype=np.int64)  # [N]: each row's unique query
     doc_emb = embed_cached(model, docs, cfg.embed, resolve_prompt(model, cfg.embed.doc_prompt, "document"), cache_dir)
     q_emb = embed_cached(model, uniq_q, cfg.embed, resolve_prompt(model, cfg.embed.query_prompt, "query"), cache_dir)
     vectors = None
@@ -250,8 +251,12 @@ def mine_source(rows: PairRows, extra: list[str], model, cfg: MineConfig, cache_
         _blocked_rows(rows.queries, doc_norm[pos_ids]), vectors)
     scores = None
     if vectors is not None:  # float32, as stored: [teacher(q, positive), teacher(q, negative) ...] per row
-        scores = [exact_scores(vectors[0][r : r + 1], vectors[1], np.array([[pos_ids[r], *ids]]))[0]
-                  .astype(np.float32).tolist() for r, ids in enumerate(neg_ids)]
+        ids = np.full((len(neg_ids), 1 + cfg.negatives.k), -1, dtype=np.int64)  # [N, 1 + k], -1 = no negative
+        ids[:, 0] = pos_ids
+        for r, negs in enumerate(neg_ids):
+            ids[r, 1 : 1 + len(negs)] = negs
+        table = exact_scores(vectors[0], vectors[1], ids).astype(np.float32)  # [N, 1 + k]
+        scores = [row[: 1 + len(negs)].tolist() for row, negs in zip(table, neg_ids)]
     lengths = np.array([len(n) for n in neg_ids])
     stats = {
         "corpus_docs": len(docs),

@@ -67,9 +67,9 @@ def merge_main(argv: list[str]) -> int:
     return 0
 
 
-def run_merge(cfg, models: list | None = None, log=print):
-    """Merge cfg.models (or the already loaded `models`) with cfg.weights, or weights fit on cfg.fit.data; export to
-    cfg.out_dir with the weights (and the fit's scores) in its gte_export.json. Returns the weights."""
+def run_merge(cfg, log=print):
+    """Merge cfg.models with cfg.weights, or weights fit on cfg.fit.data; export to cfg.out_dir with the weights (and
+    the fit's scores) in its gte_export.json. Returns the weights."""
     from gte_model.core.config import ConfigError
     from gte_model.merge import fit_weights, merge_models
 
@@ -78,7 +78,7 @@ def run_merge(cfg, models: list | None = None, log=print):
         errors.append("out_dir is not set: pass out_dir=<folder for the merged model>")
     if errors:
         raise ConfigError("invalid merge config:\n  " + "\n  ".join(errors))
-    models = models or [load_model(name) for name in cfg.models]
+    models = [load_model(name) for name in cfg.models]
     weights, table = tuple(cfg.weights), {}
     if not weights:
         tasks = fit_examples(cfg.fit.data, cfg.fit.rows)

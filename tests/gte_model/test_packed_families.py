@@ -1,6 +1,6 @@
 """The packed forward of every family (gte_model.families) computes what the padded HF forward of that backbone
-computes: RoBERTa, XLM-RoBERTa, MPNet and ModernBERT, each a tiny random model; the gradient cache replays it; and
-a backbone of no known family is not packed."""
+computes: BERT, RoBERTa, XLM-RoBERTa, MPNet and ModernBERT, each a tiny random model; gradients agree; the gradient
+cache replays it; and a backbone of no known family is not packed."""
 
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ from tests.conftest import FAMILIES, MIXED_TEXTS, make_tiny_family_model, make_t
 TEXTS = [*MIXED_TEXTS, " ".join(MIXED_TEXTS[2:5])]
 
 
-@pytest.fixture(params=FAMILIES)
+@pytest.fixture(params=("bert", *FAMILIES))
 def model(request, tmp_path):
+    if request.param == "bert":
+        return make_tiny_model(tmp_path, seed=0)
     return make_tiny_family_model(tmp_path, request.param, seed=0)
 
 

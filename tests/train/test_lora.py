@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from gte_model.lora import add_lora
 from tests.conftest import make_tiny_model
 from tests.train import test_grad_cache as gc
 from tests.train import test_resume as resume
-from tests.train.tinydata import ROOT, TINY_CONFIG, subprocess_env, tiny_args, write_tiny_pairs
+from tests.train.tinydata import ROOT, TINY_CONFIG, subprocess_env, tiny_args, train_command, write_tiny_pairs
 from train.checkpoint import list_checkpoints
 from train.config import TrainConfig
 from train.grad_cache import cached_step
@@ -128,10 +127,8 @@ def test_two_ddp_processes_train_the_adapters_with_the_grad_cache(pairs, tmp_pat
     """DDP over a model whose base is frozen: no rank waits for a gradient that never comes, and the checkpoint holds
     optimizer state for the adapters only."""
     run_dir = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "train",
-           *tiny_args(run_dir, pairs, *LORA, "train.max_steps=4", "optim.warmup_steps=1",
-                      "train.checkpoint_every=4")]
+    cmd = [*train_command(2), *tiny_args(run_dir, pairs, *LORA, "train.max_steps=4", "optim.warmup_steps=1",
+                                          "train.checkpoint_every=4")]
     proc = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     model = load_file(run_dir / "checkpoints" / "step-0000004" / "model.safetensors")
