@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from transformers import AutoModel, MPNetConfig  # noqa: E402
+from transformers import AutoModel, BertConfig, MPNetConfig, RobertaConfig  # noqa: E402
 
 from gte_model import GTEModel, Packed, preset_config  # noqa: E402
 from gte_model.core.memory import peak_rss_mb, reset_peak  # noqa: E402
@@ -50,6 +50,18 @@ def mpnet(layers: int | None) -> GTEModel:
     return GTEModel(AutoModel.from_config(config), tokenizer=None).train()
 
 
+def roberta(layers: int | None) -> GTEModel:
+    config = RobertaConfig(vocab_size=50265, hidden_size=768, num_hidden_layers=layers or 12, num_attention_heads=12,
+                           intermediate_size=3072, max_position_embeddings=514, pad_token_id=1)
+    return GTEModel(AutoModel.from_config(config), tokenizer=None).train()
+
+
+def bert(layers: int | None) -> GTEModel:
+    config = BertConfig(vocab_size=VOCAB, hidden_size=768, num_hidden_layers=layers or 12, num_attention_heads=12,
+                        intermediate_size=3072)
+    return GTEModel(AutoModel.from_config(config), tokenizer=None).train()
+
+
 def batch_ids(rng: random.Random) -> list[list[int]]:
     """32 queries and 32 documents of random ids, each framed by [CLS] ... [SEP]."""
     lengths = [rng.randint(16, 64) for _ in range(PAIRS)] + [rng.randint(64, 128) for _ in range(PAIRS)]
@@ -58,7 +70,7 @@ def batch_ids(rng: random.Random) -> list[list[int]]:
 
 def step_seconds(model: GTEModel, ids: list[list[int]], packed: bool) -> tuple[float, int]:
     """One forward + backward of the batch as one chunk; (seconds, tokens computed incl. padding)."""
-    (chunk,), _ = make_chunks(ids, len(ids), pad_id=0, packed=packed)
+    (chunk,), _ = make_chunks(ids, len(ids), pad_id=model.backbone.config.pad_token_id or 0, packed=packed)
     tokens = (chunk.input_ids if packed else chunk["input_ids"]).numel()
     start = time.perf_counter()
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -106,15 +118,15 @@ def long_chunk_memory(model: GTEModel, tokens: int) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--layers", type=int, default=0, help="layers of both models (0 = their real depth: 22, 12)")
+    p.add_argument("--layers", type=int, default=0, help="layers of every model (0 = its real depth: 22 for ModernBERT, 12 for the others)")
     p.add_argument("--rounds", type=int, default=4, help="measured steps per path and family")
     p.add_argument("--memory-layers", type=int, default=3, help="ModernBERT layers for the long-chunk memory runs")
-    p.add_argument("--families", default="modernbert,mpnet")
+    p.add_argument("--families", default="modernbert,mpnet,roberta,bert", help="any of modernbert, mpnet, roberta, bert")
     args = p.parse_args()
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     for name in filter(None, args.families.split(",")):  # --families "" measures memory only
-        model = {"modernbert": modernbert, "mpnet": mpnet}[name](args.layers or None)
+        model = {"modernbert": modernbert, "mpnet": mpnet, "roberta": roberta, "bert": bert}[name](args.layers or None)
         throughput(name, model, args.rounds, random.Random(0))
         del model
     for tokens in (2048, 8192):
