@@ -2,6 +2,7 @@
 
   gte prep configs/prep.yaml                                   # every built-in source, all of it
   gte prep configs/prep.yaml out_dir=/tmp/pairs max_pairs.default=5000 num_proc=2   # a capped CPU run
+  gte prep configs/prep.yaml engine=ray ray.num_workers=2        # the same output, on Ray (data_prep.engine)
 
 Steps (counts of each go to the manifest and report.md):
   1. read + clean (worker processes): NFKC, whitespace, markup, token bounds, identical sides; MinHash signatures
@@ -11,6 +12,8 @@ Steps (counts of each go to the manifest and report.md):
      (STS-B test sentences, every source's held-out texts, optional extra files)
   5. write Parquet shards, BEIR held-out sets, report.md + lengths.png, manifest.json and the completion record
 Cleaned records wait on disk between steps, so memory holds per-record hashes and signatures, not texts.
+Under engine=ray, step 1 runs as Ray tasks, near dedup as a distributed band-bucket groupby and decontamination as
+record-range tasks (data_prep.ray_dedup); every result is put back in record order, so the output is the same.
 
 The output is built in a temp folder beside out_dir and renamed into place (gte_model.core.atomic.build_dir): an
 interrupted run leaves the old output as it was, and a folder gte did not write is never replaced. Its completion
@@ -20,6 +23,7 @@ does nothing, one with another record is refused unless overwrite=true, which al
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 from pathlib import Path
@@ -29,7 +33,9 @@ import pyarrow.parquet as pq
 
 from data_prep import staging
 from data_prep.dedup import DedupConfig, EvalIndex, decontaminate, exact_dedup, near_dedup
+from data_prep.engine import ray_session
 from data_prep.prep_config import DecontamConfig, FileSource, PrepConfig, iter_config_sources
+from data_prep.ray_dedup import decontaminate_ray, near_dedup_ray
 from data_prep.report import write_report
 from data_prep.sources import source_fingerprint, stsb_test_sentences
 from data_prep.split import assign_heldout
@@ -41,7 +47,7 @@ from gte_model.core.record import Record, check_done, file_fingerprint, flatten
 
 PREP_VERSION = 1  # bump when the same config and inputs would give other output (cleaning, dedup, split rules)
 # Keys that change speed or where the output lives, never its content: a finished output with other values is done.
-NO_OUTPUT_EFFECT = frozenset({"out_dir", "num_proc", "batch_size", "overwrite"})
+NO_OUTPUT_EFFECT = frozenset({"out_dir", "num_proc", "batch_size", "overwrite", "engine", "ray"})
 
 __all__ = ["DecontamConfig", "FileSource", "PrepConfig", "iter_config_sources", "main", "prep", "prep_record"]
 
@@ -73,10 +79,15 @@ def prep(cfg: PrepConfig) -> Path:
     if not cfg.overwrite and check_done(out, want, "overwrite"):
         print(f"gte prep: {out} is complete for this config and these inputs; nothing to do", file=sys.stderr)
         return out
-    with build_dir(out, "gte prep", "out_dir") as tmp:
+    with _engine(cfg), build_dir(out, "gte prep", "out_dir") as tmp:
         manifest = _build(cfg, tmp)
         pairs.finish(tmp, manifest.pop("sources"), manifest, want)
     return out
+
+
+def _engine(cfg: PrepConfig):
+    """A Ray session for engine=ray (data_prep.engine), nothing for engine=local."""
+    return ray_session(cfg.ray) if cfg.engine == "ray" else contextlib.nullcontext()
 
 
 def _build(cfg: PrepConfig, out: Path) -> dict:
@@ -91,8 +102,9 @@ def _build(cfg: PrepConfig, out: Path) -> dict:
         keep, counts["exact"] = exact_dedup(staged.source_ids, staged.p_hash, staged.pair_hash,
                                             staged.by_positive, keep, num_sources)
     if cfg.dedup.near:
-        keep, counts["near"] = near_dedup(staged.q_sig, staged.p_sig, staged.source_ids, staged.by_positive,
-                                          keep, num_sources, cfg.dedup)
+        args = (staged.q_sig, staged.p_sig, staged.source_ids, staged.by_positive, keep, num_sources, cfg.dedup)
+        keep, counts["near"] = (near_dedup_ray(*args, cfg.ray.num_workers) if cfg.engine == "ray"
+                                else near_dedup(*args))
     steps.done("dedup")
     heldout = np.zeros(n, dtype=bool)
     for sid in range(num_sources):
@@ -104,8 +116,10 @@ def _build(cfg: PrepConfig, out: Path) -> dict:
     if cfg.decontaminate.enabled:
         index = _eval_index(cfg, staged, heldout, cfg.dedup)
         eval_texts = len(index)
-        train, decontaminated = decontaminate(index, staged.q_hash, staged.p_hash, staged.q_sig, staged.p_sig,
-                                              staged.source_ids, train, num_sources)
+        args = (index, staged.q_hash, staged.p_hash, staged.q_sig, staged.p_sig, staged.source_ids, train,
+                num_sources)
+        train, decontaminated = (decontaminate_ray(*args, cfg.ray.num_workers) if cfg.engine == "ray"
+                                 else decontaminate(*args))
     steps.done("split_decontaminate")
     if not train.any():
         stats = staging.source_stats(staged, counts, keep, heldout, train, decontaminated, {})

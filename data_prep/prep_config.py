@@ -13,6 +13,7 @@ from pathlib import Path
 
 from data_prep.clean import LengthBounds
 from data_prep.dedup import DedupConfig
+from data_prep.engine import RayConfig, engine_problems
 from data_prep.readers import FORMATS, TEXT_FORMATS, format_problem
 from data_prep.sources import BUILTIN_SOURCES, DEDUP_ON
 from data_prep.split import SplitConfig
@@ -57,7 +58,9 @@ class PrepConfig:
     decontaminate: DecontamConfig = field(default_factory=DecontamConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     seed: int = 0  # the split seed
-    num_proc: int = 1  # worker processes for cleaning and MinHash; the output does not depend on it
+    num_proc: int = 1  # worker processes for cleaning and MinHash (engine=local); the output does not depend on it
+    engine: str = "local"  # local | ray (data_prep.engine); the output does not depend on it
+    ray: RayConfig = field(default_factory=RayConfig)  # engine=ray only: the cluster and how many workers
     on_error: str = "raise"  # raise | skip: what a malformed user row does (skips are counted in the report)
     batch_size: int = 2000  # records per worker task
     rows_per_shard: int = 100_000
@@ -67,7 +70,7 @@ class PrepConfig:
         """Every problem, one line each (`key=value: problem; fix`); [] when the config is sound. Pure."""
         return (_sources_problems(self) + _files_problems(self) + _cap_problems(self) + _length_problems(self.length)
                 + _dedup_problems(self) + _split_problems(self.split) + _decontam_problems(self.decontaminate)
-                + _run_problems(self))
+                + _run_problems(self) + engine_problems(self.engine) + self.ray.validate())
 
 
 def iter_config_sources(cfg: PrepConfig) -> Iterator[tuple[str, FileSource | None]]:

@@ -1,8 +1,10 @@
-"""Step 1 of `gte prep` (read + clean + hash + MinHash, in worker processes) and the bookkeeping of counts.
+"""Step 1 of `gte prep` (read + clean + hash + MinHash, in worker processes or Ray tasks) and the bookkeeping of
+counts.
 
-Records stream from each source in batches; workers clean them and compute per-record hashes and signatures;
-the main process appends results in submission order (so the output does not depend on `num_proc`), writes the
-cleaned records to staging Parquet shards and keeps only fixed-size arrays per record in memory.
+Records stream from each source in batches; workers (a process pool, or Ray tasks under engine=ray) clean them
+and compute per-record hashes and signatures; the main process appends results in submission order (so the output
+depends on neither `num_proc` nor the engine), writes the cleaned records to staging Parquet shards and keeps only
+fixed-size arrays per record in memory.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 from data_prep.clean import DROP_REASONS, LengthBounds, clean_record
 from data_prep.dedup import DedupConfig, Signer
+from data_prep.engine import ray_ordered_map, ray_worker_peak_rss_mb
 from data_prep.prep_config import FileSource, PrepConfig, dedup_by_positive, iter_config_sources, source_cap
 from data_prep.readers import FieldMap, ReadStats, read_records
 from data_prep.sources import BUILTIN_SOURCES
@@ -27,7 +30,7 @@ from gte_model.core.memory import children_peak_rss_mb, peak_rss_mb
 from gte_model.core.pairs import ShardWriter
 from gte_model.core.text import canonical, canonical_hash, hash64
 
-_SIGNER: Signer | None = None
+_SIGNERS: dict[tuple, Signer] = {}  # per process (pool worker, Ray worker): the permutations are built once
 
 
 @dataclass
@@ -50,18 +53,20 @@ class Staged:
     p_len: np.ndarray = None  # int32 [N]
 
 
-def _init_worker(cfg: DedupConfig) -> None:
-    global _SIGNER
-    _SIGNER = Signer(cfg.num_perm, cfg.seed, cfg.shingle_words)
+def _signer(cfg: DedupConfig) -> Signer:
+    key = (cfg.num_perm, cfg.seed, cfg.shingle_words)
+    if key not in _SIGNERS:
+        _SIGNERS[key] = Signer(*key)
+    return _SIGNERS[key]
 
 
 def _pair_hash(query: str, positive: str) -> int:
     return hash64(canonical(query) + "\x1f" + canonical(positive))
 
 
-def process_batch(task: tuple[list[dict], LengthBounds, bool, int]) -> dict:
-    """Worker: clean a batch and compute its hashes and signatures."""
-    records, bounds, strip_html, seed = task
+def process_batch(task: tuple[list[dict], LengthBounds, bool, int, DedupConfig]) -> dict:
+    """Worker (pool process or Ray task): clean a batch and compute its hashes and signatures."""
+    records, bounds, strip_html, seed, dedup = task
     kept, drops = [], Counter()
     for rec in records:
         cleaned, why = clean_record(rec, bounds, strip_html)
@@ -79,8 +84,8 @@ def process_batch(task: tuple[list[dict], LengthBounds, bool, int]) -> dict:
         "q_hash": np.array([canonical_hash(q) for q in queries], dtype=u64),
         "p_hash": np.array([canonical_hash(p) for p in positives], dtype=u64),
         "pair_hash": np.array([_pair_hash(q, p) for q, p in zip(queries, positives)], dtype=u64),
-        "q_sig": _SIGNER.signatures(queries),
-        "p_sig": _SIGNER.signatures(positives),
+        "q_sig": _signer(dedup).signatures(queries),
+        "p_sig": _signer(dedup).signatures(positives),
         "q_len": np.array([len(q.split()) for q in queries], dtype=np.int32),
         "p_len": np.array([len(p.split()) for p in positives], dtype=np.int32),
     }
@@ -142,17 +147,16 @@ def stage_all(cfg: PrepConfig, work_dir: Path) -> Staged:
     writer = ShardWriter(work_dir, "staged", "clean", cfg.rows_per_shard)
     parts: dict[str, list] = {k: [] for k in ("source_ids", "key_hash", "q_hash", "p_hash", "pair_hash",
                                                 "by_positive", "q_sig", "p_sig", "q_len", "p_len")}
-    pool = None
-    if cfg.num_proc > 1:
-        pool = mp.get_context("spawn").Pool(cfg.num_proc, initializer=_init_worker, initargs=(cfg.dedup,))
-    else:
-        _init_worker(cfg.dedup)
+    ray = cfg.engine == "ray"
+    pool = mp.get_context("spawn").Pool(cfg.num_proc) if cfg.num_proc > 1 and not ray else None
     try:
         for name, spec in iter_config_sources(cfg):
             stats = ReadStats()
-            tasks = ((batch, cfg.length, bool(spec and spec.strip_html), cfg.seed)
+            tasks = ((batch, cfg.length, bool(spec and spec.strip_html), cfg.seed, cfg.dedup)
                      for batch in _spec_batches(cfg, name, spec, stats))
-            for result in ordered_map(pool, process_batch, tasks, window=2 * cfg.num_proc):
+            results = (ray_ordered_map(process_batch, tasks, 2 * cfg.ray.num_workers) if ray
+                       else ordered_map(pool, process_batch, tasks, 2 * cfg.num_proc))
+            for result in results:
                 if _absorb(cfg, staged, result, writer, parts) and not (spec and spec.source):
                     break  # the cap of this source is reached
             staged.reader_stats[name] = {"rows": stats.rows, "skipped": stats.skipped, "problems": stats.problems}
@@ -257,8 +261,9 @@ class Steps:
             "wall_time_s": round(time.time() - self.started, 1),
             "step_seconds": dict(self.seconds),
             "step_peak_rss_mb": dict(self.peak_rss_mb),
-            # this process and the largest finished worker process (cleaning and MinHash run in workers)
-            "peak_rss_mb": {"main": peak_rss_mb(), "largest_worker": children_peak_rss_mb()},
+            # this process and the largest worker (cleaning and MinHash run in pool processes or Ray workers)
+            "peak_rss_mb": {"main": peak_rss_mb(),
+                            "largest_worker": max(children_peak_rss_mb(), ray_worker_peak_rss_mb())},
         }
 
 

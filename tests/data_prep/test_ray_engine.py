@@ -1,0 +1,104 @@
+"""engine=ray writes the same bytes as engine=local: prep (user files with planted duplicates, the built-in sources
+capped small) and mining (any worker count). One local Ray (2 CPUs, 1 GiB object store) serves the whole module."""
+
+from __future__ import annotations
+
+import builtins
+import json
+from pathlib import Path
+
+import pytest
+
+from data_prep.prep import prep
+from gte_model.core.errors import UserError
+from tests.data_prep.helpers import prep_config, write_prep_sources
+
+ray = pytest.importorskip("ray")
+
+# Manifest keys that describe the run (timings, memory, engine settings, where it was written), not the output.
+RUN_KEYS = ("wall_time_s", "step_seconds", "step_peak_rss_mb", "peak_rss_mb", "mining")
+RUN_CONFIG_KEYS = ("out_dir", "engine", "ray", "num_proc")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, object_store_memory=1 << 30, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def output_content(folder: Path) -> dict[str, bytes]:
+    """Every file of an output (report.md aside: it prints timings), the manifest without its run keys."""
+    files = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if not path.is_file() or rel in ("report.md", "mine_stats.json"):
+            continue
+        data = path.read_bytes()
+        if rel == "manifest.json":
+            manifest = {k: v for k, v in json.loads(data).items() if k not in RUN_KEYS}
+            for key in ("config", "mine_config"):
+                if key in manifest:
+                    manifest[key] = {k: v for k, v in manifest[key].items() if k not in RUN_CONFIG_KEYS}
+            data = json.dumps(manifest, sort_keys=True).encode()
+        files[rel] = data
+    return files
+
+
+def write_planted_duplicates(folder: Path) -> None:
+    """The files of `write_prep_sources` plus exact copies (within faq, and from faq into notes) and near copies."""
+    write_prep_sources(folder)
+    faq = [json.loads(line) for line in (folder / "faq.jsonl").read_text().splitlines()]
+    planted = [dict(faq[10], id="copy1"), dict(faq[20], id="copy2"),
+               dict(faq[30], answer=faq[30]["answer"] + " again", id="near1")]
+    with open(folder / "faq.jsonl", "a") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in planted)
+    with open(folder / "notes.jsonl", "a") as fh:
+        fh.write(json.dumps({"title": faq[40]["question"], "body": faq[40]["answer"]}) + "\n")
+
+
+# ---- prep --------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_ray_prep_of_user_files_with_planted_duplicates_equals_local(tmp_path, ray_cluster):
+    write_planted_duplicates(tmp_path)
+    local = prep(prep_config(tmp_path, tmp_path / "local"))
+    on_ray = prep(prep_config(tmp_path, tmp_path / "ray", engine="ray", **{"ray.num_workers": 2}))
+    stats = json.loads((local / "manifest.json").read_text())["stats"]
+    assert stats["faq"]["exact_dups_within"] == 2 and stats["notes"]["exact_dups_across"] == 1
+    assert stats["faq"]["near_dups_within"] == 1  # pair mode: the planted copy of write_prep_sources has another query
+    assert output_content(on_ray) == output_content(local)
+    assert "Engine: ray" in (on_ray / "report.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_ray_prep_of_builtin_sources_capped_equals_local(tmp_path, ray_cluster):
+    from data_prep.prep import PrepConfig
+    from gte_model.core.config import load_config
+
+    def run(name: str, *extra: str) -> Path:
+        return prep(load_config(PrepConfig, "configs/prep.yaml",
+                                [f"out_dir={tmp_path / name}", "max_pairs.default=300", *extra]))
+
+    local, on_ray = run("local"), run("ray", "engine=ray", "ray.num_workers=2")
+    stats = json.loads((local / "manifest.json").read_text())["stats"]
+    assert sum(s["exact_dups_within"] + s["near_dups_within"] for s in stats.values()) > 0
+    assert output_content(on_ray) == output_content(local)
+
+
+def test_engine_ray_without_ray_installed_is_one_line_user_error(tmp_path, monkeypatch):
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    write_prep_sources(tmp_path)
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(UserError) as info:
+        prep(prep_config(tmp_path, tmp_path / "out", engine="ray"))
+    assert str(info.value) == "engine=ray: Ray is not installed; run `pip install -e .[ray]` or set engine=local"
+    assert not (tmp_path / "out").exists()
