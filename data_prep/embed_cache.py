@@ -19,7 +19,7 @@ import hashlib
 import io
 import json
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,8 @@ from gte_model.core.errors import UserError
 from gte_model.core.text import fold
 
 CACHE_FORMAT = "gte-embed-cache/1"
+# (chunks of texts, settings, literal prefix) -> one [len(chunk), dim] float32 array per chunk, in chunk order
+Encoder = Callable[[Iterable[list[str]], "EmbedConfig", str], Iterator[np.ndarray]]
 _DTYPES = ("float16", "float32")
 
 
@@ -124,8 +126,13 @@ def embed_cached(
     prefix: str = "",
     cache_dir: str | Path | None = None,
     show_progress: bool | None = None,
+    encoder: Encoder | None = None,
 ) -> Embedded:
-    """Embed `texts` (with the literal `prefix`) through the cache at `cache_dir` (default: cfg.cache_dir)."""
+    """Embed `texts` (with the literal `prefix`) through the cache at `cache_dir` (default: cfg.cache_dir).
+
+    encoder: encodes the missing texts, one `model.encode` call per cache shard (default: `local_encoder(model)`;
+    engine=ray passes a pool of actors). A text's vector depends only on its shard's call, never on the encoder.
+    """
     if not str(cache_dir or cfg.cache_dir):
         raise UserError("embed.cache_dir is empty: set embed.cache_dir=/some/folder")
     root = Path(cache_dir or cfg.cache_dir)
@@ -142,24 +149,34 @@ def embed_cached(
         if key not in where and key not in pending:
             pending.add(key)
             todo.append(i)
+    chunks = [todo[start : start + cfg.shard_size] for start in range(0, len(todo), cfg.shard_size)]
+    encode = encoder or local_encoder(model, show_progress)
     computed_shards = 0
-    for start in range(0, len(todo), cfg.shard_size):
-        chunk = todo[start : start + cfg.shard_size]
-        vecs = model.encode(
-            [texts[i] for i in chunk],
-            batch_size=cfg.batch_size,
-            max_seq_len=cfg.max_seq_len,
-            normalize=True,
-            prompt=prefix,
-            bf16=cfg.bf16,
-            show_progress=show_progress,
-        )  # [len(chunk), dim] float32
+    for n, vecs in enumerate(encode(([texts[i] for i in c] for c in chunks), cfg, prefix)):  # [len(chunk), dim]
+        chunk = chunks[n]
         name = _write_shard(folder, index, vecs.astype(cfg.cache_dtype), [keys[i] for i in chunk])
         for row, i in enumerate(chunk):
             where[keys[i]] = (name, row)
         computed_shards += 1
     vectors = _gather(folder, where, keys, model.dim)
     return Embedded(vectors, len(todo), len(texts) - len(todo), computed_shards, namespace)
+
+
+def local_encoder(model, show_progress: bool | None = None) -> Encoder:
+    """Encode each chunk of texts with `model` in this process."""
+
+    def encode(chunks: Iterable[list[str]], cfg: EmbedConfig, prefix: str) -> Iterator[np.ndarray]:
+        for texts in chunks:
+            yield encode_chunk(model, texts, cfg, prefix, show_progress)
+
+    return encode
+
+
+def encode_chunk(model, texts: list[str], cfg: EmbedConfig, prefix: str, show_progress: bool | None = None
+                 ) -> np.ndarray:
+    """One cache shard's texts -> [len(texts), dim] float32, L2-normalised: the one encode call of every encoder."""
+    return model.encode(texts, batch_size=cfg.batch_size, max_seq_len=cfg.max_seq_len, normalize=True, prompt=prefix,
+                        bf16=cfg.bf16, show_progress=show_progress)
 
 
 def _load_index(folder: Path, settings: dict, dim: int) -> dict:

@@ -2,6 +2,10 @@
 
   gte mine configs/mine.yaml input_dir=data/pairs out_dir=data/mined
   CPU smoke run:  gte mine configs/mine.yaml input_dir=data/pairs out_dir=/tmp/mined max_queries_per_source=2000
+  On Ray:         gte mine configs/mine.yaml input_dir=data/pairs out_dir=data/mined engine=ray ray.num_workers=4
+
+engine=ray (data_prep.ray_mine) embeds the cache's missing shards on a pool of actors and searches query chunks in
+Ray tasks; both steps are keyed by shard and chunk, so the output is the same as engine=local's.
 
 Per source (negatives come from the same source's documents, so a WordNet query never gets a GCIDE definition of
 the same word as a "negative"):
@@ -23,16 +27,27 @@ the same word as a "negative"):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from data_prep.embed_cache import content_hash64, embed_cached, fold_hash64, mix64, model_fingerprint, resolve_prompt
+from data_prep.embed_cache import (
+    Encoder,
+    content_hash64,
+    embed_cached,
+    fold_hash64,
+    mix64,
+    model_fingerprint,
+    resolve_prompt,
+)
+from data_prep.engine import ray_session
 from data_prep.filter import consistency_filter
 from data_prep.knn import (
     IndexConfig,
@@ -46,6 +61,7 @@ from data_prep.knn import (
 )
 from data_prep.mine_config import MineConfig, NegativesConfig
 from data_prep.mine_io import PairRows, read_extra_corpus, read_train, train_rows, write_source
+from data_prep.ray_mine import RayEncoder, ray_map_chunks
 from gte_model import GTEModel, load_model
 from gte_model.core import pairs
 from gte_model.core.atomic import build_dir, check_replaceable, write_json
@@ -63,6 +79,8 @@ NO_OUTPUT_EFFECT = frozenset({
                                                   "index.num_threads", "index.query_chunk")),
     "out_dir",
     "overwrite",
+    "engine",
+    "ray",
 })
 
 
@@ -162,21 +180,35 @@ def _repeats(values: np.ndarray) -> np.ndarray:
 def mine_embedded(
     queries: np.ndarray, docs: np.ndarray, pos_ids: np.ndarray, row_seeds: np.ndarray, doc_norm: np.ndarray,
     doc_hash: np.ndarray, neg: NegativesConfig, index_cfg: IndexConfig, blocked: dict[int, np.ndarray] | None = None,
+    map_chunks: Callable | None = None,
 ) -> tuple[list[np.ndarray], Counter]:
-    """Mine every row from vectors: queries [N, dim] (a row each), docs [n, dim] -> doc ids per row, counts."""
+    """Mine every row from vectors: queries [N, dim] (a row each), docs [n, dim] -> doc ids per row, counts.
+
+    map_chunks(fn, tasks, *shared) -> fn(task, *shared) per task in order (default: here, one after another;
+    engine=ray: Ray tasks). Each chunk's rows depend on that chunk alone, so the result does not depend on it."""
     index = build_index(docs, index_cfg)
     counts: Counter = Counter({f"index_{index_kind(index)}": 1})
-    out: list[np.ndarray] = []
     chunk = index_cfg.query_chunk
-    for start in range(0, len(queries), chunk):
-        stop = min(start + chunk, len(queries))
-        cands = search(index, queries[start:stop], neg.rank_max + neg.search_pad, chunk)  # [c, rank_max + pad]
-        local = {r - start: h for r, h in (blocked or {}).items() if start <= r < stop}
-        negs, c = select_negatives(queries[start:stop], docs, cands, pos_ids[start:stop], row_seeds[start:stop],
-                                   doc_norm, doc_hash, neg, local)
+    tasks = ((queries[start : start + chunk], pos_ids[start : start + chunk], row_seeds[start : start + chunk],
+              {r - start: h for r, h in (blocked or {}).items() if start <= r < start + chunk})
+             for start in range(0, len(queries), chunk))
+    out: list[np.ndarray] = []
+    for negs, c in (map_chunks or _map_here)(mine_chunk, tasks, index, docs, doc_norm, doc_hash, neg, chunk):
         out += negs
         counts += c
     return out, counts
+
+
+def mine_chunk(task: tuple, index, docs: np.ndarray, doc_norm: np.ndarray, doc_hash: np.ndarray,
+               neg: NegativesConfig, query_chunk: int) -> tuple[list[np.ndarray], Counter]:
+    """One chunk of rows (queries [c, dim], pos_ids, row_seeds, blocked by chunk row) -> negatives, counts."""
+    queries, pos_ids, row_seeds, blocked = task
+    cands = search(index, queries, neg.rank_max + neg.search_pad, query_chunk)  # [c, rank_max + pad]
+    return select_negatives(queries, docs, cands, pos_ids, row_seeds, doc_norm, doc_hash, neg, blocked)
+
+
+def _map_here(fn: Callable, tasks, *shared) -> Iterator:
+    return (fn(task, *shared) for task in tasks)
 
 
 # ---- one source -----------------------------------------------------------------------------------------------
@@ -202,20 +234,42 @@ def sample_corpus(positives: list[str], cap: int, seed: int) -> list[str]:
     return [unique[i] for i in np.sort(np.argsort(priority, kind="stable")[:cap])]
 
 
-def mine_source(rows: PairRows, extra: list[str], model, cfg: MineConfig, cache_dir: Path) -> tuple[list, dict]:
+@dataclass
+class Workers:
+    """Where embedding and search run: here (the defaults) or on Ray (data_prep.ray_mine); never what they give."""
+
+    encoder: Encoder | None = None  # embed_cache.embed_cached's encoder
+    map_chunks: Callable | None = None  # mine_embedded's map over query chunks
+
+
+@contextlib.contextmanager
+def workers_of(cfg: MineConfig, model) -> Iterator[Workers]:
+    """Workers for cfg.engine: engine=ray holds a Ray session (data_prep.engine) while mining runs."""
+    if cfg.engine != "ray":
+        yield Workers()
+        return
+    with ray_session(cfg.ray):
+        yield Workers(RayEncoder(model, cfg.ray.num_workers), ray_map_chunks(cfg.ray.num_workers))
+
+
+def mine_source(rows: PairRows, extra: list[str], model, cfg: MineConfig, cache_dir: Path,
+                workers: Workers | None = None) -> tuple[list, dict]:
     """Negative texts per row (a list each) and this source's stats."""
+    workers = workers or Workers()
     docs = list(dict.fromkeys([*rows.positives, *extra]))  # exact-unique, first-seen order
     doc_id = {t: i for i, t in enumerate(docs)}
     pos_ids = np.array([doc_id[p] for p in rows.positives], dtype=np.int64)
-    doc_emb = embed_cached(model, docs, cfg.embed, resolve_prompt(model, cfg.embed.doc_prompt, "document"), cache_dir)
+    doc_emb = embed_cached(model, docs, cfg.embed, resolve_prompt(model, cfg.embed.doc_prompt, "document"), cache_dir,
+                           encoder=workers.encoder)
     uniq_q = list(dict.fromkeys(rows.queries))
-    q_emb = embed_cached(model, uniq_q, cfg.embed, resolve_prompt(model, cfg.embed.query_prompt, "query"), cache_dir)
+    q_emb = embed_cached(model, uniq_q, cfg.embed, resolve_prompt(model, cfg.embed.query_prompt, "query"), cache_dir,
+                         encoder=workers.encoder)
     q_pos = {q: i for i, q in enumerate(uniq_q)}
     q_vecs = q_emb.vectors[[q_pos[q] for q in rows.queries]]  # [N, dim], a row each
     doc_norm = fold_hash64(docs)
     neg_ids, counts = mine_embedded(q_vecs, doc_emb.vectors, pos_ids, row_seeds_of(rows.queries, rows.positives,
                                     cfg.negatives.seed), doc_norm, content_hash64(docs), cfg.negatives, cfg.index,
-                                    _blocked_rows(rows.queries, doc_norm[pos_ids]))
+                                    _blocked_rows(rows.queries, doc_norm[pos_ids]), workers.map_chunks)
     lengths = np.array([len(n) for n in neg_ids])
     stats = {
         "corpus_docs": len(docs),
@@ -260,11 +314,11 @@ def mine(cfg: MineConfig, model: GTEModel | None = None) -> Path:
     extra = read_extra_corpus(cfg.extra_corpus)
     model = model if model is not None else load_model(cfg.model)
     cache_dir = embed_cache_dir(cfg)
-    with build_dir(out, "gte mine", "out_dir") as tmp:
+    with workers_of(cfg, model) as workers, build_dir(out, "gte mine", "out_dir") as tmp:
         entries, per_source = {}, {}
         for name in names:
             per_source[name], entry = _mine_one(tmp, name, manifest["sources"][name], in_dir, extra, model, cfg,
-                                                cache_dir)
+                                                cache_dir, workers)
             if entry is not None:
                 entries[name] = entry
         if not entries:
@@ -307,7 +361,7 @@ def embed_cache_dir(cfg: MineConfig) -> Path:
 
 
 def _mine_one(tmp: Path, name: str, entry: dict, in_dir: Path, extra: list[str], model, cfg: MineConfig,
-              cache_dir: Path) -> tuple[dict, dict | None]:
+              cache_dir: Path, workers: Workers) -> tuple[dict, dict | None]:
     """Mine one source into tmp -> (its stats, its manifest entry or None when no row was kept)."""
     rows = read_train(in_dir, entry, name)
     stats: dict = {"train_rows": len(rows)}
@@ -322,7 +376,7 @@ def _mine_one(tmp: Path, name: str, entry: dict, in_dir: Path, extra: list[str],
     # a bigger corpus holds harder negatives.
     corpus = sample_corpus(rows.positives, cfg.max_corpus_per_source, cfg.negatives.seed)
     rows = sample_rows(rows, cfg.max_queries_per_source, cfg.negatives.seed)
-    negatives, mined = mine_source(rows, [*corpus, *extra], model, cfg, cache_dir)
+    negatives, mined = mine_source(rows, [*corpus, *extra], model, cfg, cache_dir, workers)
     stats.update(mined)
     keep = np.array([len(n) >= cfg.negatives.min_negatives for n in negatives], dtype=bool)
     kept_lengths = [len(n) for n, k in zip(negatives, keep) if k]

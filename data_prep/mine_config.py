@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_prep.embed_cache import EmbedConfig
+from data_prep.engine import RayConfig, engine_problems
 from data_prep.filter import FilterConfig
 from data_prep.knn import IndexConfig
 from data_prep.mine_io import EXTRA_SUFFIXES
@@ -74,6 +75,10 @@ class MineConfig:
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)  # optional consistency filter before mining
+    # local | ray (data_prep.engine): embedding by actors, search in Ray tasks; the output does not depend on it.
+    # The consistency filter runs in this process under both.
+    engine: str = "local"
+    ray: RayConfig = field(default_factory=RayConfig)  # engine=ray only: the cluster and how many workers
 
     def validate(self) -> list[str]:
         """Every problem, one line each (`key=value: problem; fix`); [] when the config is sound. Pure."""
@@ -100,7 +105,7 @@ class MineConfig:
         if self.filter.enabled and not self.filter.model:
             errors.append("filter.model is not set: name the model that filters, or set filter.enabled=false")
         return (errors + self.negatives.validate() + self.embed.validate() + self.index.validate()
-                + self.filter.validate("filter."))
+                + self.filter.validate("filter.") + engine_problems(self.engine) + self.ray.validate())
 
 
 def _same_or_inside(path: Path, folder: Path) -> bool:
