@@ -26,12 +26,13 @@ from __future__ import annotations
 import contextlib
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from data_prep import staging
+from data_prep import paths, staging
 from data_prep.dedup import DedupConfig, EvalIndex, decontaminate, exact_dedup, near_dedup
 from data_prep.engine import ray_session
 from data_prep.prep_config import DecontamConfig, FileSource, PrepConfig, iter_config_sources
@@ -59,7 +60,7 @@ class NoTrainingRows(UserError):
 def prep_record(cfg: PrepConfig) -> Record:
     """What a prep output is made of: its config (minus NO_OUTPUT_EFFECT) and a fingerprint of each input."""
     inputs = {f"sources.{name}": source_fingerprint(name) for name in cfg.sources}
-    inputs |= {f"files.{i}.path": file_fingerprint(spec.path) for i, spec in enumerate(cfg.files)}
+    inputs |= {f"files.{i}.path": paths.fingerprint(spec.path) for i, spec in enumerate(cfg.files)}
     if cfg.decontaminate.enabled:
         if cfg.decontaminate.stsb_test:
             inputs["decontaminate.stsb_test"] = source_fingerprint("stsb_test")
@@ -68,12 +69,15 @@ def prep_record(cfg: PrepConfig) -> Record:
     return Record("prep", PREP_VERSION, flatten(cfg, skip=NO_OUTPUT_EFFECT), inputs)
 
 
-def prep(cfg: PrepConfig) -> Path:
-    """Run every step; -> the output folder (a finished pairs dir). An output with the same record is kept."""
+def prep(cfg: PrepConfig) -> Path | str:
+    """Run every step; -> the output folder (a finished pairs dir; its URL for a remote out_dir). An output with
+    the same record is kept."""
     errors = cfg.validate()
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
-    out = Path(cfg.out_dir)
+    if paths.is_remote(cfg.out_dir):
+        return paths.build_remote(cfg.out_dir, lambda folder: prep(replace(cfg, out_dir=str(folder))))
+    out = Path(paths.local(cfg.out_dir))
     check_replaceable(out, "out_dir")  # before any work: a folder gte did not write is never replaced
     want = prep_record(cfg)
     if not cfg.overwrite and check_done(out, want, "overwrite"):
@@ -213,6 +217,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(dump_config(cfg))
     out = prep(cfg)
-    report = out / "report.md"
-    print(report.read_text() if report.is_file() else f"-> {out}")
+    report = Path(out) / "report.md"
+    print(report.read_text() if isinstance(out, Path) and report.is_file() else f"-> {out}")
     return 0

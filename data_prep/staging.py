@@ -14,11 +14,12 @@ import multiprocessing as mp
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from data_prep import paths
 from data_prep.clean import DROP_REASONS, LengthBounds, clean_record
 from data_prep.dedup import DedupConfig, Signer
 from data_prep.engine import ray_ordered_map, ray_worker_peak_rss_mb
@@ -151,6 +152,8 @@ def stage_all(cfg: PrepConfig, work_dir: Path) -> Staged:
     pool = mp.get_context("spawn").Pool(cfg.num_proc) if cfg.num_proc > 1 and not ray else None
     try:
         for name, spec in iter_config_sources(cfg):
+            if spec is not None:  # a remote file is copied into the work folder and read from there
+                spec = replace(spec, path=paths.fetch(spec.path, work_dir / "inputs" / name))
             stats = ReadStats()
             tasks = ((batch, cfg.length, bool(spec and spec.strip_html), cfg.seed, cfg.dedup)
                      for batch in _spec_batches(cfg, name, spec, stats))

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from data_prep.mine import mine
 from data_prep.prep import prep
 from gte_model.core.errors import UserError
-from tests.data_prep.helpers import prep_config, write_prep_sources
+from tests.data_prep.helpers import mine_config, prep_config, write_prep_sources
 
 ray = pytest.importorskip("ray")
 
@@ -102,3 +103,44 @@ def test_engine_ray_without_ray_installed_is_one_line_user_error(tmp_path, monke
         prep(prep_config(tmp_path, tmp_path / "out", engine="ray"))
     assert str(info.value) == "engine=ray: Ray is not installed; run `pip install -e .[ray]` or set engine=local"
     assert not (tmp_path / "out").exists()
+
+
+# ---- mining ------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_ray_mining_equals_local_for_one_and_two_workers(tmp_path, pairs_dir, tiny_model, ray_cluster):
+    # shard_size 64 and query_chunk 16: several cache shards to spread over actors, several search tasks.
+    common = {"index.query_chunk": 16}
+    local = mine(mine_config(tmp_path, pairs_dir, "local", **common), tiny_model)
+    outputs = [mine(mine_config(tmp_path, pairs_dir, f"ray{n}", engine="ray", **common, **{"ray.num_workers": n}),
+                    tiny_model) for n in (1, 2)]
+    stats = json.loads((outputs[1] / "mine_stats.json").read_text())["sources"]["alpha"]
+    assert stats["embedded_texts"] > 64 and stats["cached_texts"] == 0  # its own cache: every text via the actors
+    for out in outputs:
+        assert output_content(out) == output_content(local)
+    again = mine(mine_config(tmp_path, pairs_dir, "ray1", engine="ray", overwrite=True, **common), tiny_model)
+    reused = json.loads((again / "mine_stats.json").read_text())["sources"]["alpha"]
+    assert reused["embedded_texts"] == 0 and reused["cached_texts"] == stats["embedded_texts"]  # the shared cache
+
+
+# ---- paths anywhere ----------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_prep_reads_and_writes_fsspec_urls_and_gives_the_local_output(tmp_path, ray_cluster):
+    import fsspec
+
+    write_planted_duplicates(tmp_path)
+    fs = fsspec.filesystem("memory")
+    for name in ("faq.jsonl", "notes.jsonl"):
+        fs.pipe(f"memory://in/{name}", (tmp_path / name).read_bytes())
+    local = prep(prep_config(tmp_path, tmp_path / "local"))
+    cfg = prep_config(tmp_path, "memory://out", engine="ray")
+    for spec in cfg.files:
+        spec.path = spec.path.replace(str(tmp_path), "memory://in")
+    assert prep(cfg) == "memory://out"
+    fs.get("memory://out", str(tmp_path / "copy"), recursive=True)
+    got, want = output_content(tmp_path / "copy"), output_content(local)
+    assert set(got) == set(want) and "gte_record.json" in got
+    assert all(got[rel] == want[rel] for rel in want if rel.endswith((".parquet", ".jsonl", ".tsv")))
+    assert json.loads(got["manifest.json"])["stats"] == json.loads(want["manifest.json"])["stats"]
+    before = fs.info("memory://out/manifest.json")["created"]
+    assert prep(cfg) == "memory://out"  # a re-run finds the remote output complete and uploads nothing
+    assert fs.info("memory://out/manifest.json")["created"] == before
