@@ -249,7 +249,11 @@ def workers_of(cfg: MineConfig, model) -> Iterator[Workers]:
         yield Workers()
         return
     with ray_session(cfg.ray):
-        yield Workers(RayEncoder(model, cfg.ray.num_workers), ray_map_chunks(cfg.ray.num_workers))
+        encoder = RayEncoder(model, cfg.ray.num_workers)
+        try:
+            yield Workers(encoder, ray_map_chunks(cfg.ray.num_workers))
+        finally:
+            encoder.close()
 
 
 def mine_source(rows: PairRows, extra: list[str], model, cfg: MineConfig, cache_dir: Path,

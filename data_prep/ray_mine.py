@@ -2,8 +2,7 @@
 
 - Embedding: `RayEncoder` is an `embed_cache.Encoder`. The cache (on this machine) decides which texts are missing
   and writes every shard; each missing shard's texts go to one actor, which holds one copy of the model (on a GPU
-  when the cluster has them) and runs the same `encode_chunk` call as engine=local. Actors live only while texts
-  are missing, so search tasks later get every CPU.
+  when the cluster has them) and runs the same `encode_chunk` call as engine=local. Actors start once per run.
 - Search + selection: `ray_map_chunks` runs `mine.mine_chunk` on query chunks as Ray tasks; the faiss index is
   serialised into the object store once and read by each task; results come back in chunk order.
 The output equals engine=local's with any number of workers (tests/data_prep/test_ray_engine.py).
@@ -34,34 +33,33 @@ class _EmbedWorker:
 
 
 class RayEncoder:
-    """An `embed_cache.Encoder` over `num_workers` actors: one model each, one GPU each when the cluster has GPUs."""
+    """An `embed_cache.Encoder` over `num_workers` actors: one model each, one GPU each when the cluster has GPUs.
+
+    The actors start at the first missing text and serve every later call until `close()`. They reserve no CPU:
+    search tasks run between embedding calls, and an actor that reserved one would hold it all along."""
 
     def __init__(self, model, num_workers: int) -> None:
         self.ray = import_ray()
         self.model_ref = self.ray.put(model)  # shipped to the object store once, loaded by each actor
         self.num_workers = num_workers
+        self.actors: list = []
 
     def __call__(self, chunks: Iterable[list[str]], cfg: EmbedConfig, prefix: str) -> Iterator[np.ndarray]:
         from ray.util import ActorPool
 
-        ray, chunks = self.ray, iter(chunks)
-        first = next(chunks, None)
-        if first is None:  # nothing missing from the cache: no actor is started
+        chunks = list(chunks)
+        if not chunks:  # nothing missing from the cache: no actor is started
             return
-        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-        actor = ray.remote(num_cpus=1, num_gpus=gpus)(_EmbedWorker)
-        actors = [actor.remote(self.model_ref) for _ in range(self.num_workers)]
-        try:
-            pool = ActorPool(actors)
-            yield from pool.map(lambda a, texts: a.encode.remote(texts, cfg, prefix), _chained(first, chunks))
-        finally:
-            for a in actors:
-                ray.kill(a)
+        if not self.actors:
+            gpus = 1 if self.ray.cluster_resources().get("GPU", 0) >= 1 else 0
+            actor = self.ray.remote(num_cpus=0, num_gpus=gpus)(_EmbedWorker)
+            self.actors = [actor.remote(self.model_ref) for _ in range(self.num_workers)]
+        yield from ActorPool(self.actors).map(lambda a, texts: a.encode.remote(texts, cfg, prefix), chunks)
 
-
-def _chained(first: list[str], rest: Iterator[list[str]]) -> Iterator[list[str]]:
-    yield first
-    yield from rest
+    def close(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor)
+        self.actors = []
 
 
 def ray_map_chunks(num_workers: int) -> Callable:
