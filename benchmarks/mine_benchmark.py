@@ -47,9 +47,9 @@ def synthetic(n_docs: int, n_queries: int, dim: int, seed: int = 0):
 def bench_search(args) -> dict:
     import numpy as np
 
-    from data_prep.embed_cache import mix64
     from data_prep.knn import IndexConfig, build_index, set_threads
     from data_prep.mine import NegativesConfig, mine_embedded
+    from gte_model.embed_cache import mix64
 
     docs, queries, pos = synthetic(args.docs, args.queries, args.dim)
     base_rss = rss_mb()

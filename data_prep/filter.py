@@ -8,7 +8,7 @@ for its query among a pool of other documents of the same source.
 Per source: the pool is a seeded sample of `pool_size` unique positives of that source (0 = all of them). For each
 pair the rank of its positive = the number of pool documents scoring strictly higher for its query, skipping the
 positive itself and every positive of the same query (also after case/whitespace folding). Keep iff rank < top_k.
-Vectors go through the same on-disk cache and faiss code as `gte mine` (data_prep.embed_cache, data_prep.knn), so
+Vectors go through the same on-disk cache and faiss code as `gte mine` (gte_model.embed_cache, data_prep.knn), so
 filtering and mining with one model embed each text once. The decision for a pair depends only on its source's
 data and the seed, never on row order, chunking or threads.
 
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.embed_cache import EmbedConfig, content_hash64, embed_cached, fold_hash64, mix64, resolve_prompt
 from data_prep.knn import IndexConfig, build_index, exact_scores, pair_scores, search
 from gte_model import load_model
+from gte_model.embed_cache import EmbedConfig, content_hash64, embed_cached, fold_hash64, mix64, resolve_prompt
 
 
 @dataclass

@@ -10,7 +10,7 @@ Ray tasks; both steps are keyed by shard and chunk, so the output is the same as
 Per source (negatives come from the same source's documents, so a WordNet query never gets a GCIDE definition of
 the same word as a "negative"):
   1. corpus = unique positives of the train split (+ `extra_corpus` files), embedded once through the on-disk
-     cache (data_prep.embed_cache: resumable, shared by re-runs and by the consistency filter; it lives beside
+     cache (gte_model.embed_cache: resumable, shared by re-runs and by the consistency filter; it lives beside
      out_dir as `.<out name>.embed_cache` unless embed.cache_dir says otherwise);
   2. queries embedded with the query prompt; faiss finds the top rank_max (+ a pad) docs per query, in chunks
      (data_prep.knn: exact below index.ivf_threshold docs, IVF above); candidates re-ranked by exact scores;
@@ -30,23 +30,16 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from data_prep.embed_cache import (
-    Encoder,
-    content_hash64,
-    embed_cached,
-    fold_hash64,
-    mix64,
-    model_fingerprint,
-    resolve_prompt,
-)
+from data_prep import paths
 from data_prep.engine import ray_session
 from data_prep.filter import consistency_filter
 from data_prep.knn import (
@@ -68,7 +61,16 @@ from gte_model.core.atomic import build_dir, check_replaceable, write_json
 from gte_model.core.config import ConfigError, config_from_argv, dump_config
 from gte_model.core.errors import UserError
 from gte_model.core.memory import peak_rss_mb
-from gte_model.core.record import Record, check_done, file_fingerprint, flatten, folder_digest
+from gte_model.core.record import Record, check_done, defaults_of, file_fingerprint, flatten, folder_digest
+from gte_model.embed_cache import (
+    Encoder,
+    content_hash64,
+    embed_cached,
+    fold_hash64,
+    mix64,
+    model_fingerprint,
+    resolve_prompt,
+)
 
 MINE_VERSION = 1  # bump when the same config and inputs would give other output (selection or sampling rules)
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -77,6 +79,7 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 NO_OUTPUT_EFFECT = frozenset({
     *(f"{p}{k}" for p in ("", "filter.") for k in ("embed.batch_size", "embed.cache_dir", "embed.shard_size",
                                                   "index.num_threads", "index.query_chunk")),
+    "teacher.batch_size", "teacher.cache_dir", "teacher.shard_size",
     "out_dir",
     "overwrite",
     "engine",
@@ -99,11 +102,13 @@ def select_negatives(
     doc_hash: np.ndarray,
     neg: NegativesConfig,
     blocked: dict[int, np.ndarray] | None = None,
+    teacher: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[list[np.ndarray], Counter]:
     """Negatives for b rows: queries [b, dim], docs [n, dim], faiss candidates cand_ids [b, r] (-1 = none),
     pos_ids [b], row_seeds [b] uint64, doc_norm / doc_hash [n] uint64 (folded-text / exact-text hashes),
-    blocked {row: folded hashes of the other positives of that row's query}. -> doc ids per row (rank order),
-    and counts of window candidates dropped per reason."""
+    blocked {row: folded hashes of the other positives of that row's query}, teacher (its query vectors [b, dt],
+    doc vectors [n, dt]) or None. -> doc ids per row (rank order), and counts of window candidates dropped per
+    reason."""
     ids, scores = rank_candidates(queries, docs, cand_ids)  # [b, r] best first, ties by id
     ids, scores = ids[:, neg.rank_min : neg.rank_max], scores[:, neg.rank_min : neg.rank_max]  # [b, w]
     pos_score = pair_scores(queries, docs, pos_ids)  # [b]
@@ -118,6 +123,9 @@ def select_negatives(
         "ceiling": valid & (scores > neg.max_score),
         "margin": valid & (scores > pos_score[:, None] - neg.margin),
     }
+    bars = teacher_bars(teacher, pos_ids, neg)  # [b] or None
+    if bars is not None:
+        drops["teacher"] = valid & (exact_scores(teacher[0], teacher[1], ids) >= bars[:, None])
     counts: Counter = Counter(window_candidates=int(valid.sum()))
     dropped = np.zeros_like(valid)
     for reason, mask in drops.items():  # each candidate is counted under its first reason only
@@ -128,23 +136,38 @@ def select_negatives(
         for row in (r for r, c in enumerate(chosen) if len(c) < neg.min_negatives):
             taken = {int(doc_norm[i]) for i in (*chosen[row].tolist(), int(pos_ids[row]))}
             taken |= {int(h) for h in (blocked or {}).get(row, ())}  # the query's other positives
-            extra = _random_fill(queries[row], docs, pos_score[row], row_seeds[row], doc_norm, taken, neg)
+            vet = None if bars is None else (teacher[0][row], teacher[1], bars[row])
+            extra = _random_fill(queries[row], docs, pos_score[row], row_seeds[row], doc_norm, taken, neg, vet)
             chosen[row] = np.concatenate([chosen[row], extra[: neg.k - len(chosen[row])]])
             counts["filled_rows"] += 1
     return chosen, counts
 
 
+def teacher_bars(teacher: tuple[np.ndarray, np.ndarray] | None, pos_ids: np.ndarray,
+                 neg: NegativesConfig) -> np.ndarray | None:
+    """[b] the teacher score at or above which a candidate is too close to the positive to be a negative:
+    min(teacher_ratio x teacher(q, positive), teacher(q, positive) - teacher_margin). None without a teacher."""
+    if teacher is None:
+        return None
+    pos = pair_scores(teacher[0], teacher[1], pos_ids)  # [b]
+    return np.minimum(neg.teacher_ratio * pos, pos - neg.teacher_margin)
+
+
 def _random_fill(query: np.ndarray, docs: np.ndarray, pos_score: float, row_seed: np.uint64, doc_norm: np.ndarray,
-                 taken: set[int], neg: NegativesConfig) -> np.ndarray:
-    """Up to k random doc ids (seeded by the row) scored below pos_score - margin and max_score, none of them
-    folding to a text in `taken` (the row's positives and negatives) or repeated: for a row whose window kept none."""
+                 taken: set[int], neg: NegativesConfig, vet: tuple | None = None) -> np.ndarray:
+    """Up to k random doc ids (seeded by the row) scored below pos_score - margin and max_score (and, with
+    vet = (teacher query vector, teacher docs, bar), scored below the bar by the teacher), none of them folding to
+    a text in `taken` (the row's positives and negatives) or repeated: for a row whose window kept none."""
     rng = np.random.default_rng(int(row_seed))
     cand = rng.choice(len(docs), size=min(len(docs), 8 * neg.k + 32), replace=False)
     scores = exact_scores(query[None], docs, cand[None])[0]  # [c], as the window's scores
+    vetoed = np.zeros(len(cand), dtype=bool)
+    if vet is not None:
+        vetoed = exact_scores(vet[0][None], vet[1], cand[None])[0] >= vet[2]
     out, seen = [], set(taken)
-    for i, score in zip(cand.tolist(), scores.tolist()):
+    for i, score, veto in zip(cand.tolist(), scores.tolist(), vetoed.tolist()):
         h = int(doc_norm[i])
-        if h in seen or score > pos_score - neg.margin or score > neg.max_score:
+        if h in seen or score > pos_score - neg.margin or score > neg.max_score or veto:
             continue
         seen.add(h)
         out.append(i)
@@ -180,9 +203,11 @@ def _repeats(values: np.ndarray) -> np.ndarray:
 def mine_embedded(
     queries: np.ndarray, docs: np.ndarray, pos_ids: np.ndarray, row_seeds: np.ndarray, doc_norm: np.ndarray,
     doc_hash: np.ndarray, neg: NegativesConfig, index_cfg: IndexConfig, blocked: dict[int, np.ndarray] | None = None,
+    teacher: tuple[np.ndarray, np.ndarray] | None = None,
     map_chunks: Callable | None = None,
 ) -> tuple[list[np.ndarray], Counter]:
     """Mine every row from vectors: queries [N, dim] (a row each), docs [n, dim] -> doc ids per row, counts.
+    teacher: its query vectors [N, dt] (a row each) and doc vectors [n, dt], or None.
 
     map_chunks(fn, tasks, *shared) -> fn(task, *shared) per task in order (default: here, one after another;
     engine=ray: Ray tasks). Each chunk's rows depend on that chunk alone, so the result does not depend on it."""
@@ -190,21 +215,26 @@ def mine_embedded(
     counts: Counter = Counter({f"index_{index_kind(index)}": 1})
     chunk = index_cfg.query_chunk
     tasks = ((queries[start : start + chunk], pos_ids[start : start + chunk], row_seeds[start : start + chunk],
-              {r - start: h for r, h in (blocked or {}).items() if start <= r < start + chunk})
+              {r - start: h for r, h in (blocked or {}).items() if start <= r < start + chunk},
+              None if teacher is None else teacher[0][start : start + chunk])
              for start in range(0, len(queries), chunk))
+    t_docs = None if teacher is None else teacher[1]
     out: list[np.ndarray] = []
-    for negs, c in (map_chunks or _map_here)(mine_chunk, tasks, index, docs, doc_norm, doc_hash, neg, chunk):
+    for negs, c in (map_chunks or _map_here)(mine_chunk, tasks, index, docs, doc_norm, doc_hash, neg, chunk, t_docs):
         out += negs
         counts += c
     return out, counts
 
 
 def mine_chunk(task: tuple, index, docs: np.ndarray, doc_norm: np.ndarray, doc_hash: np.ndarray,
-               neg: NegativesConfig, query_chunk: int) -> tuple[list[np.ndarray], Counter]:
-    """One chunk of rows (queries [c, dim], pos_ids, row_seeds, blocked by chunk row) -> negatives, counts."""
-    queries, pos_ids, row_seeds, blocked = task
+               neg: NegativesConfig, query_chunk: int, teacher_docs: np.ndarray | None = None
+               ) -> tuple[list[np.ndarray], Counter]:
+    """One chunk of rows (queries [c, dim], pos_ids, row_seeds, blocked by chunk row, the teacher's query vectors
+    [c, dt] or None) -> negatives, counts. teacher_docs: the teacher's doc vectors [n, dt] (None without one)."""
+    queries, pos_ids, row_seeds, blocked, teacher_queries = task
     cands = search(index, queries, neg.rank_max + neg.search_pad, query_chunk)  # [c, rank_max + pad]
-    return select_negatives(queries, docs, cands, pos_ids, row_seeds, doc_norm, doc_hash, neg, blocked)
+    vet = None if teacher_queries is None else (teacher_queries, teacher_docs)
+    return select_negatives(queries, docs, cands, pos_ids, row_seeds, doc_norm, doc_hash, neg, blocked, vet)
 
 
 def _map_here(fn: Callable, tasks, *shared) -> Iterator:
@@ -238,42 +268,64 @@ def sample_corpus(positives: list[str], cap: int, seed: int) -> list[str]:
 class Workers:
     """Where embedding and search run: here (the defaults) or on Ray (data_prep.ray_mine); never what they give."""
 
-    encoder: Encoder | None = None  # embed_cache.embed_cached's encoder
+    pool: RayEncoder | None = None  # embedding actors (engine=ray)
     map_chunks: Callable | None = None  # mine_embedded's map over query chunks
+
+    def encoder(self, model) -> Encoder | None:
+        """embed_cache.embed_cached's encoder for `model` (None = in this process)."""
+        return None if self.pool is None else self.pool.of(model)
 
 
 @contextlib.contextmanager
-def workers_of(cfg: MineConfig, model) -> Iterator[Workers]:
+def workers_of(cfg: MineConfig) -> Iterator[Workers]:
     """Workers for cfg.engine: engine=ray holds a Ray session (data_prep.engine) while mining runs."""
     if cfg.engine != "ray":
         yield Workers()
         return
     with ray_session(cfg.ray):
-        encoder = RayEncoder(model, cfg.ray.num_workers)
+        pool = RayEncoder(cfg.ray.num_workers)
         try:
-            yield Workers(encoder, ray_map_chunks(cfg.ray.num_workers))
+            yield Workers(pool, ray_map_chunks(cfg.ray.num_workers))
         finally:
-            encoder.close()
+            pool.close()
 
 
 def mine_source(rows: PairRows, extra: list[str], model, cfg: MineConfig, cache_dir: Path,
-                workers: Workers | None = None) -> tuple[list, dict]:
-    """Negative texts per row (a list each) and this source's stats."""
+                teacher: GTEModel | None = None, workers: Workers | None = None) -> tuple[list, list | None, dict]:
+    """Negative texts per row (a list each), the teacher's scores per row ([positive, *negatives]; None without a
+    teacher) and this source's stats."""
     workers = workers or Workers()
     docs = list(dict.fromkeys([*rows.positives, *extra]))  # exact-unique, first-seen order
     doc_id = {t: i for i, t in enumerate(docs)}
     pos_ids = np.array([doc_id[p] for p in rows.positives], dtype=np.int64)
-    doc_emb = embed_cached(model, docs, cfg.embed, resolve_prompt(model, cfg.embed.doc_prompt, "document"), cache_dir,
-                           encoder=workers.encoder)
     uniq_q = list(dict.fromkeys(rows.queries))
+    q_index = {q: i for i, q in enumerate(uniq_q)}
+    q_rows = np.array([q_index[q] for q in rows.queries], dtype=np.int64)  # [N]: each row's unique query
+    doc_emb = embed_cached(model, docs, cfg.embed, resolve_prompt(model, cfg.embed.doc_prompt, "document"), cache_dir,
+                           encoder=workers.encoder(model))
     q_emb = embed_cached(model, uniq_q, cfg.embed, resolve_prompt(model, cfg.embed.query_prompt, "query"), cache_dir,
-                         encoder=workers.encoder)
-    q_pos = {q: i for i, q in enumerate(uniq_q)}
-    q_vecs = q_emb.vectors[[q_pos[q] for q in rows.queries]]  # [N, dim], a row each
+                         encoder=workers.encoder(model))
+    vectors = None
+    if teacher is not None:  # the same cache: the teacher's namespace is its own
+        t = cfg.teacher
+        t_cache = t.cache_dir or cache_dir
+        t_docs = embed_cached(teacher, docs, t, resolve_prompt(teacher, t.doc_prompt, "document"), t_cache,
+                              encoder=workers.encoder(teacher))
+        t_q = embed_cached(teacher, uniq_q, t, resolve_prompt(teacher, t.query_prompt, "query"), t_cache,
+                           encoder=workers.encoder(teacher))
+        vectors = (t_q.vectors[q_rows], t_docs.vectors)
     doc_norm = fold_hash64(docs)
-    neg_ids, counts = mine_embedded(q_vecs, doc_emb.vectors, pos_ids, row_seeds_of(rows.queries, rows.positives,
-                                    cfg.negatives.seed), doc_norm, content_hash64(docs), cfg.negatives, cfg.index,
-                                    _blocked_rows(rows.queries, doc_norm[pos_ids]), workers.map_chunks)
+    neg_ids, counts = mine_embedded(q_emb.vectors[q_rows], doc_emb.vectors, pos_ids, row_seeds_of(
+        rows.queries, rows.positives, cfg.negatives.seed), doc_norm, content_hash64(docs), cfg.negatives, cfg.index,
+        _blocked_rows(rows.queries, doc_norm[pos_ids]), vectors, workers.map_chunks)
+    scores = None
+    if vectors is not None:  # float32, as stored: [teacher(q, positive), teacher(q, negative) ...] per row
+        ids = np.full((len(neg_ids), 1 + cfg.negatives.k), -1, dtype=np.int64)  # [N, 1 + k], -1 = no negative
+        ids[:, 0] = pos_ids
+        for r, negs in enumerate(neg_ids):
+            ids[r, 1 : 1 + len(negs)] = negs
+        table = exact_scores(vectors[0], vectors[1], ids).astype(np.float32)  # [N, 1 + k]
+        scores = [row[: 1 + len(negs)].tolist() for row, negs in zip(table, neg_ids)]
     lengths = np.array([len(n) for n in neg_ids])
     stats = {
         "corpus_docs": len(docs),
@@ -285,7 +337,10 @@ def mine_source(rows: PairRows, extra: list[str], model, cfg: MineConfig, cache_
         **{f"dropped_{r}": 0 for r in ("positive", "duplicate", "ceiling", "margin")},
         **{k: int(v) for k, v in counts.items() if k != "index_flat"},
     }
-    return [[docs[i] for i in ids] for ids in neg_ids], stats
+    if teacher is not None:
+        stats["teacher_embedded_texts"] = t_docs.computed_texts + t_q.computed_texts
+        stats["dropped_teacher"] = stats.get("dropped_teacher", 0)
+    return [[docs[i] for i in ids] for ids in neg_ids], scores, stats
 
 
 def _blocked_rows(queries: list[str], pos_norm: np.ndarray) -> dict[int, np.ndarray]:
@@ -297,15 +352,27 @@ def _blocked_rows(queries: list[str], pos_norm: np.ndarray) -> dict[int, np.ndar
 
 
 # ---- the command ----------------------------------------------------------------------------------------------
-def mine(cfg: MineConfig, model: GTEModel | None = None) -> Path:
-    """Run mining as configured; returns out_dir. A finished out_dir with the same record is left as it is.
+def mine(cfg: MineConfig, model: GTEModel | None = None) -> Path | str:
+    """Run mining as configured; returns out_dir (its URL for a remote one). A finished out_dir with the same record
+    is left as it is. input_dir and out_dir may be fsspec URLs: a remote input is read from a local copy (its record
+    names the URL's listing), a remote output is built locally and uploaded (data_prep.paths).
 
     `model`: an already loaded GTEModel to use instead of loading `cfg.model` (e.g. the one just trained).
     """
     errors = cfg.validate()
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
-    out, in_dir = Path(cfg.out_dir), Path(cfg.input_dir)
+    if paths.is_remote(cfg.out_dir):  # built in a local folder, then uploaded (data_prep.paths)
+        return paths.build_remote(cfg.out_dir, lambda folder: mine(replace(cfg, out_dir=str(folder)), model))
+    with contextlib.ExitStack() as stack:
+        in_dir = Path(paths.local(cfg.input_dir))
+        if paths.is_remote(cfg.input_dir):
+            in_dir = Path(paths.fetch(cfg.input_dir, Path(stack.enter_context(tempfile.TemporaryDirectory()))))
+        return _mine(cfg, model, in_dir)
+
+
+def _mine(cfg: MineConfig, model: GTEModel | None, in_dir: Path) -> Path:
+    out = Path(paths.local(cfg.out_dir))
     check_replaceable(out, "out_dir")  # before any work: a folder gte did not write is never replaced
     manifest = pairs.read_manifest(in_dir, key="input_dir")  # a finished pairs dir (completion record) only
     names = _select_sources(manifest, cfg.sources, in_dir)
@@ -317,12 +384,13 @@ def mine(cfg: MineConfig, model: GTEModel | None = None) -> Path:
     set_threads(cfg.index.num_threads)
     extra = read_extra_corpus(cfg.extra_corpus)
     model = model if model is not None else load_model(cfg.model)
+    teacher = load_model(cfg.teacher.model).eval() if cfg.teacher.model else None
     cache_dir = embed_cache_dir(cfg)
-    with workers_of(cfg, model) as workers, build_dir(out, "gte mine", "out_dir") as tmp:
+    with workers_of(cfg) as workers, build_dir(out, "gte mine", "out_dir") as tmp:
         entries, per_source = {}, {}
         for name in names:
             per_source[name], entry = _mine_one(tmp, name, manifest["sources"][name], in_dir, extra, model, cfg,
-                                                cache_dir, workers)
+                                                cache_dir, teacher, workers)
             if entry is not None:
                 entries[name] = entry
         if not entries:
@@ -337,11 +405,17 @@ def mine_record(cfg: MineConfig, model: GTEModel | None = None) -> Record:
     config = flatten(cfg, skip=NO_OUTPUT_EFFECT)
     if not cfg.filter.enabled:
         config = {k: v for k, v in config.items() if not k.startswith("filter.") or k == "filter.enabled"}
-    inputs = {"input_dir": pairs.manifest_digest(cfg.input_dir), "model": model_digest(cfg.model, model)}
+    in_digest = (paths.dir_fingerprint(cfg.input_dir) if paths.is_remote(cfg.input_dir)
+                 else pairs.manifest_digest(paths.local(cfg.input_dir)))
+    inputs = {"input_dir": in_digest, "model": model_digest(cfg.model, model)}
     inputs |= {f"extra_corpus.{i}": file_fingerprint(p) for i, p in enumerate(cfg.extra_corpus)}
     if cfg.filter.enabled and cfg.filter.model != cfg.model:
         inputs["filter.model"] = model_digest(cfg.filter.model)
-    return Record("mine", MINE_VERSION, config, inputs)
+    if cfg.teacher.model:
+        inputs["teacher.model"] = model_digest(cfg.teacher.model)
+    else:  # without a teacher its settings change nothing
+        config = {k: v for k, v in config.items() if not k.startswith("teacher.") or k == "teacher.model"}
+    return Record("mine", MINE_VERSION, config, inputs, defaults=defaults_of(cfg, NO_OUTPUT_EFFECT))
 
 
 def model_digest(name: str, model: GTEModel | None = None) -> str:
@@ -365,7 +439,7 @@ def embed_cache_dir(cfg: MineConfig) -> Path:
 
 
 def _mine_one(tmp: Path, name: str, entry: dict, in_dir: Path, extra: list[str], model, cfg: MineConfig,
-              cache_dir: Path, workers: Workers) -> tuple[dict, dict | None]:
+              cache_dir: Path, teacher: GTEModel | None, workers: Workers) -> tuple[dict, dict | None]:
     """Mine one source into tmp -> (its stats, its manifest entry or None when no row was kept)."""
     rows = read_train(in_dir, entry, name)
     stats: dict = {"train_rows": len(rows)}
@@ -380,7 +454,7 @@ def _mine_one(tmp: Path, name: str, entry: dict, in_dir: Path, extra: list[str],
     # a bigger corpus holds harder negatives.
     corpus = sample_corpus(rows.positives, cfg.max_corpus_per_source, cfg.negatives.seed)
     rows = sample_rows(rows, cfg.max_queries_per_source, cfg.negatives.seed)
-    negatives, mined = mine_source(rows, [*corpus, *extra], model, cfg, cache_dir, workers)
+    negatives, scores, mined = mine_source(rows, [*corpus, *extra], model, cfg, cache_dir, teacher, workers)
     stats.update(mined)
     keep = np.array([len(n) >= cfg.negatives.min_negatives for n in negatives], dtype=bool)
     kept_lengths = [len(n) for n, k in zip(negatives, keep) if k]
@@ -390,7 +464,7 @@ def _mine_one(tmp: Path, name: str, entry: dict, in_dir: Path, extra: list[str],
         print(f"gte mine: source {name}: no query kept >= {cfg.negatives.min_negatives} negatives after the "
               "window/margin/ceiling filters; left out of the output (see mine_stats.json)", file=sys.stderr)
         return stats, None
-    return stats, write_source(tmp, name, rows, negatives, keep, entry, in_dir, cfg.rows_per_shard)
+    return stats, write_source(tmp, name, rows, negatives, keep, entry, in_dir, cfg.rows_per_shard, scores)
 
 
 def _nothing_mined(per_source: dict, cfg: MineConfig) -> str:
@@ -428,7 +502,8 @@ def _finish(out: Path, cfg: MineConfig, entries: dict, per_source: dict, start: 
         "peak_rss_mb": peak_rss_mb(),
     }
     write_json(out / "mine_stats.json", stats)
-    extra = {"mined_from": str(Path(cfg.input_dir).resolve()), "mining": stats, "mine_config": asdict(cfg)}
+    mined_from = cfg.input_dir if paths.is_remote(cfg.input_dir) else str(Path(paths.local(cfg.input_dir)).resolve())
+    extra = {"mined_from": mined_from, "mining": stats, "mine_config": asdict(cfg)}
     pairs.finish(out, entries, extra, record)  # manifest, then the completion record: complete from here on
 
 

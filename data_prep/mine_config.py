@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_prep.embed_cache import EmbedConfig
 from data_prep.engine import RayConfig, engine_problems
 from data_prep.filter import FilterConfig
 from data_prep.knn import IndexConfig
 from data_prep.mine_io import EXTRA_SUFFIXES
 from gte_model import DEFAULT_MODEL
+from gte_model.embed_cache import EmbedConfig, TeacherConfig
 
 
 @dataclass
@@ -33,6 +33,10 @@ class NegativesConfig:
     # below the window); dropping them trains stage 2 on the easy ones. "none": drop them.
     fill: str = "random"
     search_pad: int = 16  # extra faiss candidates so exact re-ranking is stable at the rank_max boundary
+    # positive-aware filtering (NV-Retriever's TopK-PercPos), with a teacher only: a candidate is kept only if the
+    # teacher scores it below teacher_ratio x its score of the positive AND below that score - teacher_margin
+    teacher_ratio: float = 0.95
+    teacher_margin: float = 0.0
     seed: int = 0  # sampling seed (with the row's query+positive hash)
 
     def validate(self, prefix: str = "negatives.") -> list[str]:
@@ -53,6 +57,8 @@ class NegativesConfig:
             errors.append(f"{prefix}min_negatives={self.min_negatives}: must be in [0, k={self.k}]")
         if self.search_pad < 0:
             errors.append(f"{prefix}search_pad={self.search_pad}: must be >= 0")
+        if not 0 < self.teacher_ratio <= 1:
+            errors.append(f"{prefix}teacher_ratio={self.teacher_ratio}: must be in (0, 1] (NV-Retriever: 0.95)")
         return errors
 
 
@@ -79,6 +85,10 @@ class MineConfig:
     # The consistency filter runs in this process under both.
     engine: str = "local"
     ray: RayConfig = field(default_factory=RayConfig)  # engine=ray only: the cluster and how many workers
+    # a stronger model that vets the candidates (negatives.teacher_ratio / teacher_margin) and whose scores of the
+    # positive and of each kept negative are stored in the rows (column teacher_scores); its vectors are cached in
+    # teacher.cache_dir ("" = the embed cache), where training's distillation finds them
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
 
     def validate(self) -> list[str]:
         """Every problem, one line each (`key=value: problem; fix`); [] when the config is sound. Pure."""
@@ -105,7 +115,8 @@ class MineConfig:
         if self.filter.enabled and not self.filter.model:
             errors.append("filter.model is not set: name the model that filters, or set filter.enabled=false")
         return (errors + self.negatives.validate() + self.embed.validate() + self.index.validate()
-                + self.filter.validate("filter.") + engine_problems(self.engine) + self.ray.validate())
+                + self.filter.validate("filter.") + self.teacher.validate() + engine_problems(self.engine)
+                + self.ray.validate())
 
 
 def _same_or_inside(path: Path, folder: Path) -> bool:

@@ -113,22 +113,24 @@ def _parquet_texts(path: Path) -> list[str]:
 
 
 def write_source(out: Path, name: str, rows: PairRows, negatives: list[list[str]], keep: np.ndarray, entry: dict,
-                 in_dir: Path, rows_per_shard: int) -> dict:
-    """Write the kept rows as <out>/<name>/train-NNNNN.parquet; the manifest entry (held-out/BEIR -> the input's)."""
-    writer = pairs.ShardWriter(out, name, "train", rows_per_shard)
+                 in_dir: Path, rows_per_shard: int, scores: list[list[float]] | None = None) -> dict:
+    """Write the kept rows as <out>/<name>/train-NNNNN.parquet; the manifest entry (held-out/BEIR -> the input's).
+    scores: the teacher's [positive, *negatives] per row, written as the teacher_scores column."""
+    schema = pairs.SCORED_SCHEMA if scores is not None else pairs.SCHEMA
+    writer = pairs.ShardWriter(out, name, "train", rows_per_shard, schema)
     idx = np.flatnonzero(keep)
     for start in range(0, len(idx), rows_per_shard):
         part = idx[start : start + rows_per_shard]
-        writer.add_table(pa.table(
-            {
-                "query": [rows.queries[i] for i in part],
-                "positive": [rows.positives[i] for i in part],
-                "negatives": [negatives[i] for i in part],
-                "source": [name] * len(part),
-                "key": [rows.keys[i] for i in part],
-            },
-            schema=pairs.SCHEMA,
-        ))
+        columns = {
+            "query": [rows.queries[i] for i in part],
+            "positive": [rows.positives[i] for i in part],
+            "negatives": [negatives[i] for i in part],
+            "source": [name] * len(part),
+            "key": [rows.keys[i] for i in part],
+        }
+        if scores is not None:
+            columns[pairs.SCORES_COLUMN] = [scores[i] for i in part]
+        writer.add_table(pa.table(columns, schema=schema))
     result: dict = {"train": writer.close()}
     if "heldout" in entry:
         held = entry["heldout"]

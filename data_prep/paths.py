@@ -9,6 +9,8 @@ the completion record last, so a reader never takes a half-uploaded folder for a
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +50,15 @@ def fingerprint(path: str) -> str:
         return "missing"
     stamp = info.get("mtime") or info.get("LastModified") or info.get("ETag") or info.get("created") or ""
     return f"size={info.get('size')},mtime={stamp}"
+
+
+def dir_fingerprint(url: str) -> str:
+    """Digest of a remote folder's listing (each file's path, size and modification time or ETag)."""
+    fs = _fs(url)
+    listing = sorted((name, info.get("size"), str(info.get("mtime") or info.get("LastModified") or info.get("ETag")
+                                                   or info.get("created") or ""))
+                     for name, info in fs.find(url, detail=True).items())
+    return hashlib.blake2b(json.dumps(listing).encode(), digest_size=16).hexdigest()
 
 
 def fetch(path: str, folder: Path) -> str:

@@ -15,15 +15,20 @@ Cleaned records wait on disk between steps, so memory holds per-record hashes an
 Under engine=ray, step 1 runs as Ray tasks, near dedup as a distributed band-bucket groupby and decontamination as
 record-range tasks (data_prep.ray_dedup); every result is put back in record order, so the output is the same.
 
-The output is built in a temp folder beside out_dir and renamed into place (gte_model.core.atomic.build_dir): an
-interrupted run leaves the old output as it was, and a folder gte did not write is never replaced. Its completion
-record (gte_model.core.record) holds the config and a fingerprint of every input: a re-run with the same record
-does nothing, one with another record is refused unless overwrite=true, which always rebuilds.
+Step 1 stages each configured source into `.<out_dir name>.prep-stage/<config digest>/` beside out_dir, finished
+sources marked last: a killed run's re-run reads only the sources not staged yet (same config and inputs), and a
+finished run removes the folder. The output is built in a temp folder beside out_dir and renamed into place
+(gte_model.core.atomic.build_dir): an interrupted run leaves the old output as it was, and a folder gte did not
+write is never replaced. Its completion record (gte_model.core.record) holds the config and a fingerprint of every
+input: a re-run with the same record does nothing, one with another record is refused unless overwrite=true,
+which always rebuilds.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import shutil
 import sys
 from dataclasses import replace
@@ -44,7 +49,7 @@ from gte_model.core import pairs
 from gte_model.core.atomic import build_dir, check_replaceable
 from gte_model.core.config import ConfigError, config_from_argv, config_to_dict, dump_config
 from gte_model.core.errors import UserError
-from gte_model.core.record import Record, check_done, file_fingerprint, flatten
+from gte_model.core.record import Record, check_done, defaults_of, file_fingerprint, flatten
 
 PREP_VERSION = 1  # bump when the same config and inputs would give other output (cleaning, dedup, split rules)
 # Keys that change speed or where the output lives, never its content: a finished output with other values is done.
@@ -66,7 +71,8 @@ def prep_record(cfg: PrepConfig) -> Record:
             inputs["decontaminate.stsb_test"] = source_fingerprint("stsb_test")
         inputs |= {f"decontaminate.extra_files.{i}": file_fingerprint(p)
                    for i, p in enumerate(cfg.decontaminate.extra_files)}
-    return Record("prep", PREP_VERSION, flatten(cfg, skip=NO_OUTPUT_EFFECT), inputs)
+    return Record("prep", PREP_VERSION, flatten(cfg, skip=NO_OUTPUT_EFFECT), inputs,
+                  defaults=defaults_of(cfg, NO_OUTPUT_EFFECT))
 
 
 def prep(cfg: PrepConfig) -> Path | str:
@@ -83,9 +89,16 @@ def prep(cfg: PrepConfig) -> Path | str:
     if not cfg.overwrite and check_done(out, want, "overwrite"):
         print(f"gte prep: {out} is complete for this config and these inputs; nothing to do", file=sys.stderr)
         return out
+    stage_root = out.parent / f".{out.name}.prep-stage"  # step 1's per-source results: what a killed run keeps
+    identity = json.dumps([want.kind, want.version, want.config, want.inputs], sort_keys=True, default=str)
+    stage_dir = stage_root / hashlib.blake2b(identity.encode(), digest_size=8).hexdigest()
+    for old in stage_root.glob("*"):  # staged under another config or other inputs: of no use now
+        if old != stage_dir:
+            shutil.rmtree(old, ignore_errors=True)
     with _engine(cfg), build_dir(out, "gte prep", "out_dir") as tmp:
-        manifest = _build(cfg, tmp)
+        manifest = _build(cfg, tmp, stage_dir)
         pairs.finish(tmp, manifest.pop("sources"), manifest, want)
+    shutil.rmtree(stage_root, ignore_errors=True)
     return out
 
 
@@ -94,10 +107,11 @@ def _engine(cfg: PrepConfig):
     return ray_session(cfg.ray) if cfg.engine == "ray" else contextlib.nullcontext()
 
 
-def _build(cfg: PrepConfig, out: Path) -> dict:
-    """Steps 1-5 into `out`; -> the manifest (sources + stats) for `pairs.finish`."""
+def _build(cfg: PrepConfig, out: Path, stage_dir: Path) -> dict:
+    """Steps 1-5 into `out` (step 1 through `stage_dir`, kept when a run is killed); -> the manifest (sources + stats)
+    for `pairs.finish`."""
     steps = staging.Steps()
-    staged = staging.stage_all(cfg, out / ".work")
+    staged = staging.stage_all(cfg, stage_dir)
     steps.done("read_clean_minhash")
     n, num_sources = len(staged.source_ids), len(staged.names)
     keep = np.ones(n, dtype=bool)
@@ -141,7 +155,6 @@ def _build(cfg: PrepConfig, out: Path) -> dict:
         "config": config_to_dict(cfg),
     }
     write_report(out, {"format": pairs.FORMAT, **manifest}, staged, train)
-    shutil.rmtree(out / ".work", ignore_errors=True)
     return manifest
 
 

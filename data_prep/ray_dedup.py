@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from data_prep.dedup import DedupConfig, EvalIndex, decontaminate, lsh_bands, near_match
-from data_prep.embed_cache import mix64
 from data_prep.engine import import_ray, ray_ordered_map
+from gte_model.embed_cache import mix64
 
 _BLOCK_RECORDS = 50_000  # records per map block and per decontamination task
 

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable, Iterator
 import faiss
 import numpy as np
 
-from data_prep.embed_cache import EmbedConfig, encode_chunk
 from data_prep.engine import import_ray, ray_ordered_map
+from gte_model.embed_cache import EmbedConfig, Encoder, encode_chunk
 
 
 class _EmbedWorker:
@@ -33,33 +33,42 @@ class _EmbedWorker:
 
 
 class RayEncoder:
-    """An `embed_cache.Encoder` over `num_workers` actors: one model each, one GPU each when the cluster has GPUs.
+    """A pool of `num_workers` embedding actors: one model each, one GPU each when the cluster has GPUs.
+    `of(model)` is an `embed_cache.Encoder` for that model.
 
-    The actors start at the first missing text and serve every later call until `close()`. They reserve no CPU:
-    search tasks run between embedding calls, and an actor that reserved one would hold it all along."""
+    The actors start at the first missing text and serve every later call for the same model until `close()`; a
+    call for another model (mining's teacher) replaces them, so the pool never holds more than num_workers models
+    (nor GPUs). They reserve no CPU: search tasks run between embedding calls, and an actor that reserved one would
+    hold it all along."""
 
-    def __init__(self, model, num_workers: int) -> None:
+    def __init__(self, num_workers: int) -> None:
         self.ray = import_ray()
-        self.model_ref = self.ray.put(model)  # shipped to the object store once, loaded by each actor
         self.num_workers = num_workers
         self.actors: list = []
+        self.model = None  # the model the actors hold
 
-    def __call__(self, chunks: Iterable[list[str]], cfg: EmbedConfig, prefix: str) -> Iterator[np.ndarray]:
+    def of(self, model) -> Encoder:
+        return functools.partial(self._encode, model)
+
+    def _encode(self, model, chunks: Iterable[list[str]], cfg: EmbedConfig, prefix: str) -> Iterator[np.ndarray]:
         from ray.util import ActorPool
 
         chunks = list(chunks)
         if not chunks:  # nothing missing from the cache: no actor is started
             return
+        if self.model is not model:
+            self.close()
         if not self.actors:
             gpus = 1 if self.ray.cluster_resources().get("GPU", 0) >= 1 else 0
             actor = self.ray.remote(num_cpus=0, num_gpus=gpus)(_EmbedWorker)
-            self.actors = [actor.remote(self.model_ref) for _ in range(self.num_workers)]
+            model_ref = self.ray.put(model)  # shipped to the object store once, loaded by each actor
+            self.actors, self.model = [actor.remote(model_ref) for _ in range(self.num_workers)], model
         yield from ActorPool(self.actors).map(lambda a, texts: a.encode.remote(texts, cfg, prefix), chunks)
 
     def close(self) -> None:
         for actor in self.actors:
             self.ray.kill(actor)
-        self.actors = []
+        self.actors, self.model = [], None
 
 
 def ray_map_chunks(num_workers: int) -> Callable:

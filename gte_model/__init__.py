@@ -29,7 +29,7 @@ _EXPORTS = {
     "collate": "gte_model.model",
     "Packed": "gte_model.packed",
     "pack": "gte_model.packed",
-    "supports_packing": "gte_model.packed",
+    "supports_packing": "gte_model.families",
     "pool": "gte_model.pooling",
     "PRESETS": "gte_model.presets",
     "preset_config": "gte_model.presets",

@@ -6,7 +6,8 @@ import json
 
 
 def render_card(meta: dict) -> str:
-    """Markdown model card: base model, pooling, dimensions, max length, prompts, training config, results."""
+    """Markdown model card: base model, backbone family, pooling, dimensions, max length, prompts, training config,
+    results."""
     prompts = meta.get("prompts") or {}
     lines = [
         "---",
@@ -23,12 +24,15 @@ def render_card(meta: dict) -> str:
         "| property | value |",
         "| --- | --- |",
         f"| base model | {meta.get('base_model') or 'unknown'} |",
+        f"| family | {meta.get('family') or 'unknown'} |",
         f"| pooling | {meta.get('pooling')} |",
         f"| dimensions | {meta.get('dim')} |",
+        *([f"| Matryoshka dims | {meta['matryoshka_dims']} |"] if meta.get("matryoshka_dims") else []),
         f"| max sequence length | {meta.get('max_seq_len')} |",
         f"| L2-normalised output | {meta.get('normalize')} |",
         f"| query prompt | {prompts.get('query', '')!r} |",
         f"| document prompt | {prompts.get('document', '')!r} |",
+        *_lora_rows(meta.get("lora")),
         "",
         "## Usage",
         "",
@@ -36,6 +40,8 @@ def render_card(meta: dict) -> str:
         "from sentence_transformers import SentenceTransformer",
         "model = SentenceTransformer('path/to/this/folder')",
         "emb = model.encode(['a sentence', 'another one'])",
+        *([f"small = SentenceTransformer('path/to/this/folder', truncate_dim={min(meta['matryoshka_dims'])})"]
+          if meta.get("matryoshka_dims") else []),
         "```",
         "",
         "With transformers alone: `AutoModel` + `AutoTokenizer`, mean of the last hidden states over the attention",
@@ -53,3 +59,16 @@ def render_card(meta: dict) -> str:
     if meta.get("train_config"):
         lines += ["## Training configuration", "", "```json", json.dumps(meta["train_config"], indent=2), "```", ""]
     return "\n".join(lines)
+
+
+def _lora_rows(lora: dict | None) -> list[str]:
+    """Table rows for a LoRA fine-tune: rank, alpha, adapted layers, and how the export holds the adapter."""
+    if not lora:
+        return []
+    held = {"merged": "merged into the weights (a plain model)",
+            "adapter": "a PEFT adapter beside the unmerged base weights (loading needs peft)"}
+    return [
+        f"| LoRA | r={lora['r']}, alpha={lora['alpha']}, dropout={lora['dropout']} on the base model's "
+        f"{', '.join(lora['target_modules'])} layers |",
+        f"| LoRA export | {held.get(lora.get('export'), lora.get('export'))} |",
+    ]

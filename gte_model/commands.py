@@ -1,4 +1,4 @@
-"""`gte encode` and `gte export`: the model's own command-line jobs. User errors (a missing or damaged model
+"""`gte encode`, `gte export`, `gte merge`: the model's own command-line jobs. User errors (a missing or damaged model
 folder, an output folder that is not ours) are raised as UserError; the `gte` boundary prints them in one line.
 
 CPU example:  gte encode "A man plays guitar." "Someone plays an instrument." "The market fell."
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from gte_model.core.errors import UserError
 from gte_model.export import export_model
 from gte_model.load import DEFAULT_MODEL, load_model
 
@@ -52,3 +53,64 @@ def export_main(argv: list[str]) -> int:
     out = export_model(model, args.out, key="OUT")
     print(f"exported {args.src} -> {out}")
     return 0
+
+
+def merge_main(argv: list[str]) -> int:
+    """`gte merge [CONFIG.yaml] models=[a,b] weights=[...] out_dir=...` (gte_model.merge)."""
+    from gte_model.core.config import config_from_argv
+    from gte_model.merge import MergeConfig
+    from gte_model.merge import __doc__ as merge_doc
+
+    cfg = config_from_argv(MergeConfig, argv, merge_doc)
+    if cfg is not None:
+        run_merge(cfg)
+    return 0
+
+
+def run_merge(cfg, log=print):
+    """Merge cfg.models with cfg.weights, or weights fit on cfg.fit.data; export to cfg.out_dir with the weights (and
+    the fit's scores) in its gte_export.json. Returns the weights."""
+    from gte_model.core.config import ConfigError
+    from gte_model.merge import fit_weights, merge_models
+
+    errors = cfg.validate()
+    if not cfg.out_dir:
+        errors.append("out_dir is not set: pass out_dir=<folder for the merged model>")
+    if errors:
+        raise ConfigError("invalid merge config:\n  " + "\n  ".join(errors))
+    models = [load_model(name) for name in cfg.models]
+    weights, table = tuple(cfg.weights), {}
+    if not weights:
+        tasks = fit_examples(cfg.fit.data, cfg.fit.rows)
+        weights, table = fit_weights(models, tasks, cfg.fit.step, cfg.fit.batch_size, cfg.bf16, log=log)
+    merged = merge_models(models, weights)
+    record = {"merge": {"models": list(cfg.models), "weights": list(weights),
+                        "fit": {",".join(map(str, w)): s for w, s in table.items()}}}
+    export_model(merged, cfg.out_dir, train_config=record, key="out_dir")
+    log(f"[merge] weights {list(weights)} -> {cfg.out_dir}")
+    return weights
+
+
+def fit_examples(dirs: list[str], rows: int) -> dict[str, tuple[list[str], list[str]]]:
+    """`rows` evenly spaced train rows of every source of each pairs dir: {"<dir name>/<source>": (queries,
+    positives)}."""
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    from gte_model.core import pairs
+
+    tasks = {}
+    for folder in dirs:
+        manifest = pairs.read_manifest(folder, key="fit.data")
+        for source, entry in manifest["sources"].items():
+            files = entry.get("train", {}).get("files", [])
+            if not files:
+                continue
+            table = pq.read_table(pairs.resolve(Path(folder), files[0]), columns=["query", "positive"])
+            pick = sorted({int(i) for i in range(0, table.num_rows, max(1, table.num_rows // rows))})[:rows]
+            table = table.take(pick)
+            tasks[f"{Path(folder).name}/{source}"] = (table["query"].to_pylist(), table["positive"].to_pylist())
+    if not tasks:
+        raise UserError(f"fit.data={dirs}: no source with train rows to fit the merge weights on")
+    return tasks

@@ -4,9 +4,14 @@ Layout (sentence-transformers' module format over a plain Hugging Face model fol
   config.json, model.safetensors, tokenizer files incl. vocab.txt   -> AutoModel / AutoTokenizer
   modules.json, sentence_bert_config.json, 1_Pooling/, 2_Normalize/,
   config_sentence_transformers.json (prompts, cosine)              -> SentenceTransformer
-  gte_export.json (base model, settings, training config, eval)     -> our own loader and the model card
+  gte_export.json (base model, settings, LoRA, training config, eval) -> our own loader and the model card
   README.md                                                         -> the model card
   .gte-owner                                                        -> marks the folder ours (core.atomic)
+A backbone with LoRA adapters (gte_model.lora) is written merged by default: a plain model, no peft needed to load
+it. With lora_export="adapter" the folder holds the base weights unmerged plus adapter_config.json and
+adapter_model.safetensors; transformers (with peft) and sentence-transformers load base + adapter from it, to the
+same vectors. Its adapter_config.json names this folder's absolute path as the base model (sentence-transformers
+reads the base config from there): after moving the folder, edit base_model_name_or_path.
 A model whose weights hold NaN or inf is refused (gte_model.load would refuse to read it back).
 The folder is built as `.<out>.tmp-<pid>@<host>` beside its destination and renamed into place
 (core.atomic.build_dir), so a crash never leaves half an export; a failed export removes its temp folder, and the
@@ -23,9 +28,11 @@ from pathlib import Path
 from gte_model.card import render_card
 from gte_model.core.atomic import build_dir, write_json, write_text
 from gte_model.core.errors import UserError
+from gte_model.lora import adapter_files, lora_settings, without_lora
 from gte_model.model import GTEModel, count_non_finite
 
 META_FILE = "gte_export.json"
+LORA_EXPORTS = ("merged", "adapter")
 
 
 def export_model(
@@ -34,23 +41,31 @@ def export_model(
     train_config: dict | None = None,
     eval_results: dict | None = None,
     key: str = "out_dir",
+    lora_export: str = "merged",
 ) -> Path:
     """Write `model` to out_dir atomically; returns the folder. `key` names out_dir in error messages (the
-    config key or argument the user set). An existing out_dir is replaced only if it is an earlier export (ours)."""
+    config key or argument the user set). An existing out_dir is replaced only if it is an earlier export (ours).
+    lora_export: how a LoRA backbone is written, merged (a plain model) or adapter (base + PEFT adapter)."""
+    if lora_export not in LORA_EXPORTS:
+        raise ValueError(f"lora_export={lora_export!r}: choose one of {', '.join(LORA_EXPORTS)}")
     out = Path(out_dir)
     bad = count_non_finite(model.backbone)
     if bad:  # the loader refuses such weights; do not write a folder nobody can use
         raise UserError(f"{key}={out}: the model's weights hold {bad} non-finite values (NaN or inf); the run that "
                         "produced it diverged; nothing was written; export an earlier checkpoint or retrain")
     with build_dir(out, what="gte export", key=key) as tmp:
-        _write_hf(model, tmp)
+        lora = lora_settings(model.backbone)
+        _write_hf(model, tmp, out.resolve(), lora_export if lora else None)
         _write_st(model, tmp)
         meta = {
             "base_model": model.base_model,
+            "family": model.backbone.config.model_type,
+            "lora": lora and {**lora, "export": lora_export},
             "pooling": model.pooling,
             "normalize": model.normalize,
             "max_seq_len": model.max_seq_len,
             "dim": model.dim,
+            "matryoshka_dims": model.matryoshka_dims,
             "prompts": model.prompts,
             "train_config": train_config,
             "eval_results": eval_results or {},
@@ -73,10 +88,14 @@ def update_eval_results(export_dir: str | Path, results: dict) -> None:
     write_text(folder / "README.md", render_card(meta))
 
 
-def _write_hf(model: GTEModel, folder: Path) -> None:
+def _write_hf(model: GTEModel, folder: Path, final: Path, lora_export: str | None) -> None:
     backbone = model.backbone
     # Gradient checkpointing or a compiled wrapper must not leak into the saved config.
     backbone = getattr(backbone, "_orig_mod", backbone)
+    if lora_export is not None:
+        adapted, backbone = backbone, without_lora(backbone, merge=lora_export == "merged")
+        if lora_export == "adapter":
+            adapter_files(adapted, folder, str(final))
     backbone.save_pretrained(str(folder), safe_serialization=True)
     model.tokenizer.model_max_length = model.max_seq_len
     model.tokenizer.save_pretrained(str(folder))

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer, BertModel
+from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from gte_model.assets import PACKAGED, ModelLoadError, is_installed, packaged_model_path
 from gte_model.model import GTEModel, count_non_finite
@@ -36,7 +36,7 @@ def load_model(
 ) -> GTEModel:
     """Load a GTEModel. Keyword arguments override what the folder says (None keeps it).
 
-    - a preset name (tiny, gte-small, gte-base, gte-large): fresh random weights, tokenizer from
+    - a preset name (tiny, gte-small, gte-base, gte-large, gte-modern-base): fresh random weights, tokenizer from
       `tokenizer_from` (default: the packaged MiniLM's WordPiece vocabulary);
     - a packaged short name (all-MiniLM-L6-v2);
     - a local sentence-transformers or Hugging Face folder.
@@ -74,8 +74,10 @@ def build_from_preset(
     name: str, tokenizer, pooling: str = "mean", normalize: bool | None = None, max_seq_len: int | None = None
 ) -> GTEModel:
     """A randomly initialised model of a size preset around the given tokenizer."""
-    config = preset_config(name, vocab_size=len(tokenizer))
-    backbone = BertModel(config)
+    ids = {f"{k}_token_id": getattr(tokenizer, f"{k}_token_id", None) for k in ("pad", "cls", "sep")}
+    ids = {k: v for k, v in ids.items() if v is not None}
+    config = preset_config(name, vocab_size=len(tokenizer), special_ids=ids)
+    backbone = AutoModel.from_config(config)
     return GTEModel(
         backbone,
         tokenizer,
@@ -175,7 +177,8 @@ def _load_folder(path: Path, pooling, normalize, max_seq_len, trust_remote_code:
                              "they do not match config.json; export the model again")
     _check_finite(backbone, weights)
     card = path / "gte_export.json"
-    base = _read_json(card).get("base_model") if card.is_file() else _describe_source(path)
+    meta = _read_json(card) if card.is_file() else {}
+    base = meta.get("base_model") if card.is_file() else _describe_source(path)
     return GTEModel(
         backbone,
         tokenizer,
@@ -186,6 +189,7 @@ def _load_folder(path: Path, pooling, normalize, max_seq_len, trust_remote_code:
         or min(getattr(config, "max_position_embeddings", 512), 512),
         prompts=settings.get("prompts"),
         base_model=base,
+        matryoshka_dims=meta.get("matryoshka_dims"),
     )
 
 

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from gte_model.packed import Packed, packed_forward
+from gte_model.families import packed_forward
+from gte_model.packed import Packed
 from gte_model.pooling import POOLING_MODES, pool, pool_packed
 
 # Show a progress bar in `encode` from this many texts on (unless asked explicitly).
@@ -75,6 +76,7 @@ class GTEModel(nn.Module):
         max_seq_len: int = 512,
         prompts: dict[str, str] | None = None,
         base_model: str | None = None,
+        matryoshka_dims: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if pooling not in POOLING_MODES:
@@ -91,6 +93,8 @@ class GTEModel(nn.Module):
         # Prompts are prefixes prepended to the text, e.g. {"query": "query: ", "document": ""}.
         self.prompts = dict(prompts or {})
         self.base_model = base_model
+        # leading dims the model was trained to be truncated to (loss.matryoshka_dims); [] = the full dim only
+        self.matryoshka_dims = [int(d) for d in matryoshka_dims or []]
 
     # ---- properties -----------------------------------------------------------------------------------
     @property

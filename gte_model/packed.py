@@ -1,4 +1,5 @@
-"""The unpadded ("packed") BERT forward: every real token of a batch in one [T, H] matrix, no padding rows.
+"""The unpadded ("packed") forward's layout and attention: every real token of a batch in one [T, H] matrix, no
+padding rows. The per-family layers around it (BERT, RoBERTa, XLM-RoBERTa, MPNet, ModernBERT) are gte_model.families.
 
 A padded forward of a contrastive batch spends most of its work on padding: short queries and long documents padded
 to a common width. Here the embeddings, every linear layer, LayerNorm and the feed-forward run on the packed [T, H]
@@ -10,13 +11,14 @@ ends and the next begins:
     dropout, so only where attention dropout is off), nested jagged tensors through scaled_dot_product_attention, or
     FlexAttention with a document mask (no dropout); a kernel that raises is skipped from then on, with a warning;
   - on a CPU, the tokens are scattered into length-sorted groups padded to their own longest row (rounded to 16),
-    scaled_dot_product_attention runs with a key-padding mask, and the real rows are gathered back.
-The weights are the backbone's own modules, so checkpoints and exports are unchanged and the result equals the padded
-BertModel forward (eval mode: max |diff| ~1e-6, tests/gte_model/test_packed.py and test_varlen.py). Dropout draws
-different masks than the padded path, with the same distribution. The gradient cache replays it exactly: both of its
-passes run this forward from the same recorded CPU and CUDA generator states, and every kernel above draws its
-attention dropout from the CUDA generator (flash_attn and scaled_dot_product_attention keep the philox seed and offset
-for their backward).
+    scaled_dot_product_attention runs with a key-padding mask, and the real rows are gathered back. A score bias
+    (MPNet's relative positions) or a local window (ModernBERT) takes this path on CUDA too (see `attend`).
+The weights are the backbone's own modules (a Linear wrapped by a LoRA adapter is called, not read), so checkpoints
+and exports are unchanged and the result equals the padded HF forward (eval mode: max |diff| ~1e-6,
+tests/gte_model/test_packed.py, test_packed_families.py and test_varlen.py). Dropout draws different masks than the
+padded path, with the same distribution. The gradient cache replays it exactly: both of its passes run this forward
+from the same recorded CPU and CUDA generator states, and every kernel above draws its attention dropout from the CUDA
+generator (flash_attn and scaled_dot_product_attention keep the philox seed and offset for their backward).
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
 # CPU attention groups hold at most this many padded tokens; widths round up to ATTN_PAD_MULTIPLE (a bounded set of
 # shapes). Attention is ~3% of MiniLM's FLOPs at 128 tokens, so the group size matters little; fewer calls is better.
@@ -84,17 +85,6 @@ class Packed:
     def pin_memory(self) -> Packed:
         """In page-locked host memory (needs CUDA), for an asynchronous copy to the GPU."""
         return dataclasses.replace(self, **{k: getattr(self, k).pin_memory() for k in _TENSORS})
-
-
-def supports_packing(backbone) -> bool:
-    """True for an encoder-only BertModel with absolute positions (BERT, MiniLM, the GTE presets)."""
-    cfg = getattr(backbone, "config", None)
-    return (
-        type(backbone).__name__ == "BertModel"
-        and cfg is not None
-        and not getattr(cfg, "is_decoder", False)
-        and getattr(cfg, "position_embedding_type", "absolute") in (None, "absolute")
-    )
 
 
 def round_up(n: int, multiple: int) -> int:
@@ -149,45 +139,29 @@ def _groups(lengths: list[int], group_tokens: int) -> tuple[list, list[int], lis
     return groups, slot_row, slot_width
 
 
-def packed_forward(backbone, packed: Packed) -> Tensor:
-    """Last hidden states of every token, [T, H], for a BertModel (see supports_packing)."""
-    emb = backbone.embeddings
-    x = emb.word_embeddings(packed.input_ids) + emb.position_embeddings(packed.position_ids)
-    x = emb.LayerNorm(x + emb.token_type_embeddings.weight[0])  # our tokenisation: token type 0
-    x = _dropout(x, emb.dropout.p, backbone.training)
-    # transformers 5 marks each layer, 4.x the encoder
-    encoder_checkpointing = getattr(backbone.encoder, "gradient_checkpointing", False)
-    for layer in backbone.encoder.layer:
-        if backbone.training and (encoder_checkpointing or getattr(layer, "gradient_checkpointing", False)):
-            x = checkpoint(_layer, layer, x, packed, use_reentrant=False)
-        else:
-            x = _layer(layer, x, packed)
-    return x
-
-
-def _layer(layer, x: Tensor, packed: Packed) -> Tensor:
-    """One BertLayer on packed tokens [T, H] -> [T, H]."""
-    attn, training = layer.attention.self, layer.training
-    qkv = F.linear(  # one GEMM for Q, K and V: [T, 3H]
-        x,
-        torch.cat([attn.query.weight, attn.key.weight, attn.value.weight]),
-        torch.cat([attn.query.bias, attn.key.bias, attn.value.bias]),
-    )
-    p = attn.dropout.p if training else 0.0
-    o = _attend(qkv, packed, attn.num_attention_heads, attn.attention_head_size, p, attn.scaling)  # [T, H]
-    out = layer.attention.output  # BertSelfOutput: dense, dropout, LayerNorm(+ residual)
-    a = out.LayerNorm(_dropout(out.dense(o), out.dropout.p, training) + x)
-    ffn = layer.output  # BertOutput: dense, dropout, LayerNorm(+ residual)
-    return ffn.LayerNorm(_dropout(ffn.dense(layer.intermediate(a)), ffn.dropout.p, training) + a)
-
-
 # ---- attention ---------------------------------------------------------------------------------------------------
 # Attention stays out of torch.compile graphs (train.compile): its Python-int metadata (CPU groups, max_seqlen) would
 # otherwise make dynamo recompile for nearly every chunk. The GEMMs, LayerNorms, dropouts and GELU around it are what
 # compile fuses; the kernels here are already fused.
 @torch.compiler.disable
-def _attend(qkv: Tensor, packed: Packed, heads: int, head_dim: int, p: float, scale: float) -> Tensor:
-    """Self-attention within each row: qkv [T, 3H] -> [T, H]."""
+def attend(
+    qkv: Tensor,
+    packed: Packed,
+    heads: int,
+    head_dim: int,
+    p: float,
+    scale: float,
+    bias: dict[int, Tensor] | None = None,
+    window: int | None = None,
+) -> Tensor:
+    """Self-attention within each row: qkv [T, 3H] -> [T, H].
+
+    bias: width -> an additive score bias [heads, w, w] of the positions within a row (MPNet's relative positions:
+    the same for every row, so one per group width); window: a token attends to keys at most this many positions
+    away (ModernBERT's local layers). Either one runs the grouped path on CUDA too: the varlen kernels above take
+    neither a bias nor (as called here) a window."""
+    if bias is not None or window is not None:
+        return _grouped_attention(qkv, packed, heads, head_dim, p, scale, bias, window)
     backend = attention_backend(qkv.device, qkv.dtype, p, head_dim)
     if backend == "grouped":
         return _grouped_attention(qkv, packed, heads, head_dim, p, scale)
@@ -202,11 +176,20 @@ def _attend(qkv: Tensor, packed: Packed, heads: int, head_dim: int, p: float, sc
         _BROKEN.add((backend, qkv.device.type, qkv.dtype, p > 0))
         warnings.warn(f"gte_model.packed: varlen attention {backend!r} failed on {qkv.device} {qkv.dtype} "
                       f"(dropout {p}): {exc!s:.300}; using the next backend from now on", stacklevel=2)
-        return _attend(qkv, packed, heads, head_dim, p, scale)
+        return attend(qkv, packed, heads, head_dim, p, scale)
     return out.reshape(qkv.shape[0], heads * head_dim)
 
 
-def _grouped_attention(qkv: Tensor, packed: Packed, heads: int, head_dim: int, p: float, scale: float) -> Tensor:
+def _grouped_attention(
+    qkv: Tensor,
+    packed: Packed,
+    heads: int,
+    head_dim: int,
+    p: float,
+    scale: float,
+    bias: dict[int, Tensor] | None = None,
+    window: int | None = None,
+) -> Tensor:
     """The CPU path: length-sorted groups padded to their own widest row, a key-padding mask, real rows back."""
     outs = []
     for t0, t1, r0, rows, width in packed.groups:
@@ -214,21 +197,30 @@ def _grouped_attention(qkv: Tensor, packed: Packed, heads: int, head_dim: int, p
         buf = qkv.new_zeros(rows * width, qkv.shape[1])
         buf[slots] = qkv[t0:t1]
         q, k, v = buf.view(rows, width, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # [rows, heads, w, d]
-        keep = torch.arange(width, device=qkv.device)[None, :] < packed.lengths[r0 : r0 + rows, None]  # [rows, w]
-        o = _attention(q, k, v, keep[:, None, None, :], p, scale)
+        pos = torch.arange(width, device=qkv.device)
+        keep = (pos[None, :] < packed.lengths[r0 : r0 + rows, None])[:, None, None, :]  # [rows, 1, 1, w]
+        if window is not None:
+            # [rows, 1, w, w]; the diagonal too: a padding query beyond a row's window would see no key at all, and
+            # its all -inf softmax gives NaN, which the backward spreads to the real keys (a real query sees itself)
+            keep = (keep & ((pos[:, None] - pos[None, :]).abs() <= window)) | torch.eye(width, dtype=torch.bool,
+                                                                                         device=qkv.device)
+        o = _attention(q, k, v, keep, p, scale, None if bias is None else bias[width])
         outs.append(o.transpose(1, 2).reshape(rows * width, -1)[slots])  # real rows only: [t1 - t0, H]
     return torch.cat(outs)
 
 
-def _attention(q: Tensor, k: Tensor, v: Tensor, keep: Tensor, p: float, scale: float) -> Tensor:
-    """Softmax attention [rows, heads, w, d] with key mask keep [rows, 1, 1, w] and dropout p on the probabilities.
-    With dropout on a CPU, the explicit form with _dropout's cheap mask (SDPA would fall back to the same math, with
-    bernoulli masks); otherwise scaled_dot_product_attention."""
-    if p == 0.0 or q.device.type != "cpu":
+def _attention(q: Tensor, k: Tensor, v: Tensor, keep: Tensor, p: float, scale: float, bias: Tensor | None) -> Tensor:
+    """Softmax attention [rows, heads, w, d] with key mask keep [rows, 1, 1 or w, w], an optional score bias
+    [heads, w, w] and dropout p on the probabilities. With a bias, or dropout on a CPU, the explicit form (with
+    apply_dropout's cheap mask: SDPA would fall back to the same math, with bernoulli masks); otherwise
+    scaled_dot_product_attention."""
+    if bias is None and (p == 0.0 or q.device.type != "cpu"):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=p, scale=scale)
-    bias = torch.zeros(keep.shape, dtype=torch.float32, device=q.device).masked_fill_(~keep, float("-inf"))
-    scores = torch.matmul(q * scale, k.transpose(-1, -2)) + bias  # [rows, heads, w, w], padding keys at -inf
-    return torch.matmul(_dropout(scores.softmax(dim=-1), p, True).to(v.dtype), v)
+    masked = torch.zeros(keep.shape, dtype=torch.float32, device=q.device).masked_fill_(~keep, float("-inf"))
+    scores = torch.matmul(q * scale, k.transpose(-1, -2)) + masked  # [rows, heads, w, w], masked keys at -inf
+    if bias is not None:
+        scores = scores + bias
+    return torch.matmul(apply_dropout(scores.softmax(dim=-1), p, True).to(v.dtype), v)
 
 
 _BROKEN: set[tuple[str, str, torch.dtype, bool]] = set()  # (backend, device type, dtype, dropout) that raised
@@ -363,7 +355,7 @@ def _flex_attention_fn(compiled: bool):
 _MASK_BITS = 15
 
 
-def _dropout(x: Tensor, p: float, training: bool) -> Tensor:
+def apply_dropout(x: Tensor, p: float, training: bool) -> Tensor:
     """Inverted dropout (as nn.Dropout: zero with probability p, scale the rest by 1/(1-p)), from the global RNG."""
     if not training or p == 0.0:
         return x

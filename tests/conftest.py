@@ -64,3 +64,40 @@ def minilm():
     from gte_model import load_model
 
     return load_model("all-MiniLM-L6-v2")
+
+
+# The backbone families with a packed forward besides BERT (gte_model.families).
+FAMILIES = ("roberta", "xlm-roberta", "mpnet", "modernbert")
+
+
+def make_tiny_family_model(folder, family: str, seed: int = 0):
+    """A tiny random backbone of `family` (3 layers, 32 wide; ModernBERT: local layers see 4 positions either side)
+    around the test-written WordPiece vocabulary, + mean pooling. Dropout as each family's default: 0.1 for the
+    BERT-like families, 0 for ModernBERT."""
+    from transformers import (
+        AutoModel,
+        BertTokenizerFast,
+        ModernBertConfig,
+        MPNetConfig,
+        RobertaConfig,
+        XLMRobertaConfig,
+    )
+
+    from gte_model import GTEModel
+
+    write_vocab(folder)
+    tokenizer = BertTokenizerFast.from_pretrained(str(folder), do_lower_case=True)
+    ids = {k: getattr(tokenizer, f"{k}_token_id") for k in ("pad", "cls", "sep")}
+    common = dict(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                  intermediate_size=64, max_position_embeddings=80, pad_token_id=ids["pad"])
+    configs = {
+        "roberta": lambda: RobertaConfig(**common),
+        "xlm-roberta": lambda: XLMRobertaConfig(**common),
+        "mpnet": lambda: MPNetConfig(**common),
+        "modernbert": lambda: ModernBertConfig(**common, local_attention=8, global_attn_every_n_layers=2,
+                                               bos_token_id=ids["cls"], cls_token_id=ids["cls"],
+                                               eos_token_id=ids["sep"], sep_token_id=ids["sep"]),
+    }
+    torch.manual_seed(seed)
+    backbone = AutoModel.from_config(configs[family]())
+    return GTEModel(backbone, tokenizer, base_model=f"tiny-{family}").train()

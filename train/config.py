@@ -7,8 +7,8 @@ way you would fix it on the command line (`train.chunk_size=...`).
 The keys users touch most:
   run.dir                 where checkpoints, metrics.jsonl, config.yaml, the plot and export/ go; re-running the
                           same command on it resumes from its newest checkpoint (a finished run is a no-op)
-  model.init_from         a preset (tiny, gte-small, gte-base, gte-large), a packaged name (all-MiniLM-L6-v2) or a
-                          folder (e.g. the stage-1 export for stage 2)
+  model.init_from         a preset (tiny, gte-small, gte-base, gte-large, gte-modern-base), a packaged name
+                          (all-MiniLM-L6-v2) or a folder (e.g. the stage-1 export for stage 2)
   data.train_dir          a pairs dir (manifest.json) written by `gte prep` / `gte mine`
   data.num_negatives      hard negatives per query (0 in stage 1; >= 1 in stage 2, needs mined negatives)
   train.global_batch_size pairs per optimizer step over ALL processes: the in-batch negative pool
@@ -16,6 +16,7 @@ The keys users touch most:
   train.packed            unpadded forward (default true): ~1.7x a padded step on the same texts, same loss
   train.max_steps, train.checkpoint_every, train.keep_checkpoints, train.eval_every, train.seed
   loss.kind               gte (one joint partition function) or infonce (query -> documents only)
+  model.lora.r            LoRA rank (0 = full fine-tuning); model.lora.alpha, .dropout, .target_modules, .export
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
+from gte_model.embed_cache import TeacherConfig
 from train.loss import LOSSES
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -41,19 +43,44 @@ class RunConfig:
 
 
 @dataclass
+class LoraConfig:
+    """Low-rank adapters (gte_model.lora): only they train, the base model is frozen, the optimizer holds only them."""
+
+    r: int = 0  # adapter rank; 0 = off (full fine-tuning)
+    alpha: float = 16.0  # scaling: the update B A is multiplied by alpha / r
+    dropout: float = 0.0  # dropout on each adapter's input
+    # last names of the Linear layers to adapt (BERT: query, key, value, dense); all-linear = every Linear of the
+    # encoder (BERT's unused pooler excluded). A name the backbone lacks is an error listing the names it has
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    # merged = the adapter folded into the weights (a plain model every client loads); adapter = base weights plus a
+    # PEFT adapter folder (adapter_config.json) that sentence-transformers and transformers load with peft installed
+    export: str = "merged"
+
+
+@dataclass
 class ModelConfig:
-    init_from: str = "tiny"  # preset (tiny/gte-small/gte-base/gte-large), packaged name, or a model folder
+    init_from: str = "tiny"  # preset (tiny/gte-small/gte-base/gte-large/gte-modern-base), packaged name, or a folder
     pooling: str = "mean"  # mean (GTE) or cls
     normalize: bool = True  # export with L2 normalisation (training always scores by cosine)
     tokenizer_from: str = ""  # presets only: tokenizer folder; empty = the packaged MiniLM WordPiece vocabulary
+    # max_seq_length the export serves; 0 = the base model's own (all-MiniLM-L6-v2: 256), raised to the training
+    # lengths if they are longer. Training truncates at data.query_max_len / data.doc_max_len either way.
+    max_seq_len: int = 0
+    # RoPE backbones only (gte-modern-base, ModernBERT folders): the rotary base of the global-attention layers, set
+    # before training and saved in the export; raise it with data.*_max_len to extend the context (GTE v1.5: 512 ->
+    # 8,192). 0 = the backbone's own (gte-modern-base: 160000); an error on a backbone with absolute positions
+    rope_theta: float = 0.0
+    lora: LoraConfig = field(default_factory=LoraConfig)  # LoRA fine-tuning (model.lora.r > 0)
 
 
 @dataclass
 class DataConfig:
     train_dir: str = ""  # pairs dir holding manifest.json (required)
     sources: list[str] = field(default_factory=list)  # train on these manifest sources only; empty = all
-    query_max_len: int = 64  # tokens per query (special tokens included); longer ones are truncated
-    doc_max_len: int = 128  # tokens per positive / hard negative
+    # tokens per query (special tokens included); longer ones are truncated. Up to the backbone's positions
+    # (max_position_embeddings: 512 for BERT, 8,192 for gte-modern-base); more is an error when the model is built
+    query_max_len: int = 64
+    doc_max_len: int = 128  # tokens per positive / hard negative; the same limit
     num_negatives: int = 0  # hard negatives per query, drawn from the row's `negatives` list (0 = in-batch only)
     query_prompt: str = ""  # prefix prepended to every query (also written into the export's prompts)
     doc_prompt: str = ""  # prefix prepended to every document
@@ -72,7 +99,9 @@ class TrainLoopConfig:
     global_batch_size: int = 64  # pairs per optimizer step summed over all processes (the negative pool)
     chunk_size: int = 64  # texts (queries + documents) per forward pass on one process
     chunk_tokens: int = 0  # token budget per forward pass (0 = chunk_size texts whatever their length)
-    packed: bool = True  # unpadded forward (BertModel backbones): no padding tokens, same math; false = padded chunks
+    # unpadded forward (BERT, RoBERTa, XLM-RoBERTa, MPNet and ModernBERT backbones; others fall back to padded chunks
+    # with a notice): no padding tokens, same math; false = padded chunks
+    packed: bool = True
     grad_cache: bool = False  # gradient caching: memory of one chunk, any global batch (costs one extra forward)
     max_steps: int = 1000  # optimizer steps in total (a resumed run continues up to this)
     checkpoint_every: int = 500  # steps between checkpoints (0 = only the final export)
@@ -117,6 +146,19 @@ class LossConfig:
     # the loss holds one chunk, not O(N^2) floats (same loss and gradients); 0 = automatic: chunk only when one
     # full block would exceed train.loss.AUTO_CHUNK_ELEMENTS (1 GiB fp32; GTE, K=0, one process: above 8,192 pairs)
     row_chunk: int = 0
+    # Matryoshka: the loss summed over embeddings truncated to these leading dims (each renormalised), e.g.
+    # [384,256,128,64]; [] = the full dim only. The export records them (sentence-transformers' truncate_dim works).
+    matryoshka_dims: list[int] = field(default_factory=list)
+    matryoshka_weights: list[float] = field(default_factory=list)  # one per dim; [] = 1 each
+    # distillation from the teacher (section `teacher`): + weight * KL(teacher || student) over each query's
+    # candidates, both softmaxes at distill_temperature; candidates = its positive and hard negatives, or every
+    # document of the batch with distill_in_batch=true. 0 = off.
+    distill_weight: float = 0.0
+    distill_temperature: float = 0.05
+    distill_in_batch: bool = False
+    # GISTEmbed guided masking: in-batch candidates the teacher scores above its score of the positive minus
+    # guide_margin are dropped from the denominator (likely false negatives); < 0 = off
+    guide_margin: float = -1.0
 
 
 @dataclass
@@ -140,6 +182,9 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    # the teacher of loss.distill_weight and loss.guide_margin; its vectors are cached in teacher.cache_dir
+    # ("" = <run.dir>/teacher_cache; `gte run` points it at the mining cache, which already holds them)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
 
     def __post_init__(self) -> None:
         # YAML reads a bare on/off as a boolean, which OmegaConf then stores in this str field as "True"/"False".
@@ -163,11 +208,28 @@ def _check_choices(c: TrainConfig) -> list[str]:
         ("log.wandb", c.log.wandb, WANDB_MODES),
         ("model.pooling", c.model.pooling, ("mean", "cls")),
         ("train.prefetch", c.train.prefetch, ("auto", "on", "off")),
+        ("model.lora.export", c.model.lora.export, ("merged", "adapter")),
     ):
         if value not in allowed:
             errors.append(f"{key}={value}: choose one of {', '.join(allowed)}")
     if not c.data.train_dir:
         errors.append("data.train_dir is not set: point it at a pairs dir with manifest.json (data.train_dir=...)")
+    uses_teacher = c.loss.distill_weight > 0 or c.loss.guide_margin >= 0
+    if uses_teacher and not c.teacher.model:
+        errors.append(f"loss.distill_weight={c.loss.distill_weight}, loss.guide_margin={c.loss.guide_margin}: need "
+                      "a teacher; set teacher.model=all-mpnet-base-v2 (or a model folder)")
+    return errors + _check_matryoshka(c.loss) + c.teacher.validate()
+
+
+def _check_matryoshka(loss: LossConfig) -> list[str]:
+    dims, weights = list(loss.matryoshka_dims), list(loss.matryoshka_weights)
+    errors = []
+    if any(d < 1 for d in dims) or len(set(dims)) != len(dims):
+        errors.append(f"loss.matryoshka_dims={dims}: must be distinct dims >= 1, e.g. [384,256,128,64]")
+    if weights and len(weights) != len(dims):
+        errors.append(f"loss.matryoshka_weights={weights}: needs one weight per dim of loss.matryoshka_dims={dims}")
+    if any(not (w >= 0 and math.isfinite(w)) for w in weights):
+        errors.append(f"loss.matryoshka_weights={weights}: must be finite and >= 0")
     return errors
 
 
@@ -189,6 +251,8 @@ def _check_ranges(c: TrainConfig) -> list[str]:
         ("data.doc_max_len", c.data.doc_max_len, 2),
         ("train.max_bad_steps", c.train.max_bad_steps, 1),
         ("loss.row_chunk", c.loss.row_chunk, 0),
+        ("model.max_seq_len", c.model.max_seq_len, 0),
+        ("model.lora.r", c.model.lora.r, 0),
     ):
         if value < low:
             errors.append(f"{key}={value} must be >= {low}")
@@ -200,6 +264,11 @@ def _check_ranges(c: TrainConfig) -> list[str]:
         ("optim.max_grad_norm", c.optim.max_grad_norm, 0.0, math.inf, "0 turns clipping off"),
         ("optim.weight_decay", c.optim.weight_decay, 0.0, 1.0, "AdamW's usual 0.01"),
         ("optim.eps", c.optim.eps, 0.0, 1.0, "1e-8"),
+        ("loss.distill_weight", c.loss.distill_weight, 0.0, math.inf, "0 turns it off; 0.5-2 are usual"),
+        ("loss.distill_temperature", c.loss.distill_temperature, 1e-3, 10.0, "0.02-0.1"),
+        ("model.rope_theta", c.model.rope_theta, 0.0, math.inf, "0 keeps the backbone's; ModernBERT uses 160000"),
+        ("model.lora.alpha", c.model.lora.alpha, 0.0, math.inf, "commonly 2 x model.lora.r"),
+        ("model.lora.dropout", c.model.lora.dropout, 0.0, 0.99, "0 to 0.1"),
     ):
         inside = math.isfinite(value) and low <= value <= high and (value > 0 or key not in _POSITIVE)
         if not inside:
@@ -219,7 +288,7 @@ def _check_ranges(c: TrainConfig) -> list[str]:
 
 
 _ON_OFF = {"True": "on", "False": "off"}  # YAML reads a bare on/off as a boolean; str fields then hold "True"/"False"
-_POSITIVE = {"loss.temperature", "optim.lr", "optim.eps"}
+_POSITIVE = {"loss.temperature", "optim.lr", "optim.eps", "loss.distill_temperature", "model.lora.alpha"}
 
 
 def _check_batch(c: TrainConfig, world_size: int, zero_stage: int) -> list[str]:

@@ -122,7 +122,8 @@ def run_record(cfg: TrainConfig) -> Record:
         "model.init_from": folder_digest(init, ("model.safetensors", "pytorch_model.bin")) if init.is_dir()
         else cfg.model.init_from,
     }
-    return Record("train", TRAIN_FORMAT, flatten(config_to_dict(cfg), skip=RESUME_SAFE), inputs)
+    return Record("train", TRAIN_FORMAT, flatten(config_to_dict(cfg), skip=RESUME_SAFE), inputs,
+                  defaults=flatten(config_to_dict(TrainConfig()), skip=RESUME_SAFE))
 
 
 def _finished(run_dir: Path, record: Record, cfg: TrainConfig) -> bool:

@@ -17,7 +17,15 @@ and (4) as candidates, never as anchors. InfoNCE is term (1) alone.
 False negatives: with text hashes given, any candidate whose text equals the text of query i or of its positive d_i
 is dropped from row i's denominator (a duplicate is not a negative); the positive itself is never dropped. So in
 (2) a repeated query is dropped, in (1)/(4) a repeated positive, in (3) a query identical to q_i (which would be a
-second copy of the positive score).
+second copy of the positive score). Multi-positive: the positive d_j of another row whose query text equals q_i's
+is another positive of q_i, so it is dropped from (1) and (4) too.
+
+Teacher (optional, unit teacher vectors of the same texts, `Teacher`):
+  - guided masking (GISTEmbed): any candidate of (1)-(4) other than the positive that the teacher scores above
+    teacher(q_i, d_i) - margin is dropped (the teacher says it is as relevant as the positive);
+  - distillation: + weight * KL(p_teacher || p_student) per row, both softmaxes at the distillation temperature over
+    the same candidates of q_i: its positive and its hard negatives, or every document of (1) with in_batch (masked
+    candidates left out of both).
 
 Memory: the blocks are [r, C] for r anchor rows and C = N(1+K) (InfoNCE) or 2N(1+K) + 2N (GTE) candidates, i.e.
 O(N^2). With row_chunk (or automatically above AUTO_CHUNK_ELEMENTS) the anchor rows are split into chunks whose
@@ -27,6 +35,7 @@ blocks are recomputed in backward (activation checkpointing), so one chunk's blo
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -42,6 +51,22 @@ LOSSES = ("infonce", "gte")
 AUTO_CHUNK_ELEMENTS = 2**28
 
 
+@dataclass
+class Teacher:
+    """Unit teacher vectors of the batch's texts (constants: no gradient) and what the loss does with them.
+
+    q, d: [N, Ht]; neg: [N, K, Ht] or None (same layout as the student's). guide_margin: None = no guided masking.
+    distill_weight: 0 = no distillation term."""
+
+    q: Tensor
+    d: Tensor
+    neg: Tensor | None = None
+    guide_margin: float | None = None
+    distill_weight: float = 0.0
+    distill_temperature: float = 0.05
+    distill_in_batch: bool = False
+
+
 def contrastive_loss(
     q: Tensor,
     d: Tensor,
@@ -54,6 +79,7 @@ def contrastive_loss(
     neg_hash: Tensor | None = None,
     rows: slice | None = None,
     row_chunk: int = 0,
+    teacher: Teacher | None = None,
 ) -> Tensor:
     """Mean contrastive loss over the query rows `rows` (default all) of a global batch.
 
@@ -62,8 +88,9 @@ def contrastive_loss(
     neg_hash [N, K]; given, they mask duplicate texts out of the denominators.
     row_chunk: anchor rows per loss chunk (see rows_per_chunk); each chunk's [rows, C] blocks are recomputed in
     backward rather than saved, so memory holds one chunk's blocks, not O(N^2). Same loss and gradients.
+    teacher: guided masking and/or distillation (see the module docstring).
     """
-    _check_inputs(q, d, neg, kind, temperature, q_hash, d_hash, neg_hash, row_chunk)
+    _check_inputs(q, d, neg, kind, temperature, q_hash, d_hash, neg_hash, row_chunk, teacher)
     n, h = q.shape
     neg = q.new_zeros((n, 0, h)) if neg is None else neg
     k = neg.shape[1]
@@ -72,7 +99,8 @@ def contrastive_loss(
     with torch.autocast(device_type=q.device.type, enabled=False):
         q, d, neg = (_unit(x) for x in (q, d, neg))
         docs = torch.cat([d, neg.reshape(n * k, h)])  # [N + N*K, H]: positives, then query 0's negatives, ...
-        row_losses = partial(_row_losses, q, d, docs, k, kind, temperature, (q_hash, d_hash, neg_hash))
+        row_losses = partial(_row_losses, q, d, docs, k, kind, temperature, (q_hash, d_hash, neg_hash),
+                             _teacher_docs(teacher, n, k))
         chunk = rows_per_chunk(kind, n, k, row_chunk)
         if chunk >= mine.numel():
             return row_losses(mine).mean()  # one block [r, C]
@@ -97,25 +125,73 @@ def _summed_checkpointed(row_losses: Callable[[Tensor], Tensor], part: Tensor) -
 
 
 def _row_losses(
-    q: Tensor, d: Tensor, docs: Tensor, k: int, kind: str, temperature: float, hashes: tuple, mine: Tensor
+    q: Tensor, d: Tensor, docs: Tensor, k: int, kind: str, temperature: float, hashes: tuple,
+    teacher: tuple[Teacher, Tensor] | None, mine: Tensor,
 ) -> Tensor:
-    """Loss of each anchor row in `mine` [r] (global row ids) -> [r]; q, d [N, H] and docs [N + N*K, H] unit."""
+    """Loss of each anchor row in `mine` [r] (global row ids) -> [r]; q, d [N, H] and docs [N + N*K, H] unit;
+    teacher: (its settings, its unit docs [N + N*K, Ht]) or None."""
     n = q.shape[0]
     owner = torch.cat([torch.arange(n, device=q.device), torch.arange(n, device=q.device).repeat_interleave(k)])
     qi, di = q[mine], d[mine]  # [r, H]
     diag_q = torch.arange(n, device=q.device)[None, :] == mine[:, None]  # [r, N]: the anchor's own column
     pos_d = torch.arange(n + n * k, device=q.device)[None, :] == mine[:, None]  # [r, N + N*K]: the positive
     own_d = owner[None, :] == mine[:, None]  # [r, N + N*K]: the documents of the anchor's own query
-    dup_q, dup_d = _duplicates(mine, *hashes, n, k)  # [r, N], [r, N + N*K]
-    q2d = (qi @ docs.T).masked_fill(dup_d & ~pos_d, float("-inf"))  # (1) [r, N+N*K]
+    drop_q, drop_d = _duplicates(mine, *hashes, n, k)  # [r, N], [r, N + N*K]
+    if teacher is not None and teacher[0].guide_margin is not None:
+        guided_q, guided_d = _guided(teacher, mine, kind)  # [r, N] x2 (q->q, d->q), [r, N+N*K] x2 (q->d, d->d)
+    else:
+        guided_q = guided_d = (False, False)
+    q2d_drop = (drop_d | guided_d[0]) & ~pos_d
+    q2d = (qi @ docs.T).masked_fill(q2d_drop, float("-inf"))  # (1) [r, N+N*K]
     blocks = [q2d]
     if kind == "gte":
-        blocks.append((qi @ q.T).masked_fill(diag_q | dup_q, float("-inf")))  # (2) [r, N]
-        blocks.append((di @ q.T).masked_fill(dup_q & ~diag_q, float("-inf")))  # (3) [r, N]
-        blocks.append((di @ docs.T).masked_fill(own_d | dup_d, float("-inf")))  # (4) [r, N + N*K]
+        blocks.append((qi @ q.T).masked_fill(diag_q | drop_q | guided_q[0], float("-inf")))  # (2) [r, N]
+        blocks.append((di @ q.T).masked_fill((drop_q | guided_q[1]) & ~diag_q, float("-inf")))  # (3) [r, N]
+        blocks.append((di @ docs.T).masked_fill(own_d | drop_d | guided_d[1], float("-inf")))  # (4) [r, N + N*K]
     logits = torch.cat(blocks, dim=1) / temperature  # [r, C]
     positive = logits[torch.arange(mine.numel(), device=q.device), mine]  # [r]: q2d's column i is s(q_i, d_i)
-    return torch.logsumexp(logits, dim=1) - positive  # [r]
+    loss = torch.logsumexp(logits, dim=1) - positive  # [r]
+    if teacher is not None and teacher[0].distill_weight:
+        keep = ~q2d_drop if teacher[0].distill_in_batch else own_d  # [r, N + N*K]: the candidates distilled over
+        loss = loss + teacher[0].distill_weight * _distill(q2d, teacher, mine, keep)
+    return loss
+
+
+def _teacher_docs(teacher: Teacher | None, n: int, k: int) -> tuple[Teacher, Tensor] | None:
+    """The teacher's unit documents in the student's docs layout [N + N*K, Ht] (None without a teacher)."""
+    if teacher is None:
+        return None
+    tq, td = _unit(teacher.q), _unit(teacher.d)
+    tneg = _unit(teacher.neg) if teacher.neg is not None else tq.new_zeros((n, 0, tq.shape[1]))
+    if tq.shape[0] != n or tneg.shape[:2] != (n, k):
+        raise ValueError(f"teacher vectors cover {tq.shape[0]} rows x {tneg.shape[1]} negatives; the batch has "
+                         f"{n} x {k}")
+    teacher = Teacher(tq, td, tneg, teacher.guide_margin, teacher.distill_weight, teacher.distill_temperature,
+                      teacher.distill_in_batch)
+    return teacher, torch.cat([td, tneg.reshape(n * k, -1)])
+
+
+def _guided(teacher: tuple[Teacher, Tensor], mine: Tensor, kind: str) -> tuple[tuple, tuple]:
+    """GISTEmbed: candidates the teacher scores above teacher(q_i, d_i) - margin. -> ((q->q, d->q) [r, N] masks,
+    (q->d, d->d) [r, N + N*K] masks); the caller keeps the positive itself."""
+    t, tdocs = teacher
+    tqi, tdi = t.q[mine], t.d[mine]  # [r, Ht]
+    bar = (tqi * tdi).sum(-1, keepdim=True) - t.guide_margin  # [r, 1]
+    q2d = tqi @ tdocs.T > bar
+    if kind != "gte":
+        return (False, False), (q2d, False)
+    return (tqi @ t.q.T > bar, tdi @ t.q.T > bar), (q2d, tdi @ tdocs.T > bar)
+
+
+def _distill(q2d: Tensor, teacher: tuple[Teacher, Tensor], mine: Tensor, keep: Tensor) -> Tensor:
+    """KL(teacher || student) per row [r] over the candidates `keep` [r, N + N*K] of block (1), both at the
+    distillation temperature. q2d: the student's cosine block (masked entries are -inf and never kept)."""
+    t, tdocs = teacher
+    tau = t.distill_temperature
+    student = F.log_softmax((q2d / tau).masked_fill(~keep, float("-inf")), dim=1)  # [r, N + N*K]
+    target = F.log_softmax(((t.q[mine] @ tdocs.T) / tau).masked_fill(~keep, float("-inf")), dim=1)
+    terms = target.exp() * (target - student)  # 0 * (-inf - -inf) would be nan: zero the left-out ones
+    return terms.masked_fill(~keep, 0.0).sum(dim=1)
 
 
 def _unit(x: Tensor) -> Tensor:
@@ -129,7 +205,8 @@ def _duplicates(
     mine: Tensor, q_hash: Tensor | None, d_hash: Tensor | None, neg_hash: Tensor | None, n: int, k: int
 ) -> tuple[Tensor, Tensor]:
     """Masks of candidates whose text equals the anchor pair's query or positive text: [r, N] over the queries
-    and [r, N + N*K] over the documents. All False without hashes."""
+    and [r, N + N*K] over the documents, the latter also holding the positives of other rows with the anchor's
+    query text (multi-positive). All False without hashes."""
     r, device = mine.numel(), mine.device
     if d_hash is None:
         none = torch.zeros((r, n + n * k), dtype=torch.bool, device=device)
@@ -142,7 +219,9 @@ def _duplicates(
     def equal_to_anchor(cand: Tensor) -> Tensor:  # [C] -> [r, C]
         return (cand[None, :, None] == anchors[:, None, :]).any(-1)
 
-    return equal_to_anchor(q_hash), equal_to_anchor(doc_hash)
+    other_positive = d_hash.new_zeros((r, n + n * k), dtype=torch.bool)  # [r, N + N*K]
+    other_positive[:, :n] = q_hash[None, :] == q_hash[mine][:, None]  # row j's positive, when q_j == q_i
+    return equal_to_anchor(q_hash), equal_to_anchor(doc_hash) | other_positive
 
 
 def _check_inputs(
@@ -155,7 +234,10 @@ def _check_inputs(
     d_hash: Tensor | None,
     neg_hash: Tensor | None,
     row_chunk: int,
+    teacher: Teacher | None,
 ) -> None:
+    if teacher is not None and not teacher.distill_temperature > 0:
+        raise ValueError(f"distill_temperature={teacher.distill_temperature} must be > 0")
     if kind not in LOSSES:
         raise ValueError(f"loss kind={kind!r} is not supported; choose one of {LOSSES}")
     if not temperature > 0:

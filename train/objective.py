@@ -11,7 +11,7 @@ from torch import Tensor
 from train.batch import Batch
 from train.config import LossConfig
 from train.distributed import gather_nograd, gather_with_grad, local_rows
-from train.loss import contrastive_loss
+from train.loss import Teacher, contrastive_loss
 
 
 def gathered_hashes(batch: Batch, loss: LossConfig, device: torch.device | str) -> dict[str, Tensor]:
@@ -21,21 +21,40 @@ def gathered_hashes(batch: Batch, loss: LossConfig, device: torch.device | str) 
     return {k: gather_nograd(v.to(device)) for k, v in batch.hashes().items()}  # [W*b(, K)]
 
 
-def make_loss_fn(batch: Batch, order: Tensor, loss: LossConfig, device: torch.device | str) -> Callable:
-    """order: the chunking permutation (train.step.make_chunks). Returns emb [M, H] (chunk order) -> scalar."""
+def make_loss_fn(
+    batch: Batch, order: Tensor, loss: LossConfig, device: torch.device | str,
+    teacher_vectors: tuple[Tensor, Tensor, Tensor | None] | None = None,
+) -> Callable:
+    """order: the chunking permutation (train.step.make_chunks); teacher_vectors: this process's teacher vectors
+    (train.teacher.TeacherVectors) when the loss distils or guides. Returns emb [M, H] (chunk order) -> scalar:
+    the contrastive loss, summed over loss.matryoshka_dims (weighted) when set."""
     inverse = torch.argsort(order)
     hashes = gathered_hashes(batch, loss, device)
+    teacher = _gathered_teacher(teacher_vectors, loss, device)
+    dims = list(loss.matryoshka_dims) or [None]  # None: the full dim
+    weights = list(loss.matryoshka_weights) or [1.0] * len(dims)
 
     def loss_fn(emb: Tensor) -> Tensor:
         q, d, neg = batch.split(emb[inverse.to(emb.device)])  # back in flat order
         q, d = gather_with_grad(q), gather_with_grad(d)  # [W*b, H]; each column on its own: row i stays one pair
         neg = gather_with_grad(neg) if neg is not None else None  # [W*b, K, H]
-        return contrastive_loss(
-            q, d, neg, kind=loss.kind, temperature=loss.temperature, rows=local_rows(batch.size),
-            row_chunk=loss.row_chunk, **hashes,
-        )
+        return sum(w * contrastive_loss(
+            q[:, :dim], d[:, :dim], neg[..., :dim] if neg is not None else None, kind=loss.kind,
+            temperature=loss.temperature, rows=local_rows(batch.size), row_chunk=loss.row_chunk, teacher=teacher,
+            **hashes,
+        ) for dim, w in zip(dims, weights))
 
     return loss_fn
+
+
+def _gathered_teacher(vectors, loss: LossConfig, device) -> Teacher | None:
+    """Every process's teacher vectors (constants) with the loss's distillation and guide settings."""
+    if vectors is None or not (loss.distill_weight > 0 or loss.guide_margin >= 0):
+        return None
+    q, d, neg = (gather_nograd(v.to(device)) if v is not None else None for v in vectors)
+    return Teacher(q, d, neg, guide_margin=loss.guide_margin if loss.guide_margin >= 0 else None,
+                   distill_weight=loss.distill_weight, distill_temperature=loss.distill_temperature,
+                   distill_in_batch=loss.distill_in_batch)
 
 
 @torch.no_grad()

@@ -27,7 +27,11 @@ import numpy as np
 import torch
 
 from gte_model import GTEModel, Packed, load_model, supports_packing
+from gte_model.core.config import ConfigError
+from gte_model.core.errors import UserError
 from gte_model.export import export_model
+from gte_model.families import FAMILIES, max_positions, set_rope_theta
+from gte_model.lora import add_lora
 from train.backend import Updater, make_accelerator, make_updater
 from train.batch import Batch
 from train.checkpoint import Checkpoint, find_resumable, load_checkpoint, save_checkpoint
@@ -38,6 +42,7 @@ from train.grad_cache import cached_step
 from train.objective import make_loss_fn, validation_scores
 from train.sampler import SourceBatchSampler
 from train.step import make_chunks, plain_step
+from train.teacher import TeacherVectors
 from train.tokens import RoleTokenizer
 
 PROBE_FILE = "export_probe.json"
@@ -73,6 +78,7 @@ class Prepared:
     chunks: list
     order: torch.Tensor
     tokens: int  # real (non-padding, non-filler) tokens
+    teacher: tuple | None = None  # the batch's teacher vectors (train.teacher) when the loss uses them
 
 
 class ReadAhead:
@@ -150,6 +156,11 @@ class Trainer:
                                                    cfg.sampler.alpha, cfg.train.seed)
         prefetch = {"on": True, "off": False}.get(cfg.train.prefetch, self.accelerator.device.type == "cuda")
         self.read_ahead = ReadAhead(self.prepare, prefetch)
+        uses_teacher = cfg.loss.distill_weight > 0 or cfg.loss.guide_margin >= 0
+        self.teacher = None
+        if uses_teacher:
+            with self.accelerator.main_process_first():  # the main process creates the cache's namespace folders
+                self.teacher = TeacherVectors(cfg.teacher, self.run_dir / "teacher_cache", persist=self.is_main)
         self.optimizer = build_optimizer(self.gte, cfg)
         self.model, self.optimizer = self.accelerator.prepare(self.gte, self.optimizer)
         self.updater: Updater = make_updater(self.accelerator, self.model, self.optimizer, cfg.optim.max_grad_norm)
@@ -162,7 +173,7 @@ class Trainer:
         self._compiled = torch.compile(self.model, backend=COMPILE_BACKEND) if cfg.train.compile else None
         self.packed = cfg.train.packed and supports_packing(self.gte.backbone)
         if cfg.train.packed and not self.packed and self.is_main:
-            print(f"gte train: train.packed=true needs a BertModel backbone, this is "
+            print(f"gte train: train.packed=true needs a backbone of a known family ({', '.join(FAMILIES)}), this is "
                   f"{type(self.gte.backbone).__name__}; using padded chunks (set train.packed=false to silence this)",
                   flush=True)
 
@@ -197,7 +208,8 @@ class Trainer:
         if self.accelerator.device.type == "cuda":  # page-locked: encode's copies then overlap the GPU's work
             chunks = [c.pin_memory() if isinstance(c, Packed) else {k: v.pin_memory() for k, v in c.items()}
                       for c in chunks]
-        return Prepared(step, source, rows, batch, chunks, order, sum(len(x) for x in ids))
+        teacher = self.teacher(batch) if self.teacher is not None else None
+        return Prepared(step, source, rows, batch, chunks, order, sum(len(x) for x in ids), teacher)
 
     def encode(self, chunk: dict[str, torch.Tensor] | Packed) -> torch.Tensor:
         device = self.accelerator.device
@@ -223,7 +235,7 @@ class Trainer:
         ready = self.read_ahead.get(step)
         if step + 1 < self.cfg.train.max_steps:
             self.read_ahead.start(step + 1)  # overlaps this step's compute
-        loss_fn = make_loss_fn(ready.batch, ready.order, self.cfg.loss, self.accelerator.device)
+        loss_fn = make_loss_fn(ready.batch, ready.order, self.cfg.loss, self.accelerator.device, ready.teacher)
         loss = self.step_fn(self.encode, ready.chunks, loss_fn)
         lr = self.lr_at(step)
         norm, applied = self.updater.update(loss, lr)
@@ -286,7 +298,7 @@ class Trainer:
         acc.wait_for_everyone()
         if self.is_main:
             gte = acc.unwrap_model(self.model, keep_fp32_wrapper=False)
-            export_model(gte, export_dir, train_config=config)
+            export_model(gte, export_dir, train_config=config, lora_export=self.cfg.model.lora.export)
             diff = self._check_export(gte, export_dir)
         acc.wait_for_everyone()
         return export_dir, diff
@@ -313,10 +325,23 @@ class Trainer:
 
 def build_model(cfg: TrainConfig) -> GTEModel:
     m, d = cfg.model, cfg.data
-    gte = load_model(m.init_from, pooling=m.pooling, normalize=m.normalize,
-                     max_seq_len=max(d.query_max_len, d.doc_max_len), tokenizer_from=m.tokenizer_from or None)
+    gte = load_model(m.init_from, pooling=m.pooling, normalize=m.normalize, max_seq_len=m.max_seq_len or None,
+                     tokenizer_from=m.tokenizer_from or None)
+    if not m.max_seq_len:  # keep what the base model served; never below what training used
+        gte.max_seq_len = max(gte.max_seq_len, d.query_max_len, d.doc_max_len)
+    too_big = [d for d in cfg.loss.matryoshka_dims if d > gte.dim]
+    if too_big:
+        raise UserError(f"loss.matryoshka_dims={list(cfg.loss.matryoshka_dims)}: {too_big} exceed the model's "
+                        f"{gte.dim} dims (model.init_from={m.init_from}); use dims <= {gte.dim}")
+    gte.matryoshka_dims = sorted(cfg.loss.matryoshka_dims, reverse=True)
     # The config is the truth for prompts: what training prepends is what the export tells clients to prepend.
     gte.prompts = {k: v for k, v in (("query", d.query_prompt), ("document", d.doc_prompt)) if v}
+    fit_positions(gte, cfg)
+    if m.lora.r:  # before grad checkpointing and the optimizer: from here only the adapters require grad
+        try:
+            add_lora(gte.backbone, m.lora.r, m.lora.alpha, m.lora.dropout, m.lora.target_modules)
+        except ValueError as exc:
+            raise ConfigError(f"model.lora.{exc}") from None
     if cfg.train.grad_checkpointing:
         b = gte.backbone  # transformers 5 renamed it; 4.x has only the old name
         enable = getattr(b, "activation_checkpointing_enable", None) or b.gradient_checkpointing_enable
@@ -324,8 +349,29 @@ def build_model(cfg: TrainConfig) -> GTEModel:
     return gte.train()  # from_pretrained leaves a model in eval mode: dropout off
 
 
+def fit_positions(gte: GTEModel, cfg: TrainConfig) -> None:
+    """Apply model.rope_theta and check data.*_max_len against the backbone's positions: every problem at once."""
+    m, d, name = cfg.model, cfg.data, type(gte.backbone).__name__
+    errors = []
+    if m.rope_theta:
+        try:
+            set_rope_theta(gte.backbone, m.rope_theta)
+        except ValueError as exc:
+            errors.append(f"model.rope_theta={m.rope_theta:g} with model.init_from={m.init_from}: {exc}; unset "
+                          "model.rope_theta or start from a RoPE backbone (model.init_from=gte-modern-base)")
+    limit = max_positions(gte.backbone)
+    for key, value in (("data.query_max_len", d.query_max_len), ("data.doc_max_len", d.doc_max_len)):
+        if limit is not None and value > limit:
+            errors.append(f"{key}={value} exceeds the {limit} positions of the backbone (model.init_from="
+                          f"{m.init_from}, {name}); set {key}<={limit}, or start from a longer-context backbone "
+                          "(model.init_from=gte-modern-base: 8,192)")
+    if errors:
+        raise UserError("; ".join(errors))
+
+
 def build_optimizer(gte: GTEModel, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW without weight decay on biases and LayerNorm weights. The learning rate is set before every step
+    """AdamW without weight decay on biases and LayerNorm weights, over the trainable parameters only (with LoRA: the
+    adapters, so its state is theirs alone). The learning rate is set before every step
     (Trainer.lr_at: a pure function of the step), so a resume needs no scheduler state."""
     o = cfg.optim
     named = [(n, p) for n, p in gte.named_parameters() if p.requires_grad]

@@ -3,7 +3,7 @@ training and evaluation read it). This module is its only owner.
 
   <dir>/manifest.json          {"format": "gte-pairs/1", "sources": {name: {"train": {"files", "rows"},
                                 "heldout": {"files", "rows"}, "beir": folder}}, ...stats}
-  <dir>/<source>/{train,heldout}-NNNNN.parquet   columns: SCHEMA
+  <dir>/<source>/{train,heldout}-NNNNN.parquet   columns: SCHEMA (+ teacher_scores when mined with a teacher)
   <dir>/beir/<source>/{corpus.jsonl, queries.jsonl, qrels/test.tsv}   the held-out retrieval set
   <dir>/gte_record.json        the completion record (gte_model.core.record), written last: readers require it
 Paths in a manifest are relative to its folder or absolute.
@@ -41,6 +41,9 @@ SCHEMA = pa.schema([
     ("source", pa.string()),
     ("key", pa.string()),
 ])
+# Mined with a teacher: its cosine of the positive, then of each negative, per row (float32).
+SCORES_COLUMN = "teacher_scores"
+SCORED_SCHEMA = SCHEMA.append(pa.field(SCORES_COLUMN, pa.list_(pa.float32())))
 
 
 class PairsFormatError(UserError):
@@ -103,8 +106,9 @@ def manifest_digest(root: str | Path) -> str:
 class ShardWriter:
     """Appends records to <out>/<source>/<split>-NNNNN.parquet, starting a new shard every `rows_per_shard` rows."""
 
-    def __init__(self, out_dir: Path, source: str, split: str, rows_per_shard: int) -> None:
-        self.out_dir, self.source, self.split = Path(out_dir), source, split
+    def __init__(self, out_dir: Path, source: str, split: str, rows_per_shard: int,
+                 schema: pa.Schema = SCHEMA) -> None:
+        self.out_dir, self.source, self.split, self.schema = Path(out_dir), source, split, schema
         self.rows_per_shard = rows_per_shard
         self.files: list[str] = []
         self.rows = 0
@@ -117,14 +121,14 @@ class ShardWriter:
             self._flush()
 
     def add_table(self, table: pa.Table) -> None:
-        """Write one shard from a table with the SCHEMA's columns (the caller sizes it)."""
+        """Write one shard from a table with the schema's columns (the caller sizes it)."""
         self._flush()
-        self._write(table.select(SCHEMA.names).cast(SCHEMA))
+        self._write(table.select(self.schema.names).cast(self.schema))
         self.rows += table.num_rows
 
     def _flush(self) -> None:
         if self._buffer:
-            self._write(pa.Table.from_pylist(self._buffer, schema=SCHEMA))
+            self._write(pa.Table.from_pylist(self._buffer, schema=self.schema))
             self._buffer = []
 
     def _write(self, table: pa.Table) -> None:

@@ -35,6 +35,9 @@ class Record:
     config: dict = field(default_factory=dict)  # flat dotted key -> value
     inputs: dict = field(default_factory=dict)  # input name -> fingerprint
     stats: dict = field(default_factory=dict)  # what the build measured (seconds, memory): not part of the identity
+    # the config's default values (flat), never written: a key an older record lacks (added to the code since) is no
+    # change while it holds its default, so a new option does not rebuild what the old code made
+    defaults: dict = field(default_factory=dict, compare=False, repr=False)
 
     def changes(self, other: Record) -> list[str]:
         """What differs from `other`, one entry per key or input, e.g. 'optim.lr (1e-05 -> 2e-05)'. Records of two
@@ -46,7 +49,8 @@ class Record:
                 return out
         for where, old, new in (("", self.config, other.config), ("input ", self.inputs, other.inputs)):
             for key in sorted(set(old) | set(new)):
-                if old.get(key) != new.get(key):
+                added = not where and key not in old and key in other.defaults
+                if old.get(key) != new.get(key) and not (added and other.defaults[key] == new[key]):
                     out.append(f"{where}{key} ({_short(old.get(key))} -> {_short(new.get(key))})")
         return out
 
@@ -80,7 +84,16 @@ def read_record(folder: str | Path, name: str = RECORD_FILE) -> Record | None:
 
 
 def write_record(folder: str | Path, record: Record, name: str = RECORD_FILE) -> Path:
-    return write_json(Path(folder) / name, dataclasses.asdict(record))
+    raw = dataclasses.asdict(record)
+    del raw["defaults"]
+    return write_json(Path(folder) / name, raw)
+
+
+def defaults_of(config, skip: frozenset[str] | set[str] = frozenset()) -> dict:
+    """The flat default values of a dataclass config's type ({} for anything else), for Record.defaults."""
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        return {}
+    return flatten(type(config)(), skip=skip)
 
 
 def is_complete(folder: str | Path, kind: str | tuple[str, ...]) -> bool:

@@ -9,13 +9,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data_prep.embed_cache import EmbedConfig
 from data_prep.mine import MineConfig, NegativesConfig
 from data_prep.prep import PREP_VERSION, PrepConfig
 from data_prep.sources import stsb_test_sentences
 from gte_model.core import pairs
 from gte_model.core.config import load_config
 from gte_model.core.record import Record
+from gte_model.embed_cache import EmbedConfig
 from tests.conftest import WORDS
 
 PREP_WORDS = [f"w{i}" for i in range(300)]

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from data_prep.embed_cache import content_hash64, fold_hash64
 from data_prep.mine import mine
 from data_prep.mine_io import read_extra_corpus
 from data_prep.readers import FieldMap, read_records
@@ -18,6 +17,7 @@ from data_prep.sources.gcide import iter_gcide
 from data_prep.split import key_hash
 from gte_model.core.errors import UserError, user_message
 from gte_model.core.text import canonical, canonical_hash
+from gte_model.embed_cache import content_hash64, fold_hash64
 from tests.data_prep.helpers import mine_config
 
 DATA_PREP = Path(__file__).resolve().parents[2] / "data_prep"

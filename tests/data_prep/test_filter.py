@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data_prep.embed_cache import EmbedConfig
 from data_prep.filter import FilterConfig, consistency_filter
+from gte_model.embed_cache import EmbedConfig
 
 MATCHED = [
     ("What command installs a Python library?", "Run pip install followed by the name of the package."),

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import builtins
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,11 +17,15 @@ import pytest
 from data_prep.mine import mine
 from data_prep.prep import prep
 from gte_model.core.errors import UserError
+from gte_model.embed_cache import TeacherConfig
+from gte_model.export import export_model
+from tests.conftest import make_tiny_model
 from tests.data_prep.helpers import mine_config, prep_config, write_prep_sources
 
 ray = pytest.importorskip("ray")
 
-# Manifest keys that describe the run (timings, memory, engine settings, where it was written), not the output.
+# Manifest keys that describe the run (timings, memory, engine settings, where it was written and where its vectors
+# were cached), not the output.
 RUN_KEYS = ("wall_time_s", "step_seconds", "step_peak_rss_mb", "peak_rss_mb", "mining")
 RUN_CONFIG_KEYS = ("out_dir", "engine", "ray", "num_proc")
 
@@ -43,6 +52,8 @@ def output_content(folder: Path) -> dict[str, bytes]:
             for key in ("config", "mine_config"):
                 if key in manifest:
                     manifest[key] = {k: v for k, v in manifest[key].items() if k not in RUN_CONFIG_KEYS}
+                    for section in ("embed", "teacher"):  # where each run kept its vectors
+                        manifest[key].get(section, {}).pop("cache_dir", None)
             data = json.dumps(manifest, sort_keys=True).encode()
         files[rel] = data
     return files
@@ -89,6 +100,37 @@ def test_ray_prep_of_builtin_sources_capped_equals_local(tmp_path, ray_cluster):
     assert output_content(on_ray) == output_content(local)
 
 
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_killed_ray_prep_reruns_only_the_sources_it_had_not_staged(tmp_path, ray_cluster, capfd):
+    out = tmp_path / "pairs"
+    args = [f"out_dir={out}", "max_pairs.default=300"]
+    cmd = [sys.executable, "-m", "train.app.cli", "prep", "configs/prep.yaml", *args, "engine=ray",
+           "ray.num_workers=2", "ray.num_cpus=2"]
+    child = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    stage = tmp_path / ".pairs.prep-stage"
+    deadline = time.monotonic() + 300
+    while not list(stage.glob("*/source-000/done.json")) and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(child.pid, signal.SIGKILL)  # the driver and the Ray it started, mid step 1
+    child.wait()
+    finished = sorted(p.parent.name for p in stage.glob("*/source-*/done.json"))
+    assert finished and len(finished) < 6 and not out.exists()
+    stamps = {p: p.stat().st_mtime_ns for p in stage.glob("*/source-*/done.json")}
+    capfd.readouterr()
+    from data_prep.prep import PrepConfig
+    from gte_model.core.config import load_config
+
+    resumed = prep(load_config(PrepConfig, "configs/prep.yaml", [*args, "engine=ray", "ray.num_workers=2"]))
+    err = capfd.readouterr().err
+    assert err.count("step 1 reused") == len(finished)  # the finished sources are loaded, not read again
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items() if p.exists()) or not stage.exists()
+    assert not stage.exists()  # a finished prep removes its staging
+    fresh = prep(load_config(PrepConfig, "configs/prep.yaml", [f"out_dir={tmp_path / 'fresh'}", *args[1:]]))
+    assert output_content(resumed) == output_content(fresh)
+
+
 def test_engine_ray_without_ray_installed_is_one_line_user_error(tmp_path, monkeypatch):
     real_import = builtins.__import__
 
@@ -122,6 +164,21 @@ def test_ray_mining_equals_local_for_one_and_two_workers(tmp_path, pairs_dir, ti
     assert reused["embedded_texts"] == 0 and reused["cached_texts"] == stats["embedded_texts"]  # the shared cache
 
 
+@pytest.mark.slow
+def test_ray_mining_with_a_teacher_equals_local(tmp_path, pairs_dir, tiny_model, ray_cluster):
+    (tmp_path / "t").mkdir()
+    teacher_dir = export_model(make_tiny_model(tmp_path / "t", seed=7), tmp_path / "teacher")
+    teacher = TeacherConfig(model=str(teacher_dir), batch_size=16, max_seq_len=32, bf16=False, shard_size=64)
+    common = {"index.query_chunk": 16, "negatives.margin": -10.0, "negatives.max_score": 10.0,
+              "negatives.teacher_ratio": 0.9}
+    local = mine(mine_config(tmp_path, pairs_dir, "local", teacher=teacher, **common), tiny_model)
+    on_ray = mine(mine_config(tmp_path, pairs_dir, "ray", teacher=teacher, engine="ray", **common,
+                              **{"ray.num_workers": 2}), tiny_model)
+    stats = json.loads((local / "mine_stats.json").read_text())["sources"]["alpha"]
+    assert stats["dropped_teacher"] > 0  # the teacher vetted candidates, on both engines alike
+    assert output_content(on_ray) == output_content(local)
+
+
 # ---- paths anywhere ----------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_prep_reads_and_writes_fsspec_urls_and_gives_the_local_output(tmp_path, ray_cluster):
@@ -144,3 +201,34 @@ def test_prep_reads_and_writes_fsspec_urls_and_gives_the_local_output(tmp_path, 
     before = fs.info("memory://out/manifest.json")["created"]
     assert prep(cfg) == "memory://out"  # a re-run finds the remote output complete and uploads nothing
     assert fs.info("memory://out/manifest.json")["created"] == before
+
+
+def test_prep_with_file_urls_gives_the_plain_path_output(tmp_path):
+    write_prep_sources(tmp_path)
+    local = prep(prep_config(tmp_path, tmp_path / "local"))
+    cfg = prep_config(tmp_path, f"file://{tmp_path / 'by-url'}")
+    for spec in cfg.files:
+        spec.path = f"file://{spec.path}"
+    assert prep(cfg) == tmp_path / "by-url"
+    got, want = output_content(tmp_path / "by-url"), output_content(local)  # the record and config name the URLs
+    assert set(got) == set(want)
+    assert all(got[rel] == want[rel] for rel in want if rel.endswith((".parquet", ".jsonl", ".tsv")))
+    assert json.loads(got["manifest.json"])["stats"] == json.loads(want["manifest.json"])["stats"]
+
+
+def test_mining_reads_and_writes_fsspec_urls_and_gives_the_local_output(tmp_path, pairs_dir, tiny_model):
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.put(str(pairs_dir), "memory://in/pairs", recursive=True)
+    local = mine(mine_config(tmp_path, pairs_dir, "local"), tiny_model)
+    cfg = mine_config(tmp_path, pairs_dir, "unused", input_dir="memory://in/pairs", out_dir="memory://out/mined")
+    cfg.embed.cache_dir = str(tmp_path / "cache-url")
+    assert mine(cfg, tiny_model) == "memory://out/mined"
+    fs.get("memory://out/mined", str(tmp_path / "copy"), recursive=True)
+    got, want = output_content(tmp_path / "copy"), output_content(local)
+    assert {rel: got[rel] for rel in got if rel.endswith(".parquet")} == {
+        rel: want[rel] for rel in want if rel.endswith(".parquet")} and any(r.endswith(".parquet") for r in want)
+    before = fs.info("memory://out/mined/manifest.json")["created"]
+    assert mine(cfg, tiny_model) == "memory://out/mined"  # complete for this input listing: nothing uploaded
+    assert fs.info("memory://out/mined/manifest.json")["created"] == before

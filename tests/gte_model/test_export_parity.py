@@ -12,6 +12,7 @@ from sentence_transformers import SentenceTransformer
 from transformers import AutoModel, AutoTokenizer
 
 from gte_model import export_model, load_model
+from tests.conftest import FAMILIES, make_tiny_family_model
 
 SENTENCES = [
     "A man is playing a guitar.",
@@ -55,17 +56,21 @@ def test_packaged_minilm_export_matches_sentence_transformers_and_automodel(mini
     assert_parity(minilm, export)
 
 
-def test_trained_tiny_model_export_matches_sentence_transformers_and_automodel(tiny_model, tmp_path):
-    # A few real optimiser steps so the weights are not the initialisation anyone could reproduce.
-    optim = torch.optim.AdamW(tiny_model.parameters(), lr=1e-2)
-    tiny_model.train()
-    batch = tiny_model.tokenize(["the cat plays", "a dog runs", "the market fell today", "a man plays guitar"])
+def train_a_little(model):
+    """A few real optimiser steps so the weights are not the initialisation anyone could reproduce."""
+    optim = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    batch = model.tokenize(["the cat plays", "a dog runs", "the market fell today", "a man plays guitar"])
     for _ in range(3):
-        emb = F.normalize(tiny_model(**batch), dim=-1)
+        emb = F.normalize(model(**batch), dim=-1)
         loss = -(emb[:2] * emb[2:]).sum()
         loss.backward()
         optim.step()
         optim.zero_grad()
+
+
+def test_trained_tiny_model_export_matches_sentence_transformers_and_automodel(tiny_model, tmp_path):
+    train_a_little(tiny_model)
     tiny_model.max_seq_len = 48
     tiny_model.prompts = {"query": "query: ", "document": ""}
     export = export_model(tiny_model, tmp_path / "export")
@@ -76,6 +81,18 @@ def test_trained_tiny_model_export_matches_sentence_transformers_and_automodel(t
     np.testing.assert_allclose(
         st.encode(["the cat"], prompt_name="query"), tiny_model.encode(["the cat"], prompt_name="query"), atol=1e-5
     )
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_family_exports_to_the_trained_vectors_and_names_base_model_and_family(family, tmp_path):
+    model = make_tiny_family_model(tmp_path, family)
+    train_a_little(model)
+    model.max_seq_len = 48
+    export = export_model(model, tmp_path / "export")
+    assert_parity(model, export)
+    card = (export / "README.md").read_text()
+    assert f"| base model | tiny-{family} |" in card and f"| family | {family} |" in card
+    assert load_model(export).backbone.config.model_type == family
 
 
 def test_export_writes_every_file_clients_need(tiny_model, tmp_path):
@@ -98,7 +115,8 @@ def test_export_writes_every_file_clients_need(tiny_model, tmp_path):
     pooling = json.loads((export / "1_Pooling" / "config.json").read_text())
     assert pooling["pooling_mode_mean_tokens"] and not pooling["pooling_mode_cls_token"]
     card = (export / "README.md").read_text()
-    assert "preset:tiny" in card and "| dimensions | 32 |" in card and '"lr": 0.1' in card and "0.5000" in card
+    assert "| base model | preset:tiny |" in card and "| family | bert |" in card
+    assert "| dimensions | 32 |" in card and '"lr": 0.1' in card and "0.5000" in card
 
 
 def test_cls_pooling_and_no_normalisation_survive_export(tiny_model, tmp_path):

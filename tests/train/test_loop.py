@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from tests.train.tinydata import ROOT, subprocess_env, tiny_args, write_tiny_pairs
+from tests.train.tinydata import ROOT, subprocess_env, tiny_args, train_command, write_tiny_pairs
 from train.app.cli import main as gte
 from train.metrics import read_metrics
 
@@ -70,7 +69,8 @@ def test_export_loads_in_our_loader_and_sentence_transformers_with_the_trained_v
     probe = json.loads((tiny_run / "export_probe.json").read_text())
     ours = load_model(tiny_run / "export")
     st = SentenceTransformer(str(tiny_run / "export"), device="cpu")
-    assert ours.prompts == {"query": "query: "} and ours.max_seq_len == 24
+    # the export serves the base model's length (a tiny preset: 512), not the 24 tokens training truncated to
+    assert ours.prompts == {"query": "query: "} and ours.max_seq_len == 512 and st.max_seq_length == 512
     for role in ("query", "document"):
         texts, want = probe[role]["texts"], np.asarray(probe[role]["vectors"])
         prompt = probe[role]["prompt"] or None
@@ -107,10 +107,8 @@ def test_bad_data_dir_is_reported_not_raised(tmp_path, capsys):
 @pytest.mark.slow
 def test_two_ddp_processes_train_on_the_same_data_order_as_one(tiny_run, pairs, tmp_path):
     run_dir = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "train",
-           *tiny_args(run_dir, pairs, "train.max_steps=6", "optim.warmup_steps=2", "train.checkpoint_every=3",
-                      "train.eval_every=3")]
+    cmd = [*train_command(2), *tiny_args(run_dir, pairs, "train.max_steps=6", "optim.warmup_steps=2",
+                                          "train.checkpoint_every=3", "train.eval_every=3")]
     proc = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = _train_lines(run_dir)
@@ -153,9 +151,7 @@ def test_resume_across_a_changed_process_count_keeps_the_data_order(pairs, tmp_p
 
     def leg(run_dir, steps: int, procs: int) -> str:
         args = tiny_args(run_dir, pairs, *common, f"train.max_steps={steps}")
-        launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(procs),
-                  "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "train"]
-        cmd = launch + args if procs > 1 else [sys.executable, "-m", "train", *args]
+        cmd = [*train_command(procs), *args]
         proc = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc.stdout

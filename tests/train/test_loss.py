@@ -19,7 +19,8 @@ def cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def naive_loss(q, d, neg, kind, temperature, texts=None, rows=None):
-    """texts: (query texts [N], positive texts [N], negative texts [N][K]) or None for no duplicate masking."""
+    """texts: (query texts [N], positive texts [N], negative texts [N][K]) or None for no duplicate masking. With
+    texts, another row's positive is also dropped when that row's query text equals q_i's (multi-positive)."""
     n = q.shape[0]
     k = 0 if neg is None else neg.shape[1]
     docs = [(d[j], j, None if texts is None else texts[1][j]) for j in range(n)]  # (vector, owner, text)
@@ -27,9 +28,13 @@ def naive_loss(q, d, neg, kind, temperature, texts=None, rows=None):
     losses = []
     for i in range(n)[rows or slice(None)]:
         pair = set() if texts is None else {texts[0][i], texts[1][i]}
+
+        def other_positive(c):  # document c is the positive of another row asking q_i's query
+            return texts is not None and c < n and c != i and texts[0][c] == texts[0][i]
+
         row = []  # (score, is the numerator)
         for c, (vec, _, text) in enumerate(docs):  # q_i -> every document
-            if c == i or text not in pair:
+            if c == i or (text not in pair and not other_positive(c)):
                 row.append((cos(q[i], vec) / temperature, c == i))
         if kind == "gte":
             for j in range(n):  # q_i -> other queries
@@ -38,8 +43,8 @@ def naive_loss(q, d, neg, kind, temperature, texts=None, rows=None):
             for j in range(n):  # every query -> d_i (j == i is the positive's score again, not the numerator)
                 if j == i or texts is None or texts[0][j] not in pair:
                     row.append((cos(q[j], d[i]) / temperature, False))
-            for vec, owner, text in docs:  # d_i -> documents of other queries
-                if owner != i and text not in pair:
+            for c, (vec, owner, text) in enumerate(docs):  # d_i -> documents of other queries
+                if owner != i and text not in pair and not other_positive(c):
                     row.append((cos(d[i], vec) / temperature, False))
         scores = torch.stack([s for s, _ in row])
         numerator = [p for _, p in row].index(True)

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from gte_model import load_model
@@ -36,6 +37,11 @@ TINY = [
     "mine.embed.bf16=false",
     "mine.negatives.margin=0.0",  # a random tiny model scores everything near cosine 1: keep what ranks below
     "mine.negatives.max_score=1.0",
+    "mine.teacher.model=all-mpnet-base-v2",  # not in the quickstart itself: run here so its path is tested
+    "mine.teacher.max_seq_len=64",
+    "stage2.loss.distill_weight=1.0",
+    "stage2.loss.distill_in_batch=true",
+    "stage2.loss.matryoshka_dims=[32,16]",  # the tiny preset has 32 dims
     "stage2.data.val_rows=8",
     "stage2.train.global_batch_size=8",
     "stage2.train.chunk_size=16",
@@ -48,7 +54,10 @@ TINY = [
     "eval.beir_sources=[]",
     "eval.bf16=false",
 ]
-PHASES = ["prep", "stage1", "mine", "stage2", "export", "eval_base", "eval_stage1", "eval_stage2"]
+# a teacher (all-mpnet-base-v2, installed by scripts/setup.sh) vets negatives, stage 2 distils from it, and the
+# final model is the quickstart's merge of the base (here a random tiny preset) and stage 2
+PHASES = ["prep", "stage1", "mine", "stage2", "merge", "export", "eval_base", "eval_teacher", "eval_stage1",
+          "eval_stage2", "eval_merged"]
 
 
 def _cmd(run_dir: Path) -> list[str]:
@@ -83,7 +92,12 @@ def test_pipeline_killed_in_stage1_finishes_on_rerun_without_redoing_prep(tmp_pa
     for phase in PHASES:
         assert (run_dir / "phases" / f"{phase}.json").is_file(), phase
     report = (run_dir / "report.md").read_text()
-    assert "stage 2 (final)" in report and "ndcg@10" in report and (run_dir / "report.png").is_file()
+    assert "merged (final)" in report and "teacher (all-mpnet-base-v2)" in report and "ndcg@10" in report
+    assert (run_dir / "report.png").is_file()
+    mined = pq.read_table(next((run_dir / "data" / "mined").glob("*/train-*.parquet"))).to_pylist()
+    assert all(len(r["teacher_scores"]) == 1 + len(r["negatives"]) for r in mined)
+    assert list((run_dir / "data" / ".mined.embed_cache").iterdir())  # stage 2 read the teacher from here
+    assert not (run_dir / "stage2" / "teacher_cache").exists()
     final = load_model(run_dir / "export")
     assert final.base_model == "preset:tiny"
     results = json.loads((run_dir / "eval" / "stage2" / "results.json").read_text())["results"]
@@ -100,7 +114,8 @@ def test_pipeline_killed_in_stage1_finishes_on_rerun_without_redoing_prep(tmp_pa
                              text=True, timeout=600)
     assert changed.returncode == 0, changed.stderr[-3000:]
     skipped = [p for p in PHASES if f"[run] {p}: done before, skipped" in changed.stdout]
-    assert skipped == ["prep", "stage1", "mine"], changed.stdout[-3000:]
+    # evaluations depend only on their model: base, teacher and stage 1 are not scored again
+    assert skipped == ["prep", "stage1", "mine", "eval_base", "eval_teacher", "eval_stage1"], changed.stdout[-3000:]
     assert "[run] stage2: starting (changed: optim.lr (3e-05 -> 0.0005))" in changed.stdout
     assert "lr: 0.0005" in (run_dir / "config.yaml").read_text()
     # A larger stage-2 max_steps continues stage 2 from its final checkpoint instead of starting it again.

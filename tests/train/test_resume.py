@@ -21,8 +21,20 @@ OVERRIDES = ("train.max_steps=40", "train.checkpoint_every=5", "train.eval_every
              "train.keep_checkpoints=2")
 
 
-def _command(run_dir, pairs):
-    return [sys.executable, "-m", "train", *tiny_args(run_dir, pairs, *OVERRIDES)]
+def _command(run_dir, pairs, *extra):
+    return [sys.executable, "-m", "train", *tiny_args(run_dir, pairs, *OVERRIDES, *extra)]
+
+
+def _teacher_overrides(folder):
+    """Distillation over the in-batch documents, guided masking and Matryoshka, from a tiny exported teacher whose
+    vectors the run caches as it meets the texts (a resumed run reads those it cached before the kill)."""
+    from gte_model.export import export_model
+    from tests.conftest import make_tiny_model
+
+    folder.mkdir()
+    teacher = export_model(make_tiny_model(folder, seed=3), folder / "export")
+    return (f"teacher.model={teacher}", "teacher.bf16=false", "teacher.max_seq_len=32", "loss.distill_weight=1.0",
+            "loss.distill_in_batch=true", "loss.guide_margin=0.2", "loss.matryoshka_dims=[32,16]")
 
 
 def _run(cmd):
@@ -48,16 +60,18 @@ def _train_order(run_dir):
 
 
 @pytest.mark.slow
-def test_sigkilled_run_resumes_to_the_same_weights_and_data_order(tmp_path):
+@pytest.mark.parametrize("teacher", [False, True], ids=["plain", "teacher"])
+def test_sigkilled_run_resumes_to_the_same_weights_and_data_order(tmp_path, teacher):
     pairs = write_tiny_pairs(tmp_path / "pairs")
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    _run(_command(straight, pairs))
+    extra = _teacher_overrides(tmp_path / "teacher") if teacher else ()
+    _run(_command(straight, pairs, *extra))
 
-    assert _kill_after_first_checkpoint(_command(killed, pairs), killed) == -signal.SIGKILL
+    assert _kill_after_first_checkpoint(_command(killed, pairs, *extra), killed) == -signal.SIGKILL
     assert not (killed / "DONE").exists(), "the run finished before the kill; the test did not test a resume"
     resumed_at = list_checkpoints(killed)[-1][0]
     assert resumed_at < 40
-    out = _run(_command(killed, pairs))
+    out = _run(_command(killed, pairs, *extra))
     assert f"resuming from {killed / 'checkpoints'}" in out.stdout
 
     a, b = load_file(straight / "export" / "model.safetensors"), load_file(killed / "export" / "model.safetensors")
@@ -72,6 +86,8 @@ def test_sigkilled_run_resumes_to_the_same_weights_and_data_order(tmp_path):
     evals = [r["step"] for r in read_metrics(killed / "metrics.jsonl") if r["kind"] == "eval"]
     assert evals == [10, 20, 30, 40]
     assert len(list_checkpoints(killed)) == 2  # keep_checkpoints
+    if teacher:
+        assert list((killed / "teacher_cache").glob("*/shard-*.npy"))  # its vectors were cached in the run dir
 
 
 def test_a_half_written_checkpoint_is_ignored_and_cleaned(tmp_path):

@@ -61,6 +61,15 @@ def tiny_args(run_dir: str | Path, pairs_dir: str | Path, *overrides: str) -> li
     return [str(TINY_CONFIG), f"run.dir={run_dir}", f"data.train_dir={pairs_dir}", "log.wandb=off", *overrides]
 
 
+def train_command(processes: int = 1) -> list[str]:
+    """`gte train` as a subprocess: in one process, or as gloo DDP over `processes` CPU processes (accelerate's
+    torchrun launcher; the trainer's Accelerator picks gloo without CUDA). Append tiny_args(...)."""
+    if processes == 1:
+        return [sys.executable, "-m", "train"]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "train"]
+
+
 def subprocess_env() -> dict[str, str]:
     """Environment of a training subprocess: offline, one thread (the test machine's cores are shared)."""
     import os

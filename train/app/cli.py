@@ -25,6 +25,7 @@ from train.preempt import EXIT_PREEMPTED, Preempted
 COMMANDS = {
     "encode": "gte_model.commands:encode_main",
     "export": "gte_model.commands:export_main",
+    "merge": "gte_model.commands:merge_main",
     "prep": "data_prep.prep:main",
     "mine": "data_prep.mine:main",
     "train": "train.loop:main",

@@ -1,15 +1,19 @@
-"""The whole pipeline in one command: prep -> stage 1 -> mine -> stage 2 -> export -> evaluate -> report.
+"""The whole pipeline in one command: prep -> stage 1 -> mine -> stage 2 -> [merge] -> export -> evaluate -> report.
 
   gte run configs/quickstart.yaml                      # the README's main command (about 30 min on a 2-core CPU)
   gte run configs/quickstart.yaml run.dir=runs/qs2 stage1.train.max_steps=10   # any key of any phase
 
 Each phase records completion in <run.dir>/phases/<phase>.json (its config section, the upstream phases' digest,
 seconds and peak memory). Re-running skips a phase with the same record; a changed phase is rebuilt with every
-phase after it (a training phase whose only change is a larger train.max_steps continues). Long phases (training,
+phase that depends on it (a training phase whose only change is a larger train.max_steps continues; an evaluation
+depends only on the model it evaluates and the held-out sets). Long phases (training,
 mining) resume inside themselves, so an interrupted pipeline finishes where it stopped. Layout:
   <run.dir>/data/pairs  prep output        <run.dir>/stage1  stage-1 run (its export feeds mining and stage 2)
   <run.dir>/data/mined  triples            <run.dir>/stage2  stage-2 run
-  <run.dir>/export      the final model    <run.dir>/eval/{base,stage1,stage2}  results
+  <run.dir>/merged      merge output       (when merge.models is set: e.g. [base, stage2], WiSE-FT)
+  <run.dir>/export      the final model    <run.dir>/eval/{base,teacher,stage1,stage2,merged}  results
+A teacher (mine.teacher.model) vets the mined negatives; stage 2 distils from it (loss.distill_weight) through the
+same vector cache: stage2.teacher follows mine.teacher unless stage2.teacher.model names another model.
   <run.dir>/report.md, report.png          loss curves of both stages, metric bars, wall time of each phase
 """
 
@@ -23,13 +27,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_prep.mine import MineConfig, mine
+from data_prep.mine import MineConfig, embed_cache_dir, mine
 from data_prep.prep import PrepConfig, prep
+from gte_model.commands import run_merge
 from gte_model.core.atomic import build_dir
 from gte_model.core.config import ConfigError, config_from_argv, dump_config, save_config
 from gte_model.core.memory import children_peak_rss_mb, peak_rss_mb, release_free_memory, reset_peak
 from gte_model.core.pairs import beir_dirs
-from gte_model.core.record import Record, digest_json, flatten, read_record, write_record
+from gte_model.core.record import Record, defaults_of, digest_json, flatten, read_record, write_record
+from gte_model.merge import MergeConfig
 from train.app.report import PHASES_DIR, write_report
 from train.config import TrainConfig
 from train.eval.evaluate import evaluate
@@ -52,6 +58,10 @@ class PipelineEvalConfig:
     # held-out BEIR sets to report (source names); [] = every source's. Supervised paraphrase sources (stsb) make a
     # trivial retrieval set (a few dozen near-identical pairs), so the quickstart leaves them out.
     beir_sources: list[str] = field(default_factory=list)
+    # a reference model evaluated beside base / stage 1 / stage 2 (e.g. all-mpnet-base-v2); "" = mine.teacher.model
+    teacher: str = ""
+    # also score every model with its embeddings cut to these dims (Matryoshka); [] = stage2.loss.matryoshka_dims
+    dims: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -61,6 +71,9 @@ class PipelineConfig:
     stage1: TrainConfig = field(default_factory=TrainConfig)  # run.dir, data.train_dir are set by the pipeline
     mine: MineConfig = field(default_factory=MineConfig)  # input_dir, out_dir and model are set by the pipeline
     stage2: TrainConfig = field(default_factory=TrainConfig)  # init_from = the stage-1 export, data = mined
+    # models: pipeline names (base, stage1, stage2) or folders; [] = no merge (the final model is stage 2's).
+    # fit.data: pairs dirs, or `pairs` / `mined` for the pipeline's own. out_dir is set by the pipeline.
+    merge: MergeConfig = field(default_factory=MergeConfig)
     eval: PipelineEvalConfig = field(default_factory=PipelineEvalConfig)
 
     def resolve(self) -> PipelineConfig:
@@ -75,7 +88,25 @@ class PipelineConfig:
         self.stage2.run.dir = str(root / "stage2")
         self.stage2.data.train_dir = self.mine.out_dir
         self.stage2.model.init_from = self.mine.model
+        if self.mine.teacher.model and self.stage2.teacher.model in ("", self.mine.teacher.model):
+            # one teacher, one cache of its vectors: stage 2 reads what mining embedded
+            self.stage2.teacher = copy.deepcopy(self.mine.teacher)
+            self.stage2.teacher.cache_dir = str(self.mine.teacher.cache_dir or embed_cache_dir(self.mine))
+        self.merge.out_dir = str(root / "merged")
         return self
+
+    def model_path(self, name: str) -> str:
+        """A pipeline model name (base, stage1, stage2) -> what load_model takes; anything else is a folder."""
+        exports = {"base": self.stage1.model.init_from, "stage1": self.mine.model,
+                   "stage2": str(Path(self.stage2.run.dir) / "export")}
+        return exports.get(name, name)
+
+    def merge_config(self) -> MergeConfig:
+        """The merge section with pipeline names resolved to folders."""
+        merge = copy.deepcopy(self.merge)
+        merge.models = [self.model_path(m) for m in merge.models]
+        merge.fit.data = [{"pairs": self.prep.out_dir, "mined": self.mine.out_dir}.get(d, d) for d in merge.fit.data]
+        return merge
 
     def __post_init__(self) -> None:
         self.resolve()
@@ -86,6 +117,8 @@ class PipelineConfig:
         # World size and ZeRO stage come from the launcher, as in `gte train`.
         errors += [f"stage1: {e}" for e in self.stage1.validate()]
         errors += [f"stage2: {e}" for e in self.stage2.validate()]
+        if self.merge.models:
+            errors += [f"merge.{e}" for e in self.merge.validate()]
         if self.stage2.data.num_negatives > self.mine.negatives.k:
             errors.append(
                 f"stage2.data.num_negatives={self.stage2.data.num_negatives} exceeds mine.negatives.k="
@@ -110,26 +143,43 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     save_config(cfg, root / "config.yaml")
     print(dump_config(cfg), flush=True)
-    base = cfg.stage1.model.init_from
+    base, teacher = cfg.stage1.model.init_from, cfg.eval.teacher or cfg.mine.teacher.model
     stage1_export, stage2_export = Path(cfg.stage1.run.dir) / "export", Path(cfg.stage2.run.dir) / "export"
     final = root / "export"
+    merged = Path(cfg.merge.out_dir) if cfg.merge.models else None
     eval_kw = {"tasks": cfg.eval.tasks, "bf16": cfg.eval.bf16, "batch_size": cfg.eval.batch_size,
-               "beir_dirs": lambda: _beir_sets(cfg)}
+               "beir_dirs": lambda: _beir_sets(cfg), "dims": list(cfg.eval.dims or cfg.stage2.loss.matryoshka_dims)}
     phases = [
         Phase("prep", cfg.prep, lambda force: prep(_forced(cfg.prep, "overwrite", force))),
         Phase("stage1", cfg.stage1, lambda force: fit(_forced(cfg.stage1, "run.overwrite", force))),
         Phase("mine", cfg.mine, lambda force: mine(_forced(cfg.mine, "overwrite", force))),
         Phase("stage2", cfg.stage2, lambda force: fit(_forced(cfg.stage2, "run.overwrite", force))),
-        Phase("export", {}, lambda force: _copy_export(stage2_export, final)),
-        Phase("eval_base", {"eval": cfg.eval, "model": base},
-              lambda force: _evaluate(base, root / "eval" / "base", update_card=False, **eval_kw)),
-        Phase("eval_stage1", cfg.eval, lambda force: _evaluate(stage1_export, root / "eval" / "stage1", **eval_kw)),
-        Phase("eval_stage2", cfg.eval, lambda force: _evaluate(final, root / "eval" / "stage2", **eval_kw)),
     ]
-    upstream = ""
-    for phase in phases:
-        upstream = _run_phase(root, phase, upstream)
-    return write_report(root, base_name=base)
+    if merged is not None:
+        phases.append(Phase("merge", cfg.merge, lambda force: run_merge(cfg.merge_config())))
+    phases += [
+        Phase("export", {"merged": bool(merged)}, lambda force: _copy_export(merged or stage2_export, final)),
+        Phase("eval_base", {"eval": cfg.eval, "model": base},
+              lambda force: _evaluate(base, root / "eval" / "base", update_card=False, **eval_kw), after="prep"),
+    ]
+    if teacher:
+        phases.append(Phase("eval_teacher", {"eval": cfg.eval, "model": teacher}, lambda force: _evaluate(
+            teacher, root / "eval" / "teacher", update_card=False, **eval_kw), after="prep"))
+    phases += [
+        Phase("eval_stage1", cfg.eval, lambda force: _evaluate(stage1_export, root / "eval" / "stage1", **eval_kw),
+              after="stage1"),
+        Phase("eval_stage2", cfg.eval, lambda force: _evaluate(final if merged is None else stage2_export,
+                                                               root / "eval" / "stage2", **eval_kw), after="export"),
+    ]
+    if merged is not None:
+        phases.append(Phase("eval_merged", cfg.eval, lambda force: _evaluate(final, root / "eval" / "merged",
+                                                                             **eval_kw), after="export"))
+    digests: dict[str, str] = {}
+    for i, phase in enumerate(phases):
+        after = phase.after if phase.after is not None else (phases[i - 1].name if i else "")
+        digests[phase.name] = _run_phase(root, phase, digests.get(after, ""))
+    general = "stsb" not in cfg.prep.sources and "sts-b" in cfg.eval.tasks
+    return write_report(root, base_name=base, teacher_name=teacher, general_check=general)
 
 
 @dataclass
@@ -137,6 +187,9 @@ class Phase:
     name: str
     config: object  # the section whose keys decide whether the phase must run again
     job: Callable[[bool], object]  # job(force): force = rebuild the phase's output even if it looks done
+    # the phase whose output this one depends on (None: the one before it); an evaluation depends only on its model
+    # and the held-out sets, so a changed stage 2 does not evaluate the base model again
+    after: str | None = None
 
 
 def _beir_sets(cfg: PipelineConfig) -> dict[str, Path]:
@@ -153,7 +206,7 @@ def _beir_sets(cfg: PipelineConfig) -> dict[str, Path]:
 
 def _evaluate(model, out_dir: Path, beir_dirs: Callable[[], dict], **kwargs) -> dict:
     # The BEIR sets exist only once prep has run, so they are looked up when the phase starts.
-    return evaluate(model, beir_dirs=beir_dirs(), out_dir=out_dir, **kwargs)
+    return evaluate(model, beir_dirs=beir_dirs(), out_dir=out_dir, skip_large_dims=True, **kwargs)
 
 
 def _forced(section, key: str, force: bool):
@@ -175,7 +228,7 @@ def _run_phase(root: Path, phase: Phase, upstream: str) -> str:
     digest the next phase depends on. A changed phase is rebuilt (force), except a training phase whose only change
     is a larger train.max_steps, which continues."""
     want = Record(f"phase:{phase.name}", PHASE_FORMAT, flatten(phase.config, skip=_REBUILD_KEYS),
-                  {"upstream": upstream})
+                  {"upstream": upstream}, defaults=defaults_of(phase.config, _REBUILD_KEYS))
     digest = digest_json([want.kind, want.config, want.inputs])
     have = phase_record(root, phase.name)
     changes = have.changes(want) if have is not None else []

@@ -7,23 +7,35 @@ from pathlib import Path
 
 from gte_model.core.atomic import write_text
 from gte_model.core.record import Record, read_record
+from train.eval.dims import split_result_name
 from train.eval.evaluate import compare_table
 from train.metrics import plot_losses, read_metrics
 
-STAGES = ("base", "stage1", "stage2")
+STAGES = ("base", "teacher", "stage1", "stage2", "merged")
 PHASES_DIR = "phases"  # <run.dir>/phases/<phase>.json: the records train.app.pipeline writes
 
 
-def write_report(root: str | Path, base_name: str = "base") -> Path:
-    """Assemble report.md + report.png from the phase markers, metrics.jsonl files and eval results under root."""
+def write_report(root: str | Path, base_name: str = "base", teacher_name: str = "", general_check: bool = False
+                 ) -> Path:
+    """Assemble report.md + report.png from the phase markers, metrics.jsonl files and eval results under root.
+    general_check: STS-B is a general-domain check no training source touches (said next to the table)."""
     root = Path(root)
     results = {s: _results(root / "eval" / s) for s in STAGES}
     results = {s: r for s, r in results.items() if r is not None}
     png = _plot(root, results)
     lines = [f"# Pipeline report: {root}", ""]
     if results:
-        labels = {"base": f"base ({base_name})", "stage1": "stage 1", "stage2": "stage 2 (final)"}
-        lines += ["## Evaluation", "", compare_table({labels[s]: r for s, r in results.items()}), ""]
+        final = "merged" if "merged" in results else "stage2"
+        labels = {"base": f"base ({base_name})", "teacher": f"teacher ({teacher_name})", "stage1": "stage 1",
+                  "stage2": "stage 2", "merged": "merged"}
+        labels[final] += " (final)"
+        full = {labels[s]: {t: m for t, m in r.items() if split_result_name(t)[1] is None} for s, r in results.items()}
+        lines += ["## Evaluation", "", compare_table(full), ""]
+        lines += [_general_line(results, final, general_check), ""]
+        by_dim = {labels[s]: _by_dim(r) for s, r in results.items()}
+        if any(len(d) > 1 for d in by_dim.values()):
+            lines += ["### Truncated embeddings (Matryoshka): mean nDCG@10 over the held-out sets", "",
+                      _dims_table(by_dim), ""]
     lines += ["## Wall time and peak memory per phase", "",
               "Peak RSS: this process during the phase (its peak is reset when a phase starts); worker processes "
               "(prep's pool) are listed apart, as the largest one over the whole run.", "",
@@ -43,6 +55,38 @@ def write_report(root: str | Path, base_name: str = "base") -> Path:
     write_text(report, "\n".join(lines))
     print(f"[run] report: {report}")
     return report
+
+
+def _by_dim(results: dict) -> dict[int, float]:
+    """{dim: mean nDCG@10 over the BEIR sets} (the full dim under 0), from `beir/<set>[@dim]` results."""
+    per: dict[int, list[float]] = {}
+    for task, metrics in results.items():
+        name, dim = split_result_name(task)
+        if name.startswith("beir/") and "ndcg@10" in metrics:
+            per.setdefault(dim or 0, []).append(metrics["ndcg@10"])
+    return {d: sum(v) / len(v) for d, v in per.items()}
+
+
+def _dims_table(by_dim: dict[str, dict[int, float]]) -> str:
+    dims = sorted({d for v in by_dim.values() for d in v if d}, reverse=True)
+    lines = ["| model | full | " + " | ".join(str(d) for d in dims) + " |", "|" + " --- |" * (len(dims) + 2)]
+    for model, values in by_dim.items():
+        full = values.get(0)
+        cells = [f"{values[d]:.4f} ({values[d] / full:.1%})" if d in values and full else "-" for d in dims]
+        lines.append(f"| {model} | {full:.4f} | " + " | ".join(cells) + " |" if full else f"| {model} | - |")
+    return "\n".join(lines)
+
+
+def _general_line(results: dict, final: str, general_check: bool) -> str:
+    """What STS-B stands for here, and how far the final model moved from the base on it."""
+    if not general_check:
+        return ("STS-B is not a general-domain check in this run: a training source (stsb) shares its "
+                "distribution, or the task was not run.")
+    base, last = (results.get(s, {}).get("sts-b", {}).get("cosine_spearman") for s in ("base", final))
+    if base is None or last is None:
+        return "General-domain check (STS-B test, no training source touches it): not evaluated for both models."
+    return (f"General-domain check (STS-B test, no training source touches it): base {base:.4f} -> final {last:.4f} "
+            f"({last - base:+.4f}).")
 
 
 def _phases(root: Path) -> list[tuple[str, Record]]:
@@ -66,14 +110,29 @@ def _plot(root: Path, results: dict[str, dict]) -> Path | None:
     matplotlib.use("Agg")  # no display on servers; must precede pyplot
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    by_dim = {s: _by_dim(r) for s, r in results.items()}
+    with_dims = {s: v for s, v in by_dim.items() if len(v) > 1}
+    fig, axes = plt.subplots(1, 4 if with_dims else 3, figsize=(21 if with_dims else 16, 4.5))
     for ax, stage in zip(axes[:2], ("stage1", "stage2")):
         train = [r for r in read_metrics(root / stage / "metrics.jsonl") if r.get("kind") == "train"]
         evals = [r for r in read_metrics(root / stage / "metrics.jsonl") if "val_loss" in r]
         plot_losses(ax, train, evals)
         ax.set_title(f"{stage} loss")
         ax.set_xlabel("step")
-    _bars(axes[2], results)
+    _bars(axes[2], {s: {t: m for t, m in r.items() if split_result_name(t)[1] is None} for s, r in results.items()})
+    if with_dims:
+        ax = axes[3]
+        ticks = sorted({d for v in with_dims.values() for d in v if d})  # evenly spaced, then "full" (stored as 0)
+        where = {d: i for i, d in enumerate([*ticks, 0])}
+        for stage, values in with_dims.items():
+            points = sorted((where[d], v) for d, v in values.items())
+            ax.plot([x for x, _ in points], [v for _, v in points], marker="o", label=stage)
+        ax.set_xticks(range(len(where)))
+        ax.set_xticklabels([*map(str, ticks), "full"])
+        ax.set_xlabel("embedding dims (truncated, renormalised)")
+        ax.set_title("mean held-out nDCG@10 by dims")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     png = root / "report.png"
     fig.savefig(png, dpi=90)

@@ -1,18 +1,26 @@
 """`gte eval`: evaluate a model the way users load it (the export folder), write results, update its card.
 
 Tasks: `sts-b` (STS Benchmark test, cosine Spearman), `beir` (every BEIR-format folder given with --beir or
-listed in a pairs dir's manifest: nDCG@10, MRR@10, Recall@100), and `mteb:<TaskName>` (when `mteb` is installed
-and the task's data is already local; nothing is downloaded). Tasks, sets and packages are checked before the model
-loads; every user error (a missing model folder, a bad --data or --beir folder, an unknown task, a missing package,
-damaged or diverged weights) is a UserError with a one-line message, printed by the `gte` boundary.
+listed in a pairs dir's manifest: nDCG@10, MRR@10, Recall@100), and, when `mteb` is installed, `mteb-beir` (the
+same BEIR sets scored by mteb's own retrieval evaluation) and `mteb:<TaskName>` (a public MTEB task whose data is
+already local; nothing is downloaded): see train/eval/mteb_task.py. Tasks, sets, packages and MTEB data are checked
+before the model loads; every user error (a missing model folder, a bad --data or --beir folder, an unknown task,
+a missing package, MTEB data that is not local, damaged or diverged weights) is a UserError with a one-line
+message, printed by the `gte` boundary.
+
+--dims 256,128,64 (Matryoshka) also scores sts-b and beir with the embeddings cut to each of those dims and
+re-normalised (texts are encoded once); those results are named `sts-b@128`, `beir/<set>@128` next to the
+unchanged full-dim `sts-b`, `beir/<set>` (train/eval/dims.py). MTEB tasks are scored at the full dim only.
 
 CPU example:  gte eval all-MiniLM-L6-v2 --tasks sts-b --bf16
-              gte eval runs/quickstart/export --data runs/quickstart/pairs --bf16
+              gte eval runs/quickstart/export --data runs/quickstart/pairs --bf16 --dims 256,128,64
+              gte eval all-MiniLM-L6-v2 --tasks beir mteb-beir --data runs/quickstart/pairs
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import math
 import time
@@ -24,15 +32,17 @@ from gte_model.core.atomic import write_json, write_text
 from gte_model.core.pairs import beir_dirs as pairs_beir_dirs
 from gte_model.export import update_eval_results
 from gte_model.load import load_model, model_folder
+from train.eval.dims import dims_to_run, result_name, split_result_name
 from train.eval.errors import EvalError
-from train.eval.retrieval import beir_files, evaluate_beir, load_beir, search
-from train.eval.sts import evaluate_sts, load_stsb, stsb_dir
+from train.eval.retrieval import beir_files, evaluate_beir, evaluate_beir_dims, load_beir, search
+from train.eval.sts import evaluate_sts, evaluate_sts_dims, load_stsb, stsb_dir
 
 __all__ = ["EvalError", "compare_table", "evaluate", "evaluate_beir", "evaluate_sts", "load_beir", "load_stsb",
            "main", "results_table", "search"]
 
-TASKS = ("sts-b", "beir")  # plus "mteb:<TaskName>"
+TASKS = ("sts-b", "beir", "mteb-beir")  # plus "mteb:<TaskName>"
 STS_TASK = "sts-b"
+BEIR_TASKS = ("beir", "mteb-beir")
 HEADLINE = {"sts-b": "cosine_spearman", "beir": "ndcg@10"}
 
 
@@ -45,8 +55,12 @@ def evaluate(
     bf16: bool = False,
     batch_size: int = 64,
     update_card: bool = True,
+    dims: Sequence[int] | None = None,
+    skip_large_dims: bool = False,
 ) -> dict[str, dict]:
-    """Run the tasks on the model at model_dir (export folder or packaged name); returns {task: {metric: value}}.
+    """Run the tasks on the model at model_dir (export folder or packaged name); returns {task: {metric: value}},
+    plus {task@dim: {metric: value}} for each of dims (sts-b and beir only). skip_large_dims: leave out dims above
+    the model's instead of refusing them (the pipeline scores models of several sizes at one list of dims).
 
     Writes results.json and results.md to out_dir (default <model_dir>/eval) and, when model_dir is one of our
     exports (it holds gte_export.json), merges the numbers into its model card.
@@ -56,13 +70,18 @@ def evaluate(
     tasks = list(tasks or ([STS_TASK, "beir"] if sets else [STS_TASK]))
     _check_tasks(tasks, sets)
     model = load_model(model_dir)
+    if skip_large_dims:  # a pipeline scores models of several sizes at one list of dims: each at those it has
+        dims = [d for d in dims or [] if d <= model.dim]
+    dims_to_run(model.dim, dims)  # refuse a bad dim before anything runs
     results: dict[str, dict] = {}
     seconds: dict[str, float] = {}
     for task in tasks:
-        for name, run in _task_runs(task, model, folder or model_dir, sets, bf16, batch_size):
+        for name, run in _task_runs(task, model, folder or model_dir, sets, bf16, batch_size, dims):
             start = time.perf_counter()
-            results[name] = _finite(run())
+            by_dim = run()  # {dim: metrics}, the full dim first
             seconds[name] = round(time.perf_counter() - start, 2)
+            for dim, metrics in by_dim.items():
+                results[result_name(name, dim, model.dim)] = _finite(metrics)
             print(f"[eval] {name}: {_format_metrics(results[name])} ({seconds[name]:.1f}s)", flush=True)
     out = Path(out_dir) if out_dir else (folder / "eval" if folder else Path("runs") / "eval" / str(model_dir))
     _write_outputs(out, str(model_dir), results, seconds, bf16, batch_size)
@@ -100,12 +119,16 @@ def _check_tasks(tasks: list[str], sets: dict[str, Path]) -> None:
     for task in tasks:
         if task not in TASKS and not (task.startswith("mteb:") and len(task) > 5):
             raise EvalError(f"--tasks: {task!r} is not a task; choose from {', '.join(TASKS)} or mteb:<TaskName>")
-        if task.startswith("mteb:"):
+        if task.startswith("mteb"):
             _require_mteb(task)
-    if "beir" in tasks and not sets:
-        raise EvalError("--tasks beir: no retrieval sets given; pass --beir DIR (a BEIR-format folder) or --data "
-                        "PAIRS_DIR (the output of `gte prep`, whose manifest lists its held-out sets)")
-    if "beir" in tasks:
+        if task.startswith("mteb:"):
+            from train.eval.mteb_task import check_public_task  # mteb is optional: imported only when asked for
+
+            check_public_task(task[len("mteb:"):])
+    for task in set(BEIR_TASKS) & set(tasks):
+        if not sets:
+            raise EvalError(f"--tasks {task}: no retrieval sets given; pass --beir DIR (a BEIR-format folder) or "
+                            "--data PAIRS_DIR (the output of `gte prep`, whose manifest lists its held-out sets)")
         for path in sets.values():
             beir_files(path)
     if STS_TASK in tasks:
@@ -118,39 +141,31 @@ def _require_mteb(task: str) -> None:
                         f"(or leave {task} out of --tasks)")
 
 
-def _task_runs(task: str, model, model_ref, sets: dict[str, Path], bf16: bool, batch_size: int):
-    """(result name, zero-argument callable) pairs for one requested task."""
+def _task_runs(task: str, model, model_ref, sets: dict[str, Path], bf16: bool, batch_size: int,
+               dims: Sequence[int] | None):
+    """(result name, zero-argument callable returning {dim: metrics}) pairs for one requested task."""
     if task == STS_TASK:
-        return [(STS_TASK, lambda: evaluate_sts(model, "test", batch_size=batch_size, bf16=bf16))]
+        return [(STS_TASK, lambda: evaluate_sts_dims(model, dims, "test", batch_size=batch_size, bf16=bf16))]
     if task == "beir":
-        return [(f"beir/{name}", lambda p=path: evaluate_beir(model, p, batch_size=batch_size, bf16=bf16))
+        return [(f"beir/{name}", lambda p=path: evaluate_beir_dims(model, p, dims, batch_size=batch_size, bf16=bf16))
                 for name, path in sets.items()]
-    return [(task, lambda: evaluate_mteb(model_ref, task[len("mteb:"):], batch_size=batch_size))]
+    from train.eval import mteb_task
+
+    st_model = functools.cache(lambda: _sentence_transformer(model_ref))  # loaded once, when first needed
+    if task == "mteb-beir":
+        return [(f"mteb-beir/{name}",
+                 lambda n=name, p=path: {model.dim: mteb_task.evaluate_local_beir(st_model(), n, p, batch_size)})
+                for name, path in sets.items()]
+    return [(task, lambda: {model.dim: mteb_task.evaluate_public(st_model(), task[len("mteb:"):], batch_size)})]
 
 
-def evaluate_mteb(model_ref: str | Path, task_name: str, batch_size: int = 64) -> dict:
-    """Main score of one MTEB task, or {"skipped": why} when the task's data is not local (EvalError when mteb is
-    not installed).
-
-    The export is loaded in SentenceTransformer, which mteb drives natively, so its query/document prompts apply.
-    """
-    _require_mteb(f"mteb:{task_name}")
-    import mteb
+def _sentence_transformer(model_ref: str | Path):
+    """The export (or packaged model) in SentenceTransformer, which mteb drives natively."""
     from sentence_transformers import SentenceTransformer
 
     name = str(model_ref)
     path = packaged_model_path(name) if name.lower() in PACKAGED else Path(name)
-    st_model = SentenceTransformer(str(path), device="cpu")
-    try:
-        tasks = mteb.get_tasks(tasks=[task_name])
-        if hasattr(mteb, "evaluate"):  # mteb >= 2
-            task_results = mteb.evaluate(st_model, tasks, encode_kwargs={"batch_size": batch_size}).task_results
-        else:
-            task_results = mteb.MTEB(tasks=tasks).run(st_model, output_folder=None,
-                                                       encode_kwargs={"batch_size": batch_size})
-    except Exception as exc:  # noqa: BLE001 - offline: a missing dataset surfaces as any of several errors
-        return {"skipped": f"data not local or task failed ({type(exc).__name__}: {str(exc)[:200]})"}
-    return {"main_score": float(task_results[0].get_score())}
+    return SentenceTransformer(str(path), device="cpu")
 
 
 def results_table(results: dict[str, dict]) -> str:
@@ -163,7 +178,8 @@ def results_table(results: dict[str, dict]) -> str:
 
 
 def compare_table(results_by_model: dict[str, dict[str, dict]]) -> str:
-    """Markdown: one column per model, one row per task/metric (numbers only), then the mean nDCG@10 over BEIR sets.
+    """Markdown: one column per model, one row per task/metric (numbers only), then the mean nDCG@10 over BEIR sets
+    (one row per dim when results hold `beir/<set>@<dim>`).
 
     A model missing a BEIR set gets no average ("-"), so averages over different sets are never compared.
     """
@@ -178,17 +194,21 @@ def compare_table(results_by_model: dict[str, dict[str, dict]]) -> str:
     for task, metric in rows:
         cells = [_format_value(results_by_model[m].get(task, {}).get(metric, "-")) for m in models]
         lines.append(f"| {task} | {metric} | " + " | ".join(cells) + " |")
-    beir_sets = sorted({t for results in results_by_model.values() for t in results if t.startswith("beir/")})
-    if beir_sets:
+    beir_by_dim: dict[int | None, list[str]] = {}
+    for task in sorted({t for results in results_by_model.values() for t in results if t.startswith("beir/")}):
+        beir_by_dim.setdefault(split_result_name(task)[1], []).append(task)
+    for dim, beir_sets in sorted(beir_by_dim.items(), key=lambda item: -(item[0] or math.inf)):
         cells = []
         for m in models:
             values = [results_by_model[m].get(t, {}).get("ndcg@10") for t in beir_sets]
             cells.append("-" if None in values else f"{sum(values) / len(values):.4f}")
-        lines.append(f"| **BEIR average ({len(beir_sets)} sets)** | ndcg@10 | " + " | ".join(cells) + " |")
+        at = "" if dim is None else f" @{dim}"
+        lines.append(f"| **BEIR average{at} ({len(beir_sets)} sets)** | ndcg@10 | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def _write_outputs(out: Path, model: str, results: dict, seconds: dict, bf16: bool, batch_size: int) -> None:
+    # seconds: per task as run; its per-dim results came from the same encoding and share that time.
     record = {"model": model, "bf16": bf16, "batch_size": batch_size, "results": results, "seconds": seconds}
     write_json(out / "results.json", record)
     header = f"# Evaluation of {model}\n\nbf16 autocast: {bf16}, batch size {batch_size}.\n\n"
@@ -214,11 +234,18 @@ def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def _parse_dims(text: str) -> list[int]:
+    try:
+        return [int(d) for d in text.split(",") if d.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 256,128") from exc
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gte eval", description="Evaluate an exported model (or a packaged one).")
     parser.add_argument("model", help="export folder, or a packaged short name such as all-MiniLM-L6-v2")
     parser.add_argument("--tasks", nargs="+", default=None,
-                        help="sts-b, beir, mteb:<TaskName> (default: sts-b, plus beir when sets are given)")
+                        help="sts-b, beir, mteb-beir, mteb:<TaskName> (default: sts-b, plus beir when sets are given)")
     parser.add_argument("--beir", nargs="+", default=[], metavar="DIR", help="BEIR-format folders to evaluate on")
     parser.add_argument("--data", default=None, metavar="PAIRS_DIR",
                         help="a `gte prep` output folder: evaluates the held-out BEIR set of every source")
@@ -226,9 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on CPUs with bf16 units)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--no-card", action="store_true", help="do not write the results into the model card")
+    parser.add_argument("--dims", type=_parse_dims, default=None, metavar="D1,D2,...",
+                        help="also score sts-b and beir with embeddings truncated to these dims (Matryoshka)")
     args = parser.parse_args(argv)
     results = evaluate(args.model, tasks=args.tasks, beir_dirs=args.beir, pairs_dir=args.data, out_dir=args.out,
-                       bf16=args.bf16, batch_size=args.batch_size, update_card=not args.no_card)
+                       bf16=args.bf16, batch_size=args.batch_size, update_card=not args.no_card, dims=args.dims)
     print(results_table(results))
     return 0
 

@@ -2,13 +2,14 @@
 
 BEIR folder: corpus.jsonl {"_id","title","text"}, queries.jsonl {"_id","text"}, qrels/<split>.tsv with the header
 "query-id\tcorpus-id\tscore". Queries get the model's "query" prompt and documents its "document" prompt (when
-the model has them), exactly as in training. Metrics are computed by ir-measures (pytrec_eval underneath), not
-by hand, so they match the numbers other BEIR/MTEB tools report.
+the model has them), exactly as in training. Metrics are computed by pytrec_eval (through ir-measures), not by
+hand, so they match the numbers other BEIR/MTEB tools report, ties included (see retrieval_metrics).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import ir_measures
@@ -16,10 +17,12 @@ import numpy as np
 import torch
 from ir_measures import RR, R, nDCG
 
+from train.eval.dims import dims_to_run, truncate
 from train.eval.errors import EvalDataMissing, EvalError
 
-# Report names -> ir-measures measures. RR@10 is MRR@10 (mean over queries of the reciprocal rank).
-MEASURES = {"ndcg@10": nDCG @ 10, "mrr@10": RR @ 10, "recall@100": R @ 100}
+# Report name -> (pytrec_eval measure, depth each ranking is cut to first or None). MRR@10 is the mean reciprocal
+# rank over rankings cut to 10: pytrec_eval's RR has no cutoff of its own (see retrieval_metrics).
+MEASURES = {"ndcg@10": (nDCG @ 10, None), "mrr@10": (RR, 10), "recall@100": (R @ 100, None)}
 TOP_K = 100
 # Scores held at once while searching: query block x corpus <= this many floats (256 MB), whatever the corpus.
 _SCORE_BUDGET = 64 * 1024 * 1024
@@ -77,13 +80,22 @@ def search(query_emb: np.ndarray, corpus_emb: np.ndarray, top_k: int = TOP_K) ->
 
 
 def retrieval_metrics(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
-    """nDCG@10, MRR@10, Recall@100 averaged over the judged queries (ir-measures)."""
+    """nDCG@10, MRR@10, Recall@100 averaged over the judged queries (pytrec_eval).
+
+    Every metric comes from pytrec_eval so that one tie rule holds for all: equal scores rank by doc id, descending
+    (trec_eval's rule, which mteb follows too). ir-measures' own RR@10 would come from its msmarco provider, which
+    breaks ties the other way, so MRR@10 on a set with tied scores would disagree with nDCG@10 and with mteb.
+    """
     # A judged query that retrieved nothing still counts, as a zero: give it an empty ranking explicitly.
     run = {qid: run.get(qid, {}) for qid in qrels}
     per_query = {name: {qid: 0.0 for qid in qrels} for name in MEASURES}
-    names = {measure: name for name, measure in MEASURES.items()}
-    for metric in ir_measures.iter_calc(list(MEASURES.values()), qrels, run):
-        per_query[names[metric.measure]][metric.query_id] = float(metric.value)
+    for name, (measure, depth) in MEASURES.items():
+        # trec_eval's order: score, then doc id, both descending
+        ranking = run if depth is None else {
+            qid: dict(sorted(hits.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)[:depth])
+            for qid, hits in run.items()}
+        for metric in ir_measures.pytrec_eval.iter_calc([measure], qrels, ranking):
+            per_query[name][metric.query_id] = float(metric.value)
     return {name: float(np.mean(list(values.values()))) if values else 0.0 for name, values in per_query.items()}
 
 
@@ -106,16 +118,28 @@ def evaluate_beir(model, beir_dir: str | Path, batch_size: int = 64, bf16: bool 
     ignore_identical_ids drops a document whose id equals the query id (BEIR's option for sets where queries
     are also documents); off by default because our held-out sets may give a query and its positive one id.
     """
+    by_dim = evaluate_beir_dims(model, beir_dir, None, batch_size, bf16, split, top_k, ignore_identical_ids)
+    return by_dim[model.dim]
+
+
+def evaluate_beir_dims(model, beir_dir: str | Path, dims: Sequence[int] | None, batch_size: int = 64,
+                       bf16: bool = False, split: str = "test", top_k: int = TOP_K,
+                       ignore_identical_ids: bool = False) -> dict[int, dict]:
+    """{dim: metrics} at the full dim and at each of dims (embeddings truncated, see train.eval.dims); the texts
+    are encoded once."""
     corpus, queries, qrels = load_beir(beir_dir, split)
     doc_ids, qids = list(corpus), list(queries)
     q_emb = model.encode([queries[q] for q in qids], batch_size=batch_size, normalize=True, prompt_name="query",
                          bf16=bf16)  # [Q, dim]
     d_emb = model.encode([corpus[d] for d in doc_ids], batch_size=batch_size, normalize=True, prompt_name="document",
                          bf16=bf16)  # [N, dim]
-    # One extra candidate so that dropping the query's own id still leaves top_k.
-    scores, indices = search(q_emb, d_emb, top_k + int(ignore_identical_ids))
-    run = ranking_run(qids, doc_ids, scores, indices, top_k, ignore_identical_ids)
-    return {**retrieval_metrics(qrels, run), "queries": len(qids), "documents": len(doc_ids)}
+    by_dim = {}
+    for dim in dims_to_run(model.dim, dims):
+        # One extra candidate so that dropping the query's own id still leaves top_k.
+        scores, indices = search(truncate(q_emb, dim), truncate(d_emb, dim), top_k + int(ignore_identical_ids))
+        run = ranking_run(qids, doc_ids, scores, indices, top_k, ignore_identical_ids)
+        by_dim[dim] = {**retrieval_metrics(qrels, run), "queries": len(qids), "documents": len(doc_ids)}
+    return by_dim
 
 
 def _read_jsonl(path: Path) -> list[dict]:

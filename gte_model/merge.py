@@ -1,0 +1,121 @@
+"""Weight merging (WiSE-FT, LM-Cocktail): a weighted average of models of one architecture, to win back what
+fine-tuning cost in general ability while keeping most of the domain gain.
+
+  gte merge models=[all-MiniLM-L6-v2,runs/quickstart/stage2/export] weights=[0.3,0.7] out_dir=runs/merged
+  gte merge models=[...] fit.data=[runs/quickstart/data/pairs] out_dir=runs/merged      # weights fit on examples
+
+Every floating-point tensor is averaged in float64 and rounded once to its dtype, so weight 1.0 on one model returns
+that model bit for bit and merging identical models is the identity. Integer buffers (position ids) must agree.
+Fitting tries every weight vector on a grid of the simplex (step fit.step) and keeps the one whose mean score over
+the tasks is highest: per task (a pairs-dir source), the mean reciprocal rank of each example's positive among the
+task's positives (in-batch retrieval over fit.rows examples). Include a task that stands for general ability, or
+the fit will favour the fine-tuned model.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from gte_model.core.errors import UserError
+from gte_model.model import GTEModel
+
+
+@dataclass
+class FitConfig:
+    data: list[str] = field(default_factory=list)  # pairs dirs whose train rows are the examples ([] = no fit)
+    rows: int = 64  # examples per task (source)
+    step: float = 0.1  # grid step of the weights
+    batch_size: int = 64
+
+
+@dataclass
+class MergeConfig:
+    models: list[str] = field(default_factory=list)  # packaged names or folders, same architecture and vocabulary
+    weights: list[float] = field(default_factory=list)  # one per model, summing to 1; [] = fit them (fit.data)
+    out_dir: str = ""
+    fit: FitConfig = field(default_factory=FitConfig)
+    bf16: bool = True  # encoding during the fit
+
+    def validate(self) -> list[str]:
+        errors = []
+        if len(self.models) < 2:
+            errors.append(f"models={self.models}: name at least two models to merge")
+        if self.weights and len(self.weights) != len(self.models):
+            errors.append(f"weights={self.weights}: needs one weight per model ({len(self.models)})")
+        if self.weights and (min(self.weights) < 0 or abs(sum(self.weights) - 1) > 1e-6):
+            errors.append(f"weights={self.weights}: must be >= 0 and sum to 1")
+        if not self.weights and not self.fit.data:
+            errors.append("weights=[] and fit.data=[]: give the weights or pairs dirs to fit them on (fit.data=[...])")
+        if not 0 < self.fit.step <= 0.5 or abs(round(1 / self.fit.step) * self.fit.step - 1) > 1e-9:
+            errors.append(f"fit.step={self.fit.step}: must divide 1 evenly, e.g. 0.1 or 0.05")
+        if self.fit.rows < 2:
+            errors.append(f"fit.rows={self.fit.rows}: must be >= 2 (in-batch retrieval needs candidates)")
+        return errors
+
+
+def merge_models(models: Sequence[GTEModel], weights: Sequence[float]) -> GTEModel:
+    """A new model whose every floating-point tensor is sum_i weights[i] * models[i]'s (computed in float64)."""
+    if len(models) != len(weights) or not models:
+        raise ValueError(f"{len(models)} models and {len(weights)} weights")
+    states = [m.backbone.state_dict() for m in models]
+    _check_compatible(models, states)
+    merged = copy.deepcopy(models[0])
+    out = {}
+    for name, first in states[0].items():
+        if first.is_floating_point():
+            total = sum(w * s[name].double() for w, s in zip(weights, states))
+            out[name] = total.to(first.dtype)
+        else:
+            out[name] = first.clone()
+    merged.backbone.load_state_dict(out)
+    return merged
+
+
+def _check_compatible(models: Sequence[GTEModel], states: list[dict]) -> None:
+    first, vocab = states[0], models[0].tokenizer.get_vocab()
+    for i, (model, state) in enumerate(zip(models[1:], states[1:]), start=1):
+        if state.keys() != first.keys() or any(state[k].shape != first[k].shape for k in first):
+            raise UserError(f"models.{i}: its tensors differ from models.0's (another architecture or size); "
+                            "only models fine-tuned from one base can be merged")
+        if model.tokenizer.get_vocab() != vocab:
+            raise UserError(f"models.{i}: its vocabulary differs from models.0's; merge models of one tokenizer")
+        for k, v in state.items():
+            if not v.is_floating_point() and not torch.equal(v, first[k]):
+                raise UserError(f"models.{i}: integer buffer {k} differs from models.0's; not one architecture")
+
+
+def weight_grid(n: int, step: float) -> list[tuple[float, ...]]:
+    """Every weight vector of n non-negative multiples of step summing to 1."""
+    units = round(1 / step)
+    return [tuple(c / units for c in combo) for combo in itertools.product(range(units + 1), repeat=n)
+            if sum(combo) == units]
+
+
+def retrieval_score(model: GTEModel, queries: list[str], positives: list[str], batch_size: int = 64,
+                    bf16: bool = False) -> float:
+    """Mean reciprocal rank of each query's own positive among all the positives (in-batch retrieval)."""
+    q = model.encode(queries, batch_size=batch_size, normalize=True, prompt_name="query", bf16=bf16)
+    d = model.encode(positives, batch_size=batch_size, normalize=True, prompt_name="document", bf16=bf16)
+    scores = q @ d.T  # [n, n]
+    own = np.diag(scores)[:, None]
+    ranks = 1 + (scores > own).sum(axis=1)
+    return float(np.mean(1.0 / ranks))
+
+
+def fit_weights(models: Sequence[GTEModel], tasks: dict[str, tuple[list[str], list[str]]], step: float = 0.1,
+                batch_size: int = 64, bf16: bool = False, log=print) -> tuple[tuple[float, ...], dict]:
+    """The grid weights with the best mean retrieval_score over tasks {name: (queries, positives)}; and every
+    candidate's scores {weights: {task: score}} for the record."""
+    table: dict[tuple[float, ...], dict[str, float]] = {}
+    for weights in weight_grid(len(models), step):
+        merged = merge_models(models, weights).eval()
+        table[weights] = {name: retrieval_score(merged, q, p, batch_size, bf16) for name, (q, p) in tasks.items()}
+        log(f"[merge] weights {list(weights)}: mean {np.mean(list(table[weights].values())):.4f}")
+    best = max(table, key=lambda w: (np.mean(list(table[w].values())), w))  # ties: more weight on earlier models
+    return best, table

@@ -1,0 +1,34 @@
+"""Teacher vectors of a batch's texts for distillation and guided masking, read through the on-disk embedding cache
+(gte_model.embed_cache) that `gte mine` fills with the same teacher: texts it embedded are never embedded again, and
+a text met for the first time is embedded once and cached (a resumed run reads the very vectors it used before).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from gte_model import load_model
+from gte_model.embed_cache import TeacherConfig, VectorCache, resolve_prompt
+from train.batch import Batch
+
+
+class TeacherVectors:
+    """batch -> (queries [b, Ht], positives [b, Ht], negatives [b, K, Ht] or None), unit float32 tensors."""
+
+    def __init__(self, cfg: TeacherConfig, default_cache: Path, persist: bool = True) -> None:
+        """persist: write vectors of new texts to the cache (the main process only: one writer per cache)."""
+        self.model = load_model(cfg.model).eval()
+        root = cfg.cache_dir or default_cache
+        prompts = {role: resolve_prompt(self.model, p, role) for role, p in (("query", cfg.query_prompt),
+                                                                            ("document", cfg.doc_prompt))}
+        self.queries = VectorCache(self.model, cfg, prompts["query"], root, persist)
+        self.documents = VectorCache(self.model, cfg, prompts["document"], root, persist)
+
+    def __call__(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor | None]:
+        q = torch.from_numpy(self.queries.embed(batch.queries, show_progress=False).vectors)
+        docs = torch.from_numpy(self.documents.embed(batch.documents(), show_progress=False).vectors)
+        b, k = batch.size, batch.num_negatives
+        return q, docs[:b], docs[b:].view(b, k, -1) if k else None
