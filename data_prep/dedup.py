@@ -67,6 +67,20 @@ def similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(a == b))
 
 
+def near_match(later: int, earlier: int, q_sig: np.ndarray, p_sig: np.ndarray, by_positive: np.ndarray,
+               threshold: float) -> bool:
+    """Whether record `later` near-duplicates record `earlier`: positives alike and, in pair mode, queries too."""
+    if similarity(p_sig[later], p_sig[earlier]) < threshold:
+        return False
+    return bool(by_positive[later]) or similarity(q_sig[later], q_sig[earlier]) >= threshold
+
+
+def lsh_bands(cfg: DedupConfig) -> tuple[int, int]:
+    """(bands, rows per band) of the MinHash LSH that near dedup uses for cfg.threshold and cfg.num_perm."""
+    lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm)
+    return lsh.b, lsh.r
+
+
 def exact_dedup(source_ids: np.ndarray, pos_hash: np.ndarray, pair_hash: np.ndarray, by_positive: np.ndarray,
                 keep: np.ndarray, num_sources: int) -> tuple[np.ndarray, np.ndarray]:
     """Drop each record whose canonical positive (by_positive) or pair hash was seen earlier among kept records.
@@ -103,9 +117,7 @@ def near_dedup(q_sig: np.ndarray, p_sig: np.ndarray, source_ids: np.ndarray, by_
         sketch = lean(p_sig[i], cfg.seed)
         duplicate_of = None
         for j in sorted(lsh.query(sketch)):
-            if similarity(p_sig[i], p_sig[j]) < cfg.threshold:
-                continue
-            if by_positive[i] or similarity(q_sig[i], q_sig[j]) >= cfg.threshold:
+            if near_match(i, j, q_sig, p_sig, by_positive, cfg.threshold):
                 duplicate_of = j
                 break
         if duplicate_of is None:

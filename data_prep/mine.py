@@ -2,6 +2,10 @@
 
   gte mine configs/mine.yaml input_dir=data/pairs out_dir=data/mined
   CPU smoke run:  gte mine configs/mine.yaml input_dir=data/pairs out_dir=/tmp/mined max_queries_per_source=2000
+  On Ray:         gte mine configs/mine.yaml input_dir=data/pairs out_dir=data/mined engine=ray ray.num_workers=4
+
+engine=ray (data_prep.ray_mine) embeds the cache's missing shards on a pool of actors and searches query chunks in
+Ray tasks; both steps are keyed by shard and chunk, so the output is the same as engine=local's.
 
 Per source (negatives come from the same source's documents, so a WordNet query never gets a GCIDE definition of
 the same word as a "negative"):
@@ -23,15 +27,20 @@ the same word as a "negative"):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from data_prep import paths
+from data_prep.engine import ray_session
 from data_prep.filter import consistency_filter
 from data_prep.knn import (
     IndexConfig,
@@ -45,6 +54,7 @@ from data_prep.knn import (
 )
 from data_prep.mine_config import MineConfig, NegativesConfig
 from data_prep.mine_io import PairRows, read_extra_corpus, read_train, train_rows, write_source
+from data_prep.ray_mine import RayEncoder, ray_map_chunks
 from gte_model import GTEModel, load_model
 from gte_model.core import pairs
 from gte_model.core.atomic import build_dir, check_replaceable, write_json
@@ -52,7 +62,15 @@ from gte_model.core.config import ConfigError, config_from_argv, dump_config
 from gte_model.core.errors import UserError
 from gte_model.core.memory import peak_rss_mb
 from gte_model.core.record import Record, check_done, defaults_of, file_fingerprint, flatten, folder_digest
-from gte_model.embed_cache import content_hash64, embed_cached, fold_hash64, mix64, model_fingerprint, resolve_prompt
+from gte_model.embed_cache import (
+    Encoder,
+    content_hash64,
+    embed_cached,
+    fold_hash64,
+    mix64,
+    model_fingerprint,
+    resolve_prompt,
+)
 
 MINE_VERSION = 1  # bump when the same config and inputs would give other output (selection or sampling rules)
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -64,6 +82,8 @@ NO_OUTPUT_EFFECT = frozenset({
     "teacher.batch_size", "teacher.cache_dir", "teacher.shard_size",
     "out_dir",
     "overwrite",
+    "engine",
+    "ray",
 })
 
 
@@ -184,23 +204,41 @@ def mine_embedded(
     queries: np.ndarray, docs: np.ndarray, pos_ids: np.ndarray, row_seeds: np.ndarray, doc_norm: np.ndarray,
     doc_hash: np.ndarray, neg: NegativesConfig, index_cfg: IndexConfig, blocked: dict[int, np.ndarray] | None = None,
     teacher: tuple[np.ndarray, np.ndarray] | None = None,
+    map_chunks: Callable | None = None,
 ) -> tuple[list[np.ndarray], Counter]:
     """Mine every row from vectors: queries [N, dim] (a row each), docs [n, dim] -> doc ids per row, counts.
-    teacher: its query vectors [N, dt] (a row each) and doc vectors [n, dt], or None."""
+    teacher: its query vectors [N, dt] (a row each) and doc vectors [n, dt], or None.
+
+    map_chunks(fn, tasks, *shared) -> fn(task, *shared) per task in order (default: here, one after another;
+    engine=ray: Ray tasks). Each chunk's rows depend on that chunk alone, so the result does not depend on it."""
     index = build_index(docs, index_cfg)
     counts: Counter = Counter({f"index_{index_kind(index)}": 1})
-    out: list[np.ndarray] = []
     chunk = index_cfg.query_chunk
-    for start in range(0, len(queries), chunk):
-        stop = min(start + chunk, len(queries))
-        cands = search(index, queries[start:stop], neg.rank_max + neg.search_pad, chunk)  # [c, rank_max + pad]
-        local = {r - start: h for r, h in (blocked or {}).items() if start <= r < stop}
-        vet = None if teacher is None else (teacher[0][start:stop], teacher[1])
-        negs, c = select_negatives(queries[start:stop], docs, cands, pos_ids[start:stop], row_seeds[start:stop],
-                                   doc_norm, doc_hash, neg, local, vet)
+    tasks = ((queries[start : start + chunk], pos_ids[start : start + chunk], row_seeds[start : start + chunk],
+              {r - start: h for r, h in (blocked or {}).items() if start <= r < start + chunk},
+              None if teacher is None else teacher[0][start : start + chunk])
+             for start in range(0, len(queries), chunk))
+    t_docs = None if teacher is None else teacher[1]
+    out: list[np.ndarray] = []
+    for negs, c in (map_chunks or _map_here)(mine_chunk, tasks, index, docs, doc_norm, doc_hash, neg, chunk, t_docs):
         out += negs
         counts += c
     return out, counts
+
+
+def mine_chunk(task: tuple, index, docs: np.ndarray, doc_norm: np.ndarray, doc_hash: np.ndarray,
+               neg: NegativesConfig, query_chunk: int, teacher_docs: np.ndarray | None = None
+               ) -> tuple[list[np.ndarray], Counter]:
+    """One chunk of rows (queries [c, dim], pos_ids, row_seeds, blocked by chunk row, the teacher's query vectors
+    [c, dt] or None) -> negatives, counts. teacher_docs: the teacher's doc vectors [n, dt] (None without one)."""
+    queries, pos_ids, row_seeds, blocked, teacher_queries = task
+    cands = search(index, queries, neg.rank_max + neg.search_pad, query_chunk)  # [c, rank_max + pad]
+    vet = None if teacher_queries is None else (teacher_queries, teacher_docs)
+    return select_negatives(queries, docs, cands, pos_ids, row_seeds, doc_norm, doc_hash, neg, blocked, vet)
+
+
+def _map_here(fn: Callable, tasks, *shared) -> Iterator:
+    return (fn(task, *shared) for task in tasks)
 
 
 # ---- one source -----------------------------------------------------------------------------------------------
@@ -226,29 +264,60 @@ def sample_corpus(positives: list[str], cap: int, seed: int) -> list[str]:
     return [unique[i] for i in np.sort(np.argsort(priority, kind="stable")[:cap])]
 
 
+@dataclass
+class Workers:
+    """Where embedding and search run: here (the defaults) or on Ray (data_prep.ray_mine); never what they give."""
+
+    pool: RayEncoder | None = None  # embedding actors (engine=ray)
+    map_chunks: Callable | None = None  # mine_embedded's map over query chunks
+
+    def encoder(self, model) -> Encoder | None:
+        """embed_cache.embed_cached's encoder for `model` (None = in this process)."""
+        return None if self.pool is None else self.pool.of(model)
+
+
+@contextlib.contextmanager
+def workers_of(cfg: MineConfig) -> Iterator[Workers]:
+    """Workers for cfg.engine: engine=ray holds a Ray session (data_prep.engine) while mining runs."""
+    if cfg.engine != "ray":
+        yield Workers()
+        return
+    with ray_session(cfg.ray):
+        pool = RayEncoder(cfg.ray.num_workers)
+        try:
+            yield Workers(pool, ray_map_chunks(cfg.ray.num_workers))
+        finally:
+            pool.close()
+
+
 def mine_source(rows: PairRows, extra: list[str], model, cfg: MineConfig, cache_dir: Path,
-                teacher: GTEModel | None = None) -> tuple[list, list | None, dict]:
+                teacher: GTEModel | None = None, workers: Workers | None = None) -> tuple[list, list | None, dict]:
     """Negative texts per row (a list each), the teacher's scores per row ([positive, *negatives]; None without a
     teacher) and this source's stats."""
+    workers = workers or Workers()
     docs = list(dict.fromkeys([*rows.positives, *extra]))  # exact-unique, first-seen order
     doc_id = {t: i for i, t in enumerate(docs)}
     pos_ids = np.array([doc_id[p] for p in rows.positives], dtype=np.int64)
     uniq_q = list(dict.fromkeys(rows.queries))
     q_index = {q: i for i, q in enumerate(uniq_q)}
     q_rows = np.array([q_index[q] for q in rows.queries], dtype=np.int64)  # [N]: each row's unique query
-    doc_emb = embed_cached(model, docs, cfg.embed, resolve_prompt(model, cfg.embed.doc_prompt, "document"), cache_dir)
-    q_emb = embed_cached(model, uniq_q, cfg.embed, resolve_prompt(model, cfg.embed.query_prompt, "query"), cache_dir)
+    doc_emb = embed_cached(model, docs, cfg.embed, resolve_prompt(model, cfg.embed.doc_prompt, "document"), cache_dir,
+                           encoder=workers.encoder(model))
+    q_emb = embed_cached(model, uniq_q, cfg.embed, resolve_prompt(model, cfg.embed.query_prompt, "query"), cache_dir,
+                         encoder=workers.encoder(model))
     vectors = None
     if teacher is not None:  # the same cache: the teacher's namespace is its own
         t = cfg.teacher
         t_cache = t.cache_dir or cache_dir
-        t_docs = embed_cached(teacher, docs, t, resolve_prompt(teacher, t.doc_prompt, "document"), t_cache)
-        t_q = embed_cached(teacher, uniq_q, t, resolve_prompt(teacher, t.query_prompt, "query"), t_cache)
+        t_docs = embed_cached(teacher, docs, t, resolve_prompt(teacher, t.doc_prompt, "document"), t_cache,
+                              encoder=workers.encoder(teacher))
+        t_q = embed_cached(teacher, uniq_q, t, resolve_prompt(teacher, t.query_prompt, "query"), t_cache,
+                           encoder=workers.encoder(teacher))
         vectors = (t_q.vectors[q_rows], t_docs.vectors)
     doc_norm = fold_hash64(docs)
     neg_ids, counts = mine_embedded(q_emb.vectors[q_rows], doc_emb.vectors, pos_ids, row_seeds_of(
         rows.queries, rows.positives, cfg.negatives.seed), doc_norm, content_hash64(docs), cfg.negatives, cfg.index,
-        _blocked_rows(rows.queries, doc_norm[pos_ids]), vectors)
+        _blocked_rows(rows.queries, doc_norm[pos_ids]), vectors, workers.map_chunks)
     scores = None
     if vectors is not None:  # float32, as stored: [teacher(q, positive), teacher(q, negative) ...] per row
         ids = np.full((len(neg_ids), 1 + cfg.negatives.k), -1, dtype=np.int64)  # [N, 1 + k], -1 = no negative
@@ -283,15 +352,27 @@ def _blocked_rows(queries: list[str], pos_norm: np.ndarray) -> dict[int, np.ndar
 
 
 # ---- the command ----------------------------------------------------------------------------------------------
-def mine(cfg: MineConfig, model: GTEModel | None = None) -> Path:
-    """Run mining as configured; returns out_dir. A finished out_dir with the same record is left as it is.
+def mine(cfg: MineConfig, model: GTEModel | None = None) -> Path | str:
+    """Run mining as configured; returns out_dir (its URL for a remote one). A finished out_dir with the same record
+    is left as it is. input_dir and out_dir may be fsspec URLs: a remote input is read from a local copy (its record
+    names the URL's listing), a remote output is built locally and uploaded (data_prep.paths).
 
     `model`: an already loaded GTEModel to use instead of loading `cfg.model` (e.g. the one just trained).
     """
     errors = cfg.validate()
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
-    out, in_dir = Path(cfg.out_dir), Path(cfg.input_dir)
+    if paths.is_remote(cfg.out_dir):  # built in a local folder, then uploaded (data_prep.paths)
+        return paths.build_remote(cfg.out_dir, lambda folder: mine(replace(cfg, out_dir=str(folder)), model))
+    with contextlib.ExitStack() as stack:
+        in_dir = Path(paths.local(cfg.input_dir))
+        if paths.is_remote(cfg.input_dir):
+            in_dir = Path(paths.fetch(cfg.input_dir, Path(stack.enter_context(tempfile.TemporaryDirectory()))))
+        return _mine(cfg, model, in_dir)
+
+
+def _mine(cfg: MineConfig, model: GTEModel | None, in_dir: Path) -> Path:
+    out = Path(paths.local(cfg.out_dir))
     check_replaceable(out, "out_dir")  # before any work: a folder gte did not write is never replaced
     manifest = pairs.read_manifest(in_dir, key="input_dir")  # a finished pairs dir (completion record) only
     names = _select_sources(manifest, cfg.sources, in_dir)
@@ -305,11 +386,11 @@ def mine(cfg: MineConfig, model: GTEModel | None = None) -> Path:
     model = model if model is not None else load_model(cfg.model)
     teacher = load_model(cfg.teacher.model).eval() if cfg.teacher.model else None
     cache_dir = embed_cache_dir(cfg)
-    with build_dir(out, "gte mine", "out_dir") as tmp:
+    with workers_of(cfg) as workers, build_dir(out, "gte mine", "out_dir") as tmp:
         entries, per_source = {}, {}
         for name in names:
             per_source[name], entry = _mine_one(tmp, name, manifest["sources"][name], in_dir, extra, model, cfg,
-                                                cache_dir, teacher)
+                                                cache_dir, teacher, workers)
             if entry is not None:
                 entries[name] = entry
         if not entries:
@@ -324,7 +405,9 @@ def mine_record(cfg: MineConfig, model: GTEModel | None = None) -> Record:
     config = flatten(cfg, skip=NO_OUTPUT_EFFECT)
     if not cfg.filter.enabled:
         config = {k: v for k, v in config.items() if not k.startswith("filter.") or k == "filter.enabled"}
-    inputs = {"input_dir": pairs.manifest_digest(cfg.input_dir), "model": model_digest(cfg.model, model)}
+    in_digest = (paths.dir_fingerprint(cfg.input_dir) if paths.is_remote(cfg.input_dir)
+                 else pairs.manifest_digest(paths.local(cfg.input_dir)))
+    inputs = {"input_dir": in_digest, "model": model_digest(cfg.model, model)}
     inputs |= {f"extra_corpus.{i}": file_fingerprint(p) for i, p in enumerate(cfg.extra_corpus)}
     if cfg.filter.enabled and cfg.filter.model != cfg.model:
         inputs["filter.model"] = model_digest(cfg.filter.model)
@@ -356,7 +439,7 @@ def embed_cache_dir(cfg: MineConfig) -> Path:
 
 
 def _mine_one(tmp: Path, name: str, entry: dict, in_dir: Path, extra: list[str], model, cfg: MineConfig,
-              cache_dir: Path, teacher: GTEModel | None) -> tuple[dict, dict | None]:
+              cache_dir: Path, teacher: GTEModel | None, workers: Workers) -> tuple[dict, dict | None]:
     """Mine one source into tmp -> (its stats, its manifest entry or None when no row was kept)."""
     rows = read_train(in_dir, entry, name)
     stats: dict = {"train_rows": len(rows)}
@@ -371,7 +454,7 @@ def _mine_one(tmp: Path, name: str, entry: dict, in_dir: Path, extra: list[str],
     # a bigger corpus holds harder negatives.
     corpus = sample_corpus(rows.positives, cfg.max_corpus_per_source, cfg.negatives.seed)
     rows = sample_rows(rows, cfg.max_queries_per_source, cfg.negatives.seed)
-    negatives, scores, mined = mine_source(rows, [*corpus, *extra], model, cfg, cache_dir, teacher)
+    negatives, scores, mined = mine_source(rows, [*corpus, *extra], model, cfg, cache_dir, teacher, workers)
     stats.update(mined)
     keep = np.array([len(n) >= cfg.negatives.min_negatives for n in negatives], dtype=bool)
     kept_lengths = [len(n) for n, k in zip(negatives, keep) if k]
@@ -419,7 +502,8 @@ def _finish(out: Path, cfg: MineConfig, entries: dict, per_source: dict, start: 
         "peak_rss_mb": peak_rss_mb(),
     }
     write_json(out / "mine_stats.json", stats)
-    extra = {"mined_from": str(Path(cfg.input_dir).resolve()), "mining": stats, "mine_config": asdict(cfg)}
+    mined_from = cfg.input_dir if paths.is_remote(cfg.input_dir) else str(Path(paths.local(cfg.input_dir)).resolve())
+    extra = {"mined_from": mined_from, "mining": stats, "mine_config": asdict(cfg)}
     pairs.finish(out, entries, extra, record)  # manifest, then the completion record: complete from here on
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data_prep.engine import RayConfig, engine_problems
 from data_prep.filter import FilterConfig
 from data_prep.knn import IndexConfig
 from data_prep.mine_io import EXTRA_SUFFIXES
@@ -80,6 +81,10 @@ class MineConfig:
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)  # optional consistency filter before mining
+    # local | ray (data_prep.engine): embedding by actors, search in Ray tasks; the output does not depend on it.
+    # The consistency filter runs in this process under both.
+    engine: str = "local"
+    ray: RayConfig = field(default_factory=RayConfig)  # engine=ray only: the cluster and how many workers
     # a stronger model that vets the candidates (negatives.teacher_ratio / teacher_margin) and whose scores of the
     # positive and of each kept negative are stored in the rows (column teacher_scores); its vectors are cached in
     # teacher.cache_dir ("" = the embed cache), where training's distillation finds them
@@ -110,7 +115,8 @@ class MineConfig:
         if self.filter.enabled and not self.filter.model:
             errors.append("filter.model is not set: name the model that filters, or set filter.enabled=false")
         return (errors + self.negatives.validate() + self.embed.validate() + self.index.validate()
-                + self.filter.validate("filter.") + self.teacher.validate())
+                + self.filter.validate("filter.") + self.teacher.validate() + engine_problems(self.engine)
+                + self.ray.validate())
 
 
 def _same_or_inside(path: Path, folder: Path) -> bool:

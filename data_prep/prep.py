@@ -2,6 +2,7 @@
 
   gte prep configs/prep.yaml                                   # every built-in source, all of it
   gte prep configs/prep.yaml out_dir=/tmp/pairs max_pairs.default=5000 num_proc=2   # a capped CPU run
+  gte prep configs/prep.yaml engine=ray ray.num_workers=2        # the same output, on Ray (data_prep.engine)
 
 Steps (counts of each go to the manifest and report.md):
   1. read + clean (worker processes): NFKC, whitespace, markup, token bounds, identical sides; MinHash signatures
@@ -11,25 +12,36 @@ Steps (counts of each go to the manifest and report.md):
      (STS-B test sentences, every source's held-out texts, optional extra files)
   5. write Parquet shards, BEIR held-out sets, report.md + lengths.png, manifest.json and the completion record
 Cleaned records wait on disk between steps, so memory holds per-record hashes and signatures, not texts.
+Under engine=ray, step 1 runs as Ray tasks, near dedup as a distributed band-bucket groupby and decontamination as
+record-range tasks (data_prep.ray_dedup); every result is put back in record order, so the output is the same.
 
-The output is built in a temp folder beside out_dir and renamed into place (gte_model.core.atomic.build_dir): an
-interrupted run leaves the old output as it was, and a folder gte did not write is never replaced. Its completion
-record (gte_model.core.record) holds the config and a fingerprint of every input: a re-run with the same record
-does nothing, one with another record is refused unless overwrite=true, which always rebuilds.
+Step 1 stages each configured source into `.<out_dir name>.prep-stage/<config digest>/` beside out_dir, finished
+sources marked last: a killed run's re-run reads only the sources not staged yet (same config and inputs), and a
+finished run removes the folder. The output is built in a temp folder beside out_dir and renamed into place
+(gte_model.core.atomic.build_dir): an interrupted run leaves the old output as it was, and a folder gte did not
+write is never replaced. Its completion record (gte_model.core.record) holds the config and a fingerprint of every
+input: a re-run with the same record does nothing, one with another record is refused unless overwrite=true,
+which always rebuilds.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from data_prep import staging
+from data_prep import paths, staging
 from data_prep.dedup import DedupConfig, EvalIndex, decontaminate, exact_dedup, near_dedup
+from data_prep.engine import ray_session
 from data_prep.prep_config import DecontamConfig, FileSource, PrepConfig, iter_config_sources
+from data_prep.ray_dedup import decontaminate_ray, near_dedup_ray
 from data_prep.report import write_report
 from data_prep.sources import source_fingerprint, stsb_test_sentences
 from data_prep.split import assign_heldout
@@ -41,7 +53,7 @@ from gte_model.core.record import Record, check_done, defaults_of, file_fingerpr
 
 PREP_VERSION = 1  # bump when the same config and inputs would give other output (cleaning, dedup, split rules)
 # Keys that change speed or where the output lives, never its content: a finished output with other values is done.
-NO_OUTPUT_EFFECT = frozenset({"out_dir", "num_proc", "batch_size", "overwrite"})
+NO_OUTPUT_EFFECT = frozenset({"out_dir", "num_proc", "batch_size", "overwrite", "engine", "ray"})
 
 __all__ = ["DecontamConfig", "FileSource", "PrepConfig", "iter_config_sources", "main", "prep", "prep_record"]
 
@@ -53,7 +65,7 @@ class NoTrainingRows(UserError):
 def prep_record(cfg: PrepConfig) -> Record:
     """What a prep output is made of: its config (minus NO_OUTPUT_EFFECT) and a fingerprint of each input."""
     inputs = {f"sources.{name}": source_fingerprint(name) for name in cfg.sources}
-    inputs |= {f"files.{i}.path": file_fingerprint(spec.path) for i, spec in enumerate(cfg.files)}
+    inputs |= {f"files.{i}.path": paths.fingerprint(spec.path) for i, spec in enumerate(cfg.files)}
     if cfg.decontaminate.enabled:
         if cfg.decontaminate.stsb_test:
             inputs["decontaminate.stsb_test"] = source_fingerprint("stsb_test")
@@ -63,27 +75,43 @@ def prep_record(cfg: PrepConfig) -> Record:
                   defaults=defaults_of(cfg, NO_OUTPUT_EFFECT))
 
 
-def prep(cfg: PrepConfig) -> Path:
-    """Run every step; -> the output folder (a finished pairs dir). An output with the same record is kept."""
+def prep(cfg: PrepConfig) -> Path | str:
+    """Run every step; -> the output folder (a finished pairs dir; its URL for a remote out_dir). An output with
+    the same record is kept."""
     errors = cfg.validate()
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
-    out = Path(cfg.out_dir)
+    if paths.is_remote(cfg.out_dir):
+        return paths.build_remote(cfg.out_dir, lambda folder: prep(replace(cfg, out_dir=str(folder))))
+    out = Path(paths.local(cfg.out_dir))
     check_replaceable(out, "out_dir")  # before any work: a folder gte did not write is never replaced
     want = prep_record(cfg)
     if not cfg.overwrite and check_done(out, want, "overwrite"):
         print(f"gte prep: {out} is complete for this config and these inputs; nothing to do", file=sys.stderr)
         return out
-    with build_dir(out, "gte prep", "out_dir") as tmp:
-        manifest = _build(cfg, tmp)
+    stage_root = out.parent / f".{out.name}.prep-stage"  # step 1's per-source results: what a killed run keeps
+    identity = json.dumps([want.kind, want.version, want.config, want.inputs], sort_keys=True, default=str)
+    stage_dir = stage_root / hashlib.blake2b(identity.encode(), digest_size=8).hexdigest()
+    for old in stage_root.glob("*"):  # staged under another config or other inputs: of no use now
+        if old != stage_dir:
+            shutil.rmtree(old, ignore_errors=True)
+    with _engine(cfg), build_dir(out, "gte prep", "out_dir") as tmp:
+        manifest = _build(cfg, tmp, stage_dir)
         pairs.finish(tmp, manifest.pop("sources"), manifest, want)
+    shutil.rmtree(stage_root, ignore_errors=True)
     return out
 
 
-def _build(cfg: PrepConfig, out: Path) -> dict:
-    """Steps 1-5 into `out`; -> the manifest (sources + stats) for `pairs.finish`."""
+def _engine(cfg: PrepConfig):
+    """A Ray session for engine=ray (data_prep.engine), nothing for engine=local."""
+    return ray_session(cfg.ray) if cfg.engine == "ray" else contextlib.nullcontext()
+
+
+def _build(cfg: PrepConfig, out: Path, stage_dir: Path) -> dict:
+    """Steps 1-5 into `out` (step 1 through `stage_dir`, kept when a run is killed); -> the manifest (sources + stats)
+    for `pairs.finish`."""
     steps = staging.Steps()
-    staged = staging.stage_all(cfg, out / ".work")
+    staged = staging.stage_all(cfg, stage_dir)
     steps.done("read_clean_minhash")
     n, num_sources = len(staged.source_ids), len(staged.names)
     keep = np.ones(n, dtype=bool)
@@ -92,8 +120,9 @@ def _build(cfg: PrepConfig, out: Path) -> dict:
         keep, counts["exact"] = exact_dedup(staged.source_ids, staged.p_hash, staged.pair_hash,
                                             staged.by_positive, keep, num_sources)
     if cfg.dedup.near:
-        keep, counts["near"] = near_dedup(staged.q_sig, staged.p_sig, staged.source_ids, staged.by_positive,
-                                          keep, num_sources, cfg.dedup)
+        args = (staged.q_sig, staged.p_sig, staged.source_ids, staged.by_positive, keep, num_sources, cfg.dedup)
+        keep, counts["near"] = (near_dedup_ray(*args, cfg.ray.num_workers) if cfg.engine == "ray"
+                                else near_dedup(*args))
     steps.done("dedup")
     heldout = np.zeros(n, dtype=bool)
     for sid in range(num_sources):
@@ -105,8 +134,10 @@ def _build(cfg: PrepConfig, out: Path) -> dict:
     if cfg.decontaminate.enabled:
         index = _eval_index(cfg, staged, heldout, cfg.dedup)
         eval_texts = len(index)
-        train, decontaminated = decontaminate(index, staged.q_hash, staged.p_hash, staged.q_sig, staged.p_sig,
-                                              staged.source_ids, train, num_sources)
+        args = (index, staged.q_hash, staged.p_hash, staged.q_sig, staged.p_sig, staged.source_ids, train,
+                num_sources)
+        train, decontaminated = (decontaminate_ray(*args, cfg.ray.num_workers) if cfg.engine == "ray"
+                                 else decontaminate(*args))
     steps.done("split_decontaminate")
     if not train.any():
         stats = staging.source_stats(staged, counts, keep, heldout, train, decontaminated, {})
@@ -124,7 +155,6 @@ def _build(cfg: PrepConfig, out: Path) -> dict:
         "config": config_to_dict(cfg),
     }
     write_report(out, {"format": pairs.FORMAT, **manifest}, staged, train)
-    shutil.rmtree(out / ".work", ignore_errors=True)
     return manifest
 
 
@@ -200,6 +230,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(dump_config(cfg))
     out = prep(cfg)
-    report = out / "report.md"
-    print(report.read_text() if report.is_file() else f"-> {out}")
+    report = Path(out) / "report.md"
+    print(report.read_text() if isinstance(out, Path) and report.is_file() else f"-> {out}")
     return 0

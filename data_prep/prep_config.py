@@ -11,8 +11,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data_prep import paths
 from data_prep.clean import LengthBounds
 from data_prep.dedup import DedupConfig
+from data_prep.engine import RayConfig, engine_problems
 from data_prep.readers import FORMATS, TEXT_FORMATS, format_problem
 from data_prep.sources import BUILTIN_SOURCES, DEDUP_ON
 from data_prep.split import SplitConfig
@@ -25,7 +27,7 @@ class FileSource:
     """A user file (or saved `datasets` folder) and which of its columns hold what."""
 
     name: str = ""  # source name in the output (rows with a `source` column value use that instead)
-    path: str = ""
+    path: str = ""  # a local path or an fsspec URL (s3://..., memory://...; data_prep.paths)
     format: str = "auto"  # jsonl | csv | tsv | parquet | hf_disk | auto (from the name)
     query: str = "query"
     positive: str = "positive"
@@ -46,7 +48,7 @@ class DecontamConfig:
 
 @dataclass
 class PrepConfig:
-    out_dir: str = "data/pairs"
+    out_dir: str = "data/pairs"  # a local folder or an fsspec URL (built locally, then uploaded; data_prep.paths)
     sources: list[str] = field(default_factory=lambda: list(BUILTIN_SOURCES))  # built-in source names
     files: list[FileSource] = field(default_factory=list)  # user data
     # Cap on cleaned pairs per source name; "default" applies to every source not named. Built-in sources are
@@ -57,7 +59,9 @@ class PrepConfig:
     decontaminate: DecontamConfig = field(default_factory=DecontamConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     seed: int = 0  # the split seed
-    num_proc: int = 1  # worker processes for cleaning and MinHash; the output does not depend on it
+    num_proc: int = 1  # worker processes for cleaning and MinHash (engine=local); the output does not depend on it
+    engine: str = "local"  # local | ray (data_prep.engine); the output does not depend on it
+    ray: RayConfig = field(default_factory=RayConfig)  # engine=ray only: the cluster and how many workers
     on_error: str = "raise"  # raise | skip: what a malformed user row does (skips are counted in the report)
     batch_size: int = 2000  # records per worker task
     rows_per_shard: int = 100_000
@@ -67,7 +71,7 @@ class PrepConfig:
         """Every problem, one line each (`key=value: problem; fix`); [] when the config is sound. Pure."""
         return (_sources_problems(self) + _files_problems(self) + _cap_problems(self) + _length_problems(self.length)
                 + _dedup_problems(self) + _split_problems(self.split) + _decontam_problems(self.decontaminate)
-                + _run_problems(self))
+                + _run_problems(self) + engine_problems(self.engine) + self.ray.validate())
 
 
 def iter_config_sources(cfg: PrepConfig) -> Iterator[tuple[str, FileSource | None]]:
@@ -121,7 +125,7 @@ def _files_problems(cfg: PrepConfig) -> list[str]:
             errors.append(f"{where}.name={spec.name!r}: also a built-in source in `sources`; choose another name")
         if spec.format not in (*FORMATS, "auto"):
             errors.append(f"{where}.format={spec.format!r}: use one of {', '.join(FORMATS)} or auto")
-        if spec.path and not Path(spec.path).exists():
+        if spec.path and not paths.exists(spec.path):
             errors.append(f"{where}.path={spec.path}: does not exist; check the path")
         elif spec.path and spec.format in TEXT_FORMATS and Path(spec.path).is_dir():
             errors.append(f"{where}.path={spec.path}: is a folder, but format={spec.format} reads one file; name the "

@@ -52,7 +52,13 @@ def render_markdown(manifest: dict) -> str:
     rss = manifest.get("peak_rss_mb", {})
     steps = manifest.get("step_seconds", {})
     step_rss = manifest.get("step_peak_rss_mb", {})
+    config = manifest.get("config", {})
+    engine = config.get("engine", "local")
+    if engine == "ray":
+        ray = config.get("ray", {})
+        engine += f" ({ray.get('num_workers')} workers, {ray.get('address') or 'a local Ray'})"
     lines += [
+        f"Engine: {engine}",
         f"Evaluation texts used for decontamination: {manifest.get('eval_texts', 0)}",
         f"Wall time: {manifest.get('wall_time_s', 0)} s; peak RSS: main {rss.get('main')} MiB, "
         f"largest worker {rss.get('largest_worker')} MiB",

@@ -1,33 +1,42 @@
-"""Step 1 of `gte prep` (read + clean + hash + MinHash, in worker processes) and the bookkeeping of counts.
+"""Step 1 of `gte prep` (read + clean + hash + MinHash, in worker processes or Ray tasks) and the bookkeeping of
+counts.
 
-Records stream from each source in batches; workers clean them and compute per-record hashes and signatures;
-the main process appends results in submission order (so the output does not depend on `num_proc`), writes the
-cleaned records to staging Parquet shards and keeps only fixed-size arrays per record in memory.
+Records stream from each source in batches; workers (a process pool, or Ray tasks under engine=ray) clean them
+and compute per-record hashes and signatures; the main process appends results in submission order (so the output
+depends on neither `num_proc` nor the engine), writes the cleaned records to staging Parquet shards and keeps only
+fixed-size arrays per record in memory.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import multiprocessing as mp
+import os
+import shutil
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from data_prep import paths
 from data_prep.clean import DROP_REASONS, LengthBounds, clean_record
 from data_prep.dedup import DedupConfig, Signer
+from data_prep.engine import ray_ordered_map, ray_worker_peak_rss_mb
 from data_prep.prep_config import FileSource, PrepConfig, dedup_by_positive, iter_config_sources, source_cap
 from data_prep.readers import FieldMap, ReadStats, read_records
 from data_prep.sources import BUILTIN_SOURCES
 from data_prep.split import key_hash
+from gte_model.core.atomic import write_json
 from gte_model.core.memory import children_peak_rss_mb, peak_rss_mb
 from gte_model.core.pairs import ShardWriter
 from gte_model.core.text import canonical, canonical_hash, hash64
 
-_SIGNER: Signer | None = None
+_SIGNERS: dict[tuple, Signer] = {}  # per process (pool worker, Ray worker): the permutations are built once
 
 
 @dataclass
@@ -50,18 +59,20 @@ class Staged:
     p_len: np.ndarray = None  # int32 [N]
 
 
-def _init_worker(cfg: DedupConfig) -> None:
-    global _SIGNER
-    _SIGNER = Signer(cfg.num_perm, cfg.seed, cfg.shingle_words)
+def _signer(cfg: DedupConfig) -> Signer:
+    key = (cfg.num_perm, cfg.seed, cfg.shingle_words)
+    if key not in _SIGNERS:
+        _SIGNERS[key] = Signer(*key)
+    return _SIGNERS[key]
 
 
 def _pair_hash(query: str, positive: str) -> int:
     return hash64(canonical(query) + "\x1f" + canonical(positive))
 
 
-def process_batch(task: tuple[list[dict], LengthBounds, bool, int]) -> dict:
-    """Worker: clean a batch and compute its hashes and signatures."""
-    records, bounds, strip_html, seed = task
+def process_batch(task: tuple[list[dict], LengthBounds, bool, int, DedupConfig]) -> dict:
+    """Worker (pool process or Ray task): clean a batch and compute its hashes and signatures."""
+    records, bounds, strip_html, seed, dedup = task
     kept, drops = [], Counter()
     for rec in records:
         cleaned, why = clean_record(rec, bounds, strip_html)
@@ -79,8 +90,8 @@ def process_batch(task: tuple[list[dict], LengthBounds, bool, int]) -> dict:
         "q_hash": np.array([canonical_hash(q) for q in queries], dtype=u64),
         "p_hash": np.array([canonical_hash(p) for p in positives], dtype=u64),
         "pair_hash": np.array([_pair_hash(q, p) for q, p in zip(queries, positives)], dtype=u64),
-        "q_sig": _SIGNER.signatures(queries),
-        "p_sig": _SIGNER.signatures(positives),
+        "q_sig": _signer(dedup).signatures(queries),
+        "p_sig": _signer(dedup).signatures(positives),
         "q_len": np.array([len(q.split()) for q in queries], dtype=np.int32),
         "p_len": np.array([len(p.split()) for p in positives], dtype=np.int32),
     }
@@ -137,30 +148,46 @@ def _spec_batches(cfg: PrepConfig, name: str, spec: FileSource | None, stats: Re
 
 
 def stage_all(cfg: PrepConfig, work_dir: Path) -> Staged:
-    """Step 1 over every configured source -> Staged (cleaned records written under work_dir)."""
+    """Step 1 over every configured source -> Staged (cleaned records written under work_dir).
+
+    work_dir outlives a killed run (prep keeps it beside out_dir, named by the config and inputs): each configured
+    source is staged into its own folder whose `done.json` is written last, so a re-run loads the sources already
+    staged and reads only the rest. The state after a source (names, counts, caps) is saved with it, so loading it
+    equals staging it again."""
     staged = Staged()
-    writer = ShardWriter(work_dir, "staged", "clean", cfg.rows_per_shard)
     parts: dict[str, list] = {k: [] for k in ("source_ids", "key_hash", "q_hash", "p_hash", "pair_hash",
                                                 "by_positive", "q_sig", "p_sig", "q_len", "p_len")}
+    ray = cfg.engine == "ray"
     pool = None
-    if cfg.num_proc > 1:
-        pool = mp.get_context("spawn").Pool(cfg.num_proc, initializer=_init_worker, initargs=(cfg.dedup,))
-    else:
-        _init_worker(cfg.dedup)
     try:
-        for name, spec in iter_config_sources(cfg):
+        for unit, (name, spec) in enumerate(iter_config_sources(cfg)):
+            folder = work_dir / f"source-{unit:03d}"
+            if (folder / "done.json").is_file():
+                _load_unit(folder, staged, parts)
+                print(f"gte prep: {name}: step 1 reused from {folder} (staged by an earlier run)", file=sys.stderr)
+                continue
+            shutil.rmtree(folder, ignore_errors=True)  # a source a killed run left half-staged starts over
+            if pool is None and cfg.num_proc > 1 and not ray:
+                pool = mp.get_context("spawn").Pool(cfg.num_proc)
+            if spec is not None:  # a remote file is copied into the work folder and read from there
+                spec = replace(spec, path=paths.fetch(spec.path, work_dir / "inputs" / name))
+            start = {key: len(chunks) for key, chunks in parts.items()}
+            writer = ShardWriter(folder, "staged", "clean", cfg.rows_per_shard)
             stats = ReadStats()
-            tasks = ((batch, cfg.length, bool(spec and spec.strip_html), cfg.seed)
+            tasks = ((batch, cfg.length, bool(spec and spec.strip_html), cfg.seed, cfg.dedup)
                      for batch in _spec_batches(cfg, name, spec, stats))
-            for result in ordered_map(pool, process_batch, tasks, window=2 * cfg.num_proc):
+            results = (ray_ordered_map(process_batch, tasks, 2 * cfg.ray.num_workers) if ray
+                       else ordered_map(pool, process_batch, tasks, 2 * cfg.num_proc))
+            for result in results:
                 if _absorb(cfg, staged, result, writer, parts) and not (spec and spec.source):
                     break  # the cap of this source is reached
+            writer.close()
+            staged.files += [folder / rel for rel in writer.files]
             staged.reader_stats[name] = {"rows": stats.rows, "skipped": stats.skipped, "problems": stats.problems}
+            _save_unit(folder, staged, parts, start, writer.files)
     finally:
         if pool is not None:
             pool.terminate()
-    writer.close()
-    staged.files = [work_dir / rel for rel in writer.files]
     num_perm = cfg.dedup.num_perm
     for key, chunks in parts.items():
         if key in ("q_sig", "p_sig"):
@@ -170,6 +197,30 @@ def stage_all(cfg: PrepConfig, work_dir: Path) -> Staged:
     staged.source_ids = staged.source_ids.astype(np.int32)
     staged.by_positive = staged.by_positive.astype(bool)
     return staged
+
+
+def _save_unit(folder: Path, staged: Staged, parts: dict, start: dict, files: list[str]) -> None:
+    """One staged source: its arrays (what it appended to `parts`), then the state after it, `done.json` last."""
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {key: np.concatenate(chunks[start[key]:]) for key, chunks in parts.items() if chunks[start[key]:]}
+    with open(folder / "arrays.npz", "wb") as fh:
+        np.savez(fh, **arrays)
+        fh.flush()
+        os.fsync(fh.fileno())
+    state = {"files": files, "names": staged.names, "reader_stats": staged.reader_stats,
+             "counts": {name: dict(c) for name, c in staged.counts.items()}}
+    write_json(folder / "done.json", state)
+
+
+def _load_unit(folder: Path, staged: Staged, parts: dict) -> None:
+    state = json.loads((folder / "done.json").read_text())
+    with np.load(folder / "arrays.npz") as arrays:
+        for key in arrays.files:
+            parts[key].append(arrays[key])
+    staged.files += [folder / rel for rel in state["files"]]
+    staged.names = state["names"]
+    staged.reader_stats = state["reader_stats"]
+    staged.counts = {name: Counter(c) for name, c in state["counts"].items()}
 
 
 def _absorb(cfg: PrepConfig, staged: Staged, result: dict, writer: ShardWriter, parts: dict) -> bool:
@@ -257,8 +308,9 @@ class Steps:
             "wall_time_s": round(time.time() - self.started, 1),
             "step_seconds": dict(self.seconds),
             "step_peak_rss_mb": dict(self.peak_rss_mb),
-            # this process and the largest finished worker process (cleaning and MinHash run in workers)
-            "peak_rss_mb": {"main": peak_rss_mb(), "largest_worker": children_peak_rss_mb()},
+            # this process and the largest worker (cleaning and MinHash run in pool processes or Ray workers)
+            "peak_rss_mb": {"main": peak_rss_mb(),
+                            "largest_worker": max(children_peak_rss_mb(), ray_worker_peak_rss_mb())},
         }
 
 

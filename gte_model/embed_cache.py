@@ -19,7 +19,7 @@ import hashlib
 import io
 import json
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,8 @@ from gte_model.core.errors import UserError
 from gte_model.core.text import fold
 
 CACHE_FORMAT = "gte-embed-cache/1"
+# (chunks of texts, settings, literal prefix) -> one [len(chunk), dim] float32 array per chunk, in chunk order
+Encoder = Callable[[Iterable[list[str]], "EmbedConfig", str], Iterator[np.ndarray]]
 _DTYPES = ("float16", "float32")
 
 
@@ -136,9 +138,14 @@ def embed_cached(
     prefix: str = "",
     cache_dir: str | Path | None = None,
     show_progress: bool | None = None,
+    encoder: Encoder | None = None,
 ) -> Embedded:
-    """Embed `texts` (with the literal `prefix`) through the cache at `cache_dir` (default: cfg.cache_dir)."""
-    return VectorCache(model, cfg, prefix, cache_dir).embed(texts, show_progress)
+    """Embed `texts` (with the literal `prefix`) through the cache at `cache_dir` (default: cfg.cache_dir).
+
+    encoder: encodes the missing texts, one call per cache shard (default: `local_encoder(model)`; engine=ray passes
+    a pool of actors). A text's vector depends only on its shard's call, never on the encoder.
+    """
+    return VectorCache(model, cfg, prefix, cache_dir).embed(texts, show_progress, encoder)
 
 
 class VectorCache:
@@ -163,26 +170,19 @@ class VectorCache:
         self._shards: dict[str, np.ndarray] = {}  # memory-mapped shard vectors (and in-memory ones: persist=False)
         self.persist = persist
 
-    def embed(self, texts: Sequence[str], show_progress: bool | None = None) -> Embedded:
+    def embed(self, texts: Sequence[str], show_progress: bool | None = None, encoder: Encoder | None = None
+              ) -> Embedded:
         keys = [text_digest(t) for t in texts]
         todo, pending = [], set()  # first occurrence of each missing text, in request order
         for i, key in enumerate(keys):
             if key not in self.where and key not in pending:
                 pending.add(key)
                 todo.append(i)
+        chunks = [todo[start : start + self.cfg.shard_size] for start in range(0, len(todo), self.cfg.shard_size)]
+        encode = encoder or local_encoder(self.model, show_progress)
         computed_shards = 0
-        for start in range(0, len(todo), self.cfg.shard_size):
-            chunk = todo[start : start + self.cfg.shard_size]
-            vecs = self.model.encode(
-                [texts[i] for i in chunk],
-                batch_size=self.cfg.batch_size,
-                max_seq_len=self.cfg.max_seq_len,
-                normalize=True,
-                prompt=self.prefix,
-                bf16=self.cfg.bf16,
-                show_progress=show_progress,
-            )  # [len(chunk), dim] float32
-            vecs = vecs.astype(self.cfg.cache_dtype)
+        for chunk, vecs in zip(chunks, encode(([texts[i] for i in c] for c in chunks), self.cfg, self.prefix)):
+            vecs = vecs.astype(self.cfg.cache_dtype)  # [len(chunk), dim]
             if self.persist:
                 name = _write_shard(self.folder, self.index, vecs, [keys[i] for i in chunk])
             else:
@@ -206,6 +206,23 @@ class VectorCache:
                 self._shards[name] = np.load(self.folder / f"{name}.npy", mmap_mode="r")
             out[np.asarray(dst)] = self._shards[name][np.asarray(src)]
         return out
+
+
+def local_encoder(model, show_progress: bool | None = None) -> Encoder:
+    """Encode each chunk of texts with `model` in this process."""
+
+    def encode(chunks: Iterable[list[str]], cfg: EmbedConfig, prefix: str) -> Iterator[np.ndarray]:
+        for texts in chunks:
+            yield encode_chunk(model, texts, cfg, prefix, show_progress)
+
+    return encode
+
+
+def encode_chunk(model, texts: list[str], cfg: EmbedConfig, prefix: str, show_progress: bool | None = None
+                 ) -> np.ndarray:
+    """One cache shard's texts -> [len(texts), dim] float32, L2-normalised: the one encode call of every encoder."""
+    return model.encode(texts, batch_size=cfg.batch_size, max_seq_len=cfg.max_seq_len, normalize=True, prompt=prefix,
+                        bf16=cfg.bf16, show_progress=show_progress)
 
 
 def _load_index(folder: Path, settings: dict, dim: int) -> dict:

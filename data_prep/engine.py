@@ -1,0 +1,110 @@
+"""Where prep and mining run: `engine=local` (this process and a process pool, the default) or `engine=ray`.
+
+Both engines run the same steps on the same config and write the same bytes: Ray spreads the per-record and
+per-chunk work over a cluster, and every result is keyed by its position (batch, chunk, record id) and put back in
+that order before anything is decided or written. Ray is imported here, lazily, and only when engine=ray:
+
+  gte prep configs/prep.yaml engine=ray ray.num_workers=2                  # a local Ray with this machine's CPUs
+  gte prep configs/prep.yaml engine=ray ray.address=auto                   # an existing cluster (`ray start`)
+
+A cluster's workers need this package importable (installed, or on PYTHONPATH) and the inputs readable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from gte_model.core.errors import UserError
+from gte_model.core.memory import peak_rss_mb
+
+ENGINES = ("local", "ray")
+_WORKER_PEAK_RSS_MB: dict[int, float] = {}  # Ray worker pid -> its peak RSS, as its tasks reported it
+INSTALL_HINT = "pip install -e .[ray]"
+
+
+@dataclass
+class RayConfig:
+    """How engine=ray reaches its cluster and how wide it runs (none of it changes the output)."""
+
+    address: str = ""  # an existing cluster ("auto", "ray://host:10001"); "" = start a local Ray
+    num_cpus: int = 0  # CPUs of a local Ray started here; 0 = every core
+    object_store_mb: int = 0  # object store of a local Ray started here; 0 = Ray's default (30% of memory)
+    num_workers: int = 2  # tasks in flight and embedding actors at once
+
+    def validate(self, prefix: str = "ray.") -> list[str]:
+        errors = []
+        for key in ("num_cpus", "object_store_mb"):
+            if getattr(self, key) < 0:
+                errors.append(f"{prefix}{key}={getattr(self, key)}: must be >= 0 (0 = Ray's default)")
+        if self.num_workers < 1:
+            errors.append(f"{prefix}num_workers={self.num_workers}: must be >= 1")
+        return errors
+
+
+def engine_problems(engine: str) -> list[str]:
+    if engine in ENGINES:
+        return []
+    return [f"engine={engine!r}: use local (this machine, the default) or ray (a Ray cluster, {INSTALL_HINT})"]
+
+
+def import_ray():
+    """The ray module, or a one-line UserError with the install command."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError(f"engine=ray: Ray is not installed; run `{INSTALL_HINT}` or set engine=local") from None
+    return ray
+
+
+@contextlib.contextmanager
+def ray_session(cfg: RayConfig) -> Iterator:
+    """Connect to `cfg.address`, or start a local Ray; a Ray already running in this process is used as it is.
+    Only a Ray started here is shut down at the end."""
+    ray = import_ray()
+    _WORKER_PEAK_RSS_MB.clear()
+    if ray.is_initialized():
+        yield ray
+        return
+    kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    if cfg.address:
+        ray.init(address=cfg.address, **kwargs)
+    else:
+        ray.init(num_cpus=cfg.num_cpus or None, object_store_memory=(cfg.object_store_mb << 20) or None, **kwargs)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def ray_ordered_map(fn: Callable, tasks: Iterable, window: int, *shared) -> Iterator:
+    """fn(task, *shared) over tasks as Ray tasks, results in submission order, at most `window` in flight (bounded
+    memory). `shared`: values every task reads (put in the object store once, not copied per task)."""
+    ray = import_ray()
+    remote = ray.remote(_measured)
+    refs = [ray.put(value) for value in shared]
+    pending: deque = deque()
+    for task in tasks:
+        pending.append(remote.remote(fn, task, *refs))
+        if len(pending) >= window:
+            yield _unmeasured(ray.get(pending.popleft()))
+    while pending:
+        yield _unmeasured(ray.get(pending.popleft()))
+
+
+def _measured(fn: Callable, task, *shared) -> tuple:
+    return fn(task, *shared), os.getpid(), peak_rss_mb()
+
+
+def _unmeasured(answer: tuple):
+    result, pid, peak = answer
+    _WORKER_PEAK_RSS_MB[pid] = max(peak, _WORKER_PEAK_RSS_MB.get(pid, 0.0))
+    return result
+
+
+def ray_worker_peak_rss_mb() -> float:
+    """Peak resident memory (MiB) of the largest Ray worker that ran a `ray_ordered_map` task in this session."""
+    return max(_WORKER_PEAK_RSS_MB.values(), default=0.0)

@@ -1,0 +1,110 @@
+"""Near dedup and decontamination of `gte prep` under engine=ray: distributed, deciding exactly as data_prep.dedup.
+
+Local near dedup walks the records in record order and drops a record when its positive shares an LSH band with
+an earlier record that is still kept and `near_match` confirms it. The same decision, from the full edge list:
+  1. band keys (map tasks over record-id blocks): each record's positive signature cut into the bands of the local
+     LSH (`lsh_bands`: b bands of r rows), each band hashed to a 64-bit bucket key with its band number, the
+     (key, id) rows partitioned by key;
+  2. buckets (one reduce task per partition: a groupby on the key): every bucket of two or more records yields its
+     (later, earlier) pairs that `near_match` confirms on the signatures;
+  3. decide (here, over the distinct confirmed pairs, by record id): for each later record in ascending order, the
+     first confirmed earlier neighbour that is still kept makes it a duplicate. No step depends on partitioning.
+Decontamination checks each training record against the evaluation index on its own: record-range chunks go to
+Ray tasks running `dedup.decontaminate`, and the chunks are put back in order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from data_prep.dedup import DedupConfig, EvalIndex, decontaminate, lsh_bands, near_match
+from data_prep.engine import import_ray, ray_ordered_map
+from gte_model.embed_cache import mix64
+
+_BLOCK_RECORDS = 50_000  # records per map block and per decontamination task
+
+
+def near_dedup_ray(q_sig: np.ndarray, p_sig: np.ndarray, source_ids: np.ndarray, by_positive: np.ndarray,
+                   keep: np.ndarray, num_sources: int, cfg: DedupConfig, num_workers: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """dedup.near_dedup on Ray: -> (keep mask, counts [num_sources, 2] within/across), equal to the local ones."""
+    ray = import_ray()
+    ids = np.flatnonzero(keep)
+    sigs = ray.put((q_sig, p_sig, by_positive))  # read in place by every task, never copied per task
+    bands, rows = lsh_bands(cfg)
+    parts = max(num_workers, -(-len(ids) // _BLOCK_RECORDS))
+    mapper = ray.remote(num_returns=parts)(_band_partitions) if parts > 1 else ray.remote(_band_partitions)
+    mapped = [mapper.remote(block, sigs, bands, rows, parts) for block in np.array_split(ids, parts)]
+    mapped = [m if parts > 1 else [m] for m in mapped]
+    reducer = ray.remote(_bucket_pairs)
+    found = ray.get([reducer.remote(sigs, cfg.threshold, *(m[p] for m in mapped)) for p in range(parts)])
+    edges = np.concatenate(found)
+    edges = np.unique(edges, axis=0) if len(edges) else None  # sorted by (later, earlier)
+    return keep_first(edges, keep, source_ids, num_sources)
+
+
+def _band_partitions(ids: np.ndarray, sigs: tuple, bands: int, rows: int, parts: int) -> list[np.ndarray]:
+    """Record ids [B] -> `parts` arrays of (bucket key, id) rows, partitioned by key: the map side of the groupby.
+    A bucket key hashes one band of a record's positive signature with the band number."""
+    p_sig = sigs[1][ids].astype(np.uint64)  # [B, num_perm]
+    keys = []
+    for band in range(bands):
+        h = np.full(len(ids), mix64(np.uint64(band)), dtype=np.uint64)
+        for col in range(band * rows, (band + 1) * rows):
+            h = mix64(h ^ p_sig[:, col])
+        keys.append(h)
+    rows_kv = np.stack([np.concatenate(keys), np.tile(ids, bands).astype(np.uint64)], axis=1)  # [B * bands, 2]
+    part = rows_kv[:, 0] % np.uint64(parts)
+    out = [rows_kv[part == p] for p in range(parts)]
+    return out if parts > 1 else out[0]
+
+
+def _bucket_pairs(sigs: tuple, threshold: float, *blocks: np.ndarray) -> np.ndarray:
+    """The reduce side: rows (key, id) of one partition -> [E, 2] (later, earlier) pairs of records that share a
+    bucket and that `near_match` confirms."""
+    q_sig, p_sig, by_positive = sigs
+    kv = np.concatenate(blocks)
+    kv = kv[np.lexsort((kv[:, 1], kv[:, 0]))]
+    starts = np.flatnonzero(np.r_[True, kv[1:, 0] != kv[:-1, 0]])
+    pairs = []
+    for start, stop in zip(starts, np.r_[starts[1:], len(kv)]):
+        ids = np.unique(kv[start:stop, 1]).astype(np.int64)
+        pairs += [(ids[a], ids[b]) for a in range(1, len(ids)) for b in range(a)
+                  if near_match(ids[a], ids[b], q_sig, p_sig, by_positive, threshold)]
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
+
+
+def keep_first(edges: np.ndarray | None, keep: np.ndarray, source_ids: np.ndarray, num_sources: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """edges [E, 2] (later, earlier) sorted -> (keep mask, counts [num_sources, 2]): in record order, a record with
+    a confirmed earlier neighbour still kept is dropped; its first such neighbour says within or across sources."""
+    keep = keep.copy()
+    counts = np.zeros((num_sources, 2), dtype=np.int64)
+    if edges is None:
+        return keep, counts
+    starts = np.flatnonzero(np.r_[True, edges[1:, 0] != edges[:-1, 0]])
+    for start, stop in zip(starts, np.r_[starts[1:], len(edges)]):
+        later = edges[start, 0]
+        kept = [j for j in edges[start:stop, 1] if keep[j]]
+        if kept:
+            keep[later] = False
+            counts[source_ids[later], 0 if source_ids[later] == source_ids[kept[0]] else 1] += 1
+    return keep, counts
+
+
+def decontaminate_ray(index: EvalIndex, q_hash: np.ndarray, p_hash: np.ndarray, q_sig: np.ndarray,
+                      p_sig: np.ndarray, source_ids: np.ndarray, train: np.ndarray, num_sources: int,
+                      num_workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """dedup.decontaminate over record-range chunks in Ray tasks -> (train mask, drops per source)."""
+    chunks = ((q_hash[a:a + _BLOCK_RECORDS], p_hash[a:a + _BLOCK_RECORDS], q_sig[a:a + _BLOCK_RECORDS],
+               p_sig[a:a + _BLOCK_RECORDS], source_ids[a:a + _BLOCK_RECORDS], train[a:a + _BLOCK_RECORDS])
+              for a in range(0, len(train), _BLOCK_RECORDS))
+    masks, counts = [], np.zeros(num_sources, dtype=np.int64)
+    for mask, c in ray_ordered_map(_decontaminate_chunk, chunks, 2 * num_workers, index, num_sources):
+        masks.append(mask)
+        counts += c
+    return (np.concatenate(masks) if masks else train.copy()), counts
+
+
+def _decontaminate_chunk(chunk: tuple, index: EvalIndex, num_sources: int) -> tuple[np.ndarray, np.ndarray]:
+    return decontaminate(index, *chunk, num_sources)

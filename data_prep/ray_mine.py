@@ -1,0 +1,85 @@
+"""`gte mine` under engine=ray: embedding by a pool of actors, search and selection of query chunks in Ray tasks.
+
+- Embedding: `RayEncoder` is an `embed_cache.Encoder`. The cache (on this machine) decides which texts are missing
+  and writes every shard; each missing shard's texts go to one actor, which holds one copy of the model (on a GPU
+  when the cluster has them) and runs the same `encode_chunk` call as engine=local. Actors start once per run.
+- Search + selection: `ray_map_chunks` runs `mine.mine_chunk` on query chunks as Ray tasks; the faiss index is
+  serialised into the object store once and read by each task; results come back in chunk order.
+The output equals engine=local's with any number of workers (tests/data_prep/test_ray_engine.py).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Iterator
+
+import faiss
+import numpy as np
+
+from data_prep.engine import import_ray, ray_ordered_map
+from gte_model.embed_cache import EmbedConfig, Encoder, encode_chunk
+
+
+class _EmbedWorker:
+    """An actor's model: one copy per actor, moved to the GPU Ray gave it (if any)."""
+
+    def __init__(self, model) -> None:
+        import torch
+
+        self.model = model.to("cuda") if torch.cuda.is_available() else model
+
+    def encode(self, texts: list[str], cfg: EmbedConfig, prefix: str) -> np.ndarray:
+        return encode_chunk(self.model, texts, cfg, prefix, show_progress=False)
+
+
+class RayEncoder:
+    """A pool of `num_workers` embedding actors: one model each, one GPU each when the cluster has GPUs.
+    `of(model)` is an `embed_cache.Encoder` for that model.
+
+    The actors start at the first missing text and serve every later call for the same model until `close()`; a
+    call for another model (mining's teacher) replaces them, so the pool never holds more than num_workers models
+    (nor GPUs). They reserve no CPU: search tasks run between embedding calls, and an actor that reserved one would
+    hold it all along."""
+
+    def __init__(self, num_workers: int) -> None:
+        self.ray = import_ray()
+        self.num_workers = num_workers
+        self.actors: list = []
+        self.model = None  # the model the actors hold
+
+    def of(self, model) -> Encoder:
+        return functools.partial(self._encode, model)
+
+    def _encode(self, model, chunks: Iterable[list[str]], cfg: EmbedConfig, prefix: str) -> Iterator[np.ndarray]:
+        from ray.util import ActorPool
+
+        chunks = list(chunks)
+        if not chunks:  # nothing missing from the cache: no actor is started
+            return
+        if self.model is not model:
+            self.close()
+        if not self.actors:
+            gpus = 1 if self.ray.cluster_resources().get("GPU", 0) >= 1 else 0
+            actor = self.ray.remote(num_cpus=0, num_gpus=gpus)(_EmbedWorker)
+            model_ref = self.ray.put(model)  # shipped to the object store once, loaded by each actor
+            self.actors, self.model = [actor.remote(model_ref) for _ in range(self.num_workers)], model
+        yield from ActorPool(self.actors).map(lambda a, texts: a.encode.remote(texts, cfg, prefix), chunks)
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor)
+        self.actors, self.model = [], None
+
+
+def ray_map_chunks(num_workers: int) -> Callable:
+    """A `map_chunks` for `mine.mine_embedded`: fn(task, index, *shared) as Ray tasks, results in task order."""
+
+    def map_chunks(fn: Callable, tasks: Iterable, index, *shared) -> Iterator:
+        serialized = faiss.serialize_index(index)  # uint8 [bytes]: faiss indexes do not pickle
+        return ray_ordered_map(functools.partial(_with_index, fn), tasks, 2 * num_workers, serialized, *shared)
+
+    return map_chunks
+
+
+def _with_index(fn: Callable, task, serialized: np.ndarray, *shared):
+    return fn(task, faiss.deserialize_index(serialized), *shared)
