@@ -3,6 +3,9 @@
 - `build_index`: exact inner product (IndexFlatIP) for small corpora, IndexIVFFlat above `ivf_threshold` docs
   (nlist ~ 4*sqrt(n), k-means on a seeded sample), so a 10M-doc corpus never needs n x n work.
 - `search`: queries go through faiss in chunks, so memory is O(chunk x k), never O(queries x corpus).
+- `build_shards` / `search_shards` (`index.shards`): the corpus split into contiguous shards, one index each (built in
+  Ray tasks under engine=ray); a query's candidates are every shard's top hits side by side, and the exact ranking
+  below makes their union rank as one exact index would (an IVF shard is as approximate as any IVF index).
 - `exact_scores`: candidate scores recomputed in float64 from the vectors, with a fixed summation order. faiss'
   BLAS-blocked scores can differ in the last bit with the thread count or the query-chunk shape; ranking on the
   recomputed scores (ties broken by document id) makes the output identical whatever the threads or chunks.
@@ -13,7 +16,9 @@ is every core). Results do not depend on it.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import faiss
@@ -31,10 +36,12 @@ class IndexConfig:
     query_chunk: int = 4096  # queries per faiss call: bounds memory at query_chunk x candidates
     num_threads: int = 0  # faiss OpenMP threads; 0 = faiss default (all cores). Output does not depend on it
     seed: int = 0  # k-means seed and training-sample seed
+    # contiguous corpus shards, one index each (ivf_threshold applies per shard); each query searches all of them
+    shards: int = 1
 
     def validate(self, prefix: str = "index.") -> list[str]:
         errors = []
-        for name in ("ivf_threshold", "nprobe", "train_points_per_list", "query_chunk"):
+        for name in ("ivf_threshold", "nprobe", "train_points_per_list", "query_chunk", "shards"):
             if getattr(self, name) < 1:
                 errors.append(f"{prefix}{name}={getattr(self, name)}: must be >= 1")
         for name in ("nlist", "num_threads"):
@@ -68,6 +75,39 @@ def build_index(docs: np.ndarray, cfg: IndexConfig) -> faiss.Index:
     index.add(docs)
     index.nprobe = min(cfg.nprobe, nlist)
     return index
+
+
+@dataclass
+class Shard:
+    """One shard's index over docs[offset : offset + index.ntotal]."""
+
+    offset: int
+    index: faiss.Index
+
+
+def shard_ranges(n: int, shards: int) -> list[tuple[int, int]]:
+    """[start, stop) of each of `shards` contiguous parts of n docs (sizes differ by at most one; none empty)."""
+    shards = max(1, min(shards, n))
+    bounds = [n * i // shards for i in range(shards + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def build_shards(docs: np.ndarray, cfg: IndexConfig, map_fn: Callable | None = None) -> list[Shard]:
+    """One index per shard of docs [n, dim]. map_fn(fn, tasks) -> fn(task) per task in order (default: here)."""
+    ranges = shard_ranges(len(docs), cfg.shards)
+    build = functools.partial(build_index, cfg=cfg)
+    indexes = (map_fn or map)(build, (docs[a:b] for a, b in ranges))
+    return [Shard(a, index) for (a, _), index in zip(ranges, indexes)]
+
+
+def search_shards(shards: list[Shard], queries: np.ndarray, k: int, query_chunk: int) -> np.ndarray:
+    """Each shard's top-k per query as corpus ids, side by side: [q, sum of min(k, shard size)], -1 where a shard
+    has fewer. One shard: `search` itself."""
+    parts = []
+    for shard in shards:
+        ids = search(shard.index, queries, k, query_chunk)
+        parts.append(np.where(ids >= 0, ids + shard.offset, -1) if shard.offset else ids)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
 
 def index_kind(index: faiss.Index) -> str:

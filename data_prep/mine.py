@@ -44,17 +44,18 @@ from data_prep.engine import ray_session
 from data_prep.filter import consistency_filter
 from data_prep.knn import (
     IndexConfig,
-    build_index,
+    Shard,
+    build_shards,
     exact_scores,
     index_kind,
     pair_scores,
     rank_candidates,
-    search,
+    search_shards,
     set_threads,
 )
 from data_prep.mine_config import MineConfig, NegativesConfig
 from data_prep.mine_io import PairRows, read_extra_corpus, read_train, train_rows, write_source
-from data_prep.ray_mine import RayEncoder, ray_map_chunks
+from data_prep.ray_mine import RayEncoder, ray_map_build, ray_map_chunks
 from gte_model import GTEModel, load_model
 from gte_model.core import pairs
 from gte_model.core.atomic import build_dir, check_replaceable, write_json
@@ -205,14 +206,17 @@ def mine_embedded(
     doc_hash: np.ndarray, neg: NegativesConfig, index_cfg: IndexConfig, blocked: dict[int, np.ndarray] | None = None,
     teacher: tuple[np.ndarray, np.ndarray] | None = None,
     map_chunks: Callable | None = None,
+    map_build: Callable | None = None,
 ) -> tuple[list[np.ndarray], Counter]:
     """Mine every row from vectors: queries [N, dim] (a row each), docs [n, dim] -> doc ids per row, counts.
     teacher: its query vectors [N, dt] (a row each) and doc vectors [n, dt], or None.
 
-    map_chunks(fn, tasks, *shared) -> fn(task, *shared) per task in order (default: here, one after another;
-    engine=ray: Ray tasks). Each chunk's rows depend on that chunk alone, so the result does not depend on it."""
-    index = build_index(docs, index_cfg)
-    counts: Counter = Counter({f"index_{index_kind(index)}": 1})
+    map_chunks(fn, tasks, shards, *shared) -> fn(task, shards, *shared) per task in order, and map_build(fn, tasks)
+    -> fn(task) per task in order (default: here, one after another; engine=ray: Ray tasks). Each chunk's rows
+    depend on that chunk alone and each shard on its docs alone, so the result does not depend on them."""
+    shards = build_shards(docs, index_cfg, map_build)
+    counts: Counter = Counter({f"index_{index_kind(s.index)}": 1 for s in shards})
+    counts["index_shards"] = len(shards)
     chunk = index_cfg.query_chunk
     tasks = ((queries[start : start + chunk], pos_ids[start : start + chunk], row_seeds[start : start + chunk],
               {r - start: h for r, h in (blocked or {}).items() if start <= r < start + chunk},
@@ -220,19 +224,19 @@ def mine_embedded(
              for start in range(0, len(queries), chunk))
     t_docs = None if teacher is None else teacher[1]
     out: list[np.ndarray] = []
-    for negs, c in (map_chunks or _map_here)(mine_chunk, tasks, index, docs, doc_norm, doc_hash, neg, chunk, t_docs):
+    for negs, c in (map_chunks or _map_here)(mine_chunk, tasks, shards, docs, doc_norm, doc_hash, neg, chunk, t_docs):
         out += negs
         counts += c
     return out, counts
 
 
-def mine_chunk(task: tuple, index, docs: np.ndarray, doc_norm: np.ndarray, doc_hash: np.ndarray,
+def mine_chunk(task: tuple, shards: list[Shard], docs: np.ndarray, doc_norm: np.ndarray, doc_hash: np.ndarray,
                neg: NegativesConfig, query_chunk: int, teacher_docs: np.ndarray | None = None
                ) -> tuple[list[np.ndarray], Counter]:
     """One chunk of rows (queries [c, dim], pos_ids, row_seeds, blocked by chunk row, the teacher's query vectors
     [c, dt] or None) -> negatives, counts. teacher_docs: the teacher's doc vectors [n, dt] (None without one)."""
     queries, pos_ids, row_seeds, blocked, teacher_queries = task
-    cands = search(index, queries, neg.rank_max + neg.search_pad, query_chunk)  # [c, rank_max + pad]
+    cands = search_shards(shards, queries, neg.rank_max + neg.search_pad, query_chunk)  # [c, shards x (max + pad)]
     vet = None if teacher_queries is None else (teacher_queries, teacher_docs)
     return select_negatives(queries, docs, cands, pos_ids, row_seeds, doc_norm, doc_hash, neg, blocked, vet)
 
@@ -270,6 +274,7 @@ class Workers:
 
     pool: RayEncoder | None = None  # embedding actors (engine=ray)
     map_chunks: Callable | None = None  # mine_embedded's map over query chunks
+    map_build: Callable | None = None  # mine_embedded's map over index shards
 
     def encoder(self, model) -> Encoder | None:
         """embed_cache.embed_cached's encoder for `model` (None = in this process)."""
@@ -285,7 +290,7 @@ def workers_of(cfg: MineConfig) -> Iterator[Workers]:
     with ray_session(cfg.ray):
         pool = RayEncoder(cfg.ray.num_workers)
         try:
-            yield Workers(pool, ray_map_chunks(cfg.ray.num_workers))
+            yield Workers(pool, ray_map_chunks(cfg.ray.num_workers), ray_map_build(cfg.ray.num_workers))
         finally:
             pool.close()
 
@@ -317,7 +322,7 @@ def mine_source(rows: PairRows, extra: list[str], model, cfg: MineConfig, cache_
     doc_norm = fold_hash64(docs)
     neg_ids, counts = mine_embedded(q_emb.vectors[q_rows], doc_emb.vectors, pos_ids, row_seeds_of(
         rows.queries, rows.positives, cfg.negatives.seed), doc_norm, content_hash64(docs), cfg.negatives, cfg.index,
-        _blocked_rows(rows.queries, doc_norm[pos_ids]), vectors, workers.map_chunks)
+        _blocked_rows(rows.queries, doc_norm[pos_ids]), vectors, workers.map_chunks, workers.map_build)
     scores = None
     if vectors is not None:  # float32, as stored: [teacher(q, positive), teacher(q, negative) ...] per row
         ids = np.full((len(neg_ids), 1 + cfg.negatives.k), -1, dtype=np.int64)  # [N, 1 + k], -1 = no negative
@@ -464,7 +469,8 @@ def _mine_one(tmp: Path, name: str, entry: dict, in_dir: Path, extra: list[str],
         print(f"gte mine: source {name}: no query kept >= {cfg.negatives.min_negatives} negatives after the "
               "window/margin/ceiling filters; left out of the output (see mine_stats.json)", file=sys.stderr)
         return stats, None
-    return stats, write_source(tmp, name, rows, negatives, keep, entry, in_dir, cfg.rows_per_shard, scores)
+    return stats, write_source(tmp, name, rows, negatives, keep, entry, in_dir, cfg.rows_per_shard, scores,
+                               copy_heldout=paths.is_remote(cfg.input_dir))
 
 
 def _nothing_mined(per_source: dict, cfg: MineConfig) -> str:

@@ -6,7 +6,9 @@ only applies it. Every expected failure is a UserError naming the file (and line
 
 from __future__ import annotations
 
+import functools
 import json
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,8 +115,10 @@ def _parquet_texts(path: Path) -> list[str]:
 
 
 def write_source(out: Path, name: str, rows: PairRows, negatives: list[list[str]], keep: np.ndarray, entry: dict,
-                 in_dir: Path, rows_per_shard: int, scores: list[list[float]] | None = None) -> dict:
-    """Write the kept rows as <out>/<name>/train-NNNNN.parquet; the manifest entry (held-out/BEIR -> the input's).
+                 in_dir: Path, rows_per_shard: int, scores: list[list[float]] | None = None,
+                 copy_heldout: bool = False) -> dict:
+    """Write the kept rows as <out>/<name>/train-NNNNN.parquet; the manifest entry (held-out/BEIR -> the input's,
+    or, with copy_heldout (an input that is a temporary copy of a remote one), copies inside out).
     scores: the teacher's [positive, *negatives] per row, written as the teacher_scores column."""
     schema = pairs.SCORED_SCHEMA if scores is not None else pairs.SCHEMA
     writer = pairs.ShardWriter(out, name, "train", rows_per_shard, schema)
@@ -132,17 +136,32 @@ def write_source(out: Path, name: str, rows: PairRows, negatives: list[list[str]
             columns[pairs.SCORES_COLUMN] = [scores[i] for i in part]
         writer.add_table(pa.table(columns, schema=schema))
     result: dict = {"train": writer.close()}
+    refer = functools.partial(_copied, out) if copy_heldout else _absolute
     if "heldout" in entry:
         held = entry["heldout"]
-        result["heldout"] = {**held, "files": [_absolute(in_dir, f) for f in held.get("files", [])]}
+        result["heldout"] = {**held, "files": [refer(in_dir, f) for f in held.get("files", [])]}
     if entry.get("beir"):
-        result["beir"] = _absolute(in_dir, entry["beir"])
+        result["beir"] = refer(in_dir, entry["beir"])
     return result
 
 
 def _absolute(in_dir: Path, rel: str) -> str:
     # The mined dir lives elsewhere: its manifest points at the input's held-out files by absolute path.
     return str(pairs.resolve(in_dir, rel).resolve())
+
+
+def _copied(out: Path, in_dir: Path, rel: str) -> str:
+    """Copy an input file or folder to the same relative place in out; -> that relative path (an absolute one is
+    kept as it is)."""
+    if Path(rel).is_absolute():
+        return rel
+    src, dst = pairs.resolve(in_dir, rel), out / rel
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_dir():
+        shutil.copytree(src, dst)
+    else:
+        shutil.copy2(src, dst)
+    return rel
 
 
 def _first_line(exc: BaseException) -> str:

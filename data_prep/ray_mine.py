@@ -3,7 +3,8 @@
 - Embedding: `RayEncoder` is an `embed_cache.Encoder`. The cache (on this machine) decides which texts are missing
   and writes every shard; each missing shard's texts go to one actor, which holds one copy of the model (on a GPU
   when the cluster has them) and runs the same `encode_chunk` call as engine=local. Actors start once per run.
-- Search + selection: `ray_map_chunks` runs `mine.mine_chunk` on query chunks as Ray tasks; the faiss index is
+- Index: `ray_map_build` builds each corpus shard's faiss index (`index.shards`) in a Ray task.
+- Search + selection: `ray_map_chunks` runs `mine.mine_chunk` on query chunks as Ray tasks; the shards' indexes are
   serialised into the object store once and read by each task; results come back in chunk order.
 The output equals engine=local's with any number of workers (tests/data_prep/test_ray_engine.py).
 """
@@ -17,6 +18,7 @@ import faiss
 import numpy as np
 
 from data_prep.engine import import_ray, ray_ordered_map
+from data_prep.knn import Shard
 from gte_model.embed_cache import EmbedConfig, Encoder, encode_chunk
 
 
@@ -72,14 +74,29 @@ class RayEncoder:
 
 
 def ray_map_chunks(num_workers: int) -> Callable:
-    """A `map_chunks` for `mine.mine_embedded`: fn(task, index, *shared) as Ray tasks, results in task order."""
+    """A `map_chunks` for `mine.mine_embedded`: fn(task, shards, *shared) as Ray tasks, results in task order."""
 
-    def map_chunks(fn: Callable, tasks: Iterable, index, *shared) -> Iterator:
-        serialized = faiss.serialize_index(index)  # uint8 [bytes]: faiss indexes do not pickle
-        return ray_ordered_map(functools.partial(_with_index, fn), tasks, 2 * num_workers, serialized, *shared)
+    def map_chunks(fn: Callable, tasks: Iterable, shards: list[Shard], *shared) -> Iterator:
+        # faiss indexes do not pickle: each shard goes to the object store once, serialised (uint8 [bytes])
+        serialized = [(shard.offset, faiss.serialize_index(shard.index)) for shard in shards]
+        return ray_ordered_map(functools.partial(_with_shards, fn), tasks, 2 * num_workers, serialized, *shared)
 
     return map_chunks
 
 
-def _with_index(fn: Callable, task, serialized: np.ndarray, *shared):
-    return fn(task, faiss.deserialize_index(serialized), *shared)
+def _with_shards(fn: Callable, task, serialized: list, *shared):
+    return fn(task, [Shard(offset, faiss.deserialize_index(data)) for offset, data in serialized], *shared)
+
+
+def ray_map_build(num_workers: int) -> Callable:
+    """A `map_build` for `mine.mine_embedded`: each shard's index built in a Ray task (its docs travel alone)."""
+
+    def map_build(build: Callable, tasks: Iterable) -> Iterator:
+        answers = ray_ordered_map(functools.partial(_serialized, build), tasks, num_workers)
+        return (faiss.deserialize_index(data) for data in answers)
+
+    return map_build
+
+
+def _serialized(build: Callable, docs: np.ndarray) -> np.ndarray:
+    return faiss.serialize_index(build(docs))

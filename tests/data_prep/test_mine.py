@@ -103,7 +103,7 @@ def test_random_fill_gives_rows_with_an_empty_window_safe_random_negatives():
 
 
 # ---- end to end ----------------------------------------------------------------------------------------------
-def test_mined_triples_exclude_positives_and_are_identical_across_threads_and_chunk_sizes(tmp_path, pairs_dir,
+def test_mined_triples_exclude_positives_and_are_identical_across_threads_chunks_and_shards(tmp_path, pairs_dir,
                                                                                            tiny_model):
     # Margin and ceiling off so that only the positive rules keep the folded duplicate out.
     off = {"negatives.margin": -10.0, "negatives.max_score": 10.0, "negatives.rank_min": 0}
@@ -111,8 +111,11 @@ def test_mined_triples_exclude_positives_and_are_identical_across_threads_and_ch
              tiny_model)
     b = mine(mine_config(tmp_path, pairs_dir, "b", **off, **{"index.num_threads": 2, "index.query_chunk": 1000}),
              tiny_model)
+    # three corpus shards, one exact index each: the union of their top hits ranks as the one index does
+    sharded = mine(mine_config(tmp_path, pairs_dir, "sharded", **off, **{"index.shards": 3}), tiny_model)
     rows_a, rows_b = read_rows(a), read_rows(b)
-    assert rows_a == rows_b and len(rows_a) == 93
+    assert rows_a == rows_b == read_rows(sharded) and len(rows_a) == 93
+    assert json.loads((sharded / "mine_stats.json").read_text())["sources"]["alpha"]["index_shards"] == 3
     positives_of: dict[str, set[str]] = {}
     for r in rows_a:
         positives_of.setdefault(r["query"], set()).add(fold(r["positive"]))

@@ -117,7 +117,6 @@ def test_a_killed_ray_prep_reruns_only_the_sources_it_had_not_staged(tmp_path, r
     child.wait()
     finished = sorted(p.parent.name for p in stage.glob("*/source-*/done.json"))
     assert finished and len(finished) < 6 and not out.exists()
-    stamps = {p: p.stat().st_mtime_ns for p in stage.glob("*/source-*/done.json")}
     capfd.readouterr()
     from data_prep.prep import PrepConfig
     from gte_model.core.config import load_config
@@ -125,7 +124,6 @@ def test_a_killed_ray_prep_reruns_only_the_sources_it_had_not_staged(tmp_path, r
     resumed = prep(load_config(PrepConfig, "configs/prep.yaml", [*args, "engine=ray", "ray.num_workers=2"]))
     err = capfd.readouterr().err
     assert err.count("step 1 reused") == len(finished)  # the finished sources are loaded, not read again
-    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items() if p.exists()) or not stage.exists()
     assert not stage.exists()  # a finished prep removes its staging
     fresh = prep(load_config(PrepConfig, "configs/prep.yaml", [f"out_dir={tmp_path / 'fresh'}", *args[1:]]))
     assert output_content(resumed) == output_content(fresh)
@@ -159,6 +157,13 @@ def test_ray_mining_equals_local_for_one_and_two_workers(tmp_path, pairs_dir, ti
     assert stats["embedded_texts"] > 64 and stats["cached_texts"] == 0  # its own cache: every text via the actors
     for out in outputs:
         assert output_content(out) == output_content(local)
+    # IVF shards built in Ray tasks: the same indexes as built here
+    ivf = {**common, "index.shards": 2, "index.ivf_threshold": 20, "index.nlist": 2}
+    local_ivf = mine(mine_config(tmp_path, pairs_dir, "local-ivf", **ivf), tiny_model)
+    ray_ivf = mine(mine_config(tmp_path, pairs_dir, "ray-ivf", engine="ray", **ivf), tiny_model)
+    ivf_stats = json.loads((ray_ivf / "mine_stats.json").read_text())["sources"]["alpha"]
+    assert ivf_stats["index"] == "ivf" and ivf_stats["index_shards"] == 2
+    assert output_content(ray_ivf) == output_content(local_ivf)
     again = mine(mine_config(tmp_path, pairs_dir, "ray1", engine="ray", overwrite=True, **common), tiny_model)
     reused = json.loads((again / "mine_stats.json").read_text())["sources"]["alpha"]
     assert reused["embedded_texts"] == 0 and reused["cached_texts"] == stats["embedded_texts"]  # the shared cache
@@ -220,6 +225,7 @@ def test_mining_reads_and_writes_fsspec_urls_and_gives_the_local_output(tmp_path
     import fsspec
 
     fs = fsspec.filesystem("memory")
+    (pairs_dir / "beir" / "alpha" / "corpus.jsonl").write_text('{"_id": "d0", "text": "a doc"}\n')
     fs.put(str(pairs_dir), "memory://in/pairs", recursive=True)
     local = mine(mine_config(tmp_path, pairs_dir, "local"), tiny_model)
     cfg = mine_config(tmp_path, pairs_dir, "unused", input_dir="memory://in/pairs", out_dir="memory://out/mined")
@@ -227,8 +233,11 @@ def test_mining_reads_and_writes_fsspec_urls_and_gives_the_local_output(tmp_path
     assert mine(cfg, tiny_model) == "memory://out/mined"
     fs.get("memory://out/mined", str(tmp_path / "copy"), recursive=True)
     got, want = output_content(tmp_path / "copy"), output_content(local)
-    assert {rel: got[rel] for rel in got if rel.endswith(".parquet")} == {
-        rel: want[rel] for rel in want if rel.endswith(".parquet")} and any(r.endswith(".parquet") for r in want)
+    mined = [rel for rel in want if "/train-" in rel]  # the local output points at its input's held-out files
+    assert mined and all(got[rel] == want[rel] for rel in mined) and {r for r in got if "/train-" in r} == set(mined)
+    held = json.loads(got["manifest.json"])["sources"]["alpha"]  # copied along: the local input copy is gone
+    assert not Path(held["beir"]).is_absolute() and (tmp_path / "copy" / held["beir"] / "corpus.jsonl").is_file()
+    assert all((tmp_path / "copy" / f).is_file() for f in held["heldout"]["files"])
     before = fs.info("memory://out/mined/manifest.json")["created"]
     assert mine(cfg, tiny_model) == "memory://out/mined"  # complete for this input listing: nothing uploaded
     assert fs.info("memory://out/mined/manifest.json")["created"] == before

@@ -1,5 +1,6 @@
 """Exact resume: a run SIGKILLed after its first checkpoint and re-run with the same command ends with the same
-weights (fp32, CPU, 1e-6) and the same data order as an uninterrupted run, and its metrics log has no duplicates."""
+weights (fp32, CPU, 1e-6) and the same data order as an uninterrupted run, and its metrics log has no duplicates;
+with a teacher, and for every packed family (RoBERTa, XLM-R, MPNet, ModernBERT; BERT is the plain case)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from tests.conftest import FAMILIES
 from tests.train.tinydata import ROOT, subprocess_env, tiny_args, write_tiny_pairs
 from train.checkpoint import list_checkpoints
 from train.metrics import read_metrics
@@ -37,6 +39,15 @@ def _teacher_overrides(folder):
             "loss.distill_in_batch=true", "loss.guide_margin=0.2", "loss.matryoshka_dims=[32,16]")
 
 
+def _family_overrides(folder, family):
+    """A tiny random backbone of another family (packed path; dropout as the family's default)."""
+    from gte_model.export import export_model
+    from tests.conftest import make_tiny_family_model
+
+    (folder / "vocab").mkdir(parents=True)
+    return (f"model.init_from={export_model(make_tiny_family_model(folder / 'vocab', family), folder / 'init')}",)
+
+
 def _run(cmd):
     proc = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -60,11 +71,13 @@ def _train_order(run_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("teacher", [False, True], ids=["plain", "teacher"])
-def test_sigkilled_run_resumes_to_the_same_weights_and_data_order(tmp_path, teacher):
+@pytest.mark.parametrize("variant", ["plain", "teacher", *FAMILIES])
+def test_sigkilled_run_resumes_to_the_same_weights_and_data_order(tmp_path, variant):
     pairs = write_tiny_pairs(tmp_path / "pairs")
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    extra = _teacher_overrides(tmp_path / "teacher") if teacher else ()
+    teacher = variant == "teacher"
+    extra = (_teacher_overrides(tmp_path / "teacher") if teacher else
+             _family_overrides(tmp_path / "family", variant) if variant in FAMILIES else ())
     _run(_command(straight, pairs, *extra))
 
     assert _kill_after_first_checkpoint(_command(killed, pairs, *extra), killed) == -signal.SIGKILL
