@@ -2,13 +2,17 @@
 
 Local near dedup walks the records in record order and drops a record when its positive shares an LSH band with
 an earlier record that is still kept and `near_match` confirms it. The same decision, from the full edge list:
-  1. band keys (map tasks over record-id blocks): each record's positive signature cut into the bands of the local
-     LSH (`lsh_bands`: b bands of r rows), each band hashed to a 64-bit bucket key with its band number, the
-     (key, id) rows partitioned by key;
+  1. band keys (map tasks over record-id blocks, each given its block's positive signatures only): each record's
+     signature cut into the bands of the local LSH (`lsh_bands`: b bands of r rows), each band hashed to a 64-bit
+     bucket key with its band number, the (key, id) rows partitioned by key;
   2. buckets (one reduce task per partition: a groupby on the key): every bucket of two or more records yields its
-     (later, earlier) pairs that `near_match` confirms on the signatures;
-  3. decide (here, over the distinct confirmed pairs, by record id): for each later record in ascending order, the
-     first confirmed earlier neighbour that is still kept makes it a duplicate. No step depends on partitioning.
+     (later, earlier) candidate pairs;
+  3. confirm (tasks over blocks of the distinct candidate pairs, each given the signatures of its pairs' two ends):
+     `near_match` keeps the pairs that are near duplicates;
+  4. decide (here, over the confirmed pairs, by record id): for each later record in ascending order, the first
+     confirmed earlier neighbour that is still kept makes it a duplicate. No step depends on partitioning.
+A worker holds one block of records, one partition of (key, id) rows or one block of pairs, so its memory does
+not grow with the input (the partitions and blocks multiply instead); the driver holds every signature.
 Decontamination checks each training record against the evaluation index on its own: record-range chunks go to
 Ray tasks running `dedup.decontaminate`, and the chunks are put back in order.
 """
@@ -22,6 +26,7 @@ from data_prep.engine import import_ray, ray_ordered_map
 from gte_model.embed_cache import mix64
 
 _BLOCK_RECORDS = 50_000  # records per map block and per decontamination task
+_BLOCK_PAIRS = 50_000  # candidate pairs per confirmation task
 
 
 def near_dedup_ray(q_sig: np.ndarray, p_sig: np.ndarray, source_ids: np.ndarray, by_positive: np.ndarray,
@@ -30,23 +35,25 @@ def near_dedup_ray(q_sig: np.ndarray, p_sig: np.ndarray, source_ids: np.ndarray,
     """dedup.near_dedup on Ray: -> (keep mask, counts [num_sources, 2] within/across), equal to the local ones."""
     ray = import_ray()
     ids = np.flatnonzero(keep)
-    sigs = ray.put((q_sig, p_sig, by_positive))  # read in place by every task, never copied per task
     bands, rows = lsh_bands(cfg)
     parts = max(num_workers, -(-len(ids) // _BLOCK_RECORDS))
     mapper = ray.remote(num_returns=parts)(_band_partitions) if parts > 1 else ray.remote(_band_partitions)
-    mapped = [mapper.remote(block, sigs, bands, rows, parts) for block in np.array_split(ids, parts)]
+    mapped = [mapper.remote(block, p_sig[block], bands, rows, parts) for block in np.array_split(ids, parts)]
     mapped = [m if parts > 1 else [m] for m in mapped]
     reducer = ray.remote(_bucket_pairs)
-    found = ray.get([reducer.remote(sigs, cfg.threshold, *(m[p] for m in mapped)) for p in range(parts)])
-    edges = np.concatenate(found)
-    edges = np.unique(edges, axis=0) if len(edges) else None  # sorted by (later, earlier)
-    return keep_first(edges, keep, source_ids, num_sources)
+    found = ray.get([reducer.remote(*(m[p] for m in mapped)) for p in range(parts)])
+    candidates = np.unique(np.concatenate(found), axis=0)  # [C, 2] (later, earlier), sorted
+    blocks = (candidates[a : a + _BLOCK_PAIRS] for a in range(0, len(candidates), _BLOCK_PAIRS))
+    tasks = ((pairs, q_sig[pairs.ravel()], p_sig[pairs.ravel()], by_positive[pairs[:, 0]]) for pairs in blocks)
+    confirmed = [pairs for pairs in ray_ordered_map(_confirmed, tasks, 2 * num_workers, cfg.threshold)]
+    edges = np.concatenate(confirmed) if confirmed else np.zeros((0, 2), np.int64)
+    return keep_first(edges if len(edges) else None, keep, source_ids, num_sources)
 
 
-def _band_partitions(ids: np.ndarray, sigs: tuple, bands: int, rows: int, parts: int) -> list[np.ndarray]:
-    """Record ids [B] -> `parts` arrays of (bucket key, id) rows, partitioned by key: the map side of the groupby.
-    A bucket key hashes one band of a record's positive signature with the band number."""
-    p_sig = sigs[1][ids].astype(np.uint64)  # [B, num_perm]
+def _band_partitions(ids: np.ndarray, p_sig: np.ndarray, bands: int, rows: int, parts: int) -> list[np.ndarray]:
+    """Record ids [B] and their positive signatures [B, num_perm] -> `parts` arrays of (bucket key, id) rows,
+    partitioned by key: the map side of the groupby. A bucket key hashes one band of a signature with its number."""
+    p_sig = p_sig.astype(np.uint64)
     keys = []
     for band in range(bands):
         h = np.full(len(ids), mix64(np.uint64(band)), dtype=np.uint64)
@@ -59,19 +66,27 @@ def _band_partitions(ids: np.ndarray, sigs: tuple, bands: int, rows: int, parts:
     return out if parts > 1 else out[0]
 
 
-def _bucket_pairs(sigs: tuple, threshold: float, *blocks: np.ndarray) -> np.ndarray:
-    """The reduce side: rows (key, id) of one partition -> [E, 2] (later, earlier) pairs of records that share a
-    bucket and that `near_match` confirms."""
-    q_sig, p_sig, by_positive = sigs
+def _bucket_pairs(*blocks: np.ndarray) -> np.ndarray:
+    """The reduce side: rows (key, id) of one partition -> [E, 2] distinct (later, earlier) pairs of records that
+    share a bucket."""
     kv = np.concatenate(blocks)
     kv = kv[np.lexsort((kv[:, 1], kv[:, 0]))]
     starts = np.flatnonzero(np.r_[True, kv[1:, 0] != kv[:-1, 0]])
     pairs = []
     for start, stop in zip(starts, np.r_[starts[1:], len(kv)]):
-        ids = np.unique(kv[start:stop, 1]).astype(np.int64)
-        pairs += [(ids[a], ids[b]) for a in range(1, len(ids)) for b in range(a)
-                  if near_match(ids[a], ids[b], q_sig, p_sig, by_positive, threshold)]
-    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
+        if stop - start > 1:
+            ids = np.unique(kv[start:stop, 1]).astype(np.int64)
+            pairs += [(ids[a], ids[b]) for a in range(1, len(ids)) for b in range(a)]
+    return np.unique(np.array(pairs, dtype=np.int64).reshape(-1, 2), axis=0)
+
+
+def _confirmed(task: tuple, threshold: float) -> np.ndarray:
+    """Candidate pairs [P, 2] with the signatures of their ends (rows 2i: later, 2i + 1: earlier) and the later
+    record's by_positive flag -> the pairs `near_match` confirms."""
+    pairs, q_sig, p_sig, later_by_positive = task
+    by_positive = np.repeat(later_by_positive, 2)  # near_match reads the later record's flag only
+    keep = [near_match(2 * i, 2 * i + 1, q_sig, p_sig, by_positive, threshold) for i in range(len(pairs))]
+    return pairs[np.array(keep, dtype=bool)]
 
 
 def keep_first(edges: np.ndarray | None, keep: np.ndarray, source_ids: np.ndarray, num_sources: int

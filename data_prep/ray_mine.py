@@ -6,7 +6,10 @@
 - Index: `ray_map_build` builds each corpus shard's faiss index (`index.shards`) in a Ray task.
 - Search + selection: `ray_map_chunks` runs `mine.mine_chunk` on query chunks as Ray tasks; the shards' indexes are
   serialised into the object store once and read by each task; results come back in chunk order.
-The output equals engine=local's with any number of workers (tests/data_prep/test_ray_engine.py).
+The output equals engine=local's with any number of workers (tests/data_prep/test_ray_engine.py) when the vectors
+do: in fp32 (`embed.bf16=false`), or from a cache both engines share. With bf16 autocast on a CPU, a text's vector
+can differ in its last bits with the encoder's thread count (an actor runs Ray's one thread, engine=local every
+core): 7 of 2,388 texts by at most 5e-4 in benchmarks/README.md, which changed 1 of 18,949 mined rows there.
 """
 
 from __future__ import annotations
