@@ -118,10 +118,12 @@ def long_chunk_memory(model: GTEModel, tokens: int) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--layers", type=int, default=0, help="layers of every model (0 = its real depth: 22 for ModernBERT, 12 for the others)")
+    p.add_argument("--layers", type=int, default=0,
+                   help="layers of every model (0 = its real depth: 22 for ModernBERT, 12 for the others)")
     p.add_argument("--rounds", type=int, default=4, help="measured steps per path and family")
     p.add_argument("--memory-layers", type=int, default=3, help="ModernBERT layers for the long-chunk memory runs")
-    p.add_argument("--families", default="modernbert,mpnet,roberta,bert", help="any of modernbert, mpnet, roberta, bert")
+    p.add_argument("--families", default="modernbert,mpnet,roberta,bert",
+                   help="any of modernbert, mpnet, roberta, bert")
     args = p.parse_args()
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
