@@ -142,7 +142,7 @@ def _finished(run_dir: Path, record: Record, cfg: TrainConfig) -> bool:
     if [c for c in changes if not c.startswith("train.max_steps ")]:
         raise StaleOutput(f"run.dir={run_dir}: finished with another config or other inputs: {'; '.join(changes)}; "
                           "set run.overwrite=true to train afresh, or choose another run.dir")
-    (run_dir / RECORD_FILE).unlink()  # reopened: the run is unfinished until it exports again
+    (run_dir / RECORD_FILE).unlink(missing_ok=True)  # reopened (every rank gets here; one removes it)
     return False
 
 
