@@ -1,16 +1,18 @@
 """engine=local vs engine=ray on this machine (not a test; issue 14). Three measurements, each in a fresh process:
 
   sources  prep of every built-in source, uncapped: local (num_proc=2), Ray with 1 and with 2 workers; wall time,
-           peak RSS of the driver and of the largest worker, and whether the outputs are byte-identical
+           peak RSS and private memory of the driver and of the largest worker, and whether the outputs are
+           byte-identical
   scale    prep on Ray (2 workers) of synthetic user files of N pairs (--sizes), 10% of them planted near
-           duplicates of an earlier pair (one document word changed): wall time, peak RSS of the driver and of the
-           largest worker (the per-worker memory must not grow with N), and recall of the planted duplicates
+           duplicates of an earlier pair (one document word changed): wall time, peak RSS and private memory of the
+           driver and of the largest worker (a worker's private memory must not grow with N; its RSS also counts
+           the object-store pages it read), and recall of the planted duplicates
   mine     mining --docs synthetic pairs (documents of 8-16 vocabulary words) with the packaged MiniLM, --queries
            of them as queries: local vs Ray with 2 embedding actors, each with its own empty embedding cache; wall
            time and equality
 
   .venv/bin/python benchmarks/ray_engine.py sources /tmp/ray-bench
-  .venv/bin/python benchmarks/ray_engine.py scale /tmp/ray-bench --sizes 200000,500000,1000000
+  .venv/bin/python benchmarks/ray_engine.py scale /tmp/ray-bench --sizes 1000000,2000000,5000000
   .venv/bin/python benchmarks/ray_engine.py mine /tmp/ray-bench --docs 200000 --queries 20000
 """
 
@@ -46,8 +48,12 @@ def output_files(folder: Path) -> dict[str, bytes]:
 
 
 def peaks(folder: Path) -> str:
-    rss = json.loads((folder / "manifest.json").read_text())["peak_rss_mb"]
-    return f"driver {rss['main']:.0f} MiB, largest worker {rss['largest_worker']:.0f} MiB"
+    """Peak RSS of the driver and the largest worker, and their private peaks (without the object-store pages a
+    process mapped; a process-pool worker's private peak is not measured)."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    rss, private = manifest["peak_rss_mb"], manifest.get("peak_private_mb", {})
+    return (f"RSS driver {rss['main']:.0f} / largest worker {rss['largest_worker']:.0f} MiB, private driver "
+            f"{private.get('main', 0):.0f} / largest worker {private.get('largest_worker', 0):.0f} MiB")
 
 
 def sources(work: Path) -> None:
@@ -130,9 +136,6 @@ def mine(work: Path, docs: int, queries: int) -> None:
     outputs = {}
     for name, extra in {"local": [], "ray-2": ["engine=ray", "ray.num_workers=2"]}.items():
         out = work / f"mined-{name}"
-        if out.is_dir() and name == "local" and os.environ.get("REUSE_LOCAL"):  # a finished local run, rerun Ray only
-            outputs[name] = output_files(out)
-            continue
         seconds = gte("mine", "configs/mine.yaml", f"input_dir={pairs}", f"out_dir={out}", "overwrite=true",
                          f"embed.cache_dir={work / ('cache-' + name)}", "max_corpus_per_source=0",
                          f"max_queries_per_source={queries}", *extra)
@@ -148,7 +151,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("what", choices=("sources", "scale", "mine"))
     p.add_argument("work", type=Path)
-    p.add_argument("--sizes", default="200000,500000,1000000")
+    p.add_argument("--sizes", default="1000000,2000000,5000000")
     p.add_argument("--docs", type=int, default=200_000)
     p.add_argument("--queries", type=int, default=20_000)
     args = p.parse_args()

@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from gte_model.core.errors import UserError
-from gte_model.core.memory import peak_rss_mb
+from gte_model.core.memory import peak_rss_mb, private_peak_mb, track_private_peak
 
 ENGINES = ("local", "ray")
-_WORKER_PEAK_RSS_MB: dict[int, float] = {}  # Ray worker pid -> its peak RSS, as its tasks reported it
+_WORKER_PEAK_MB: dict[int, tuple[float, float]] = {}  # Ray worker pid -> (peak RSS, peak private), as reported
 INSTALL_HINT = "pip install -e .[ray]"
 
 
@@ -65,7 +65,7 @@ def ray_session(cfg: RayConfig) -> Iterator:
     """Connect to `cfg.address`, or start a local Ray; a Ray already running in this process is used as it is.
     Only a Ray started here is shut down at the end."""
     ray = import_ray()
-    _WORKER_PEAK_RSS_MB.clear()
+    _WORKER_PEAK_MB.clear()
     if ray.is_initialized():
         yield ray
         return
@@ -96,15 +96,29 @@ def ray_ordered_map(fn: Callable, tasks: Iterable, window: int, *shared) -> Iter
 
 
 def _measured(fn: Callable, task, *shared) -> tuple:
-    return fn(task, *shared), os.getpid(), peak_rss_mb()
+    return fn(task, *shared), worker_peaks()
 
 
 def _unmeasured(answer: tuple):
-    result, pid, peak = answer
-    _WORKER_PEAK_RSS_MB[pid] = max(peak, _WORKER_PEAK_RSS_MB.get(pid, 0.0))
+    result, peaks = answer
+    record_worker_peaks(peaks)
     return result
 
 
-def ray_worker_peak_rss_mb() -> float:
-    """Peak resident memory (MiB) of the largest Ray worker that ran a `ray_ordered_map` task in this session."""
-    return max(_WORKER_PEAK_RSS_MB.values(), default=0.0)
+def worker_peaks() -> tuple[int, float, float]:
+    """In a Ray task: (pid, peak RSS, peak private memory) of this worker so far, for record_worker_peaks."""
+    track_private_peak()
+    return os.getpid(), peak_rss_mb(), private_peak_mb()
+
+
+def record_worker_peaks(peaks: tuple[int, float, float]) -> None:
+    pid, rss, private = peaks
+    old = _WORKER_PEAK_MB.get(pid, (0.0, 0.0))
+    _WORKER_PEAK_MB[pid] = (max(rss, old[0]), max(private, old[1]))
+
+
+def ray_worker_peak_mb() -> tuple[float, float]:
+    """(peak RSS, peak private memory) in MiB of the largest Ray worker that reported in this session. RSS counts
+    the object-store pages a worker read; the private figure is what the worker itself allocated."""
+    return (max((rss for rss, _ in _WORKER_PEAK_MB.values()), default=0.0),
+            max((private for _, private in _WORKER_PEAK_MB.values()), default=0.0))

@@ -90,7 +90,8 @@ def prep(cfg: PrepConfig) -> Path | str:
         print(f"gte prep: {out} is complete for this config and these inputs; nothing to do", file=sys.stderr)
         return out
     stage_root = out.parent / f".{out.name}.prep-stage"  # step 1's per-source results: what a killed run keeps
-    identity = json.dumps([want.kind, want.version, want.config, want.inputs], sort_keys=True, default=str)
+    identity = json.dumps([want.kind, want.version, want.config, want.inputs, staging.FORMAT], sort_keys=True,
+                          default=str)
     stage_dir = stage_root / hashlib.blake2b(identity.encode(), digest_size=8).hexdigest()
     for old in stage_root.glob("*"):  # staged under another config or other inputs: of no use now
         if old != stage_dir:
@@ -119,10 +120,12 @@ def _build(cfg: PrepConfig, out: Path, stage_dir: Path) -> dict:
     if cfg.dedup.exact:
         keep, counts["exact"] = exact_dedup(staged.source_ids, staged.p_hash, staged.pair_hash,
                                             staged.by_positive, keep, num_sources)
+    on_ray = cfg.engine == "ray"  # Ray tasks read the signatures from disk block by block; local reads them all
+    sigs = staged.sigs if on_ray else staged.sigs.all()
     if cfg.dedup.near:
-        args = (staged.q_sig, staged.p_sig, staged.source_ids, staged.by_positive, keep, num_sources, cfg.dedup)
-        keep, counts["near"] = (near_dedup_ray(*args, cfg.ray.num_workers) if cfg.engine == "ray"
-                                else near_dedup(*args))
+        args = (staged.source_ids, staged.by_positive, keep, num_sources, cfg.dedup)
+        keep, counts["near"] = (near_dedup_ray(sigs, *args, cfg.ray.num_workers) if on_ray
+                                else near_dedup(*sigs, *args))
     steps.done("dedup")
     heldout = np.zeros(n, dtype=bool)
     for sid in range(num_sources):
@@ -134,10 +137,12 @@ def _build(cfg: PrepConfig, out: Path, stage_dir: Path) -> dict:
     if cfg.decontaminate.enabled:
         index = _eval_index(cfg, staged, heldout, cfg.dedup)
         eval_texts = len(index)
-        args = (index, staged.q_hash, staged.p_hash, staged.q_sig, staged.p_sig, staged.source_ids, train,
-                num_sources)
-        train, decontaminated = (decontaminate_ray(*args, cfg.ray.num_workers) if cfg.engine == "ray"
-                                 else decontaminate(*args))
+        if on_ray:
+            train, decontaminated = decontaminate_ray(index, staged.q_hash, staged.p_hash, sigs, staged.source_ids,
+                                                      train, num_sources, cfg.ray.num_workers)
+        else:
+            train, decontaminated = decontaminate(index, staged.q_hash, staged.p_hash, *sigs, staged.source_ids,
+                                                  train, num_sources)
     steps.done("split_decontaminate")
     if not train.any():
         stats = staging.source_stats(staged, counts, keep, heldout, train, decontaminated, {})
@@ -203,8 +208,9 @@ def _eval_index(cfg: PrepConfig, staged: staging.Staged, heldout: np.ndarray, si
         hashes, sigs = staging.hash_and_sign(texts, signer_cfg)
         index.add(hashes, sigs)
     if cfg.decontaminate.heldout:
-        index.add(staged.q_hash[heldout], staged.q_sig[heldout])
-        index.add(staged.p_hash[heldout], staged.p_sig[heldout])
+        q_sig, p_sig = staged.sigs.rows(np.flatnonzero(heldout))
+        index.add(staged.q_hash[heldout], q_sig)
+        index.add(staged.p_hash[heldout], p_sig)
     return index
 
 

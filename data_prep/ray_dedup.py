@@ -2,7 +2,7 @@
 
 Local near dedup walks the records in record order and drops a record when its positive shares an LSH band with
 an earlier record that is still kept and `near_match` confirms it. The same decision, from the full edge list:
-  1. band keys (map tasks over record-id blocks, each given its block's positive signatures only): each record's
+  1. band keys (map tasks over record-range blocks, each given its block's positive signatures only): each record's
      signature cut into the bands of the local LSH (`lsh_bands`: b bands of r rows), each band hashed to a 64-bit
      bucket key with its band number, the (key, id) rows partitioned by key;
   2. buckets (one reduce task per partition: a groupby on the key): every bucket of two or more records yields its
@@ -12,7 +12,9 @@ an earlier record that is still kept and `near_match` confirms it. The same deci
   4. decide (here, over the confirmed pairs, by record id): for each later record in ascending order, the first
      confirmed earlier neighbour that is still kept makes it a duplicate. No step depends on partitioning.
 A worker holds one block of records, one partition of (key, id) rows or one block of pairs, so its memory does
-not grow with the input (the partitions and blocks multiply instead); the driver holds every signature.
+not grow with the input (the partitions and blocks multiply instead). The signatures stay in step 1's files
+(data_prep.signature_files): the driver reads one block at a time for a task, and holds the candidate pairs (16
+bytes each) and the per-record arrays of staging (46 bytes a record), not the signatures (512 bytes a record).
 Decontamination checks each training record against the evaluation index on its own: record-range chunks go to
 Ray tasks running `dedup.decontaminate`, and the chunks are put back in order.
 """
@@ -22,37 +24,45 @@ from __future__ import annotations
 import numpy as np
 
 from data_prep.dedup import DedupConfig, EvalIndex, decontaminate, lsh_bands, near_match
-from data_prep.engine import import_ray, ray_ordered_map
+from data_prep.engine import import_ray, ray_ordered_map, record_worker_peaks, worker_peaks
+from data_prep.signature_files import Signatures
 from gte_model.embed_cache import mix64
 
 _BLOCK_RECORDS = 50_000  # records per map block and per decontamination task
 _BLOCK_PAIRS = 50_000  # candidate pairs per confirmation task
 
 
-def near_dedup_ray(q_sig: np.ndarray, p_sig: np.ndarray, source_ids: np.ndarray, by_positive: np.ndarray,
-                   keep: np.ndarray, num_sources: int, cfg: DedupConfig, num_workers: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def near_dedup_ray(sigs: Signatures, source_ids: np.ndarray, by_positive: np.ndarray, keep: np.ndarray,
+                   num_sources: int, cfg: DedupConfig, num_workers: int) -> tuple[np.ndarray, np.ndarray]:
     """dedup.near_dedup on Ray: -> (keep mask, counts [num_sources, 2] within/across), equal to the local ones."""
     ray = import_ray()
-    ids = np.flatnonzero(keep)
     bands, rows = lsh_bands(cfg)
-    parts = max(num_workers, -(-len(ids) // _BLOCK_RECORDS))
-    mapper = ray.remote(num_returns=parts)(_band_partitions) if parts > 1 else ray.remote(_band_partitions)
-    mapped = [mapper.remote(block, p_sig[block], bands, rows, parts) for block in np.array_split(ids, parts)]
-    mapped = [m if parts > 1 else [m] for m in mapped]
-    reducer = ray.remote(_bucket_pairs)
-    found = ray.get([reducer.remote(*(m[p] for m in mapped)) for p in range(parts)])
-    candidates = np.unique(np.concatenate(found), axis=0)  # [C, 2] (later, earlier), sorted
-    blocks = (candidates[a : a + _BLOCK_PAIRS] for a in range(0, len(candidates), _BLOCK_PAIRS))
-    tasks = ((pairs, q_sig[pairs.ravel()], p_sig[pairs.ravel()], by_positive[pairs[:, 0]]) for pairs in blocks)
-    confirmed = [pairs for pairs in ray_ordered_map(_confirmed, tasks, 2 * num_workers, cfg.threshold)]
+    blocks = [(a, min(a + _BLOCK_RECORDS, len(keep))) for a in range(0, len(keep), _BLOCK_RECORDS)]
+    parts = max(num_workers, len(blocks))
+    mapper = ray.remote(num_returns=parts + 1)(_band_partitions)
+    mapped, window = [], 2 * num_workers
+    for i, (a, b) in enumerate(blocks):  # one block of signatures read at a time, `window` map tasks in flight
+        ids = a + np.flatnonzero(keep[a:b])
+        mapped.append(mapper.remote(ids, sigs.rows(ids)[1], bands, rows, parts))
+        if i >= window:
+            record_worker_peaks(ray.get(mapped[i - window][-1]))
+    for m in mapped[-window:]:
+        record_worker_peaks(ray.get(m[-1]))
+    reduce_tasks = ([m[p] for m in mapped] for p in range(parts))
+    found = list(ray_ordered_map(_bucket_pairs, reduce_tasks, 2 * num_workers))
+    del mapped
+    candidates = np.unique(np.concatenate(found), axis=0) if found else np.zeros((0, 2), np.int64)  # (later, earlier)
+    tasks = (_confirm_task(candidates[a:a + _BLOCK_PAIRS], sigs, by_positive)
+             for a in range(0, len(candidates), _BLOCK_PAIRS))
+    confirmed = list(ray_ordered_map(_confirmed, tasks, 2 * num_workers, cfg.threshold))
     edges = np.concatenate(confirmed) if confirmed else np.zeros((0, 2), np.int64)
     return keep_first(edges if len(edges) else None, keep, source_ids, num_sources)
 
 
-def _band_partitions(ids: np.ndarray, p_sig: np.ndarray, bands: int, rows: int, parts: int) -> list[np.ndarray]:
+def _band_partitions(ids: np.ndarray, p_sig: np.ndarray, bands: int, rows: int, parts: int) -> list:
     """Record ids [B] and their positive signatures [B, num_perm] -> `parts` arrays of (bucket key, id) rows,
-    partitioned by key: the map side of the groupby. A bucket key hashes one band of a signature with its number."""
+    partitioned by key (the map side of the groupby), and this worker's memory peaks. A bucket key hashes one band
+    of a signature with its number."""
     p_sig = p_sig.astype(np.uint64)
     keys = []
     for band in range(bands):
@@ -62,14 +72,13 @@ def _band_partitions(ids: np.ndarray, p_sig: np.ndarray, bands: int, rows: int, 
         keys.append(h)
     rows_kv = np.stack([np.concatenate(keys), np.tile(ids, bands).astype(np.uint64)], axis=1)  # [B * bands, 2]
     part = rows_kv[:, 0] % np.uint64(parts)
-    out = [rows_kv[part == p] for p in range(parts)]
-    return out if parts > 1 else out[0]
+    return [rows_kv[part == p] for p in range(parts)] + [worker_peaks()]
 
 
-def _bucket_pairs(*blocks: np.ndarray) -> np.ndarray:
-    """The reduce side: rows (key, id) of one partition -> [E, 2] distinct (later, earlier) pairs of records that
-    share a bucket."""
-    kv = np.concatenate(blocks)
+def _bucket_pairs(refs: list) -> np.ndarray:
+    """The reduce side: the (key, id) rows of one partition from every map block -> [E, 2] distinct (later,
+    earlier) pairs of records that share a bucket."""
+    kv = np.concatenate(import_ray().get(refs))
     kv = kv[np.lexsort((kv[:, 1], kv[:, 0]))]
     starts = np.flatnonzero(np.r_[True, kv[1:, 0] != kv[:-1, 0]])
     pairs = []
@@ -78,6 +87,13 @@ def _bucket_pairs(*blocks: np.ndarray) -> np.ndarray:
             ids = np.unique(kv[start:stop, 1]).astype(np.int64)
             pairs += [(ids[a], ids[b]) for a in range(1, len(ids)) for b in range(a)]
     return np.unique(np.array(pairs, dtype=np.int64).reshape(-1, 2), axis=0)
+
+
+def _confirm_task(pairs: np.ndarray, sigs: Signatures, by_positive: np.ndarray) -> tuple:
+    """A block of candidate pairs with the signatures of their ends (rows 2i: later, 2i + 1: earlier), read from
+    disk for this block only."""
+    q_sig, p_sig = sigs.rows(pairs.ravel())
+    return pairs, q_sig, p_sig, by_positive[pairs[:, 0]]
 
 
 def _confirmed(task: tuple, threshold: float) -> np.ndarray:
@@ -107,13 +123,12 @@ def keep_first(edges: np.ndarray | None, keep: np.ndarray, source_ids: np.ndarra
     return keep, counts
 
 
-def decontaminate_ray(index: EvalIndex, q_hash: np.ndarray, p_hash: np.ndarray, q_sig: np.ndarray,
-                      p_sig: np.ndarray, source_ids: np.ndarray, train: np.ndarray, num_sources: int,
-                      num_workers: int) -> tuple[np.ndarray, np.ndarray]:
+def decontaminate_ray(index: EvalIndex, q_hash: np.ndarray, p_hash: np.ndarray, sigs: Signatures,
+                      source_ids: np.ndarray, train: np.ndarray, num_sources: int, num_workers: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """dedup.decontaminate over record-range chunks in Ray tasks -> (train mask, drops per source)."""
-    chunks = ((q_hash[a:a + _BLOCK_RECORDS], p_hash[a:a + _BLOCK_RECORDS], q_sig[a:a + _BLOCK_RECORDS],
-               p_sig[a:a + _BLOCK_RECORDS], source_ids[a:a + _BLOCK_RECORDS], train[a:a + _BLOCK_RECORDS])
-              for a in range(0, len(train), _BLOCK_RECORDS))
+    ranges = [(a, min(a + _BLOCK_RECORDS, len(train))) for a in range(0, len(train), _BLOCK_RECORDS)]
+    chunks = ((q_hash[a:b], p_hash[a:b], *sigs.range(a, b), source_ids[a:b], train[a:b]) for a, b in ranges)
     masks, counts = [], np.zeros(num_sources, dtype=np.int64)
     for mask, c in ray_ordered_map(_decontaminate_chunk, chunks, 2 * num_workers, index, num_sources):
         masks.append(mask)

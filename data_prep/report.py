@@ -50,6 +50,8 @@ def render_markdown(manifest: dict) -> str:
     for name, r in skipped.items():
         lines.append(f"Reader skipped {r['skipped']} malformed rows of {name}; first: " + "; ".join(r["problems"][:3]))
     rss = manifest.get("peak_rss_mb", {})
+    private = manifest.get("peak_private_mb", {})
+    private_text = ", ".join(f"{who.replace('_', ' ')} {mb} MiB" for who, mb in private.items())
     steps = manifest.get("step_seconds", {})
     step_rss = manifest.get("step_peak_rss_mb", {})
     config = manifest.get("config", {})
@@ -61,7 +63,7 @@ def render_markdown(manifest: dict) -> str:
         f"Engine: {engine}",
         f"Evaluation texts used for decontamination: {manifest.get('eval_texts', 0)}",
         f"Wall time: {manifest.get('wall_time_s', 0)} s; peak RSS: main {rss.get('main')} MiB, "
-        f"largest worker {rss.get('largest_worker')} MiB",
+        f"largest worker {rss.get('largest_worker')} MiB" + (f"; peak private: {private_text}" if private else ""),
         "Steps (seconds, peak RSS so far in MiB): "
         + ", ".join(f"{name} {sec} s {step_rss.get(name, '?')} MiB" for name, sec in steps.items()),
         "",

@@ -3,8 +3,9 @@ counts.
 
 Records stream from each source in batches; workers (a process pool, or Ray tasks under engine=ray) clean them
 and compute per-record hashes and signatures; the main process appends results in submission order (so the output
-depends on neither `num_proc` nor the engine), writes the cleaned records to staging Parquet shards and keeps only
-fixed-size arrays per record in memory.
+depends on neither `num_proc` nor the engine), writes the cleaned records to staging Parquet shards and their
+MinHash signatures to raw files beside them (data_prep.signature_files), and keeps only small fixed-size arrays
+per record in memory (46 bytes: hashes, lengths, source).
 """
 
 from __future__ import annotations
@@ -26,16 +27,18 @@ import numpy as np
 from data_prep import paths
 from data_prep.clean import DROP_REASONS, LengthBounds, clean_record
 from data_prep.dedup import DedupConfig, Signer
-from data_prep.engine import ray_ordered_map, ray_worker_peak_rss_mb
+from data_prep.engine import ray_ordered_map, ray_worker_peak_mb
 from data_prep.prep_config import FileSource, PrepConfig, dedup_by_positive, iter_config_sources, source_cap
 from data_prep.readers import FieldMap, ReadStats, read_records
+from data_prep.signature_files import Signatures, SignatureWriter
 from data_prep.sources import BUILTIN_SOURCES
 from data_prep.split import key_hash
 from gte_model.core.atomic import write_json
-from gte_model.core.memory import children_peak_rss_mb, peak_rss_mb
+from gte_model.core.memory import children_peak_rss_mb, peak_rss_mb, private_peak_mb, track_private_peak
 from gte_model.core.pairs import ShardWriter
 from gte_model.core.text import canonical, canonical_hash, hash64
 
+FORMAT = 2  # of a stage folder (2: signatures in raw files beside the arrays); part of the folder's name
 _SIGNERS: dict[tuple, Signer] = {}  # per process (pool worker, Ray worker): the permutations are built once
 
 
@@ -53,8 +56,7 @@ class Staged:
     p_hash: np.ndarray = None  # uint64 [N] canonical positive
     pair_hash: np.ndarray = None  # uint64 [N] canonical (query, positive)
     by_positive: np.ndarray = None  # bool [N] dedup on the positive alone
-    q_sig: np.ndarray = None  # uint32 [N, num_perm]
-    p_sig: np.ndarray = None  # uint32 [N, num_perm]
+    sigs: Signatures = None  # MinHash signatures [N, num_perm] of queries and positives, on disk
     q_len: np.ndarray = None  # int32 [N] whitespace tokens
     p_len: np.ndarray = None  # int32 [N]
 
@@ -154,9 +156,9 @@ def stage_all(cfg: PrepConfig, work_dir: Path) -> Staged:
     source is staged into its own folder whose `done.json` is written last, so a re-run loads the sources already
     staged and reads only the rest. The state after a source (names, counts, caps) is saved with it, so loading it
     equals staging it again."""
-    staged = Staged()
+    staged = Staged(sigs=Signatures(cfg.dedup.num_perm))
     parts: dict[str, list] = {k: [] for k in ("source_ids", "key_hash", "q_hash", "p_hash", "pair_hash",
-                                                "by_positive", "q_sig", "p_sig", "q_len", "p_len")}
+                                                "by_positive", "q_len", "p_len")}
     ray = cfg.engine == "ray"
     pool = None
     try:
@@ -173,42 +175,41 @@ def stage_all(cfg: PrepConfig, work_dir: Path) -> Staged:
                 spec = replace(spec, path=paths.fetch(spec.path, work_dir / "inputs" / name))
             start = {key: len(chunks) for key, chunks in parts.items()}
             writer = ShardWriter(folder, "staged", "clean", cfg.rows_per_shard)
+            sig_writer = SignatureWriter(folder)
             stats = ReadStats()
             tasks = ((batch, cfg.length, bool(spec and spec.strip_html), cfg.seed, cfg.dedup)
                      for batch in _spec_batches(cfg, name, spec, stats))
             results = (ray_ordered_map(process_batch, tasks, 2 * cfg.ray.num_workers) if ray
                        else ordered_map(pool, process_batch, tasks, 2 * cfg.num_proc))
             for result in results:
-                if _absorb(cfg, staged, result, writer, parts) and not (spec and spec.source):
+                if _absorb(cfg, staged, result, writer, sig_writer, parts) and not (spec and spec.source):
                     break  # the cap of this source is reached
             writer.close()
+            staged.sigs.add_part(sig_writer.close(), folder)
             staged.files += [folder / rel for rel in writer.files]
             staged.reader_stats[name] = {"rows": stats.rows, "skipped": stats.skipped, "problems": stats.problems}
             _save_unit(folder, staged, parts, start, writer.files)
     finally:
         if pool is not None:
             pool.terminate()
-    num_perm = cfg.dedup.num_perm
     for key, chunks in parts.items():
-        if key in ("q_sig", "p_sig"):
-            setattr(staged, key, np.concatenate(chunks) if chunks else np.zeros((0, num_perm), np.uint32))
-        else:
-            setattr(staged, key, np.concatenate(chunks) if chunks else np.zeros(0, np.uint64))
+        setattr(staged, key, np.concatenate(chunks) if chunks else np.zeros(0, np.uint64))
     staged.source_ids = staged.source_ids.astype(np.int32)
     staged.by_positive = staged.by_positive.astype(bool)
     return staged
 
 
 def _save_unit(folder: Path, staged: Staged, parts: dict, start: dict, files: list[str]) -> None:
-    """One staged source: its arrays (what it appended to `parts`), then the state after it, `done.json` last."""
+    """One staged source: its arrays (what it appended to `parts`; its signatures are on disk already), then the
+    state after it, `done.json` last."""
     folder.mkdir(parents=True, exist_ok=True)
     arrays = {key: np.concatenate(chunks[start[key]:]) for key, chunks in parts.items() if chunks[start[key]:]}
     with open(folder / "arrays.npz", "wb") as fh:
         np.savez(fh, **arrays)
         fh.flush()
         os.fsync(fh.fileno())
-    state = {"files": files, "names": staged.names, "reader_stats": staged.reader_stats,
-             "counts": {name: dict(c) for name, c in staged.counts.items()}}
+    state = {"files": files, "signature_rows": staged.sigs.parts[-1][0], "names": staged.names,
+             "reader_stats": staged.reader_stats, "counts": {name: dict(c) for name, c in staged.counts.items()}}
     write_json(folder / "done.json", state)
 
 
@@ -218,12 +219,14 @@ def _load_unit(folder: Path, staged: Staged, parts: dict) -> None:
         for key in arrays.files:
             parts[key].append(arrays[key])
     staged.files += [folder / rel for rel in state["files"]]
+    staged.sigs.add_part(state["signature_rows"], folder)
     staged.names = state["names"]
     staged.reader_stats = state["reader_stats"]
     staged.counts = {name: Counter(c) for name, c in state["counts"].items()}
 
 
-def _absorb(cfg: PrepConfig, staged: Staged, result: dict, writer: ShardWriter, parts: dict) -> bool:
+def _absorb(cfg: PrepConfig, staged: Staged, result: dict, writer: ShardWriter, sig_writer: SignatureWriter,
+            parts: dict) -> bool:
     """Append one batch result, honouring per-source caps. -> True when a cap was hit."""
     for (source, why), count in result["drops"].items():
         staged.counts.setdefault(source, Counter())[why] += count
@@ -250,8 +253,9 @@ def _absorb(cfg: PrepConfig, staged: Staged, result: dict, writer: ShardWriter, 
     sources = [staged.names.index(result["records"][i]["source"]) for i in take]
     parts["source_ids"].append(np.array(sources, dtype=np.int32))
     parts["by_positive"].append(np.array([dedup_by_positive(cfg, staged.names[s]) for s in sources], dtype=bool))
-    for key in ("key_hash", "q_hash", "p_hash", "pair_hash", "q_sig", "p_sig", "q_len", "p_len"):
+    for key in ("key_hash", "q_hash", "p_hash", "pair_hash", "q_len", "p_len"):
         parts[key].append(result[key][idx])
+    sig_writer.add(result["q_sig"][idx], result["p_sig"][idx])
     return capped
 
 
@@ -294,23 +298,29 @@ class Steps:
 
     def __init__(self) -> None:
         self.started = self.last = time.time()
+        track_private_peak()
         self.seconds: dict[str, float] = {}
         self.peak_rss_mb: dict[str, float] = {}
+        self.peak_private_mb: dict[str, float] = {}
 
     def done(self, name: str) -> None:
         now = time.time()
         self.seconds[name] = round(now - self.last, 1)
         self.peak_rss_mb[name] = peak_rss_mb()  # the peak so far: the step that raises it is the one that needs it
+        self.peak_private_mb[name] = private_peak_mb()
         self.last = now
 
     def manifest(self) -> dict:
+        ray_rss, ray_private = ray_worker_peak_mb()
         return {
             "wall_time_s": round(time.time() - self.started, 1),
             "step_seconds": dict(self.seconds),
             "step_peak_rss_mb": dict(self.peak_rss_mb),
+            "step_peak_private_mb": dict(self.peak_private_mb),
             # this process and the largest worker (cleaning and MinHash run in pool processes or Ray workers)
-            "peak_rss_mb": {"main": peak_rss_mb(),
-                            "largest_worker": max(children_peak_rss_mb(), ray_worker_peak_rss_mb())},
+            "peak_rss_mb": {"main": peak_rss_mb(), "largest_worker": max(children_peak_rss_mb(), ray_rss)},
+            # without the shared pages a process only mapped (Ray's object store); a pool worker's is not measured
+            "peak_private_mb": {"main": private_peak_mb(), **({"largest_worker": ray_private} if ray_private else {})},
         }
 
 

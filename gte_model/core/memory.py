@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ctypes
 import resource
+import threading
+import time
 from pathlib import Path
 
 _STATUS = Path("/proc/self/status")
@@ -33,6 +35,44 @@ def peak_rss_mb() -> float:
     except OSError:
         pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def track_private_peak(interval_s: float = 0.01) -> None:
+    """Start (once per process) a thread that samples this process's private resident memory (RssAnon) every
+    `interval_s`. Its peak, unlike VmHWM, leaves out shared memory this process only mapped: a Ray worker's RSS
+    counts every page of the object store it has read, which grows with the input and is not the worker's own (it
+    is the store's, bounded by its size, and spills to disk)."""
+    global _PRIVATE_THREAD
+    if _PRIVATE_THREAD is not None or not _STATUS.is_file():
+        return
+
+    def sample() -> None:
+        global _PRIVATE_PEAK_MB
+        while True:
+            _PRIVATE_PEAK_MB = max(_PRIVATE_PEAK_MB, _private_mb())
+            time.sleep(interval_s)
+
+    _PRIVATE_THREAD = threading.Thread(target=sample, name="private-memory-peak", daemon=True)
+    _PRIVATE_THREAD.start()
+
+
+def private_peak_mb() -> float:
+    """Peak private resident memory (MiB) since track_private_peak started (0.0 where it cannot run)."""
+    return round(max(_PRIVATE_PEAK_MB, _private_mb()), 1) if _PRIVATE_THREAD is not None else 0.0
+
+
+def _private_mb() -> float:
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+_PRIVATE_THREAD: threading.Thread | None = None
+_PRIVATE_PEAK_MB = 0.0
 
 
 def children_peak_rss_mb() -> float:

@@ -59,6 +59,34 @@ def test_exact_dedup_matches_canonical_text_and_counts_across_sources():
     assert counts.tolist() == [[1, 0], [0, 1]]
 
 
+def _exact_dedup_walk(source_ids, pos_hash, pair_hash, by_positive, keep, num_sources):
+    """The definition, record by record: a record repeats the first earlier kept record with its key."""
+    keep, counts = keep.copy(), np.zeros((num_sources, 2), np.int64)
+    seen_pos, seen_pair = {}, {}
+    for i in np.flatnonzero(keep):
+        first = seen_pos.get(pos_hash[i]) if by_positive[i] else seen_pair.get(pair_hash[i])
+        if first is not None:
+            keep[i] = False
+            counts[source_ids[i], 0 if first == source_ids[i] else 1] += 1
+            continue
+        seen_pos.setdefault(pos_hash[i], source_ids[i])
+        seen_pair.setdefault(pair_hash[i], source_ids[i])
+    return keep, counts
+
+
+def test_exact_dedup_equals_the_record_by_record_walk_on_random_collisions():
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n = int(rng.integers(1, 60))
+        positive = rng.integers(0, 6, n)  # few distinct positives and queries: many repeats of every kind
+        pair_hash = (positive * 10 + rng.integers(0, 3, n)).astype(np.uint64)  # a pair implies its positive
+        args = (rng.integers(0, 3, n).astype(np.int32), positive.astype(np.uint64), pair_hash,
+                rng.random(n) < 0.5, rng.random(n) < 0.85, 3)
+        keep, counts = exact_dedup(*args)
+        want_keep, want_counts = _exact_dedup_walk(*args)
+        assert keep.tolist() == want_keep.tolist() and counts.tolist() == want_counts.tolist(), trial
+
+
 def test_decontamination_removes_a_planted_stsb_test_sentence():
     test_sentences = stsb_test_sentences()
     planted = test_sentences[100]

@@ -26,7 +26,8 @@ ray = pytest.importorskip("ray")
 
 # Manifest keys that describe the run (timings, memory, engine settings, where it was written and where its vectors
 # were cached), not the output.
-RUN_KEYS = ("wall_time_s", "step_seconds", "step_peak_rss_mb", "peak_rss_mb", "mining")
+RUN_KEYS = ("wall_time_s", "step_seconds", "step_peak_rss_mb", "step_peak_private_mb", "peak_rss_mb",
+            "peak_private_mb", "mining")
 RUN_CONFIG_KEYS = ("out_dir", "engine", "ray", "num_proc")
 
 
@@ -82,6 +83,8 @@ def test_ray_prep_of_user_files_with_planted_duplicates_equals_local(tmp_path, r
     assert stats["faq"]["near_dups_within"] == 1  # pair mode: the planted copy of write_prep_sources has another query
     assert output_content(on_ray) == output_content(local)
     assert "Engine: ray" in (on_ray / "report.md").read_text()
+    private = json.loads((on_ray / "manifest.json").read_text())["peak_private_mb"]  # the driver and a worker
+    assert private["main"] > 0 and private["largest_worker"] > 0
 
 
 @pytest.mark.slow
