@@ -96,6 +96,7 @@ def ray_ordered_map(fn: Callable, tasks: Iterable, window: int, *shared) -> Iter
 
 
 def _measured(fn: Callable, task, *shared) -> tuple:
+    track_private_peak()  # sampling from the first task on
     return fn(task, *shared), worker_peaks()
 
 
@@ -106,8 +107,8 @@ def _unmeasured(answer: tuple):
 
 
 def worker_peaks() -> tuple[int, float, float]:
-    """In a Ray task: (pid, peak RSS, peak private memory) of this worker so far, for record_worker_peaks."""
-    track_private_peak()
+    """In a Ray task that called track_private_peak first: (pid, peak RSS, peak private memory) of this worker so
+    far, for record_worker_peaks."""
     return os.getpid(), peak_rss_mb(), private_peak_mb()
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from data_prep.dedup import DedupConfig, EvalIndex, decontaminate, lsh_bands, near_match
 from data_prep.engine import import_ray, ray_ordered_map, record_worker_peaks, worker_peaks
 from data_prep.signature_files import Signatures
+from gte_model.core.memory import track_private_peak
 from gte_model.embed_cache import mix64
 
 _BLOCK_RECORDS = 50_000  # records per map block and per decontamination task
@@ -63,6 +64,7 @@ def _band_partitions(ids: np.ndarray, p_sig: np.ndarray, bands: int, rows: int, 
     """Record ids [B] and their positive signatures [B, num_perm] -> `parts` arrays of (bucket key, id) rows,
     partitioned by key (the map side of the groupby), and this worker's memory peaks. A bucket key hashes one band
     of a signature with its number."""
+    track_private_peak()
     p_sig = p_sig.astype(np.uint64)
     keys = []
     for band in range(bands):
