@@ -25,7 +25,7 @@ import numpy as np
 
 from data_prep.dedup import DedupConfig, EvalIndex, decontaminate, lsh_bands, near_match
 from data_prep.engine import import_ray, ray_ordered_map, record_worker_peaks, worker_peaks
-from data_prep.signature_files import Signatures
+from data_prep.signature_files import P_FILE, Signatures
 from gte_model.core.memory import track_private_peak
 from gte_model.embed_cache import mix64
 
@@ -38,13 +38,13 @@ def near_dedup_ray(sigs: Signatures, source_ids: np.ndarray, by_positive: np.nda
     """dedup.near_dedup on Ray: -> (keep mask, counts [num_sources, 2] within/across), equal to the local ones."""
     ray = import_ray()
     bands, rows = lsh_bands(cfg)
-    blocks = [(a, min(a + _BLOCK_RECORDS, len(keep))) for a in range(0, len(keep), _BLOCK_RECORDS)]
+    blocks = _ranges(len(keep))
     parts = max(num_workers, len(blocks))
     mapper = ray.remote(num_returns=parts + 1)(_band_partitions)
     mapped, window = [], 2 * num_workers
     for i, (a, b) in enumerate(blocks):  # one block of signatures read at a time, `window` map tasks in flight
         ids = a + np.flatnonzero(keep[a:b])
-        mapped.append(mapper.remote(ids, sigs.rows(ids)[1], bands, rows, parts))
+        mapped.append(mapper.remote(ids, sigs.rows(ids, files=(P_FILE,))[0], bands, rows, parts))
         if i >= window:
             record_worker_peaks(ray.get(mapped[i - window][-1]))
     for m in mapped[-window:]:
@@ -58,6 +58,11 @@ def near_dedup_ray(sigs: Signatures, source_ids: np.ndarray, by_positive: np.nda
     confirmed = list(ray_ordered_map(_confirmed, tasks, 2 * num_workers, cfg.threshold))
     edges = np.concatenate(confirmed) if confirmed else np.zeros((0, 2), np.int64)
     return keep_first(edges if len(edges) else None, keep, source_ids, num_sources)
+
+
+def _ranges(n: int) -> list[tuple[int, int]]:
+    """Record ranges [a, b) of _BLOCK_RECORDS covering n records: the map blocks and the decontamination chunks."""
+    return [(a, min(a + _BLOCK_RECORDS, n)) for a in range(0, n, _BLOCK_RECORDS)]
 
 
 def _band_partitions(ids: np.ndarray, p_sig: np.ndarray, bands: int, rows: int, parts: int) -> list:
@@ -129,8 +134,8 @@ def decontaminate_ray(index: EvalIndex, q_hash: np.ndarray, p_hash: np.ndarray, 
                       source_ids: np.ndarray, train: np.ndarray, num_sources: int, num_workers: int
                       ) -> tuple[np.ndarray, np.ndarray]:
     """dedup.decontaminate over record-range chunks in Ray tasks -> (train mask, drops per source)."""
-    ranges = [(a, min(a + _BLOCK_RECORDS, len(train))) for a in range(0, len(train), _BLOCK_RECORDS)]
-    chunks = ((q_hash[a:b], p_hash[a:b], *sigs.range(a, b), source_ids[a:b], train[a:b]) for a, b in ranges)
+    chunks = ((q_hash[a:b], p_hash[a:b], *sigs.range(a, b), source_ids[a:b], train[a:b])
+              for a, b in _ranges(len(train)))
     masks, counts = [], np.zeros(num_sources, dtype=np.int64)
     for mask, c in ray_ordered_map(_decontaminate_chunk, chunks, 2 * num_workers, index, num_sources):
         masks.append(mask)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-FILES = ("q_sig.u32", "p_sig.u32")
+Q_FILE, P_FILE = "q_sig.u32", "p_sig.u32"
+FILES = (Q_FILE, P_FILE)
 
 
 class SignatureWriter:
@@ -56,34 +57,35 @@ class Signatures:
             raise ValueError(f"{folder / FILES[0]}: {size} bytes, expected {rows} rows of {self.num_perm} uint32")
         self.parts.append((rows, folder))
 
-    def range(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-        """Rows lo..hi-1 -> (q_sig, p_sig) uint32 [hi - lo, num_perm], read into this process's memory."""
-        out = [np.empty((max(hi - lo, 0), self.num_perm), np.uint32) for _ in FILES]
+    def range(self, lo: int, hi: int, files: tuple[str, ...] = FILES) -> tuple[np.ndarray, ...]:
+        """Rows lo..hi-1 of each of `files` (queries, positives) -> uint32 [hi - lo, num_perm] each, read into this
+        process's memory."""
+        out = [np.empty((max(hi - lo, 0), self.num_perm), np.uint32) for _ in files]
         start = 0
         for rows, folder in self.parts:
             a, b = max(lo, start), min(hi, start + rows)
             if a < b:
-                for arr, name in zip(out, FILES):
+                for arr, name in zip(out, files):
                     arr[a - lo:b - lo] = np.fromfile(folder / name, dtype=np.uint32, count=(b - a) * self.num_perm,
                                                      offset=(a - start) * self.num_perm * 4).reshape(-1, self.num_perm)
             start += rows
-        return out[0], out[1]
+        return tuple(out)
 
-    def rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rows of the record ids (any order, repeats allowed) -> (q_sig, p_sig) [len(ids), num_perm]. Each file is
-        mapped only while it is read, so its pages do not stay in this process."""
+    def rows(self, ids: np.ndarray, files: tuple[str, ...] = FILES) -> tuple[np.ndarray, ...]:
+        """Rows of the record ids (any order, repeats allowed) of each of `files` -> [len(ids), num_perm] each. Each
+        file is mapped only while it is read, so its pages do not stay in this process."""
         ids = np.asarray(ids, dtype=np.int64)
-        out = [np.empty((len(ids), self.num_perm), np.uint32) for _ in FILES]
+        out = [np.empty((len(ids), self.num_perm), np.uint32) for _ in files]
         start = 0
         for rows, folder in self.parts:
             mine = np.flatnonzero((ids >= start) & (ids < start + rows))
             if len(mine) and rows:
-                for arr, name in zip(out, FILES):
+                for arr, name in zip(out, files):
                     mapped = np.memmap(folder / name, dtype=np.uint32, mode="r", shape=(rows, self.num_perm))
                     arr[mine] = mapped[ids[mine] - start]
                     del mapped
             start += rows
-        return out[0], out[1]
+        return tuple(out)
 
     def all(self) -> tuple[np.ndarray, np.ndarray]:
         return self.range(0, len(self))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from data_prep.signature_files import Signatures, SignatureWriter
+from data_prep.signature_files import P_FILE, Signatures, SignatureWriter
 
 
 def test_range_and_rows_read_back_what_was_written_across_sources(tmp_path):
@@ -23,6 +23,8 @@ def test_range_and_rows_read_back_what_was_written_across_sources(tmp_path):
     ids = np.array([22, 0, 9, 10, 9, 15])
     got_q, got_p = sigs.rows(ids)
     assert np.array_equal(got_q, q[ids]) and np.array_equal(got_p, p[ids])
+    (only_p,) = sigs.rows(ids, files=(P_FILE,))  # one side alone, as the near-dedup map reads it
+    assert np.array_equal(only_p, p[ids])
 
 
 def test_a_part_of_the_wrong_size_is_refused(tmp_path):
