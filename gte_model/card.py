@@ -28,6 +28,8 @@ def render_card(meta: dict) -> str:
         f"| pooling | {meta.get('pooling')} |",
         f"| dimensions | {meta.get('dim')} |",
         *([f"| Matryoshka dims | {meta['matryoshka_dims']} |"] if meta.get("matryoshka_dims") else []),
+        *(["| rotation | principal axes (2_Dense): the leading dims carry the most, so a prefix truncates well |"]
+          if meta.get("rotated") else []),
         f"| max sequence length | {meta.get('max_seq_len')} |",
         f"| L2-normalised output | {meta.get('normalize')} |",
         f"| query prompt | {prompts.get('query', '')!r} |",
@@ -40,12 +42,13 @@ def render_card(meta: dict) -> str:
         "from sentence_transformers import SentenceTransformer",
         "model = SentenceTransformer('path/to/this/folder')",
         "emb = model.encode(['a sentence', 'another one'])",
-        *([f"small = SentenceTransformer('path/to/this/folder', truncate_dim={min(meta['matryoshka_dims'])})"]
-          if meta.get("matryoshka_dims") else []),
+        *([f"small = SentenceTransformer('path/to/this/folder', truncate_dim={_small_dim(meta)})"]
+          if _small_dim(meta) else []),
         "```",
         "",
         "With transformers alone: `AutoModel` + `AutoTokenizer`, mean of the last hidden states over the attention",
-        "mask, then L2 normalisation if the table says so.",
+        "mask, " + ("then `v @ W.T` with W the `linear.weight` of 2_Dense/model.safetensors (the rotation), "
+                    if meta.get("rotated") else "") + "then L2 normalisation if the table says so.",
         "",
     ]
     results = meta.get("eval_results") or {}
@@ -59,6 +62,13 @@ def render_card(meta: dict) -> str:
     if meta.get("train_config"):
         lines += ["## Training configuration", "", "```json", json.dumps(meta["train_config"], indent=2), "```", ""]
     return "\n".join(lines)
+
+
+def _small_dim(meta: dict) -> int | None:
+    """A truncation to show in the usage: the smallest Matryoshka dim, or a third of a rotated model's dims."""
+    if meta.get("matryoshka_dims"):
+        return min(meta["matryoshka_dims"])
+    return int(meta["dim"]) // 3 if meta.get("rotated") and meta.get("dim") else None
 
 
 def _lora_rows(lora: dict | None) -> list[str]:

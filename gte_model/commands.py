@@ -1,5 +1,6 @@
-"""`gte encode`, `gte export`, `gte merge`: the model's own command-line jobs. User errors (a missing or damaged model
-folder, an output folder that is not ours) are raised as UserError; the `gte` boundary prints them in one line.
+"""`gte encode`, `gte export`, `gte merge`, `gte rotate`: the model's own command-line jobs. User errors (a missing or
+damaged model folder, an output folder that is not ours) are raised as UserError; the `gte` boundary prints them in
+one line.
 
 CPU example:  gte encode "A man plays guitar." "Someone plays an instrument." "The market fell."
               gte export all-MiniLM-L6-v2 runs/minilm-export
@@ -81,7 +82,7 @@ def run_merge(cfg, log=print):
     models = [load_model(name) for name in cfg.models]
     weights, table = tuple(cfg.weights), {}
     if not weights:
-        tasks = fit_examples(cfg.fit.data, cfg.fit.rows)
+        tasks = fit_examples(cfg.fit.data, cfg.fit.rows, key="fit.data", purpose="fit the merge weights on")
         weights, table = fit_weights(models, tasks, cfg.fit.step, cfg.fit.batch_size, cfg.bf16, log=log)
     merged = merge_models(models, weights)
     record = {"merge": {"models": list(cfg.models), "weights": list(weights),
@@ -91,9 +92,52 @@ def run_merge(cfg, log=print):
     return weights
 
 
-def fit_examples(dirs: list[str], rows: int) -> dict[str, tuple[list[str], list[str]]]:
+def rotate_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="gte rotate", description="Turn a model's embeddings to their principal axes (gte_model.rotate): the "
+        "same full-dim similarities, far better truncated ones.")
+    parser.add_argument("src", help="packaged short name or model folder")
+    parser.add_argument("out", help="output folder (replaced atomically)")
+    parser.add_argument("--data", nargs="+", required=True, metavar="PAIRS_DIR",
+                        help="pairs dirs (gte prep output) whose train rows' queries and positives fit the axes")
+    parser.add_argument("--rows", type=int, default=600, help="train rows per source (default 600)")
+    parser.add_argument("--fp32", action="store_true", help="encode in fp32 (default: bf16 autocast)")
+    args = parser.parse_args(argv)
+    run_rotate(args.src, args.out, args.data, args.rows, bf16=not args.fp32, key="OUT")
+    return 0
+
+
+def run_rotate(src, out, data: list[str], rows: int, bf16: bool = True, batch_size: int = 64, key: str = "out",
+               log=print):
+    """Fit the principal axes of src's embeddings of `rows` train rows per source of the pairs dirs `data`;
+    export the rotated model to out (its gte_export.json keeps src's training record under "source")."""
+    import json
+    from pathlib import Path
+
+    from gte_model.export import META_FILE
+    from gte_model.rotate import captured, fit_rotation, rotated
+
+    if rows < 2:
+        raise UserError(f"rows={rows}: must be >= 2 (the axes of one text are not a rotation worth fitting)")
+    model = load_model(src)
+    tasks = fit_examples(data, rows, key="data", purpose="fit the rotation on")
+    queries = [q for qs, _ in tasks.values() for q in qs]
+    documents = [d for _, ds in tasks.values() for d in ds]
+    axes, emb = fit_rotation(model, queries, documents, batch_size, bf16)
+    third = model.dim // 3
+    log(f"[rotate] {len(emb)} texts from {len(tasks)} sources; the first {third} of {model.dim} dims hold "
+        f"{captured(emb @ axes.T, third):.1%} of the embeddings' second moment (before: {captured(emb, third):.1%})")
+    meta_file = Path(str(src)) / META_FILE
+    prior = json.loads(meta_file.read_text()).get("train_config") if meta_file.is_file() else None
+    record = {"rotate": {"model": str(src), "data": list(data), "rows": rows, "texts": len(emb)}, "source": prior}
+    export_model(rotated(model, axes), out, train_config=record, key=key)
+    log(f"[rotate] {src} -> {out}")
+    return out
+
+
+def fit_examples(dirs: list[str], rows: int, key: str, purpose: str) -> dict[str, tuple[list[str], list[str]]]:
     """`rows` evenly spaced train rows of every source of each pairs dir: {"<dir name>/<source>": (queries,
-    positives)}."""
+    positives)}. key: the config key or argument naming dirs; purpose: what the rows are for (error messages)."""
     from pathlib import Path
 
     import pyarrow.parquet as pq
@@ -102,7 +146,7 @@ def fit_examples(dirs: list[str], rows: int) -> dict[str, tuple[list[str], list[
 
     tasks = {}
     for folder in dirs:
-        manifest = pairs.read_manifest(folder, key="fit.data")
+        manifest = pairs.read_manifest(folder, key=key)
         for source, entry in manifest["sources"].items():
             files = entry.get("train", {}).get("files", [])
             if not files:
@@ -112,5 +156,5 @@ def fit_examples(dirs: list[str], rows: int) -> dict[str, tuple[list[str], list[
             table = table.take(pick)
             tasks[f"{Path(folder).name}/{source}"] = (table["query"].to_pylist(), table["positive"].to_pylist())
     if not tasks:
-        raise UserError(f"fit.data={dirs}: no source with train rows to fit the merge weights on")
+        raise UserError(f"{key}={dirs}: no source with train rows to {purpose}")
     return tasks

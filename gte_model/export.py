@@ -2,8 +2,9 @@
 
 Layout (sentence-transformers' module format over a plain Hugging Face model folder):
   config.json, model.safetensors, tokenizer files incl. vocab.txt   -> AutoModel / AutoTokenizer
-  modules.json, sentence_bert_config.json, 1_Pooling/, 2_Normalize/,
+  modules.json, sentence_bert_config.json, 1_Pooling/, [2_Dense/,] N_Normalize/,
   config_sentence_transformers.json (prompts, cosine)              -> SentenceTransformer
+  (2_Dense: a rotated model's rotation, gte_model.rotate: no bias, identity activation)
   gte_export.json (base model, settings, LoRA, training config, eval) -> our own loader and the model card
   README.md                                                         -> the model card
   .gte-owner                                                        -> marks the folder ours (core.atomic)
@@ -25,11 +26,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from safetensors.torch import save_file
+
 from gte_model.card import render_card
 from gte_model.core.atomic import build_dir, write_json, write_text
 from gte_model.core.errors import UserError
 from gte_model.lora import adapter_files, lora_settings, without_lora
 from gte_model.model import GTEModel, count_non_finite
+from gte_model.rotate import DENSE_ACTIVATION, DENSE_WEIGHT
 
 META_FILE = "gte_export.json"
 LORA_EXPORTS = ("merged", "adapter")
@@ -66,6 +70,7 @@ def export_model(
             "max_seq_len": model.max_seq_len,
             "dim": model.dim,
             "matryoshka_dims": model.matryoshka_dims,
+            "rotated": model.rotation is not None,
             "prompts": model.prompts,
             "train_config": train_config,
             "eval_results": eval_results or {},
@@ -116,15 +121,16 @@ def _write_wordpiece_vocab(tokenizer, folder: Path) -> None:
 
 
 def _write_st(model: GTEModel, folder: Path) -> None:
-    modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-    ]
-    if model.normalize:
-        modules.append(
-            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
-        )
-        (folder / "2_Normalize").mkdir()
+    kinds = ["Transformer", "Pooling"] + ["Dense"] * (model.rotation is not None) + ["Normalize"] * model.normalize
+    modules = [{"idx": i, "name": str(i), "path": f"{i}_{kind}" if i else "",
+                "type": f"sentence_transformers.models.{kind}"} for i, kind in enumerate(kinds)]
+    for module in modules[2:]:
+        (folder / module["path"]).mkdir()
+    if model.rotation is not None:
+        dense = folder / modules[2]["path"]
+        write_json(dense / "config.json", {"in_features": model.dim, "out_features": model.dim, "bias": False,
+                                           "activation_function": DENSE_ACTIVATION})
+        save_file({DENSE_WEIGHT: model.rotation.detach().float().cpu().contiguous()}, str(dense / "model.safetensors"))
     write_json(folder / "modules.json", modules)
     write_json(folder / "sentence_bert_config.json", {"max_seq_length": model.max_seq_len, "do_lower_case": False})
     (folder / "1_Pooling").mkdir()

@@ -12,12 +12,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from gte_model.assets import PACKAGED, ModelLoadError, is_installed, packaged_model_path
 from gte_model.model import GTEModel, count_non_finite
 from gte_model.presets import PRESETS, preset_config
+from gte_model.rotate import DENSE_ACTIVATION, DENSE_WEIGHT
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 # In order of preference: safetensors loads without unpickling anything.
@@ -110,13 +113,37 @@ def read_st_settings(path: Path) -> dict:
             settings["pooling"] = _pooling_from_st(_read_json(module_dir / "config.json"), module_dir)
         elif kind == "Normalize":
             settings["normalize"] = True
+        elif kind == "Dense" and "pooling" in settings and not settings["normalize"] and "rotation" not in settings:
+            settings["rotation"] = _read_rotation(module_dir)
         else:
-            raise ModelLoadError(f"{modules_file}: module type {module.get('type')!r} is not supported by GTEModel; "
-                                 "use a folder of Transformer, Pooling and Normalize modules")
+            raise ModelLoadError(f"{modules_file}: module type {module.get('type')!r} is not supported by GTEModel "
+                                 "there; use a folder of Transformer, Pooling, [Dense (a rotation)] and Normalize "
+                                 "modules, in that order")
     extra = path / "config_sentence_transformers.json"
     if extra.is_file():
         settings["prompts"] = _read_json(extra).get("prompts") or {}
     return settings
+
+
+def _read_rotation(folder: Path) -> torch.Tensor:
+    """A Dense module's weight as GTEModel.rotation: square, no bias, identity activation (what gte rotate writes)."""
+    cfg = _read_json(folder / "config.json")
+    n_in, n_out = cfg.get("in_features"), cfg.get("out_features")
+    if n_in != n_out or cfg.get("bias", True) or cfg.get("activation_function") != DENSE_ACTIVATION:
+        raise ModelLoadError(f"{folder}/config.json: a Dense module {cfg} is not supported by GTEModel; only a "
+                             f"square one without bias and with activation_function {DENSE_ACTIVATION} (a "
+                             "rotation written by gte rotate)")
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise ModelLoadError(f"{weights}: missing; the model folder is incomplete, export it again")
+    try:
+        weight = load_file(str(weights))[DENSE_WEIGHT]
+    except Exception as exc:  # noqa: BLE001 - a damaged file or a missing tensor; say which file
+        raise ModelLoadError(f"{weights}: failed to read {DENSE_WEIGHT!r} ({_short(exc)}); export it again") from exc
+    if tuple(weight.shape) != (n_in, n_in) or not torch.isfinite(weight).all():
+        raise ModelLoadError(f"{weights}: {DENSE_WEIGHT} of shape {tuple(weight.shape)} is not a finite "
+                             f"[{n_in}, {n_in}] matrix; export it again")
+    return weight.float()
 
 
 def _pooling_from_st(cfg: dict, where: Path) -> str:
@@ -190,6 +217,7 @@ def _load_folder(path: Path, pooling, normalize, max_seq_len, trust_remote_code:
         prompts=settings.get("prompts"),
         base_model=base,
         matryoshka_dims=meta.get("matryoshka_dims"),
+        rotation=settings.get("rotation"),
     )
 
 

@@ -78,6 +78,10 @@ def merge_models(models: Sequence[GTEModel], weights: Sequence[float]) -> GTEMod
 
 
 def _check_compatible(models: Sequence[GTEModel], states: list[dict]) -> None:
+    for i, model in enumerate(models):
+        if model.rotation is not None:  # averaging weights under different rotations mixes unrelated axes
+            raise UserError(f"models.{i}: a rotated model (gte rotate); merge the unrotated models, then rotate the "
+                            "merge")
     first, vocab = states[0], models[0].tokenizer.get_vocab()
     for i, (model, state) in enumerate(zip(models[1:], states[1:]), start=1):
         if state.keys() != first.keys() or any(state[k].shape != first[k].shape for k in first):

@@ -65,7 +65,7 @@ def collate(ids: Sequence[Sequence[int]], pad_id: int, width: int | None = None)
 
 
 class GTEModel(nn.Module):
-    """A text encoder: backbone -> token states -> pooled vector."""
+    """A text encoder: backbone -> token states -> pooled vector (-> a fixed rotation, gte_model.rotate)."""
 
     def __init__(
         self,
@@ -77,6 +77,7 @@ class GTEModel(nn.Module):
         prompts: dict[str, str] | None = None,
         base_model: str | None = None,
         matryoshka_dims: Sequence[int] | None = None,
+        rotation: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         if pooling not in POOLING_MODES:
@@ -95,6 +96,11 @@ class GTEModel(nn.Module):
         self.base_model = base_model
         # leading dims the model was trained to be truncated to (loss.matryoshka_dims); [] = the full dim only
         self.matryoshka_dims = [int(d) for d in matryoshka_dims or []]
+        # an orthogonal [H, H] map applied to every pooled vector (gte_model.rotate); never trained. Not in the
+        # state dict: the export writes it as sentence-transformers' Dense module and the loader reads it back
+        self.register_buffer("rotation", None, persistent=False)
+        if rotation is not None:
+            self.set_rotation(rotation)
 
     # ---- properties -----------------------------------------------------------------------------------
     @property
@@ -104,6 +110,15 @@ class GTEModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    def set_rotation(self, rotation: torch.Tensor | None) -> None:
+        """Apply `rotation` ([dim, dim], float32; None = none) to every pooled vector from now on."""
+        if rotation is not None:
+            rotation = torch.as_tensor(rotation, dtype=torch.float32)
+            if tuple(rotation.shape) != (self.dim, self.dim):
+                raise ValueError(f"rotation of shape {tuple(rotation.shape)}: must be [{self.dim}, {self.dim}]")
+            rotation = rotation.to(next(self.backbone.parameters()).device)
+        self.rotation = rotation
 
     # ---- training -------------------------------------------------------------------------------------
     def forward(
@@ -117,9 +132,14 @@ class GTEModel(nn.Module):
         a `Packed` batch (gte_model.packed: no padding tokens, the same result)."""
         if packed is not None:
             hidden = packed_forward(self.backbone, packed)  # [T, H]
-            return pool_packed(hidden, packed.seq_index, packed.lengths, packed.starts, self.pooling)
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-        return pool(out.last_hidden_state, attention_mask, self.pooling)  # [B, T, H] -> [B, H]
+            pooled = pool_packed(hidden, packed.seq_index, packed.lengths, packed.starts, self.pooling)
+        else:
+            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+            pooled = pool(out.last_hidden_state, attention_mask, self.pooling)  # [B, T, H] -> [B, H]
+        if self.rotation is None:
+            return pooled
+        with torch.autocast(device_type=pooled.device.type, enabled=False):  # fp32: a bf16 product would round
+            return pooled.float() @ self.rotation.float().T  # [B, H], fp32 even in a module cast to bf16
 
     def tokenize_ids(self, texts: Sequence[str], max_seq_len: int | None = None) -> list[list[int]]:
         """Token ids per text, truncated to max_seq_len (special tokens included), no padding."""

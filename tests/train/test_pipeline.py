@@ -42,6 +42,7 @@ TINY = [
     "stage2.loss.distill_weight=1.0",
     "stage2.loss.distill_in_batch=true",
     "stage2.loss.matryoshka_dims=[32,16]",  # the tiny preset has 32 dims
+    "eval.dims=[16,8]",
     "stage2.data.val_rows=8",
     "stage2.train.global_batch_size=8",
     "stage2.train.chunk_size=16",
@@ -55,7 +56,8 @@ TINY = [
     "eval.bf16=false",
 ]
 # a teacher (all-mpnet-base-v2, installed by scripts/setup.sh) vets negatives, stage 2 distils from it, and the
-# final model is the quickstart's merge of the base (here a random tiny preset) and stage 2
+# final model is the quickstart's merge of the base (here a random tiny preset) and stage 2, rotated to its
+# principal axes (rotate.rows)
 PHASES = ["prep", "stage1", "mine", "stage2", "merge", "export", "eval_base", "eval_teacher", "eval_stage1",
           "eval_stage2", "eval_merged"]
 
@@ -92,14 +94,18 @@ def test_pipeline_killed_in_stage1_finishes_on_rerun_without_redoing_prep(tmp_pa
     for phase in PHASES:
         assert (run_dir / "phases" / f"{phase}.json").is_file(), phase
     report = (run_dir / "report.md").read_text()
-    assert "merged (final)" in report and "teacher (all-mpnet-base-v2)" in report and "ndcg@10" in report
+    assert "merged (final, rotated)" in report and "teacher (all-mpnet-base-v2)" in report and "ndcg@10" in report
     assert (run_dir / "report.png").is_file()
     mined = pq.read_table(next((run_dir / "data" / "mined").glob("*/train-*.parquet"))).to_pylist()
     assert all(len(r["teacher_scores"]) == 1 + len(r["negatives"]) for r in mined)
     assert list((run_dir / "data" / ".mined.embed_cache").iterdir())  # stage 2 read the teacher from here
     assert not (run_dir / "stage2" / "teacher_cache").exists()
     final = load_model(run_dir / "export")
-    assert final.base_model == "preset:tiny"
+    assert final.base_model == "preset:tiny" and final.rotation is not None
+    merged = load_model(run_dir / "merged")
+    texts = ["python file data", "the news report", "a small red dog"]
+    a, b = merged.encode(texts, normalize=True), final.encode(texts, normalize=True)
+    assert abs(a @ a.T - b @ b.T).max() < 1e-5 and abs(a - b).max() > 1e-3  # turned, same similarities
     results = json.loads((run_dir / "eval" / "stage2" / "results.json").read_text())["results"]
     assert {"beir/pydocs", "beir/stsb"} <= set(results)
     card = (run_dir / "export" / "README.md").read_text()

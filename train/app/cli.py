@@ -2,6 +2,8 @@
 
 gte encode [--model NAME] TEXT...      embed texts and print their cosine similarities
 gte export SRC OUT                      write SRC (preset, packaged name or folder) as a loadable export
+gte merge [CONFIG] models=[..] ...      weighted average of model folders (WiSE-FT)   (gte_model.merge)
+gte rotate SRC OUT --data PAIRS_DIR     turn a model to its principal axes (truncation) (gte_model.rotate)
 gte prep CONFIG [key=value ...]         build relevance pairs from raw corpora        (data_prep.prep)
 gte mine CONFIG [key=value ...]         mine hard negatives                           (data_prep.mine)
 gte train CONFIG [key=value ...]        train one stage                               (train.loop)
@@ -26,6 +28,7 @@ COMMANDS = {
     "encode": "gte_model.commands:encode_main",
     "export": "gte_model.commands:export_main",
     "merge": "gte_model.commands:merge_main",
+    "rotate": "gte_model.commands:rotate_main",
     "prep": "data_prep.prep:main",
     "mine": "data_prep.mine:main",
     "train": "train.loop:main",

@@ -1,4 +1,5 @@
-"""The whole pipeline in one command: prep -> stage 1 -> mine -> stage 2 -> [merge] -> export -> evaluate -> report.
+"""The whole pipeline in one command: prep -> stage 1 -> mine -> stage 2 -> [merge] -> export [rotated] -> evaluate ->
+report.
 
   gte run configs/quickstart.yaml                      # the README's main command (about 30 min on a 2-core CPU)
   gte run configs/quickstart.yaml run.dir=runs/qs2 stage1.train.max_steps=10   # any key of any phase
@@ -11,7 +12,8 @@ mining) resume inside themselves, so an interrupted pipeline finishes where it s
   <run.dir>/data/pairs  prep output        <run.dir>/stage1  stage-1 run (its export feeds mining and stage 2)
   <run.dir>/data/mined  triples            <run.dir>/stage2  stage-2 run
   <run.dir>/merged      merge output       (when merge.models is set: e.g. [base, stage2], WiSE-FT)
-  <run.dir>/export      the final model    <run.dir>/eval/{base,teacher,stage1,stage2,merged}  results
+  <run.dir>/export      the final model (turned to its principal axes when rotate.rows > 0: gte_model.rotate)
+  <run.dir>/eval/{base,teacher,stage1,stage2,merged}  results
 A teacher (mine.teacher.model) vets the mined negatives; stage 2 distils from it (loss.distill_weight) through the
 same vector cache: stage2.teacher follows mine.teacher unless stage2.teacher.model names another model.
   <run.dir>/report.md, report.png          loss curves of both stages, metric bars, wall time of each phase
@@ -29,7 +31,7 @@ from pathlib import Path
 
 from data_prep.mine import MineConfig, embed_cache_dir, mine
 from data_prep.prep import PrepConfig, prep
-from gte_model.commands import run_merge
+from gte_model.commands import run_merge, run_rotate
 from gte_model.core.atomic import build_dir
 from gte_model.core.config import ConfigError, config_from_argv, dump_config, save_config
 from gte_model.core.memory import children_peak_rss_mb, peak_rss_mb, release_free_memory, reset_peak
@@ -65,6 +67,13 @@ class PipelineEvalConfig:
 
 
 @dataclass
+class PipelineRotateConfig:
+    # train rows per source of the prep output whose queries and positives fit the final model's rotation (gte
+    # rotate: the same full-dim similarities, better truncated ones); 0 = the final model is not rotated
+    rows: int = 0
+
+
+@dataclass
 class PipelineConfig:
     run: PipelineRunConfig = field(default_factory=PipelineRunConfig)
     prep: PrepConfig = field(default_factory=PrepConfig)  # prep.out_dir is set to <run.dir>/data/pairs
@@ -74,6 +83,7 @@ class PipelineConfig:
     # models: pipeline names (base, stage1, stage2) or folders; [] = no merge (the final model is stage 2's).
     # fit.data: pairs dirs, or `pairs` / `mined` for the pipeline's own. out_dir is set by the pipeline.
     merge: MergeConfig = field(default_factory=MergeConfig)
+    rotate: PipelineRotateConfig = field(default_factory=PipelineRotateConfig)
     eval: PipelineEvalConfig = field(default_factory=PipelineEvalConfig)
 
     def resolve(self) -> PipelineConfig:
@@ -119,6 +129,8 @@ class PipelineConfig:
         errors += [f"stage2: {e}" for e in self.stage2.validate()]
         if self.merge.models:
             errors += [f"merge.{e}" for e in self.merge.validate()]
+        if self.rotate.rows == 1 or self.rotate.rows < 0:
+            errors.append(f"rotate.rows={self.rotate.rows}: 0 (no rotation) or >= 2 rows per source")
         if self.stage2.data.num_negatives > self.mine.negatives.k:
             errors.append(
                 f"stage2.data.num_negatives={self.stage2.data.num_negatives} exceeds mine.negatives.k="
@@ -158,7 +170,8 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
     if merged is not None:
         phases.append(Phase("merge", cfg.merge, lambda force: run_merge(cfg.merge_config())))
     phases += [
-        Phase("export", {"merged": bool(merged)}, lambda force: _copy_export(merged or stage2_export, final)),
+        Phase("export", {"merged": bool(merged), "rotate": cfg.rotate},
+              lambda force: _final_export(cfg, merged or stage2_export, final)),
         Phase("eval_base", {"eval": cfg.eval, "model": base},
               lambda force: _evaluate(base, root / "eval" / "base", update_card=False, **eval_kw), after="prep"),
     ]
@@ -179,7 +192,8 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
         after = phase.after if phase.after is not None else (phases[i - 1].name if i else "")
         digests[phase.name] = _run_phase(root, phase, digests.get(after, ""))
     general = "stsb" not in cfg.prep.sources and "sts-b" in cfg.eval.tasks
-    return write_report(root, base_name=base, teacher_name=teacher, general_check=general)
+    return write_report(root, base_name=base, teacher_name=teacher, general_check=general,
+                        rotated=cfg.rotate.rows > 0)
 
 
 @dataclass
@@ -252,6 +266,10 @@ def _run_phase(root: Path, phase: Phase, upstream: str) -> str:
     return digest
 
 
-def _copy_export(src: Path, dst: Path) -> None:
+def _final_export(cfg: PipelineConfig, src: Path, dst: Path) -> None:
+    """The final model: src rotated to the principal axes of the prep output's train texts, or src as it is."""
+    if cfg.rotate.rows:
+        run_rotate(src, dst, [cfg.prep.out_dir], cfg.rotate.rows, bf16=cfg.eval.bf16, key="run.dir")
+        return
     with build_dir(dst, "gte run export", "run.dir") as tmp:
         shutil.copytree(src, tmp, dirs_exist_ok=True)

@@ -15,10 +15,11 @@ STAGES = ("base", "teacher", "stage1", "stage2", "merged")
 PHASES_DIR = "phases"  # <run.dir>/phases/<phase>.json: the records train.app.pipeline writes
 
 
-def write_report(root: str | Path, base_name: str = "base", teacher_name: str = "", general_check: bool = False
-                 ) -> Path:
+def write_report(root: str | Path, base_name: str = "base", teacher_name: str = "", general_check: bool = False,
+                 rotated: bool = False) -> Path:
     """Assemble report.md + report.png from the phase markers, metrics.jsonl files and eval results under root.
-    general_check: STS-B is a general-domain check no training source touches (said next to the table)."""
+    general_check: STS-B is a general-domain check no training source touches (said next to the table); rotated:
+    the final model is turned to its principal axes (gte_model.rotate; its truncated rows show that)."""
     root = Path(root)
     results = {s: _results(root / "eval" / s) for s in STAGES}
     results = {s: r for s, r in results.items() if r is not None}
@@ -28,13 +29,13 @@ def write_report(root: str | Path, base_name: str = "base", teacher_name: str = 
         final = "merged" if "merged" in results else "stage2"
         labels = {"base": f"base ({base_name})", "teacher": f"teacher ({teacher_name})", "stage1": "stage 1",
                   "stage2": "stage 2", "merged": "merged"}
-        labels[final] += " (final)"
+        labels[final] += " (final, rotated)" if rotated else " (final)"
         full = {labels[s]: {t: m for t, m in r.items() if split_result_name(t)[1] is None} for s, r in results.items()}
         lines += ["## Evaluation", "", compare_table(full), ""]
         lines += [_general_line(results, final, general_check), ""]
         by_dim = {labels[s]: _by_dim(r) for s, r in results.items()}
         if any(len(d) > 1 for d in by_dim.values()):
-            lines += ["### Truncated embeddings (Matryoshka): mean nDCG@10 over the held-out sets", "",
+            lines += ["### Truncated embeddings: mean nDCG@10 over the held-out sets", "",
                       _dims_table(by_dim), ""]
     lines += ["## Wall time and peak memory per phase", "",
               "Peak RSS: this process during the phase (its peak is reset when a phase starts); worker processes "
