@@ -49,6 +49,7 @@ from gte_model.core import pairs
 from gte_model.core.atomic import build_dir, check_replaceable
 from gte_model.core.config import ConfigError, config_from_argv, config_to_dict, dump_config
 from gte_model.core.errors import UserError
+from gte_model.core.memory import private_peak_tracking
 from gte_model.core.record import Record, check_done, defaults_of, file_fingerprint, flatten
 
 PREP_VERSION = 1  # bump when the same config and inputs would give other output (cleaning, dedup, split rules)
@@ -96,7 +97,7 @@ def prep(cfg: PrepConfig) -> Path | str:
     for old in stage_root.glob("*"):  # staged under another config or other inputs: of no use now
         if old != stage_dir:
             shutil.rmtree(old, ignore_errors=True)
-    with _engine(cfg), build_dir(out, "gte prep", "out_dir") as tmp:
+    with _engine(cfg), private_peak_tracking(), build_dir(out, "gte prep", "out_dir") as tmp:
         manifest = _build(cfg, tmp, stage_dir)
         pairs.finish(tmp, manifest.pop("sources"), manifest, want)
     shutil.rmtree(stage_root, ignore_errors=True)

@@ -34,7 +34,7 @@ from data_prep.signature_files import Signatures, SignatureWriter
 from data_prep.sources import BUILTIN_SOURCES
 from data_prep.split import key_hash
 from gte_model.core.atomic import write_json
-from gte_model.core.memory import children_peak_rss_mb, peak_rss_mb, private_peak_mb, track_private_peak
+from gte_model.core.memory import children_peak_rss_mb, peak_rss_mb, private_peak_mb
 from gte_model.core.pairs import ShardWriter
 from gte_model.core.text import canonical, canonical_hash, hash64
 
@@ -297,8 +297,7 @@ class Steps:
     """Wall seconds of each prep step and the peak resident memory (MiB) when it ended, for the manifest."""
 
     def __init__(self) -> None:
-        self.started = self.last = time.time()
-        track_private_peak()
+        self.started = self.last = time.time()  # private memory: sampled while prep runs (private_peak_tracking)
         self.seconds: dict[str, float] = {}
         self.peak_rss_mb: dict[str, float] = {}
         self.peak_private_mb: dict[str, float] = {}

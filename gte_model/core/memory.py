@@ -7,10 +7,10 @@ getrusage is the fallback (then a phase's figure may include earlier phases).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import resource
 import threading
-import time
 from pathlib import Path
 
 _STATUS = Path("/proc/self/status")
@@ -48,12 +48,28 @@ def track_private_peak(interval_s: float = 0.01) -> None:
 
     def sample() -> None:
         global _PRIVATE_PEAK_MB
-        while True:
+        while not _PRIVATE_STOP.wait(interval_s):
             _PRIVATE_PEAK_MB = max(_PRIVATE_PEAK_MB, _private_mb())
-            time.sleep(interval_s)
 
+    _PRIVATE_STOP.clear()
     _PRIVATE_THREAD = threading.Thread(target=sample, name="private-memory-peak", daemon=True)
     _PRIVATE_THREAD.start()
+
+
+@contextlib.contextmanager
+def private_peak_tracking():
+    """track_private_peak for a with block, then the thread ends and the peak is forgotten: a process that goes on
+    to other work (`gte run` trains after prep) must not keep waking a thread 100 times a second."""
+    global _PRIVATE_THREAD, _PRIVATE_PEAK_MB
+    owner = _PRIVATE_THREAD is None
+    track_private_peak()
+    try:
+        yield
+    finally:
+        if owner and _PRIVATE_THREAD is not None:
+            _PRIVATE_STOP.set()
+            _PRIVATE_THREAD.join()
+            _PRIVATE_THREAD, _PRIVATE_PEAK_MB = None, 0.0
 
 
 def private_peak_mb() -> float:
@@ -72,6 +88,7 @@ def _private_mb() -> float:
 
 
 _PRIVATE_THREAD: threading.Thread | None = None
+_PRIVATE_STOP = threading.Event()
 _PRIVATE_PEAK_MB = 0.0
 
 
