@@ -203,6 +203,10 @@ def _load_folder(path: Path, pooling, normalize, max_seq_len, trust_remote_code:
         raise ModelLoadError(f"{weights.resolve()}: weights are missing {len(lost)} tensors, e.g. {lost[:3]}; "
                              "they do not match config.json; export the model again")
     _check_finite(backbone, weights)
+    rotation = settings.get("rotation")
+    if rotation is not None and rotation.shape[0] != config.hidden_size:
+        raise ModelLoadError(f"{path}/modules.json: its Dense module is [{rotation.shape[0]}, {rotation.shape[0]}] "
+                             f"but the backbone's hidden size is {config.hidden_size}; export the model again")
     card = path / "gte_export.json"
     meta = _read_json(card) if card.is_file() else {}
     base = meta.get("base_model") if card.is_file() else _describe_source(path)
@@ -217,7 +221,7 @@ def _load_folder(path: Path, pooling, normalize, max_seq_len, trust_remote_code:
         prompts=settings.get("prompts"),
         base_model=base,
         matryoshka_dims=meta.get("matryoshka_dims"),
-        rotation=settings.get("rotation"),
+        rotation=rotation,
     )
 
 
