@@ -49,7 +49,7 @@ def bench_search(args) -> dict:
 
     from data_prep.knn import IndexConfig, build_index, set_threads
     from data_prep.mine import NegativesConfig, mine_embedded
-    from gte_model.embed_cache import mix64
+    from gte_model.core.text import mix64
 
     docs, queries, pos = synthetic(args.docs, args.queries, args.dim)
     base_rss = rss_mb()

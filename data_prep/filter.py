@@ -26,7 +26,9 @@ import numpy as np
 
 from data_prep.knn import IndexConfig, build_index, exact_scores, pair_scores, search
 from gte_model import load_model
-from gte_model.embed_cache import EmbedConfig, content_hash64, embed_cached, fold_hash64, mix64, resolve_prompt
+from gte_model.core.text import content_hash64, fold_hash64, mix64
+from gte_model.embed_cache import embed_cached, resolve_prompt
+from gte_model.embed_config import EmbedConfig
 
 
 @dataclass

@@ -63,15 +63,9 @@ from gte_model.core.config import ConfigError, config_from_argv, dump_config
 from gte_model.core.errors import UserError
 from gte_model.core.memory import peak_rss_mb
 from gte_model.core.record import Record, check_done, defaults_of, file_fingerprint, flatten, folder_digest
-from gte_model.embed_cache import (
-    Encoder,
-    content_hash64,
-    embed_cached,
-    fold_hash64,
-    mix64,
-    model_fingerprint,
-    resolve_prompt,
-)
+from gte_model.core.text import content_hash64, fold_hash64, mix64
+from gte_model.embed_cache import Encoder, embed_cached, resolve_prompt
+from gte_model.fingerprint import model_fingerprint
 
 MINE_VERSION = 1  # bump when the same config and inputs would give other output (selection or sampling rules)
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

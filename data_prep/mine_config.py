@@ -14,7 +14,7 @@ from data_prep.filter import FilterConfig
 from data_prep.knn import IndexConfig
 from data_prep.mine_io import EXTRA_SUFFIXES
 from gte_model import DEFAULT_MODEL
-from gte_model.embed_cache import EmbedConfig, TeacherConfig
+from gte_model.embed_config import EmbedConfig, TeacherConfig
 
 
 @dataclass

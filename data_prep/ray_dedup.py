@@ -27,7 +27,7 @@ from data_prep.dedup import DedupConfig, EvalIndex, decontaminate, lsh_bands, ne
 from data_prep.engine import import_ray, ray_ordered_map, record_worker_peaks, worker_peaks
 from data_prep.signature_files import P_FILE, Signatures
 from gte_model.core.memory import track_private_peak
-from gte_model.embed_cache import mix64
+from gte_model.core.text import mix64
 
 _BLOCK_RECORDS = 50_000  # records per map block and per decontamination task
 _BLOCK_PAIRS = 50_000  # candidate pairs per confirmation task

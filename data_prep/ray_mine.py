@@ -22,7 +22,8 @@ import numpy as np
 
 from data_prep.engine import import_ray, ray_ordered_map
 from data_prep.knn import Shard
-from gte_model.embed_cache import EmbedConfig, Encoder, encode_chunk
+from gte_model.embed_cache import Encoder, encode_chunk
+from gte_model.embed_config import EmbedConfig
 
 
 class _EmbedWorker:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,52 +26,13 @@ import numpy as np
 
 from gte_model.core.atomic import write_bytes, write_json
 from gte_model.core.errors import UserError
-from gte_model.core.text import fold
+from gte_model.core.text import text_digest
+from gte_model.embed_config import EmbedConfig
+from gte_model.fingerprint import model_fingerprint
 
 CACHE_FORMAT = "gte-embed-cache/1"
 # (chunks of texts, settings, literal prefix) -> one [len(chunk), dim] float32 array per chunk, in chunk order
-Encoder = Callable[[Iterable[list[str]], "EmbedConfig", str], Iterator[np.ndarray]]
-_DTYPES = ("float16", "float32")
-
-
-@dataclass
-class EmbedConfig:
-    """How texts are embedded (shared by `gte mine` and the consistency filter)."""
-
-    batch_size: int = 64  # texts per encoder forward
-    max_seq_len: int = 256  # tokens per text (special tokens included); longer texts are truncated
-    bf16: bool = True  # bf16 autocast in the encoder: ~4x faster on AVX-512-bf16 CPUs and on GPUs
-    query_prompt: str | None = None  # prefix for queries; None = the model's "query" prompt (or none)
-    doc_prompt: str | None = None  # prefix for documents; None = the model's "document" prompt (or none)
-    # where vectors are cached; "" = `.<out name>.embed_cache` beside out_dir for `gte mine`, so the cache outlives
-    # a rebuilt (overwrite=true) or interrupted output
-    cache_dir: str = ""
-    cache_dtype: str = "float16"  # float16 halves disk and RAM of the cache; float32 keeps full precision
-    shard_size: int = 8192  # texts per cache shard: the unit of resume after a killed run
-
-    def validate(self, prefix: str = "embed.") -> list[str]:
-        errors = []
-        if self.batch_size < 1:
-            errors.append(f"{prefix}batch_size={self.batch_size}: must be >= 1")
-        if self.max_seq_len < 4:
-            errors.append(f"{prefix}max_seq_len={self.max_seq_len}: too small; use e.g. {prefix}max_seq_len=256")
-        if self.cache_dtype not in _DTYPES:
-            errors.append(f"{prefix}cache_dtype={self.cache_dtype!r}: must be one of {', '.join(_DTYPES)}")
-        if self.shard_size < 1:
-            errors.append(f"{prefix}shard_size={self.shard_size}: must be >= 1")
-        return errors
-
-
-@dataclass
-class TeacherConfig(EmbedConfig):
-    """A teacher (or guide) model and how its vectors are computed and cached: `gte mine` uses it to score and
-    filter negatives, training to distil from it and to mask in-batch candidates; both read one cache, so a text the
-    miner embedded is never embedded again by training (same model, max_seq_len, bf16 and cache_dtype)."""
-
-    model: str = ""  # packaged name (all-mpnet-base-v2) or model folder; "" = no teacher
-
-    def validate(self, prefix: str = "teacher.") -> list[str]:
-        return super().validate(prefix) if self.model else []
+Encoder = Callable[[Iterable[list[str]], EmbedConfig, str], Iterator[np.ndarray]]
 
 
 @dataclass
@@ -86,11 +46,6 @@ class Embedded:
     namespace: str
 
 
-def text_digest(text: str) -> bytes:
-    """16-byte content digest of a text: the cache key (and the dedup key for exact duplicates)."""
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
-
-
 def resolve_prompt(model, prompt: str | None, role: str) -> str:
     """The literal prefix for a role: an explicit string wins, else the model's own prompt for the role, else ''.
 
@@ -99,41 +54,6 @@ def resolve_prompt(model, prompt: str | None, role: str) -> str:
     if prompt is not None:
         return prompt
     return str(getattr(model, "prompts", {}).get(role, ""))
-
-
-_FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def model_fingerprint(model) -> str:
-    """Digest of the weights, rotation (gte_model.rotate), tokenizer vocabulary and pooling: a retrained or rotated
-    model never reuses stale vectors.
-
-    Memoised per model object while no parameter changes (torch bumps a tensor's _version on in-place updates,
-    e.g. an optimizer step), since hashing a large model's weights takes about a second.
-    """
-    rotation = getattr(model, "rotation", None)  # not in the state dict (a non-persistent buffer)
-    state = {**model.state_dict(), **({"rotation": rotation} if rotation is not None else {})}
-    # a state dict's tensors are new objects sharing their parameter's version counter; the rotation is replaced,
-    # not updated, when a model is rotated again: its identity counts
-    versions = (*(t._version for t in state.values()), id(rotation))
-    memo = _FINGERPRINTS.get(model)
-    if memo is not None and memo[0] == versions:
-        return memo[1]
-    h = hashlib.blake2b(digest_size=16)
-    for name, tensor in sorted(state.items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().view(-1).view(dtype=_torch_uint8()).numpy().tobytes())
-    vocab = sorted(model.tokenizer.get_vocab().items())
-    h.update(json.dumps(vocab).encode())
-    h.update(f"{model.pooling}|{type(model.tokenizer).__name__}".encode())
-    _FINGERPRINTS[model] = (versions, h.hexdigest())
-    return h.hexdigest()
-
-
-def _torch_uint8():
-    import torch
-
-    return torch.uint8
 
 
 def embed_cached(
@@ -279,30 +199,3 @@ def _atomic_save(path: Path, array: np.ndarray) -> None:
     buffer = io.BytesIO()
     np.save(buffer, array)
     write_bytes(path, buffer.getvalue())
-
-
-# ---- 64-bit hashes for deterministic sampling and duplicate checks ----------------------------------------
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def mix64(x: np.ndarray | int) -> np.ndarray:
-    """splitmix64 finaliser, elementwise on uint64: a seeded, order-free pseudo-random key per input value."""
-    z = np.asarray(x, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        z = z + _GOLDEN
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-def content_hash64(texts: Sequence[str]) -> np.ndarray:
-    """[n] uint64: the first 8 bytes of each text's 16-byte cache digest (`text_digest`), the seed of sampling.
-
-    Not gte_model.core.text.hash64 (an 8-byte blake2b, another value): mined negatives and samples are keyed by
-    this one, so changing it would change every mined output."""
-    return np.array([int.from_bytes(text_digest(t)[:8], "little") for t in texts], dtype=np.uint64)
-
-
-def fold_hash64(texts: Sequence[str]) -> np.ndarray:
-    """[n] uint64 content hash of each text's folded form (core.text.fold): equal for the same document."""
-    return content_hash64([fold(t) for t in texts])

@@ -25,7 +25,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from gte_model.embed_cache import TeacherConfig
+from gte_model.embed_config import TeacherConfig
 from train.loss import LOSSES
 
 PRECISIONS = ("fp32", "bf16", "fp16")

@@ -27,6 +27,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from gte_model.core.text import splitmix64_finalise
+
 BLOCK = 1 << 16  # source choices drawn per generator call
 _ROUNDS = 6  # Feistel rounds: 4 make a pseudo-random permutation, 6 mix small domains better
 _U64 = np.uint64
@@ -122,15 +124,8 @@ def _feistel(x: np.ndarray, half: int, keys: np.ndarray) -> np.ndarray:
     mask = _U64((1 << half) - 1)
     left, right = x >> _U64(half), x & mask
     for key in keys:
-        left, right = right, left ^ (_mix(right ^ key) & mask)
+        left, right = right, left ^ (splitmix64_finalise(right ^ key) & mask)
     return (left << _U64(half)) | right
-
-
-def _mix(z: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: a cheap, well-mixing round function (uint64 arithmetic wraps)."""
-    z = (z ^ (z >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> _U64(27))) * _U64(0x94D049BB133111EB)
-    return z ^ (z >> _U64(31))
 
 
 def _validate(source_sizes: dict[str, int], global_batch_size: int, alpha: float, seed: int) -> None:

@@ -11,7 +11,8 @@ import torch
 from torch import Tensor
 
 from gte_model import load_model
-from gte_model.embed_cache import TeacherConfig, VectorCache, resolve_prompt
+from gte_model.embed_cache import VectorCache, resolve_prompt
+from gte_model.embed_config import TeacherConfig
 from train.batch import Batch
 
 

@@ -15,7 +15,7 @@ from data_prep.sources import stsb_test_sentences
 from gte_model.core import pairs
 from gte_model.core.config import load_config
 from gte_model.core.record import Record
-from gte_model.embed_cache import EmbedConfig
+from gte_model.embed_config import EmbedConfig
 from tests.conftest import WORDS
 
 PREP_WORDS = [f"w{i}" for i in range(300)]

@@ -16,8 +16,7 @@ from data_prep.readers import FieldMap, read_records
 from data_prep.sources.gcide import iter_gcide
 from data_prep.split import key_hash
 from gte_model.core.errors import UserError, user_message
-from gte_model.core.text import canonical, canonical_hash
-from gte_model.embed_cache import content_hash64, fold_hash64
+from gte_model.core.text import canonical, canonical_hash, content_hash64, fold_hash64
 from tests.data_prep.helpers import mine_config
 
 DATA_PREP = Path(__file__).resolve().parents[2] / "data_prep"

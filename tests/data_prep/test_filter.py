@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from data_prep.filter import FilterConfig, consistency_filter
-from gte_model.embed_cache import EmbedConfig
+from gte_model.embed_config import EmbedConfig
 
 MATCHED = [
     ("What command installs a Python library?", "Run pip install followed by the name of the package."),

@@ -13,8 +13,9 @@ from data_prep.mine import MineConfig, NegativesConfig, main, mine, sample_rows,
 from data_prep.mine_io import PairRows
 from gte_model.core.config import ConfigError, load_config
 from gte_model.core.record import StaleOutput
-from gte_model.core.text import fold
-from gte_model.embed_cache import EmbedConfig, content_hash64, embed_cached, fold_hash64
+from gte_model.core.text import content_hash64, fold, fold_hash64
+from gte_model.embed_cache import embed_cached
+from gte_model.embed_config import EmbedConfig
 from gte_model.export import export_model
 from tests.data_prep.helpers import mine_config, read_rows, sentences
 
@@ -244,7 +245,7 @@ def test_embed_cache_never_mixes_prompts_or_models(tmp_path, tiny_model):
 def test_model_fingerprint_changes_when_weights_are_updated_in_place(tiny_model):
     import torch
 
-    from gte_model.embed_cache import model_fingerprint
+    from gte_model.fingerprint import model_fingerprint
 
     before = model_fingerprint(tiny_model)
     assert model_fingerprint(tiny_model) == before

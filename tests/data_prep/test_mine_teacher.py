@@ -10,7 +10,9 @@ import pyarrow.parquet as pq
 
 from data_prep.mine import NegativesConfig, mine, select_negatives, teacher_bars
 from gte_model import load_model
-from gte_model.embed_cache import TeacherConfig, content_hash64, embed_cached, fold_hash64
+from gte_model.core.text import content_hash64, fold_hash64
+from gte_model.embed_cache import embed_cached
+from gte_model.embed_config import TeacherConfig
 from gte_model.export import export_model
 from tests.conftest import make_tiny_model
 from tests.data_prep.helpers import mine_config, read_rows

@@ -17,7 +17,7 @@ import pytest
 from data_prep.mine import mine
 from data_prep.prep import prep
 from gte_model.core.errors import UserError
-from gte_model.embed_cache import TeacherConfig
+from gte_model.embed_config import TeacherConfig
 from gte_model.export import export_model
 from tests.conftest import make_tiny_model
 from tests.data_prep.helpers import mine_config, prep_config, write_prep_sources

@@ -14,7 +14,7 @@ from gte_model import load_model
 from gte_model.assets import ModelLoadError
 from gte_model.commands import rotate_main
 from gte_model.core.errors import UserError
-from gte_model.embed_cache import model_fingerprint
+from gte_model.fingerprint import model_fingerprint
 from gte_model.export import export_model
 from gte_model.merge import merge_models
 from gte_model.rotate import captured, fit_rotation, principal_axes, rotated
