@@ -1,7 +1,8 @@
 """Where our training step's time goes (companion of train_throughput.py; not a test).
 
-Replays Trainer.step's public pieces on the benchmark's pairs dir with a timer around each: sampler + row fetch,
-tokenisation, chunking, forward (under the accelerator's autocast), loss, backward, clip + AdamW + schedule. Steps
+Replays Trainer.step's public pieces on the benchmark's pairs dir with a timer around each: Trainer.prepare (sampler,
+row fetch, tokenisation, chunking), forward (under the accelerator's autocast), loss, backward, clip + AdamW +
+schedule. Steps
 0..N-1 run twice: the second pass repeats the exact chunk shapes, so "pass 2 - pass 1" is the one-off cost of new
 shapes (oneDNN builds kernels per shape, notably in bf16). --chunk-tokens sets train.chunk_tokens.
 
@@ -40,12 +41,11 @@ def timed_step(trainer, step: int, clock: dict) -> None:
         clock[name] += time.perf_counter() - start
         return out
 
-    batch = tick("sampler+fetch", lambda: trainer.batch_at(step))
-    ids = tick("tokenise", lambda: batch.token_ids(trainer.tokenize))
-    chunks, order = tick("chunking", lambda: trainer.chunks(ids))
+    ready = tick("prepare (rows, tokens, chunks)", lambda: trainer.prepare(step))
+    chunks = ready.chunks
     clock["padded tokens"] += sum(c.input_ids.numel() if trainer.packed else c["input_ids"].numel() for c in chunks)
-    clock["real tokens"] += sum(len(x) for x in ids)
-    loss_fn = make_loss_fn(batch, order, trainer.cfg.loss, trainer.accelerator.device)
+    clock["real tokens"] += ready.tokens
+    loss_fn = make_loss_fn(ready.batch, ready.order, trainer.cfg.loss, trainer.accelerator.device, ready.teacher)
 
     def forward():
         with trainer.accelerator.autocast():

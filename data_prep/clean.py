@@ -49,10 +49,6 @@ def normalize_text(text: str, strip_html: bool = False) -> str:
     return _SPACE.sub(" ", text).strip()
 
 
-def count_tokens(text: str) -> int:
-    return len(text.split())
-
-
 def _bound(text: str, lo: int, hi: int, truncate: bool) -> tuple[str | None, str]:
     words = text.split()
     if len(words) < lo:

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from gte_model.core.config import ConfigError
-from train.config import TrainConfig
+from train.config import TrainConfig, launched_with_deepspeed
 from train.distributed import all_reduce_mean
 
 
@@ -28,9 +27,8 @@ def make_accelerator(cfg: TrainConfig):
     AcceleratorState._reset_state(reset_partial_state=False)
     # cpu=True without CUDA: under `accelerate launch --multi_gpu` the processes then form a gloo group (without it
     # each would train alone, believing itself rank 0 of 1). DeepSpeed sets up its own group (cpu=True would drop it).
-    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
     acc = Accelerator(mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[cfg.train.precision],
-                      cpu=not torch.cuda.is_available() and not deepspeed)
+                      cpu=not torch.cuda.is_available() and not launched_with_deepspeed())
     stage = acc.state.deepspeed_plugin.zero_stage if is_deepspeed(acc) else 0
     errors = cfg.validate(world_size=acc.num_processes, zero_stage=stage)
     if errors:

@@ -35,7 +35,7 @@ WANDB_MODES = ("auto", "on", "off")
 
 @dataclass
 class RunConfig:
-    dir: str = "runs/train"  # run directory: config.yaml, metrics.jsonl, checkpoints/, export/, DONE
+    dir: str = "runs/train"  # run directory: config.yaml, metrics.jsonl, checkpoints/, export/, gte_record.json
     name: str = ""  # a label for wandb and the logs; empty = the run directory's name
     # start afresh: delete this run dir's checkpoints, metrics and export (only if gte wrote them) instead of
     # refusing a resume whose config or inputs changed
@@ -112,7 +112,7 @@ class TrainLoopConfig:
     grad_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% more compute
     log_every: int = 10  # steps between metrics.jsonl/wandb lines (1 logs the data order of every step)
     # steps with a non-finite loss or gradient norm are skipped (no update) and logged; this many in a row stop the
-    # run (exit 3, no export) naming the step, the lr and the last good checkpoint
+    # run (exit 2, no export) naming the step, the lr and the last good checkpoint
     max_bad_steps: int = 3
     # resume although a checkpoint's RNG state is missing or damaged (dropout then differs from an uninterrupted
     # run); a changed process count always resumes this way, with a notice
@@ -160,6 +160,11 @@ class LossConfig:
     # guide_margin are dropped from the denominator (likely false negatives); < 0 = off
     guide_margin: float = -1.0
 
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether the loss needs teacher vectors: it distils from them or masks by them."""
+        return self.distill_weight > 0 or self.guide_margin >= 0
+
 
 @dataclass
 class SamplerConfig:
@@ -186,11 +191,6 @@ class TrainConfig:
     # ("" = <run.dir>/teacher_cache; `gte run` points it at the mining cache, which already holds them)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
 
-    def __post_init__(self) -> None:
-        # YAML reads a bare on/off as a boolean, which OmegaConf then stores in this str field as "True"/"False".
-        self.log.wandb = _ON_OFF.get(self.log.wandb, self.log.wandb)
-        self.train.prefetch = _ON_OFF.get(self.train.prefetch, self.train.prefetch)
-
     def validate(self, world_size: int | None = None, zero_stage: int | None = None) -> list[str]:
         """Every problem, in override spelling; changes nothing. world_size / zero_stage default to what the
         launcher (accelerate launch, torchrun) put in the environment."""
@@ -214,8 +214,7 @@ def _check_choices(c: TrainConfig) -> list[str]:
             errors.append(f"{key}={value}: choose one of {', '.join(allowed)}")
     if not c.data.train_dir:
         errors.append("data.train_dir is not set: point it at a pairs dir with manifest.json (data.train_dir=...)")
-    uses_teacher = c.loss.distill_weight > 0 or c.loss.guide_margin >= 0
-    if uses_teacher and not c.teacher.model:
+    if c.loss.uses_teacher and not c.teacher.model:
         errors.append(f"loss.distill_weight={c.loss.distill_weight}, loss.guide_margin={c.loss.guide_margin}: need "
                       "a teacher; set teacher.model=all-mpnet-base-v2 (or a model folder)")
     return errors + _check_matryoshka(c.loss) + c.teacher.validate()
@@ -287,7 +286,6 @@ def _check_ranges(c: TrainConfig) -> list[str]:
     return errors
 
 
-_ON_OFF = {"True": "on", "False": "off"}  # YAML reads a bare on/off as a boolean; str fields then hold "True"/"False"
 _POSITIVE = {"loss.temperature", "optim.lr", "optim.eps", "loss.distill_temperature", "model.lora.alpha"}
 
 
@@ -326,9 +324,14 @@ def launch_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
+def launched_with_deepspeed() -> bool:
+    """Whether `accelerate launch` announced DeepSpeed (the one reading of ACCELERATE_USE_DEEPSPEED)."""
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+
+
 def launch_zero_stage() -> int:
     """DeepSpeed ZeRO stage announced by `accelerate launch` (0 when DeepSpeed is not used)."""
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true":
+    if not launched_with_deepspeed():
         return 0
     config_file = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "none")
     if config_file not in ("", "none") and os.path.isfile(config_file):

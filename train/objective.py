@@ -49,7 +49,7 @@ def make_loss_fn(
 
 def _gathered_teacher(vectors, loss: LossConfig, device) -> Teacher | None:
     """Every process's teacher vectors (constants) with the loss's distillation and guide settings."""
-    if vectors is None or not (loss.distill_weight > 0 or loss.guide_margin >= 0):
+    if vectors is None or not loss.uses_teacher:
         return None
     q, d, neg = (gather_nograd(v.to(device)) if v is not None else None for v in vectors)
     return Teacher(q, d, neg, guide_margin=loss.guide_margin if loss.guide_margin >= 0 else None,

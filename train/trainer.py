@@ -12,14 +12,11 @@ Benchmarks and tests use these names only; the loop that calls them is train.loo
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
 import functools
 import json
 import math
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,19 +24,18 @@ import numpy as np
 import torch
 
 from gte_model import GTEModel, Packed, load_model, supports_packing
-from gte_model.core.config import ConfigError
-from gte_model.core.errors import UserError
 from gte_model.export import export_model
-from gte_model.families import FAMILIES, max_positions, set_rope_theta
-from gte_model.lora import add_lora
+from gte_model.families import FAMILIES
 from train.backend import Updater, make_accelerator, make_updater
 from train.batch import Batch
+from train.build import build_model, build_optimizer
 from train.checkpoint import Checkpoint, find_resumable, load_checkpoint, save_checkpoint
 from train.config import TrainConfig
 from train.data import PairsData
 from train.distributed import world
 from train.grad_cache import cached_step
 from train.objective import make_loss_fn, validation_scores
+from train.prefetch import ReadAhead
 from train.sampler import SourceBatchSampler
 from train.step import make_chunks, plain_step
 from train.teacher import TeacherVectors
@@ -81,47 +77,6 @@ class Prepared:
     teacher: tuple | None = None  # the batch's teacher vectors (train.teacher) when the loss uses them
 
 
-class ReadAhead:
-    """prepare(step + 1) in one background thread while step `step` computes. prepare must be a pure function of the
-    step that shares nothing with the main thread while it runs (the trainer gives it a sampler of its own, and waits
-    for it before the main thread tokenises or reads rows itself), so the batches and their order are unchanged."""
-
-    def __init__(self, prepare: Callable[[int], Prepared], enabled: bool) -> None:
-        self.prepare, self.enabled = prepare, enabled
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._pending: tuple[int, concurrent.futures.Future] | None = None
-
-    def get(self, step: int) -> Prepared:
-        """Step `step`'s batch: the read-ahead's when it prepared this step, else prepared now."""
-        if self._pending is not None:
-            ahead, future = self._pending
-            self._pending = None
-            if ahead == step:
-                return future.result()  # re-raises what the thread raised
-            with contextlib.suppress(Exception):  # another step (a resume, a retry): let it finish, drop it
-                future.result()
-        return self.prepare(step)
-
-    def start(self, step: int) -> None:
-        if self.enabled:
-            if self._pool is None:
-                self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gte-read-ahead")
-            self._pending = (step, self._pool.submit(self.prepare, step))
-
-    def wait(self) -> None:
-        """Block until a running read-ahead is done (its result is kept for its step)."""
-        if self._pending is not None:
-            concurrent.futures.wait([self._pending[1]])
-
-    def close(self) -> None:
-        """Drop any read-ahead and end the thread (a later start() opens a new one)."""
-        self.wait()
-        self._pending = None
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
-
-
 def lr_factor(step: int, *, warmup: int, total: int, schedule: str) -> float:
     """Multiplier of optim.lr for the step after `step` completed ones: linear warmup, then decay to 0."""
     if step < warmup:
@@ -146,7 +101,8 @@ class Trainer:
                                       d.doc_max_len)
         with self.accelerator.main_process_first():  # the first process builds the Arrow cache, the others reuse it
             self.data = PairsData(d.train_dir, d.sources or None, d.cache_dir or self.run_dir / "cache",
-                                  d.num_negatives, heldout=d.val_rows > 0, repeat_negatives=d.repeat_negatives)
+                                  d.num_negatives, heldout=d.val_rows > 0, repeat_negatives=d.repeat_negatives,
+                                  batch_rows=cfg.train.global_batch_size)
             if d.pretokenize:
                 self.data.pretokenize(self.tokenize, self.tokenize.key(), num_proc=min(4, os.cpu_count() or 1))
         self.sampler = SourceBatchSampler(self.data.train_sizes(), cfg.train.global_batch_size, cfg.sampler.alpha,
@@ -156,9 +112,8 @@ class Trainer:
                                                    cfg.sampler.alpha, cfg.train.seed)
         prefetch = {"on": True, "off": False}.get(cfg.train.prefetch, self.accelerator.device.type == "cuda")
         self.read_ahead = ReadAhead(self.prepare, prefetch)
-        uses_teacher = cfg.loss.distill_weight > 0 or cfg.loss.guide_margin >= 0
         self.teacher = None
-        if uses_teacher:
+        if cfg.loss.uses_teacher:
             with self.accelerator.main_process_first():  # the main process creates the cache's namespace folders
                 self.teacher = TeacherVectors(cfg.teacher, self.run_dir / "teacher_cache", persist=self.is_main)
         self.optimizer = build_optimizer(self.gte, cfg)
@@ -185,12 +140,6 @@ class Trainer:
     def lr_at(self, step: int) -> float:
         o = self.cfg.optim
         return o.lr * lr_factor(step, warmup=o.warmup_steps, total=self.cfg.train.max_steps, schedule=o.schedule)
-
-    def batch_at(self, step: int) -> Batch:
-        """This process's rows of the global batch the sampler names for `step`."""
-        rank, size = world()
-        source, rows = self.sampler.batch_at(step)
-        return self.data.train_batch(source, self.sampler.local(rows, rank, size), self.cfg.train.seed, step)
 
     def chunks(self, ids: list[list[int]]):
         t = self.cfg.train
@@ -298,7 +247,8 @@ class Trainer:
         acc.wait_for_everyone()
         if self.is_main:
             gte = acc.unwrap_model(self.model, keep_fp32_wrapper=False)
-            export_model(gte, export_dir, train_config=config, lora_export=self.cfg.model.lora.export)
+            export_model(gte, export_dir, train_config=config, lora_export=self.cfg.model.lora.export,
+                         key="run.dir", what="gte train", overwrite=True)  # the run's own export, redone
             diff = self._check_export(gte, export_dir)
         acc.wait_for_everyone()
         return export_dir, diff
@@ -323,66 +273,4 @@ class Trainer:
         return diff
 
 
-def build_model(cfg: TrainConfig) -> GTEModel:
-    m, d = cfg.model, cfg.data
-    gte = load_model(m.init_from, pooling=m.pooling, normalize=m.normalize, max_seq_len=m.max_seq_len or None,
-                     tokenizer_from=m.tokenizer_from or None)
-    if not m.max_seq_len:  # keep what the base model served; never below what training used
-        gte.max_seq_len = max(gte.max_seq_len, d.query_max_len, d.doc_max_len)
-    too_big = [d for d in cfg.loss.matryoshka_dims if d > gte.dim]
-    if too_big:
-        raise UserError(f"loss.matryoshka_dims={list(cfg.loss.matryoshka_dims)}: {too_big} exceed the model's "
-                        f"{gte.dim} dims (model.init_from={m.init_from}); use dims <= {gte.dim}")
-    gte.matryoshka_dims = sorted(cfg.loss.matryoshka_dims, reverse=True)
-    # The config is the truth for prompts: what training prepends is what the export tells clients to prepend.
-    gte.prompts = {k: v for k, v in (("query", d.query_prompt), ("document", d.doc_prompt)) if v}
-    fit_positions(gte, cfg)
-    if m.lora.r:  # before grad checkpointing and the optimizer: from here only the adapters require grad
-        try:
-            add_lora(gte.backbone, m.lora.r, m.lora.alpha, m.lora.dropout, m.lora.target_modules)
-        except ValueError as exc:
-            raise ConfigError(f"model.lora.{exc}") from None
-    if cfg.train.grad_checkpointing:
-        b = gte.backbone  # transformers 5 renamed it; 4.x has only the old name
-        enable = getattr(b, "activation_checkpointing_enable", None) or b.gradient_checkpointing_enable
-        enable({"use_reentrant": False})
-    return gte.train()  # from_pretrained leaves a model in eval mode: dropout off
-
-
-def fit_positions(gte: GTEModel, cfg: TrainConfig) -> None:
-    """Apply model.rope_theta and check data.*_max_len against the backbone's positions: every problem at once."""
-    m, d, name = cfg.model, cfg.data, type(gte.backbone).__name__
-    errors = []
-    if m.rope_theta:
-        try:
-            set_rope_theta(gte.backbone, m.rope_theta)
-        except ValueError as exc:
-            errors.append(f"model.rope_theta={m.rope_theta:g} with model.init_from={m.init_from}: {exc}; unset "
-                          "model.rope_theta or start from a RoPE backbone (model.init_from=gte-modern-base)")
-    limit = max_positions(gte.backbone)
-    for key, value in (("data.query_max_len", d.query_max_len), ("data.doc_max_len", d.doc_max_len)):
-        if limit is not None and value > limit:
-            errors.append(f"{key}={value} exceeds the {limit} positions of the backbone (model.init_from="
-                          f"{m.init_from}, {name}); set {key}<={limit}, or start from a longer-context backbone "
-                          "(model.init_from=gte-modern-base: 8,192)")
-    if errors:
-        raise UserError("; ".join(errors))
-
-
-def build_optimizer(gte: GTEModel, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW without weight decay on biases and LayerNorm weights, over the trainable parameters only (with LoRA: the
-    adapters, so its state is theirs alone). The learning rate is set before every step
-    (Trainer.lr_at: a pure function of the step), so a resume needs no scheduler state."""
-    o = cfg.optim
-    named = [(n, p) for n, p in gte.named_parameters() if p.requires_grad]
-    no_decay = [p for n, p in named if n.endswith("bias") or "LayerNorm" in n or "layer_norm" in n]
-    decay = [p for n, p in named if not (n.endswith("bias") or "LayerNorm" in n or "layer_norm" in n)]
-    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # fused: one kernel for all tensors instead of a Python loop over ~100 of them (MiniLM on 2 CPU cores:
-    # 1651 ms -> 140 ms per step, benchmarks/README.md). DeepSpeed wraps the optimizer, so keep its plain path.
-    fused = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true"
-    return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, fused=fused)
-
-
-__all__ = ["ExportMismatch", "Prepared", "ReadAhead", "StepStats", "Trainer", "build_model", "build_optimizer",
-           "lr_factor"]
+__all__ = ["ExportMismatch", "Prepared", "StepStats", "Trainer", "lr_factor"]

@@ -16,9 +16,9 @@ from gte_model.families import max_positions
 from tests.conftest import FAMILIES, make_tiny_family_model, make_tiny_model
 from tests.train.tinydata import TINY_CONFIG, tiny_args, write_tiny_pairs
 from train.app.cli import main as gte
+from train.build import fit_positions
 from train.config import TrainConfig
 from train.metrics import read_metrics
-from train.trainer import fit_positions
 
 
 def config(*overrides: str) -> TrainConfig:

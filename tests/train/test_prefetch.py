@@ -11,7 +11,8 @@ import torch
 from gte_model.core.config import load_config
 from tests.train.tinydata import TINY_CONFIG, write_tiny_pairs
 from train.config import TrainConfig
-from train.trainer import ReadAhead, Trainer
+from train.prefetch import ReadAhead
+from train.trainer import Trainer
 
 
 @pytest.fixture(scope="module")

@@ -155,8 +155,8 @@ def test_distillation_guide_and_matryoshka_are_exact_under_the_gradient_cache(mo
 
 def test_matryoshka_dims_above_the_models_are_refused_naming_the_key():
     from gte_model.core.errors import UserError
+    from train.build import build_model
     from train.config import TrainConfig
-    from train.trainer import build_model
 
     cfg = TrainConfig()
     cfg.loss.matryoshka_dims = [32, 64]  # the tiny preset has 32

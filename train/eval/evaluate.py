@@ -43,7 +43,6 @@ __all__ = ["EvalError", "compare_table", "evaluate", "evaluate_beir", "evaluate_
 TASKS = ("sts-b", "beir", "mteb-beir")  # plus "mteb:<TaskName>"
 STS_TASK = "sts-b"
 BEIR_TASKS = ("beir", "mteb-beir")
-HEADLINE = {"sts-b": "cosine_spearman", "beir": "ndcg@10"}
 
 
 def evaluate(
