@@ -1,14 +1,18 @@
 """The `gte` command: one entry point, one subcommand per job.
 
-gte encode [--model NAME] TEXT...      embed texts and print their cosine similarities
-gte export SRC OUT                      write SRC (preset, packaged name or folder) as a loadable export
-gte merge [CONFIG] models=[..] ...      weighted average of model folders (WiSE-FT)   (gte_model.merge)
-gte rotate SRC OUT --data PAIRS_DIR     turn a model to its principal axes (truncation) (gte_model.rotate)
-gte prep CONFIG [key=value ...]         build relevance pairs from raw corpora        (data_prep.prep)
-gte mine CONFIG [key=value ...]         mine hard negatives                           (data_prep.mine)
-gte train CONFIG [key=value ...]        train one stage                               (train.loop)
-gte eval MODEL [--tasks ...]            evaluate an export                            (train.eval.evaluate)
-gte run CONFIG [key=value ...]          the whole pipeline: prep -> train -> mine -> train -> eval
+One rule for arguments. A command that reads a config takes an optional YAML file, then `key=value` overrides of
+that config's keys (dotted: train.max_steps=100, models=[a,b], overwrite=true):
+  gte prep [CONFIG] [key=value ...]       build relevance pairs from raw corpora        (data_prep.prep)
+  gte mine [CONFIG] [key=value ...]       mine hard negatives                           (data_prep.mine)
+  gte train [CONFIG] [key=value ...]      train one stage                               (train.loop)
+  gte run [CONFIG] [key=value ...]        the whole pipeline, prep to report            (train.app.pipeline)
+  gte merge [CONFIG] models=[..] ...      weighted average of model folders (WiSE-FT)   (gte_model.merge)
+A command that acts on a model takes positional paths, then --flags (--overwrite, --bf16, ...):
+  gte encode [--model NAME] TEXT...       embed texts and print their cosine similarities
+  gte export SRC OUT                      write SRC (preset, packaged name or folder) as a loadable export
+  gte rotate SRC OUT --data PAIRS_DIR     turn a model to its principal axes (truncation) (gte_model.rotate)
+  gte eval MODEL [--tasks ...]            evaluate an export                            (train.eval.evaluate)
+`gte <command> --help` prints that command's usage.
 
 Exit codes: 0 done; 2 a problem you can fix (one line names the file or key and the fix); 75 a training run was
 preempted (SIGTERM/SIGUSR1) after writing a checkpoint: re-run the same command to resume.
