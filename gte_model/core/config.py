@@ -1,61 +1,72 @@
-"""Typed YAML configs with dotted command-line overrides, shared by `gte train`, `gte prep`, `gte mine`, `gte run`.
+"""Typed YAML configs with dotted command-line overrides, shared by `gte train`, `gte prep`, `gte mine`, `gte run`
+and `gte merge`.
 
 A schema is a dataclass (fields documented where declared). `load_config(Schema, "x.yaml", ["optim.lr=1e-4"])`
 merges defaults <- YAML <- overrides through OmegaConf structured configs, so unknown keys and wrong types fail;
-we re-raise with a close-match hint and the exact spelling to use on the command line.
+we re-raise with a close-match hint and the exact spelling to use on the command line. The YAML is read by the
+schema's types and strictly (gte_model.core.config_yaml): a string field gets the text as written, no `${...}`
+interpolation, no duplicate keys, bounded size. An override `key=value` into a string field takes the text after
+`=` as typed (one pair of surrounding quotes removed); any other field reads it as YAML (`models=[a,b]`,
+`train.grad_cache=false`); `files.0.path=x` changes an existing list entry.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import sys
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from omegaconf import OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from gte_model.core.atomic import write_text
-from gte_model.core.errors import UserError
+from gte_model.core.config_yaml import (
+    MAX_CONFIG_BYTES,
+    ConfigError,
+    UnknownKeyError,
+    child_type,
+    is_string_field,
+    parse_yaml,
+    string_value,
+)
 
+__all__ = ["ConfigError", "config_from_argv", "config_to_dict", "dump_config", "load_config", "save_config"]
 T = TypeVar("T")
-
-
-class ConfigError(UserError, ValueError):
-    """A config problem a user can fix; the message lists every problem found."""
+_INT64 = (-(2**63), 2**63 - 1)  # what torch, numpy and JSON readers take as a whole number
+# what OmegaConf raises for a value that does not fit (a dict into a list, a str index): each becomes one problem
+_MERGE_ERRORS = (OmegaConfBaseException, TypeError, ValueError, KeyError, IndexError, AttributeError)
 
 
 def load_config(schema: type[T], path: str | Path | None, overrides: list[str] | None = None) -> T:
     """Defaults of `schema` <- YAML file <- `key=value` overrides -> a validated `schema` instance."""
-    base = OmegaConf.structured(schema)
-    layers = []
-    if path is not None:
-        path = Path(path)
-        layers.append((str(path), _read_yaml(path)))
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} is not key=value (e.g. train.max_steps=100)")
-        layers.append((f"override {item!r}", OmegaConf.from_dotlist([item])))
+    merged = OmegaConf.structured(schema)
     problems = []
-    merged = base
-    for where, layer in layers:
+    if path is not None:
         try:
-            merged = OmegaConf.merge(merged, layer)
-        except (ConfigKeyError, ValidationError, OmegaConfBaseException) as exc:
-            problems.append(f"{where}: {_explain(exc, schema)}")
+            merged = OmegaConf.merge(merged, _read_yaml(Path(path), schema))
+        except UnknownKeyError as exc:
+            problems.append(f"{exc.where}: {_unknown_key(exc.key, schema)}")
+        except _MERGE_ERRORS as exc:
+            problems.append(f"{path}: {_explain(exc, schema)}")
+    for item in overrides or []:
+        problem = _apply_override(merged, schema, item)
+        if problem:
+            problems.append(problem)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     try:
         cfg = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as exc:
+    except _MERGE_ERRORS as exc:
         raise ConfigError(f"invalid config: {_explain(exc, schema)}") from exc
+    errors = _int64_problems(cfg)
     check = getattr(cfg, "validate", None)
-    if check is not None:
-        errors = check()
-        if errors:
-            raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+    errors += check() if check is not None and not errors else []
+    if errors:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
     return cfg
 
 
@@ -70,28 +81,87 @@ def config_from_argv(schema: type[T], argv: list[str] | None, usage: str) -> T |
     return load_config(schema, path, argv)
 
 
-def _read_yaml(path: Path):
-    """A YAML mapping, or a ConfigError naming the file (missing, unreadable, bad YAML, not a mapping)."""
+def _apply_override(merged: Any, schema: type, item: str) -> str | None:
+    """Set one `key=value` in `merged`; the problem in one line, or None."""
+    where = f"override {item!r}"
+    key, eq, text = item.partition("=")
+    key = key.strip()
+    if not eq or not key or "" in key.split("."):
+        return f"{where} is not key=value (e.g. train.max_steps=100)"
+    if len(item) > MAX_CONFIG_BYTES:
+        return f"{where[:60]}...: longer than {MAX_CONFIG_BYTES:,} characters; put the value in a config file"
+    field_type, problem = _field_type(merged, schema, key)
+    if problem:
+        return f"{where}: {problem}"
+    try:
+        if is_string_field(field_type):
+            value = string_value(text, field_type, key, where)
+        else:
+            value = parse_yaml(text, where, field_type, key)
+        OmegaConf.update(merged, key, value, merge=True)
+    except UnknownKeyError as exc:
+        return f"{exc.where}: {_unknown_key(exc.key, schema)}"
+    except ConfigError as exc:
+        return str(exc)
+    except _MERGE_ERRORS as exc:
+        return f"{where}: {_explain(exc, schema)}"
+    return None
+
+
+def _field_type(merged: Any, schema: type, key: str) -> tuple[Any, str | None]:
+    """The declared type at a dotted key (None when unknown: OmegaConf then names the unknown key), or a problem:
+    an index into a list must be a number below the list's length."""
+    typ: Any = schema
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        current = OmegaConf.select(merged, ".".join(parts[:i]), default=None) if i else merged
+        if OmegaConf.is_list(current):
+            size = len(current)
+            if not part.isdigit() or int(part) >= size:
+                parent = ".".join(parts[:i])
+                entries = f"entries {parent}.0 to {parent}.{size - 1}" if size else "no entries"
+                return None, (f"{parent}.{part}: {parent} has {entries}; set the whole list in the config file or "
+                              f"as {parent}=[...] before changing one entry")
+        typ = child_type(typ, part) if typ is not None else None
+    return typ, None
+
+
+def _int64_problems(cfg: Any, prefix: str = "") -> list[str]:
+    """Whole numbers beyond 64 bits (a 25-digit seed) fail later inside numpy or torch; name them here."""
+    if dataclasses.is_dataclass(cfg):
+        items = [(f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg)]
+    elif isinstance(cfg, dict):
+        items = list(cfg.items())
+    elif isinstance(cfg, list):
+        items = list(enumerate(cfg))
+    else:
+        low, high = _INT64
+        if isinstance(cfg, int) and not isinstance(cfg, bool) and not low <= cfg <= high:
+            return [f"{prefix}={cfg}: out of range; use a whole number between -2**63 and 2**63-1"]
+        return []
+    return [e for name, value in items for e in _int64_problems(value, f"{prefix}.{name}" if prefix else str(name))]
+
+
+def _read_yaml(path: Path, schema: type) -> dict:
+    """The file's mapping, typed by `schema`, or a ConfigError naming the file (missing, too large, not UTF-8, bad
+    YAML, not a mapping, a duplicate key, an alias, an interpolation)."""
     if not path.is_file():
         raise ConfigError(f"{path}: config file does not exist; check the path")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {size:,} bytes, more than a config may hold ({MAX_CONFIG_BYTES:,}); a config "
+                          "sets options, not data (name data files in it)")
     try:
         text = path.read_text(encoding="utf-8")
-        raw = yaml.safe_load(text)
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc}); save the config as UTF-8") from exc
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" line {where.line + 1}" if where is not None else ""
-        raise ConfigError(f"{path}:{line}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from exc
+    raw = parse_yaml(text, str(path), schema)
     if raw is None:
-        raw = {}
+        return {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the file holds a {type(raw).__name__}, not a mapping of keys; write `key: value` "
                           "lines (see configs/*.yaml)")
-    try:
-        return OmegaConf.create(raw)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"{path}: {str(exc).splitlines()[0]}") from exc
+    return raw
 
 
 def config_to_dict(cfg: Any) -> dict:
@@ -107,28 +177,40 @@ def dump_config(cfg: Any) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
-def _explain(exc: OmegaConfBaseException, schema: type) -> str:
-    key = getattr(exc, "full_key", None) or ""
-    msg = str(exc).splitlines()[0]
-    if isinstance(exc, ConfigKeyError) and key:
-        known = _all_keys(schema)
-        close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]}?" if close else f"; known keys under it: {_siblings(key, known)}"
-        return f"unknown key {key}{hint}"
+def _explain(exc: Exception, schema: type) -> str:
+    # OmegaConf spells list entries files[0]; the command line spells them files.0
+    key = (getattr(exc, "full_key", None) or "").replace("[", ".").replace("]", "")
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, (ConfigKeyError, ConfigAttributeError)) and key:
+        return _unknown_key(key, schema)
     return f"{key or '?'}: {msg}"
 
 
-def _all_keys(schema: type, prefix: str = "") -> list[str]:
+def _unknown_key(key: str, schema: type) -> str:
+    """`unknown key K; did you mean ...?` (or the keys beside it)."""
+    # list entries are matched as `#`, then the hint gets the user's own index back
+    indices = re.findall(r"(?<=\.)\d+(?=\.|$)", key)
+    template = re.sub(r"(?<=\.)\d+(?=\.|$)", "#", key)
+    known = _all_keys(schema)
+    close = difflib.get_close_matches(template, known, n=1, cutoff=0.5)
+    if close:
+        hint = "; did you mean " + re.sub("#", lambda _: indices.pop(0) if indices else "0", close[0]) + "?"
+    else:
+        hint = f"; known keys under it: {_siblings(template, known)}"
+    return f"unknown key {key}{hint}"
+
+
+def _all_keys(schema: Any, prefix: str = "") -> list[str]:
+    """Every dotted key of a schema; an entry of a list of sections is spelled `#` (files.#.path)."""
     keys = []
     for f in dataclasses.fields(schema):
         name = f"{prefix}{f.name}"
         keys.append(name)
-        ftype = f.type if isinstance(f.type, type) else None
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore
-        if dataclasses.is_dataclass(default):
-            keys += _all_keys(type(default), name + ".")
-        elif ftype is not None and dataclasses.is_dataclass(ftype):
-            keys += _all_keys(ftype, name + ".")
+        typ = child_type(schema, f.name)
+        if dataclasses.is_dataclass(typ):
+            keys += _all_keys(typ, name + ".")
+        elif dataclasses.is_dataclass(child_type(typ, "0")) and typing.get_origin(typ) is list:
+            keys += _all_keys(child_type(typ, "0"), name + ".#.")
     return keys
 
 
