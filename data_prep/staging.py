@@ -35,6 +35,7 @@ from data_prep.sources import BUILTIN_SOURCES
 from data_prep.split import key_hash
 from gte_model.core.atomic import write_json
 from gte_model.core.memory import children_peak_rss_mb, peak_rss_mb, private_peak_mb
+from gte_model.core.mixing import GTE_ALPHA, mixing_probabilities
 from gte_model.core.pairs import ShardWriter
 from gte_model.core.text import canonical, canonical_hash, hash64
 
@@ -286,11 +287,11 @@ def source_stats(staged: Staged, counts: dict, keep: np.ndarray, heldout: np.nda
     return out
 
 
-def alpha_sizes(sizes: dict[str, int], alpha: float = 0.5) -> dict:
-    """Train sizes and the GTE mixing probabilities p_i = n_i^alpha / sum_j n_j^alpha (α-ready for the sampler)."""
-    weights = {name: n**alpha for name, n in sizes.items() if n > 0}
-    total = sum(weights.values()) or 1.0
-    return {"alpha": alpha, "sizes": sizes, "probabilities": {k: round(w / total, 6) for k, w in weights.items()}}
+def alpha_sizes(sizes: dict[str, int], alpha: float = GTE_ALPHA) -> dict:
+    """Train sizes and the mixing probabilities the sampler draws with at this alpha (gte_model.core.mixing)."""
+    used = {name: n for name, n in sizes.items() if n > 0}
+    p = mixing_probabilities(list(used.values()), alpha) if used else []
+    return {"alpha": alpha, "sizes": sizes, "probabilities": {k: round(float(x), 6) for k, x in zip(used, p)}}
 
 
 class Steps:

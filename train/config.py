@@ -25,6 +25,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
+from gte_model.core.mixing import GTE_ALPHA
 from gte_model.embed_config import TeacherConfig
 from train.loss import LOSSES
 
@@ -168,7 +169,7 @@ class LossConfig:
 
 @dataclass
 class SamplerConfig:
-    alpha: float = 0.5  # source mixing p_i ~ n_i^alpha (0 uniform, 1 proportional to size); one source per batch
+    alpha: float = GTE_ALPHA  # source mixing p_i ~ n_i^alpha (0 uniform, 1 proportional to size); one source per batch
 
 
 @dataclass

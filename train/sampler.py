@@ -27,6 +27,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from gte_model.core.mixing import GTE_ALPHA, mixing_probabilities
 from gte_model.core.text import splitmix64_finalise
 
 BLOCK = 1 << 16  # source choices drawn per generator call
@@ -37,15 +38,14 @@ _U64 = np.uint64
 class SourceBatchSampler:
     """One source per global batch, drawn with p_i proportional to n_i^alpha; deterministic in (seed, step)."""
 
-    def __init__(self, source_sizes: dict[str, int], global_batch_size: int, alpha: float = 0.5, seed: int = 0):
+    def __init__(self, source_sizes: dict[str, int], global_batch_size: int, alpha: float = GTE_ALPHA, seed: int = 0):
         _validate(source_sizes, global_batch_size, alpha, seed)
         self.names = sorted(source_sizes)  # sorted: the dict's order must not change the data order
         self.sizes = np.array([int(source_sizes[s]) for s in self.names], dtype=np.int64)
         self.global_batch_size = int(global_batch_size)
         self.alpha = float(alpha)
         self.seed = int(seed)
-        weights = self.sizes.astype(np.float64) ** self.alpha
-        self._p = weights / weights.sum()
+        self._p = mixing_probabilities(self.sizes, self.alpha)
         self._cdf = np.cumsum(self._p)
         self._cdf[-1] = 1.0  # guard rounding: every uniform draw in [0, 1) lands on a source
         self._prefix = [np.zeros(len(self.names), dtype=np.int64)]  # _prefix[b]: counts per source before block b

@@ -8,6 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import train.sampler as sampler_module
+from data_prep.staging import alpha_sizes
+from gte_model.core.text import splitmix64_finalise
 from train.sampler import SourceBatchSampler
 
 SIZES = {"small": 40, "medium": 400, "large": 4000}
@@ -113,3 +115,32 @@ def test_sampler_properties_on_small_sizes(sizes, batch, alpha, seed):
         assert len(rows) <= source_sizes[source] // batch * batch
     fresh = SourceBatchSampler(source_sizes, global_batch_size=batch, alpha=alpha, seed=seed)
     assert fresh.batch_at(steps - 1) == sampler.batch_at(steps - 1)
+
+
+# Printed by the sampler at 72dff71, before the law moved to gte_model.core.mixing: the data order depends on them.
+PINNED = {0.5: {"a": "0x1.2914cf9d17dd8p-4", "b": "0x1.735a03845dd4ep-1", "c": "0x1.9e0d8a1ffcbddp-3"},
+          0.3: {"a": "0x1.2bd0a63107ac6p-3", "b": "0x1.2a65733329f40p-1", "c": "0x1.154cc6812841cp-2"}}
+
+
+@pytest.mark.parametrize("alpha", sorted(PINNED))
+def test_sampler_probabilities_are_bit_identical_to_the_pinned_floats(alpha):
+    sampler = SourceBatchSampler({"a": 100, "b": 10000, "c": 777}, global_batch_size=10, alpha=alpha, seed=0)
+    assert {k: float.hex(v) for k, v in sampler.probabilities().items()} == PINNED[alpha]
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 0.5, 1.0])
+def test_prep_manifest_reports_the_probabilities_the_sampler_draws_with(alpha):
+    sizes = {"a": 100, "b": 10000, "c": 777, "d": 123457}
+    manifest = alpha_sizes({**sizes, "empty": 0}, alpha)
+    sampler = SourceBatchSampler(sizes, global_batch_size=10, alpha=alpha, seed=0)
+    assert manifest["alpha"] == alpha
+    assert manifest["probabilities"] == {k: round(v, 6) for k, v in sampler.probabilities().items()}
+    assert alpha_sizes({"a": 100, "b": 10000, "c": 777}) == {  # prep's default alpha, as printed at 72dff71
+        "alpha": 0.5, "sizes": {"a": 100, "b": 10000, "c": 777},
+        "probabilities": {"a": 0.07253, "b": 0.725296, "c": 0.202174}}
+
+
+def test_the_feistel_round_is_splitmix64s_finaliser_with_its_pinned_values():
+    z = np.array([0, 1, 12345, 2**64 - 1], dtype=np.uint64)
+    # printed by the sampler's own round function at 72dff71
+    assert splitmix64_finalise(z).tolist() == [0, 6238072747940578789, 17540659726606785873, 13029008266876403067]
