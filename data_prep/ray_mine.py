@@ -9,7 +9,7 @@
 The output equals engine=local's with any number of workers (tests/data_prep/test_ray_engine.py) when the vectors
 do: in fp32 (`embed.bf16=false`), or from a cache both engines share. With bf16 autocast on a CPU, a text's vector
 can differ in its last bits with the encoder's thread count (an actor runs Ray's one thread, engine=local every
-core): 7 of 2,388 texts by at most 5e-4 in benchmarks/README.md, which changed 1 of 18,949 mined rows there.
+core), which can change a mined row (benchmarks/README.md, "Prep and mining on Ray", counts them).
 """
 
 from __future__ import annotations

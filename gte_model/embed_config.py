@@ -14,7 +14,7 @@ class EmbedConfig:
 
     batch_size: int = 64  # texts per encoder forward
     max_seq_len: int = 256  # tokens per text (special tokens included); longer texts are truncated
-    bf16: bool = True  # bf16 autocast in the encoder: ~4x faster on AVX-512-bf16 CPUs and on GPUs
+    bf16: bool = True  # bf16 autocast in the encoder: faster on AVX-512-bf16 CPUs and GPUs (encode_benchmark.py)
     query_prompt: str | None = None  # prefix for queries; None = the model's "query" prompt (or none)
     doc_prompt: str | None = None  # prefix for documents; None = the model's "document" prompt (or none)
     # where vectors are cached; "" = `.<out name>.embed_cache` beside out_dir for `gte mine`, so the cache outlives

@@ -177,7 +177,7 @@ class GTEModel(nn.Module):
 
         Texts are sorted by token length so each batch pads to a similar width, then returned in input order.
         (The unpadded forward of training is not used here: sorted batches hold little padding, and it was not
-        faster than this padded path on 2,000 STS-B sentences at batch 32.)
+        faster than this padded path on STS-B sentences: benchmarks/README.md, "The unpadded forward".)
         `prompt_name` picks one of the model's prompts ("query", "document"; as in sentence-transformers), `prompt`
         is a literal prefix.
         """

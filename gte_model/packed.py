@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # CPU attention groups hold at most this many padded tokens; widths round up to ATTN_PAD_MULTIPLE (a bounded set of
-# shapes). Attention is ~3% of MiniLM's FLOPs at 128 tokens, so the group size matters little; fewer calls is better.
+# shapes). Attention is a small share of a short-text forward's FLOPs, so the group size matters little; fewer calls
+# is better.
 ATTN_GROUP_TOKENS = 4096
 ATTN_PAD_MULTIPLE = 16
 # Varlen kernels in order of preference on CUDA; "grouped" (the CPU path) is the fallback when none works.
@@ -349,9 +350,10 @@ def _flex_attention_fn(compiled: bool):
     return _FLEX_COMPILED[0]
 
 
-# Dropout masks on a CPU: torch's bernoulli_ draws one random number per element and was 19% of a MiniLM training
-# step (torch.profiler, benchmarks/README.md). One int64 draw gives four 16-bit words instead; the low 15 bits of each
-# are uniform, so an element is kept when they are >= round(p * 2^15): p is honoured to 1.5e-5 (0.1 -> 0.100006).
+# Dropout masks on a CPU: torch's bernoulli_ draws one random number per element, a large share of a MiniLM
+# training step (benchmarks/README.md, "The unpadded forward"). One int64 draw gives four 16-bit words instead; the
+# low 15 bits of each are uniform, so an element is kept when they are >= round(p * 2^15): p is honoured to 1.5e-5
+# (0.1 -> 0.100006).
 _MASK_BITS = 15
 
 
@@ -364,4 +366,4 @@ def apply_dropout(x: Tensor, p: float, training: bool) -> Tensor:
     n = x.numel()
     words = torch.empty((n + 3) // 4, dtype=torch.int64).random_().view(torch.int16)[:n].view(x.shape)
     keep = (words & ((1 << _MASK_BITS) - 1)) >= round(p * (1 << _MASK_BITS))
-    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))  # one multiply forward and backward (masked_fill: 2x slower)
+    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))  # one multiply forward and backward (masked_fill: slower)

@@ -4,9 +4,8 @@ will embed (the training pairs' queries and documents).
 
 A rotation keeps every dot product, so cosine similarity at the full dim is unchanged (up to float rounding);
 but embeddings cut to their first d dims (Matryoshka-style truncation, sentence-transformers' truncate_dim) keep the
-d directions that matter most instead of d arbitrary ones. On the quickstart's final model it lifted 128-dim
-nDCG@10 from 93.8% to 97.8% of the full dim with no training (benchmarks/README.md, "Rotation instead of
-Matryoshka").
+d directions that matter most instead of d arbitrary ones: what truncated nDCG@10 it keeps on the quickstart's final
+model, with no training, is in benchmarks/README.md, "Rotation instead of Matryoshka".
 
   gte rotate runs/quickstart/merged runs/rotated --data runs/quickstart/data/pairs      # 600 rows per source
 

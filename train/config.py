@@ -13,7 +13,7 @@ The keys users touch most:
   data.num_negatives      hard negatives per query (0 in stage 1; >= 1 in stage 2, needs mined negatives)
   train.global_batch_size pairs per optimizer step over ALL processes: the in-batch negative pool
   train.chunk_size        texts per forward pass; with train.grad_cache=true memory is set by this, not the batch
-  train.packed            unpadded forward (default true): ~1.7x a padded step on the same texts, same loss
+  train.packed            unpadded forward (default true): faster than padded chunks on the same texts, same loss
   train.max_steps, train.checkpoint_every, train.keep_checkpoints, train.eval_every, train.seed
   loss.kind               gte (one joint partition function) or infonce (query -> documents only)
   model.lora.r            LoRA rank (0 = full fine-tuning); model.lora.alpha, .dropout, .target_modules, .export
@@ -110,7 +110,7 @@ class TrainLoopConfig:
     eval_every: int = 500  # steps between validations on held-out rows (0 = only at the end)
     seed: int = 42  # seeds init, dropout, the source/row order and negative sampling
     precision: str = "fp32"  # fp32, bf16 (autocast) or fp16 (autocast + loss scaling, GPUs)
-    grad_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% more compute
+    grad_checkpointing: bool = False  # recompute activations in backward: less memory, one more forward's compute
     log_every: int = 10  # steps between metrics.jsonl/wandb lines (1 logs the data order of every step)
     # steps with a non-finite loss or gradient norm are skipped (no update) and logged; this many in a row stop the
     # run (exit 2, no export) naming the step, the lr and the last good checkpoint
@@ -120,7 +120,7 @@ class TrainLoopConfig:
     inexact_resume: bool = False
     # read the next step's batch ahead (rows, token ids, chunks) in a background thread while this step computes, so
     # the tokenizer and Arrow reads overlap the device; the same batches in the same order either way. auto = on
-    # CUDA devices only: on a 2-core CPU the thread competes with the step's own threads (0.87x pairs/s, measured)
+    # CUDA devices only: on a 2-core CPU the thread competes with the step's own threads (benchmarks/prefetch_ab.py)
     prefetch: str = "auto"
     # torch.compile the encoder forward (GPUs): chunk shapes are bucketed so it compiles a few times, not every step;
     # attention stays eager. Changes float rounding only (like train.chunk_size)

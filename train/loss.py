@@ -46,7 +46,7 @@ from torch.utils.checkpoint import checkpoint
 LOSSES = ("infonce", "gte")
 
 # loss.row_chunk=0 (automatic) keeps one [rows, C] logits block under this many elements: 2^28 floats = 1 GiB in
-# fp32; the loss's peak is ~4.5 such blocks (masks, logits, softmax in backward; benchmarks/loss_memory.py). A batch
+# fp32; the loss's peak is a few such blocks (masks, logits, softmax in backward; benchmarks/loss_memory.py). A batch
 # whose whole block fits (GTE, K=0: up to N = 8,192 pairs on one process) runs unchunked, bit for bit as before.
 AUTO_CHUNK_ELEMENTS = 2**28
 

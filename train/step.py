@@ -21,8 +21,9 @@ Chunk = dict[str, Tensor]
 
 
 # Chunk widths are rounded up to this many tokens: a handful of distinct (rows, width) shapes per run instead of
-# one per chunk. On CPUs oneDNN builds kernels per new shape (in bf16 a new shape cost ~2.5x a seen one, measured in
-# benchmarks/train_profile.py); on GPUs round widths suit tensor cores. The cost is < 16 padding tokens per row.
+# one per chunk. On CPUs oneDNN builds kernels per new shape (in bf16 a new shape costs more than a seen one:
+# benchmarks/train_profile.py measures it); on GPUs round widths suit tensor cores. The cost is < 16 padding tokens
+# per row.
 PAD_MULTIPLE = 16
 # train.compile buckets chunk shapes so that a compiled forward meets a few of them, not one per chunk: packed chunks
 # are filled up to a multiple of BUCKET_TOKENS tokens with filler rows (their embeddings are dropped), padded chunks
