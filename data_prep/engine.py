@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from gte_model.core.errors import UserError
+from gte_model.core.errors import import_extra
 from gte_model.core.memory import peak_rss_mb, private_peak_mb, track_private_peak
 
 ENGINES = ("local", "ray")
@@ -52,12 +52,8 @@ def engine_problems(engine: str) -> list[str]:
 
 
 def import_ray():
-    """The ray module, or a one-line UserError with the install command."""
-    try:
-        import ray
-    except ImportError:
-        raise UserError(f"engine=ray: Ray is not installed; run `{INSTALL_HINT}` or set engine=local") from None
-    return ray
+    """The ray module, or a one-line MissingExtra (a UserError) with the install command."""
+    return import_extra("ray", "engine=ray", "ray", "set engine=local", package="Ray")
 
 
 @contextlib.contextmanager

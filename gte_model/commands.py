@@ -29,6 +29,7 @@ def encode_main(argv: list[str]) -> int:
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on CPUs with bf16 units)")
     args = parser.parse_args(argv)
     texts = args.texts or DEMO_TEXTS
+    check_utf8(texts, "TEXT")  # before the slow load
     model = load_model(args.model)
     emb = model.encode(texts, bf16=args.bf16, normalize=True)
     sims = emb @ emb.T
@@ -38,6 +39,19 @@ def encode_main(argv: list[str]) -> int:
         row = " ".join(f"{s:6.3f}" for s in sims[i])
         print(f"{t[:50]:<{width}}  {row}")
     return 0
+
+
+def check_utf8(texts: list[str], what: str) -> None:
+    """Refuse an argument that was not valid UTF-8: Python hands its bytes over as lone surrogates (\\udcXX), which
+    no tokenizer encodes."""
+    for i, text in enumerate(texts, start=1):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            byte = ord(text[exc.start]) - 0xDC00 if 0xDC80 <= ord(text[exc.start]) <= 0xDCFF else None
+            raw = f"byte 0x{byte:02x}" if byte is not None else f"code point U+{ord(text[exc.start]):04X}"
+            raise UserError(f"{what} {i}: not valid UTF-8 ({raw} at character {exc.start}); pass the text in UTF-8 "
+                            "(check the terminal's or the file's encoding, e.g. iconv -t UTF-8)") from None
 
 
 def export_main(argv: list[str]) -> int:

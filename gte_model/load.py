@@ -18,6 +18,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from gte_model.assets import PACKAGED, ModelLoadError, is_installed, packaged_model_path
+from gte_model.folder_checks import check_config_json, check_max_seq_len, check_prompts, check_tokenizer
 from gte_model.model import GTEModel, count_non_finite
 from gte_model.presets import PRESETS, preset_config
 from gte_model.rotate import DENSE_ACTIVATION, DENSE_WEIGHT
@@ -48,6 +49,7 @@ def load_model(
     if name in PRESETS:
         tok_src = tokenizer_from or packaged_model_path(DEFAULT_MODEL)
         tokenizer = AutoTokenizer.from_pretrained(str(tok_src))
+        check_tokenizer(tokenizer, Path(tok_src), None)
         return build_from_preset(
             name, tokenizer, pooling=pooling or "mean", normalize=normalize, max_seq_len=max_seq_len
         )
@@ -86,7 +88,7 @@ def build_from_preset(
         tokenizer,
         pooling=pooling,
         normalize=True if normalize is None else normalize,
-        max_seq_len=max_seq_len or 512,
+        max_seq_len=512 if max_seq_len is None else check_max_seq_len(max_seq_len, backbone, "max_seq_len"),
         base_model=f"preset:{name}",
     )
 
@@ -101,16 +103,20 @@ def read_st_settings(path: Path) -> dict:
         raise ModelLoadError(f"{modules_file}: holds a {type(modules).__name__}, not a list of modules; re-export it")
     settings: dict = {"normalize": False}
     for module in modules:
+        if not isinstance(module, dict):
+            raise ModelLoadError(f"{modules_file}: holds {json.dumps(module)[:60]}, not a module object; re-export it")
         kind = module.get("type", "").rsplit(".", 1)[-1]
         module_dir = path / module.get("path", "")
         if kind == "Transformer":
             cfg = module_dir / "sentence_bert_config.json"
-            if cfg.is_file() and "max_seq_length" in _read_json(cfg):
-                settings["max_seq_len"] = int(_read_json(cfg)["max_seq_length"])
+            if cfg.is_file() and "max_seq_length" in (st_config := _read_object(cfg)):
+                # checked against the backbone's positions once it is built
+                settings["max_seq_len"] = st_config["max_seq_length"]
+                settings["max_seq_len_key"] = f"{cfg}: max_seq_length"
             if module.get("path"):
                 settings["transformer_dir"] = module_dir
         elif kind == "Pooling":
-            settings["pooling"] = _pooling_from_st(_read_json(module_dir / "config.json"), module_dir)
+            settings["pooling"] = _pooling_from_st(_read_object(module_dir / "config.json"), module_dir)
         elif kind == "Normalize":
             settings["normalize"] = True
         elif kind == "Dense" and "pooling" in settings and not settings["normalize"] and "rotation" not in settings:
@@ -121,13 +127,13 @@ def read_st_settings(path: Path) -> dict:
                                  "modules, in that order")
     extra = path / "config_sentence_transformers.json"
     if extra.is_file():
-        settings["prompts"] = _read_json(extra).get("prompts") or {}
+        settings["prompts"] = check_prompts(_read_object(extra).get("prompts"), extra)
     return settings
 
 
 def _read_rotation(folder: Path) -> torch.Tensor:
     """A Dense module's weight as GTEModel.rotation: square, no bias, identity activation (what gte rotate writes)."""
-    cfg = _read_json(folder / "config.json")
+    cfg = _read_object(folder / "config.json")
     n_in, n_out = cfg.get("in_features"), cfg.get("out_features")
     if n_in != n_out or cfg.get("bias", True) or cfg.get("activation_function") != DENSE_ACTIVATION:
         raise ModelLoadError(f"{folder}/config.json: a Dense module {cfg} is not supported by GTEModel; only a "
@@ -175,16 +181,27 @@ def _read_json(path: Path) -> dict | list:
         raise ModelLoadError(f"{path}: not valid JSON ({exc}); fix the file or export the model again") from exc
 
 
+def _read_object(path: Path) -> dict:
+    """A JSON file that must hold an object (a module's config)."""
+    value = _read_json(path)
+    if not isinstance(value, dict):
+        raise ModelLoadError(f"{path}: holds a {type(value).__name__}, not a JSON object; export the model again")
+    return value
+
+
 def _load_folder(path: Path, pooling, normalize, max_seq_len, trust_remote_code: bool) -> GTEModel:
     settings = read_st_settings(path)
     weights_dir = settings.get("transformer_dir", path)
     weights = _weights_file(weights_dir)
+    # before anything is built from it
+    check_config_json(_read_object(weights_dir / "config.json"), weights_dir / "config.json", weights)
     try:
         config = AutoConfig.from_pretrained(str(weights_dir), trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(str(weights_dir), trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - any parse failure means a damaged or foreign folder; say which
         raise ModelLoadError(f"{weights_dir.resolve()}: failed to load the config or tokenizer ({_short(exc)}); "
                              "export the model again (remote code needs trust_remote_code=True)") from exc
+    check_tokenizer(tokenizer, weights_dir, getattr(config, "vocab_size", None))
     try:
         backbone, info = AutoModel.from_pretrained(
             str(weights_dir),
@@ -208,21 +225,29 @@ def _load_folder(path: Path, pooling, normalize, max_seq_len, trust_remote_code:
         raise ModelLoadError(f"{path}/modules.json: its Dense module is [{rotation.shape[0]}, {rotation.shape[0]}] "
                              f"but the backbone's hidden size is {config.hidden_size}; export the model again")
     card = path / "gte_export.json"
-    meta = _read_json(card) if card.is_file() else {}
+    meta = _read_object(card) if card.is_file() else {}
     base = meta.get("base_model") if card.is_file() else _describe_source(path)
     return GTEModel(
         backbone,
         tokenizer,
         pooling=pooling or settings.get("pooling", "mean"),
         normalize=settings.get("normalize", True) if normalize is None else normalize,
-        max_seq_len=max_seq_len
-        or settings.get("max_seq_len")
-        or min(getattr(config, "max_position_embeddings", 512), 512),
+        max_seq_len=_max_seq_len(max_seq_len, settings, backbone),
         prompts=settings.get("prompts"),
         base_model=base,
         matryoshka_dims=meta.get("matryoshka_dims"),
         rotation=rotation,
     )
+
+
+def _max_seq_len(override: int | None, settings: dict, backbone: nn.Module) -> int:
+    """The argument, else the folder's sentence_bert_config.json, else min(max positions, 512); checked against the
+    positions the backbone has (a longer text would index past its position table)."""
+    if override is not None:
+        return check_max_seq_len(override, backbone, "max_seq_len")
+    if "max_seq_len" in settings:
+        return check_max_seq_len(settings["max_seq_len"], backbone, settings["max_seq_len_key"])
+    return min(getattr(backbone.config, "max_position_embeddings", 512), 512)
 
 
 def _weights_file(folder: Path) -> Path:
@@ -256,3 +281,4 @@ def _short(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     text = f"{type(exc).__name__}: {lines[0] if lines else ''}"
     return text if len(text) <= 200 else text[:197] + "..."
+

@@ -7,7 +7,8 @@
   without_lora(backbone, merge=True)    a plain copy: adapters merged into the weights (W + B A alpha/r), or dropped
   adapter_files(backbone, base_path)    adapter_config.json + adapter_model.safetensors, PEFT's adapter format
 
-Needs peft (`pip install -e .[lora]`), imported only when an adapter is added or found.
+Needs peft (`pip install -e .[lora]`), imported only when an adapter is added or found; without it add_lora raises
+a one-line MissingExtra (a UserError) naming model.lora.r.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import copy
 from pathlib import Path
 
 from torch import nn
+
+from gte_model.core.errors import import_extra
 
 ALL_LINEAR = "all-linear"
 ADAPTER_NAME = "default"  # PEFT's name for a model's one adapter
@@ -52,16 +55,14 @@ def add_lora(backbone: nn.Module, r: int, alpha: float, dropout: float = 0.0,
     """Adapters of rank r on the target Linear layers (default all of them), injected in place; every other
     parameter is frozen (requires_grad False). Returns the same backbone. B starts at zero: the output is unchanged
     until the first update."""
-    try:
-        from peft import LoraConfig, inject_adapter_in_model
-    except ImportError as exc:
-        raise ImportError(f"LoRA needs peft ({exc}); install it with `pip install -e .[lora]`") from exc
     if r < 1:
         raise ValueError(f"LoRA rank r={r} must be >= 1")
+    # a missing peft is the user's to fix: one line naming the setting (MissingExtra is a UserError)
+    peft = import_extra("peft", f"model.lora.r={r}", "lora", "set model.lora.r=0 (full fine-tuning)")
     paths = target_paths(backbone, list(target_modules or [ALL_LINEAR]))
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=paths, bias="none")
+    config = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=paths, bias="none")
     backbone.requires_grad_(False)
-    inject_adapter_in_model(config, backbone, adapter_name=ADAPTER_NAME)  # only the adapters require grad now
+    peft.inject_adapter_in_model(config, backbone, adapter_name=ADAPTER_NAME)  # only the adapters require grad now
     return backbone
 
 

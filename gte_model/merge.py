@@ -24,6 +24,7 @@ import torch
 
 from gte_model.core.errors import UserError
 from gte_model.model import GTEModel
+from gte_model.presets import PRESETS
 
 
 @dataclass
@@ -36,7 +37,7 @@ class FitConfig:
 
 @dataclass
 class MergeConfig:
-    models: list[str] = field(default_factory=list)  # packaged names or folders, same architecture and vocabulary
+    models: list[str] = field(default_factory=list)  # saved models (folders, packaged names), one architecture
     weights: list[float] = field(default_factory=list)  # one per model, summing to 1; [] = fit them (fit.data)
     out_dir: str = ""
     fit: FitConfig = field(default_factory=FitConfig)
@@ -46,6 +47,9 @@ class MergeConfig:
         errors = []
         if len(self.models) < 2:
             errors.append(f"models={self.models}: name at least two models to merge")
+        # a preset builds fresh random weights on every load: the merge would differ per run (and per resume)
+        errors += [f"models.{i}={name}: a size preset is a random model, not a saved one; merge model folders "
+                   "(exports) or packaged names" for i, name in enumerate(self.models) if name in PRESETS]
         if self.weights and len(self.weights) != len(self.models):
             errors.append(f"weights={self.weights}: needs one weight per model ({len(self.models)})")
         if self.weights and (min(self.weights) < 0 or abs(sum(self.weights) - 1) > 1e-6):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from gte_model.core.config import ConfigError
+from gte_model.core.errors import import_extra
 from train.config import TrainConfig, launched_with_deepspeed
 from train.distributed import all_reduce_mean
 
@@ -25,6 +26,9 @@ def make_accelerator(cfg: TrainConfig):
     # One process may fit several stages (gte run); accelerate keeps the first one's precision in a process-wide
     # singleton and refuses another. The process group (PartialState) is kept.
     AcceleratorState._reset_state(reset_partial_state=False)
+    if launched_with_deepspeed():  # else accelerate raises an ImportError traceback
+        import_extra("deepspeed", "ACCELERATE_USE_DEEPSPEED=true (a DeepSpeed accelerate config)", "deepspeed",
+                     "launch with configs/accelerate/ddp.yaml")
     # cpu=True without CUDA: under `accelerate launch --multi_gpu` the processes then form a gloo group (without it
     # each would train alone, believing itself rank 0 of 1). DeepSpeed sets up its own group (cpu=True would drop it).
     acc = Accelerator(mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[cfg.train.precision],

@@ -23,3 +23,24 @@ def user_message(exc: BaseException) -> str | None:
         fix = "free space on that disk" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "fix its permissions"
         return f"{where}: {exc.strerror or exc}; {fix} and re-run (finished work is kept)"
     return None
+
+
+class MissingExtra(UserError, ImportError):
+    """A setting needs an optional package (an extra of pyproject.toml) that is not installed."""
+
+
+def import_extra(module: str, key: str, extra: str, instead: str, package: str | None = None):
+    """The optional `module`, or a one-line MissingExtra: `<key>: <package> is not installed; run `pip install -e
+    .[<extra>]` or <instead>` (key: the setting that needs it; instead: the setting that does without it)."""
+    import sys
+
+    try:
+        __import__(module)  # the import statement's own hook (what tests and import-time shims replace)
+    except ImportError as exc:
+        # the package itself is absent, or present but broken (a missing dependency, a build for another torch)
+        names = (module, module.split(".")[0])
+        missing = exc.name in names or str(exc) in [f"No module named '{n}'" for n in names]
+        problem = "is not installed" if missing else f"fails to import ({str(exc).splitlines()[0][:150]})"
+        raise MissingExtra(f"{key}: {package or module} {problem}; run `pip install -e .[{extra}]` or "
+                           f"{instead}") from exc
+    return sys.modules[module]

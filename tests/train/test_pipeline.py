@@ -54,10 +54,11 @@ TINY = [
     "eval.tasks=[beir]",
     "eval.beir_sources=[]",
     "eval.bf16=false",
+    "merge.models=[stage1,stage2]",  # the quickstart merges base, here a random preset, which merge refuses
 ]
 # a teacher (all-mpnet-base-v2, installed by scripts/setup.sh) vets negatives, stage 2 distils from it, and the
-# final model is the quickstart's merge of the base (here a random tiny preset) and stage 2, rotated to its
-# principal axes (rotate.rows)
+# final model is a merge (of stage 1 and stage 2: the quickstart's base is a random tiny preset here, not a saved
+# model), rotated to its principal axes (rotate.rows)
 PHASES = ["prep", "stage1", "mine", "stage2", "merge", "export", "eval_base", "eval_teacher", "eval_stage1",
           "eval_stage2", "eval_merged"]
 

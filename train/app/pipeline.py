@@ -128,7 +128,8 @@ class PipelineConfig:
         errors += [f"stage1: {e}" for e in self.stage1.validate()]
         errors += [f"stage2: {e}" for e in self.stage2.validate()]
         if self.merge.models:
-            errors += [f"merge.{e}" for e in self.merge.validate()]
+            # resolved: `base` may name a preset (stage1.model.init_from), which merge refuses
+            errors += [f"merge.{e}" for e in self.merge_config().validate()]
         if self.rotate.rows == 1 or self.rotate.rows < 0:
             errors.append(f"rotate.rows={self.rotate.rows}: 0 (no rotation) or >= 2 rows per source")
         if self.stage2.data.num_negatives > self.mine.negatives.k:
