@@ -3,8 +3,9 @@
 Tasks: `sts-b` (STS Benchmark test, cosine Spearman), `beir` (every BEIR-format folder given with --beir or
 listed in a pairs dir's manifest: nDCG@10, MRR@10, Recall@100), and, when `mteb` is installed, `mteb-beir` (the
 same BEIR sets scored by mteb's own retrieval evaluation) and `mteb:<TaskName>` (a public MTEB task whose data is
-already local; nothing is downloaded): see train/eval/mteb_task.py. Tasks, sets, packages and MTEB data are checked
-before the model loads; every user error (a missing model folder, a bad --data or --beir folder, an unknown task,
+already local; nothing is downloaded): see train/eval/mteb_task.py. Tasks, sets (every line of every BEIR folder:
+train/eval/beir_io.py), packages, MTEB data and the writability of --out and of the model card are checked before
+the model loads; every user error (a missing model folder, a bad --data or --beir folder, an unknown task,
 a missing package, MTEB data that is not local, damaged or diverged weights) is a UserError with a one-line
 message, printed by the `gte` boundary.
 
@@ -22,7 +23,10 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib.util
+import json
 import math
+import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,10 +36,11 @@ from gte_model.core.atomic import write_json, write_text
 from gte_model.core.pairs import beir_dirs as pairs_beir_dirs
 from gte_model.export import update_eval_results
 from gte_model.load import load_model, model_folder
+from train.eval.beir_io import BeirSet, load_beir, read_beir
 from train.eval.dims import dims_to_run, result_name, split_result_name
 from train.eval.errors import EvalError
-from train.eval.retrieval import beir_files, evaluate_beir, evaluate_beir_dims, load_beir, search
-from train.eval.sts import evaluate_sts, evaluate_sts_dims, load_stsb, stsb_dir
+from train.eval.retrieval import evaluate_beir, evaluate_beir_dims, search
+from train.eval.sts import evaluate_sts, evaluate_sts_dims, load_stsb
 
 __all__ = ["EvalError", "compare_table", "evaluate", "evaluate_beir", "evaluate_sts", "load_beir", "load_stsb",
            "main", "results_table", "search"]
@@ -62,12 +67,16 @@ def evaluate(
     the model's instead of refusing them (the pipeline scores models of several sizes at one list of dims).
 
     Writes results.json and results.md to out_dir (default <model_dir>/eval) and, when model_dir is one of our
-    exports (it holds gte_export.json), merges the numbers into its model card.
+    exports (it holds gte_export.json), merges the numbers into its model card. Both places are checked to be
+    writable before the model loads.
     """
     folder = _model_folder(model_dir)
     sets = _collect_beir(beir_dirs, pairs_dir)
     tasks = list(tasks or ([STS_TASK, "beir"] if sets else [STS_TASK]))
     _check_tasks(tasks, sets)
+    out = Path(out_dir) if out_dir else (folder / "eval" if folder else Path("runs") / "eval" / str(model_dir))
+    card = folder if update_card and folder is not None and (folder / "gte_export.json").is_file() else None
+    _check_writable(out, card)
     model = load_model(model_dir)
     if skip_large_dims:  # a pipeline scores models of several sizes at one list of dims: each at those it has
         dims = [d for d in dims or [] if d <= model.dim]
@@ -82,10 +91,9 @@ def evaluate(
             for dim, metrics in by_dim.items():
                 results[result_name(name, dim, model.dim)] = _finite(metrics)
             print(f"[eval] {name}: {_format_metrics(results[name])} ({seconds[name]:.1f}s)", flush=True)
-    out = Path(out_dir) if out_dir else (folder / "eval" if folder else Path("runs") / "eval" / str(model_dir))
-    _write_outputs(out, str(model_dir), results, seconds, bf16, batch_size)
-    if update_card and folder is not None and (folder / "gte_export.json").is_file():
-        update_eval_results(folder, {task: m for task, m in results.items() if "skipped" not in m})
+    # seconds: per task as run; its per-dim results came from the same encoding and share that time.
+    record = {"model": str(model_dir), "bf16": bf16, "batch_size": batch_size, "results": results, "seconds": seconds}
+    _save(out, card, record)
     return results
 
 
@@ -124,14 +132,24 @@ def _check_tasks(tasks: list[str], sets: dict[str, Path]) -> None:
             from train.eval.mteb_task import check_public_task  # mteb is optional: imported only when asked for
 
             check_public_task(task[len("mteb:"):])
-    for task in set(BEIR_TASKS) & set(tasks):
-        if not sets:
-            raise EvalError(f"--tasks {task}: no retrieval sets given; pass --beir DIR (a BEIR-format folder) or "
-                            "--data PAIRS_DIR (the output of `gte prep`, whose manifest lists its held-out sets)")
-        for path in sets.values():
-            beir_files(path)
+    beir_tasks = [task for task in tasks if task in BEIR_TASKS]
+    if beir_tasks and not sets:
+        raise EvalError(f"--tasks {beir_tasks[0]}: no retrieval sets given; pass --beir DIR (a BEIR-format folder) "
+                        "or --data PAIRS_DIR (the output of `gte prep`, whose manifest lists its held-out sets)")
+    for path in sets.values() if beir_tasks else ():
+        # Every set is read and checked now, and read again when it is scored: a bad line in the last set is
+        # reported before the model loads, and only one set is held in memory at a time.
+        _warn_absent(path, read_beir(path))
     if STS_TASK in tasks:
-        stsb_dir()
+        load_stsb("test")
+
+
+def _warn_absent(path: Path, data: BeirSet) -> None:
+    """Judged documents absent from the corpus are allowed (BEIR's ArguAna has one) but never silent."""
+    if data.absent_docs:
+        print(f"gte eval: {path / 'qrels'}: judges {len(data.absent_docs)} document(s) not in corpus.jsonl "
+              f"(e.g. {data.absent_docs[:3]}); each counts as relevant and never retrieved, as in BEIR and mteb "
+              "(absent_judged_docs in the results)", file=sys.stderr, flush=True)
 
 
 def _require_mteb(task: str) -> None:
@@ -206,13 +224,56 @@ def compare_table(results_by_model: dict[str, dict[str, dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_outputs(out: Path, model: str, results: dict, seconds: dict, bf16: bool, batch_size: int) -> None:
-    # seconds: per task as run; its per-dim results came from the same encoding and share that time.
-    record = {"model": model, "bf16": bf16, "batch_size": batch_size, "results": results, "seconds": seconds}
-    write_json(out / "results.json", record)
-    header = f"# Evaluation of {model}\n\nbf16 autocast: {bf16}, batch size {batch_size}.\n\n"
-    write_text(out / "results.md", header + results_table(results))
+def _check_writable(out: Path, card: Path | None) -> None:
+    """Refuse, before anything is encoded, places the results could not be written to (they would be lost)."""
+    problems, fixes = [], []
+    if why := _unwritable(out):
+        problems.append(f"{out}: the results cannot be written there ({why})")
+        fixes.append("pass --out DIR (a writable folder)")
+    if card is not None and (why := _unwritable(card)):
+        problems.append(f"{card}: its model card cannot be updated ({why})")
+        fixes.append("pass --no-card")
+    if problems:
+        raise EvalError(f"{'; '.join(problems)}; {' and '.join(fixes)}")
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why no file can be made in folder (made later if missing), or None. Probed by making a file in its nearest
+    existing folder: permission bits say nothing about root, nor about a read-only mount."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file, not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def _save(out: Path, card: Path | None, record: dict) -> None:
+    """results.json/.md in out, then the model card. A write that fails anyway (a disk filling up meanwhile) keeps
+    the results: printed as JSON before the message, or already in results.json when only the card fails."""
+    header = (f"# Evaluation of {record['model']}\n\nbf16 autocast: {record['bf16']}, "
+              f"batch size {record['batch_size']}.\n\n")
+    try:
+        write_json(out / "results.json", record)
+        write_text(out / "results.md", header + results_table(record["results"]))
+    except OSError as exc:
+        print(json.dumps(record, indent=2, allow_nan=False, default=str), flush=True)
+        raise EvalError(f"{out}: the results cannot be written ({exc.strerror or exc}); they are printed above as "
+                        "JSON; pass --out DIR (a writable folder with free space) to keep them in a file") from None
     print(f"[eval] wrote {out / 'results.json'} and {out / 'results.md'}")
+    if card is None:
+        return
+    try:
+        update_eval_results(card, {task: m for task, m in record["results"].items() if "skipped" not in m})
+    except OSError as exc:
+        raise EvalError(f"{card}: its model card cannot be updated ({exc.strerror or exc}); the results are in "
+                        f"{out / 'results.json'}; free space or fix permissions and re-run, or pass --no-card"
+                        ) from None
 
 
 def _finite(metrics: dict) -> dict:

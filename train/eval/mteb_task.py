@@ -26,8 +26,9 @@ from huggingface_hub import snapshot_download
 from mteb.abstasks.retrieval import AbsTaskRetrieval
 from mteb.abstasks.task_metadata import TaskMetadata
 
+from train.eval.beir_io import load_beir
 from train.eval.errors import EvalDataMissing, EvalError
-from train.eval.retrieval import MEASURES, load_beir
+from train.eval.retrieval import MEASURES
 
 # Our metric names -> the keys of mteb's retrieval scores.
 MTEB_KEYS = {name: name.replace("@", "_at_") for name in MEASURES}

