@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from omegaconf import OmegaConf  # noqa: E402
 
+from benchmarks.peer_settings import load_peer  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
 
 PHASES_TRAINING = ("stage1", "stage2")
@@ -250,7 +251,6 @@ def calibrate(plan: Plan, model, train_set, steps: int, work: Path) -> float:
 
 def train_baseline(plan: Plan, train_set, args: argparse.Namespace) -> dict:
     """Fine-tune within the budget, save to <out>/model; returns what happened (seconds, steps, rows seen)."""
-    from sentence_transformers import SentenceTransformer
     from transformers import set_seed
 
     from gte_model.assets import PACKAGED, packaged_model_path
@@ -261,7 +261,7 @@ def train_baseline(plan: Plan, train_set, args: argparse.Namespace) -> dict:
     if not path.is_dir():
         raise ValueError(f"stage1 model.init_from={plan.base_model!r} is not a packaged model or a folder: the ST "
                          "baseline fine-tunes a pretrained model (a preset starts from random weights)")
-    model = SentenceTransformer(str(path), device="cpu")
+    model, peer = load_peer(path, "cpu")  # its best documented settings on a CPU (benchmarks/peer_settings.py)
     model.max_seq_length = plan.max_seq_length
     if plan.query_prompt or plan.doc_prompt:  # saved with the model, so evaluate() encodes as in training
         model.prompts = {"query": plan.query_prompt, "document": plan.doc_prompt}
@@ -283,7 +283,7 @@ def train_baseline(plan: Plan, train_set, args: argparse.Namespace) -> dict:
             "calibration_step_seconds": round(step_s, 3), "max_steps": max_steps, "steps": trainer.state.global_step,
             "pairs_seen": sum(rows[: trainer.state.global_step]), "stopped_by_budget": budget.stopped_by_budget,
             "mean_train_loss": float(result.training_loss),
-            "step_seconds": [round(b - a, 2) for a, b in zip([0.0, *budget.stamps], budget.stamps)],
+            "step_seconds": [round(b - a, 2) for a, b in zip([0.0, *budget.stamps], budget.stamps)], "peer": peer,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
@@ -341,7 +341,8 @@ def _settings(plan: Plan, t: dict) -> list[str]:
         f"- Baseline: SentenceTransformerTrainer + {loss}, from `{plan.base_model}`, batch {plan.batch_size}, "
         f"{negatives}, max_seq_length {plan.max_seq_length}, lr {plan.lr:g} ({plan.lr_from}), warmup 10%, linear "
         f"decay, {'bf16' if plan.bf16 else 'fp32'}, batch sampler {plan.batch_sampler}, sources "
-        f"{plan.multi_dataset}; peak RSS {t.get('peak_rss_mb', 0):,} MB.",
+        f"{plan.multi_dataset}, attention {t.get('peer', {}).get('attention', 'sdpa')} (padded: no padding-free path "
+        f"on a CPU), fused AdamW; peak RSS {t.get('peak_rss_mb', 0):,} MB.",
         f"- Budget {plan.budget_seconds:.0f}s ({plan.budget_from}); max_steps {t['max_steps']} {steps_from}; stopped "
         f"by the wall budget before max_steps: {t['stopped_by_budget']}; budget used "
         f"{t['train_seconds'] / plan.budget_seconds:.0%}.",

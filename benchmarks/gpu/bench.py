@@ -180,7 +180,8 @@ def run_peer(work: Work, model: str, max_len: int) -> dict:
     params, layers, hidden = gte_shape
     flops = 6.0 * params * got["tokens"] + 12.0 * layers * hidden * got["squares"]
     return {"steps": got["steps"], "seconds": got["seconds"], "pairs_per_s": got["pairs_per_s"],
-            "tokens_per_s": got["tokens"] / got["seconds"], "tflops": flops / got["seconds"] / 1e12}
+            "tokens_per_s": got["tokens"] / got["seconds"], "tflops": flops / got["seconds"] / 1e12,
+            "peer": got["peer"]}
 
 
 def _load(folder: Path):

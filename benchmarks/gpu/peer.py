@@ -1,15 +1,20 @@
 """The peer of benchmarks/gpu/bench.py: sentence-transformers' SentenceTransformerTrainer +
-MultipleNegativesRankingLoss(scale 20 = 1 / temperature 0.05) on the same pairs, from the same weights, bf16.
+MultipleNegativesRankingLoss(scale 20 = 1 / temperature 0.05) on the same pairs, from the same weights, bf16, at its
+best documented settings (benchmarks/peer_settings.py): padding-free with flash-attention where a flash-attention
+varlen kernel loads, else sdpa (padded). The result names what it got.
 
 Timed like ours: a few warm-up steps, then steps until a time budget is spent (a callback stops the trainer); the
 window runs from the end of the last warm-up step to the end of the last step. Tokens are counted from the attention
-masks its collator builds (real tokens only), with the sum of squared lengths for the attention FLOPs.
+masks (padded) or cumulative lengths (flattened) its collator builds, with the sum of squared lengths for the
+attention FLOPs.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+
+from benchmarks.peer_settings import load_peer, real_lengths
 
 
 class _CountingCollator:
@@ -20,7 +25,7 @@ class _CountingCollator:
 
     def __call__(self, features):
         batch = self.collate(features)
-        lengths = [v.sum(dim=1) for k, v in batch.items() if k.endswith("attention_mask")]
+        lengths = real_lengths(batch)
         self.counts.append((sum(int(n.sum()) for n in lengths), sum(int((n * n).sum()) for n in lengths)))
         return batch
 
@@ -30,17 +35,14 @@ class _CountingCollator:
 
 def run_st(folder: Path, dataset, *, max_len: int, batch: int, warmup: int, seconds: float, device: str,
            out_dir: Path, lr: float, temperature: float) -> dict:
-    """Train until `seconds` after `warmup` steps; returns steps, seconds, pairs/s, tokens and squared lengths."""
-    from sentence_transformers import (
-        SentenceTransformer,
-        SentenceTransformerTrainer,
-        SentenceTransformerTrainingArguments,
-    )
+    """Train until `seconds` after `warmup` steps; returns steps, seconds, pairs/s, tokens, squared lengths and the
+    peer's settings (attention, padding_free, fallback)."""
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.losses import MultipleNegativesRankingLoss
     from transformers import TrainerCallback, set_seed
 
     set_seed(0)
-    model = SentenceTransformer(str(folder), device=device)
+    model, settings = load_peer(folder, device)
     model.max_seq_length = max_len
     args = SentenceTransformerTrainingArguments(
         output_dir=str(out_dir), per_device_train_batch_size=batch, max_steps=1_000_000, learning_rate=lr,
@@ -68,4 +70,4 @@ def run_st(folder: Path, dataset, *, max_len: int, batch: int, warmup: int, seco
     window = stamps[-1] - stamps[warmup]
     timed = counter.counts[warmup : warmup + steps]  # the collator runs once per step, in order
     return {"steps": steps, "seconds": window, "pairs_per_s": steps * batch / window,
-            "tokens": sum(t for t, _ in timed), "squares": sum(s for _, s in timed)}
+            "tokens": sum(t for t, _ in timed), "squares": sum(s for _, s in timed), "peer": settings}

@@ -48,6 +48,14 @@ def throughput_table(results: dict) -> list[str]:
     return lines
 
 
+def peer_settings(results: dict) -> list[str]:
+    """What the peer ran with (benchmarks/peer_settings.py), one line per distinct setting."""
+    seen = {json.dumps(r["peer"], sort_keys=True): r["peer"] for r in results.values() if "peer" in r}
+    lines = [f"- st: attention {p['attention']}, padding-free {'yes' if p['padding_free'] else 'no'}"
+             + (f" ({p['fallback']})" if p.get("fallback") else "") for p in seen.values()]
+    return [*lines, ""] if lines else []
+
+
 def ratios(results: dict) -> dict:
     """ours-packed / st and ours-packed / ours-padded pairs/s per (model, max len)."""
     out = {}
@@ -96,7 +104,7 @@ def write_report(report: dict, out: Path) -> str:
           f"{env['attention_eval']} (no dropout); peak bf16 {_fmt(env['peak_bf16_tflops'])} TFLOP/s; "
           f"{report['total_s']} s in all.", "",
           "## Training throughput (bf16, batch " + str(report["plan"]["batch"]) + " pairs, no cache)", "",
-          *throughput_table(results), "", "## Ratios (pairs/s)", ""]
+          *throughput_table(results), "", *peer_settings(results), "## Ratios (pairs/s)", ""]
     md += [f"- {k}: {v:.2f}x" for k, v in report["ratios"].items()] or ["- none measured"]
     md += ["", "## Cached step (gte loss, packed, bf16)", "",
            "| global batch | peak GiB | seconds | pairs/s |", "| --- | --- | --- | --- |"]
