@@ -10,7 +10,8 @@ MultipleNegativesRankingLoss at scale 20, no hard negatives, no duplicate maskin
         (train.packed=true: the unpadded forward, one chunk of --packed-chunk-size texts)
   ours-padded: the same with train.packed=false (padded chunks of --chunk-size texts / --chunk-tokens tokens)
   peer: SentenceTransformerTrainer + MultipleNegativesRankingLoss (use_cpu, no eval, no saving, report_to none,
-        dataloader_drop_last), fed a datasets.Dataset (anchor, positive) with the same rows
+        dataloader_drop_last), fed a datasets.Dataset (anchor, positive) with the same rows, at its best documented
+        CPU settings (benchmarks/peer_settings.py: sdpa attention, bf16 autocast in the bf16 runs, fused AdamW)
 
 The pairs set holds exactly (warmup + steps) x batch rows, so both see every row once, in their own order. Each
 configuration runs in its own process (peak RSS is its own ru_maxrss); ours and the peer alternate, the order
