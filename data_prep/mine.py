@@ -62,13 +62,13 @@ from gte_model.core.atomic import build_dir, check_replaceable, write_json
 from gte_model.core.config import ConfigError, config_from_argv, dump_config
 from gte_model.core.errors import UserError
 from gte_model.core.memory import peak_rss_mb
-from gte_model.core.record import Record, check_done, defaults_of, file_fingerprint, flatten, folder_digest
+from gte_model.core.record import Record, check_done, defaults_of, file_fingerprint, flatten
 from gte_model.core.text import content_hash64, fold_hash64, mix64
 from gte_model.embed_cache import Encoder, embed_cached, resolve_prompt
 from gte_model.fingerprint import model_fingerprint
+from gte_model.load import weights_digest
 
 MINE_VERSION = 1  # bump when the same config and inputs would give other output (selection or sampling rules)
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # Settings that change speed, resources or where the output lives, never its content: a finished run with other
 # values is still done.
 NO_OUTPUT_EFFECT = frozenset({
@@ -418,12 +418,12 @@ def mine_record(cfg: MineConfig, model: GTEModel | None = None) -> Record:
 
 
 def model_digest(name: str, model: GTEModel | None = None) -> str:
-    """A loaded model: its weights fingerprint; a folder: its weights file's digest; a packaged or preset name:
-    the name (it names fixed weights)."""
+    """A loaded model: its weights fingerprint; a folder: its weights files' digest (gte_model.load.weights_digest,
+    the one definition); a packaged or preset name: the name (it names fixed weights)."""
     if model is not None:
         return f"weights:{model_fingerprint(model)}"
     if Path(name).is_dir():
-        digest = folder_digest(name, WEIGHT_FILES)
+        digest = weights_digest(name)
         return digest if digest != "missing" else f"files:{file_fingerprint(name)}"
     return f"name:{name}"
 
@@ -459,12 +459,30 @@ def _mine_one(tmp: Path, name: str, entry: dict, in_dir: Path, extra: list[str],
     kept_lengths = [len(n) for n, k in zip(negatives, keep) if k]
     stats.update(queries_mined=int(keep.sum()), queries_dropped=int((~keep).sum()),
                  mean_negatives=round(float(np.mean(kept_lengths)) if kept_lengths else 0.0, 3))
+    _warn_if_mostly_dropped(name, stats, cfg.negatives)
     if not keep.any():  # an empty shard would only break readers downstream: leave the source out, say so
         print(f"gte mine: source {name}: no query kept >= {cfg.negatives.min_negatives} negatives after the "
               "window/margin/ceiling filters; left out of the output (see mine_stats.json)", file=sys.stderr)
         return stats, None
     return stats, write_source(tmp, name, rows, negatives, keep, entry, in_dir, cfg.rows_per_shard, scores,
                                copy_heldout=paths.is_remote(cfg.input_dir))
+
+
+def _warn_if_mostly_dropped(name: str, stats: dict, neg: NegativesConfig) -> None:
+    """A source that keeps under half of its queries is almost always a model too weak to mine with (scores close
+    to the positive's everywhere) or a too strict filter: say it loudly, with the counts and the keys to change
+    (training refuses a source smaller than one batch, naming it)."""
+    kept, queries = stats["queries_mined"], stats["queries"]
+    if not kept or kept * 2 >= queries:  # none kept: the source is left out, which _mine_one says
+        return
+    drops = " ".join(f"{r}={stats.get(f'dropped_{r}', 0):,}" for r in ("margin", "ceiling", "positive", "duplicate",
+                                                                      "teacher") if f"dropped_{r}" in stats)
+    fill = "" if neg.fill == "random" else ", set negatives.fill=random"
+    print(f"gte mine: WARNING source {name}: kept {kept:,} of {queries:,} queries ({kept / queries:.1%}): the others "
+          f"had fewer than negatives.min_negatives={neg.min_negatives} negatives left (window candidates dropped: "
+          f"{drops}); is the model trained enough to mine with? lower negatives.margin={neg.margin}, raise "
+          f"negatives.max_score={neg.max_score}, widen negatives.rank_max={neg.rank_max}{fill} or lower "
+          "negatives.min_negatives", file=sys.stderr)
 
 
 def _nothing_mined(per_source: dict, cfg: MineConfig) -> str:

@@ -47,9 +47,10 @@ def train_rows(entry: dict) -> int:
 
 def read_train(in_dir: Path, entry: dict, name: str) -> PairRows:
     """Every train row of one source (empty when it has none)."""
-    tables = []
-    for rel in entry.get("train", {}).get("files", []):
-        path = pairs.resolve(in_dir, rel)
+    tables, part = [], entry.get("train", {})
+    files = [pairs.resolve(in_dir, rel) for rel in part.get("files", [])]
+    pairs.check_shards(files, part, f"{in_dir / pairs.MANIFEST_FILE} sources.{name}.train")
+    for path in files:
         try:
             tables.append(pq.read_table(path, columns=["query", "positive", "key"]))
         except (OSError, pa.ArrowException) as exc:

@@ -9,6 +9,7 @@ A folder whose weights hold NaN or inf is refused: a diverged run must not be sc
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from gte_model.assets import PACKAGED, ModelLoadError, is_installed, packaged_model_path
+from gte_model.core.record import file_sha256
 from gte_model.folder_checks import check_config_json, check_max_seq_len, check_prompts, check_tokenizer
 from gte_model.model import GTEModel, count_non_finite
 from gte_model.presets import PRESETS, preset_config
@@ -282,3 +284,35 @@ def _short(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {lines[0] if lines else ''}"
     return text if len(text) <= 200 else text[:197] + "..."
 
+
+
+# ---- what identifies a model's weights (completion records of training and mining) ---------------------------
+def weights_digest(folder: str | Path) -> str:
+    """`<weights file>:sha256=<digest>`: the sha256 of every file the loader reads a folder's weights from
+    (weight_files, in its Transformer module's folder), plus `,rotation:sha256=<digest>` for a rotated export;
+    'missing' when it has no weights file. One read of the weights: about a second per GB."""
+    path = Path(folder).expanduser()
+    settings = read_st_settings(path)
+    files = weight_files(Path(settings.get("transformer_dir", path)))
+    if not files:
+        return "missing"
+    digest = f"{files[0].relative_to(path).as_posix()}:sha256={file_sha256(*files)[:32]}"
+    rotation = settings.get("rotation")
+    if rotation is not None:
+        digest += f",rotation:sha256={hashlib.sha256(rotation.numpy().tobytes()).hexdigest()[:32]}"
+    return digest
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The files holding a folder's weights, as the loader picks them: model.safetensors, else a sharded
+    checkpoint's index and the shards it names (sorted), else pytorch_model.bin; [] when there is none."""
+    found = next((folder / f for f in _WEIGHT_FILES if (folder / f).is_file()), None)
+    if found is None or not found.name.endswith(".index.json"):
+        return [] if found is None else [found]
+    index = _read_json(found)
+    names = sorted(set(index.get("weight_map", {}).values())) if isinstance(index, dict) else []
+    lost = [n for n in names if not (folder / n).is_file()]
+    if not names or lost:
+        raise ModelLoadError(f"{found}: names {'no shards' if not names else f'missing shards {lost[:3]}'}; the "
+                             "model folder is incomplete, copy or export it again")
+    return [found, *(folder / n for n in names)]

@@ -14,7 +14,7 @@ import random
 from pathlib import Path
 
 from gte_model.core.errors import UserError
-from gte_model.core.pairs import MANIFEST_FILE, TEXT_COLUMNS, read_manifest, resolve
+from gte_model.core.pairs import MANIFEST_FILE, TEXT_COLUMNS, check_shards, read_manifest, resolve
 from train.batch import Batch, Tokenize
 
 
@@ -33,7 +33,10 @@ class PairsData:
         num_negatives: int = 0,
         heldout: bool = True,
         repeat_negatives: bool = False,
+        batch_rows: int = 0,
     ) -> None:
+        """batch_rows: the rows one batch takes from a source (train.global_batch_size); a source with fewer could
+        never fill one and is refused here, naming it."""
         self.root = Path(train_dir)
         self.manifest = read_manifest(self.root)
         known = sorted(self.manifest["sources"])
@@ -52,6 +55,7 @@ class PairsData:
         self.pretokenized = False  # see pretokenize
         if self.num_negatives and not repeat_negatives:
             self._check_negative_counts()
+        self._check_sizes(batch_rows)
 
     # ---- sizes --------------------------------------------------------------------------------------------
     def train_sizes(self) -> dict[str, int]:
@@ -129,6 +133,16 @@ class PairsData:
                     "(`gte mine negatives.k=...`), or set data.repeat_negatives=true to cycle them"
                 )
 
+    def _check_sizes(self, batch_rows: int) -> None:
+        small = {s: n for s, n in self.train_sizes().items() if n < batch_rows}
+        if small:
+            raise DataError(
+                f"data.train_dir={self.root}: source(s) {small} hold fewer train rows than train.global_batch_size="
+                f"{batch_rows}, and every batch comes from one source; write more rows for them (a mined dir that "
+                f"kept few queries: see its mine_stats.json), leave them out with data.sources=[...], or lower "
+                "train.global_batch_size"
+            )
+
     def _where(self, source: str, split: str) -> str:
         return f"{self.root / MANIFEST_FILE} sources.{source}.{split}"
 
@@ -143,6 +157,7 @@ class PairsData:
             raise DataError(f"{self._where(source, split)}.files is empty: this source has no training rows")
         for f in files:
             _check_shard(f, columns)
+        check_shards(files, entry, self._where(source, split))
         import datasets
 
         datasets.disable_progress_bars()

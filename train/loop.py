@@ -26,8 +26,18 @@ from gte_model.core.atomic import check_replaceable
 from gte_model.core.config import config_from_argv, config_to_dict, dump_config, save_config
 from gte_model.core.errors import UserError
 from gte_model.core.memory import peak_rss_mb, release_free_memory
-from gte_model.core.pairs import manifest_digest
-from gte_model.core.record import RECORD_FILE, Record, StaleOutput, flatten, folder_digest, read_record, write_record
+from gte_model.core.pairs import digest_note, manifest_digest
+from gte_model.core.record import (
+    RECORD_FILE,
+    Change,
+    Record,
+    StaleOutput,
+    describe,
+    flatten,
+    read_record,
+    write_record,
+)
+from gte_model.load import weights_digest
 from train.checkpoint import Checkpoint, clean_partial, latest_checkpoint
 from train.config import TrainConfig
 from train.distributed import all_reduce_mean, world
@@ -119,8 +129,7 @@ def run_record(cfg: TrainConfig) -> Record:
     init = Path(cfg.model.init_from).expanduser()
     inputs = {
         "data.train_dir": manifest_digest(cfg.data.train_dir),
-        "model.init_from": folder_digest(init, ("model.safetensors", "pytorch_model.bin")) if init.is_dir()
-        else cfg.model.init_from,
+        "model.init_from": weights_digest(init) if init.is_dir() else cfg.model.init_from,
     }
     return Record("train", TRAIN_FORMAT, flatten(config_to_dict(cfg), skip=RESUME_SAFE), inputs,
                   defaults=flatten(config_to_dict(TrainConfig()), skip=RESUME_SAFE))
@@ -139,9 +148,8 @@ def _finished(run_dir: Path, record: Record, cfg: TrainConfig) -> bool:
     if not changes and (run_dir / "export").is_dir():
         print(f"gte train: {run_dir} finished already ({run_dir / RECORD_FILE}); export: {run_dir / 'export'}")
         return True
-    if [c for c in changes if not c.startswith("train.max_steps ")]:
-        raise StaleOutput(f"run.dir={run_dir}: finished with another config or other inputs: {'; '.join(changes)}; "
-                          "set run.overwrite=true to train afresh, or choose another run.dir")
+    if _not_continuable(changes):
+        raise StaleOutput(f"run.dir={run_dir}: finished with another config or other inputs: {_refusal(changes)}")
     (run_dir / RECORD_FILE).unlink(missing_ok=True)  # reopened (every rank gets here; one removes it)
     return False
 
@@ -152,12 +160,13 @@ def _resume_point(ckpt: Checkpoint | None, record: Record, cfg: TrainConfig) -> 
         return 0, 0
     step, run_dir = int(ckpt.state["step"]), cfg.run.dir
     saved = ckpt.state.get("record")
-    changes = Record(**saved).changes(record) if saved else ["no config record (an older checkpoint format)"]
-    other = [c for c in changes if not c.startswith("train.max_steps ")]
+    changes = (Record(**saved).changes(record) if saved else
+               [Change("format", "a checkpoint without a config record (an older format)", f"train v{TRAIN_FORMAT}",
+                       "format")])
+    other = _not_continuable(changes)
     if other:
         raise StaleOutput(f"run.dir={run_dir}: its checkpoint at step {step} was made with another config or other "
-                          f"inputs: {'; '.join(other)}; set run.overwrite=true to train afresh, or choose another "
-                          "run.dir")
+                          f"inputs: {_refusal(other)}")
     if cfg.train.max_steps < step:
         raise StaleOutput(f"train.max_steps={cfg.train.max_steps} is below step {step} of the newest checkpoint in "
                           f"{ckpt.path.parent}; raise train.max_steps, or set run.overwrite=true to train afresh")
@@ -167,6 +176,19 @@ def _resume_point(ckpt: Checkpoint | None, record: Record, cfg: TrainConfig) -> 
             print(f"gte train: {changes[0]}: the learning-rate schedule now runs to step {cfg.train.max_steps} "
                   "(warmup and decay recomputed for the new total)", flush=True)
     return step, int(ckpt.state.get("metrics_offset", 0))
+
+
+def _not_continuable(changes: list[Change]) -> list[Change]:
+    """The changes a run cannot continue across: all but a new train.max_steps (the schedule is recomputed)."""
+    return [c for c in changes if c.key != "train.max_steps"]
+
+
+def _refusal(changes: list[Change]) -> str:
+    """The changes, why a changed pairs dir reads as changed where its digests alone do not say it, and the fixes."""
+    notes = [digest_note(c.old, c.new) for c in changes if c.key == "data.train_dir" and c.where == "input"]
+    back = [f"point {c.key} back at what the run started from" for c in changes if c.where == "input"][:1]
+    fixes = ", ".join([*back, "set run.overwrite=true to train afresh", "or choose another run.dir"])
+    return "; ".join([describe(changes), *filter(None, notes), fixes])
 
 
 def _state(record: Record, logger) -> dict:

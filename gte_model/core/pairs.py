@@ -1,8 +1,10 @@
 """The pairs dir: the one format every stage reads and writes (prep writes it, mining rewrites it with negatives,
 training and evaluation read it). This module is its only owner.
 
-  <dir>/manifest.json          {"format": "gte-pairs/1", "sources": {name: {"train": {"files", "rows"},
-                                "heldout": {"files", "rows"}, "beir": folder}}, ...stats}
+  <dir>/manifest.json          {"format": "gte-pairs/1", "sources": {name: {"train": {"files", "rows", "sha256"},
+                                "heldout": {"files", "rows", "sha256"}, "beir": folder}}, ...stats}
+                               sha256: each file's, recorded when the dir is finished and checked by readers
+                               (dirs written before it was added have none and are read as before)
   <dir>/<source>/{train,heldout}-NNNNN.parquet   columns: SCHEMA (+ teacher_scores when mined with a teacher)
   <dir>/beir/<source>/{corpus.jsonl, queries.jsonl, qrels/test.tsv}   the held-out retrieval set
   <dir>/gte_record.json        the completion record (gte_model.core.record), written last: readers require it
@@ -25,12 +27,14 @@ from gte_model.core.record import (
     Record,
     digest_json,
     file_fingerprint,
+    file_sha256,
     folder_digest,
     is_complete,
     write_record,
 )
 
 FORMAT = "gte-pairs/1"
+SHA256 = "sha256"  # in a split entry: the sha256 of each of its files, in `files` order (written by finish)
 MANIFEST_FILE = "manifest.json"
 PAIRS_KINDS = ("prep", "mine")  # completion records that make a folder a finished pairs dir
 TEXT_COLUMNS = ("query", "positive")
@@ -89,17 +93,56 @@ def beir_dirs(root: str | Path, key: str = "--data") -> dict[str, Path]:
 
 
 def manifest_digest(root: str | Path) -> str:
-    """Fingerprint of a pairs dir: its manifest and the size + mtime of every shard it lists, so a rebuilt or
-    edited dir differs even where its manifest reads the same."""
+    """Fingerprint of a pairs dir's content. When its manifest records each shard's sha256 (every dir written since
+    they were added): `shards-sha256,<source>=<digest>,...`, a digest per source of its splits' row counts and shard
+    sha256s, so an identical copy (`cp -r`) or an identical rebuild is the same data wherever it lives, and a change
+    names its source. Older dirs: the manifest's sha256 and the size + mtime of every shard (a copy that keeps no
+    file times reads as changed; re-run the step that wrote the dir to get content digests)."""
     root = Path(root)
     try:
         sources = json.loads((root / MANIFEST_FILE).read_text(encoding="utf-8")).get("sources", {})
-        files = sorted(f for e in sources.values() for split in ("train", "heldout")
-                       for f in (e.get(split) or {}).get("files", []))
+        parts = {name: [e.get(split) or {} for split in ("train", "heldout")] for name, e in sorted(sources.items())}
     except (OSError, ValueError, AttributeError):
-        files = []
+        parts = {}
+    if parts and all(SHA256 in p or not p.get("files") for ps in parts.values() for p in ps):
+        per_source = (f"{name}={digest_json([[p.get('rows'), p.get(SHA256, [])] for p in ps])[:16]}"
+                      for name, ps in parts.items())
+        return ",".join(["shards-sha256", *per_source])
+    files = sorted(f for ps in parts.values() for p in ps for f in p.get("files", []))
     shards = [(f, file_fingerprint(resolve(root, f))) for f in files]
     return f"{folder_digest(root, (MANIFEST_FILE,))},shards={digest_json(shards)}"
+
+
+def digest_note(old: object, new: object) -> str:
+    """Why two fingerprints of manifest_digest differ, where the digests alone do not say it ('' otherwise)."""
+    if not (isinstance(old, str) and isinstance(new, str)):
+        return ""
+    if old.startswith(MANIFEST_FILE) and new.startswith(MANIFEST_FILE) and old.split(",")[0] == new.split(",")[0]:
+        return ("the manifest is the same but its shards' sizes or modification times differ: this pairs dir has no "
+                "shard sha256s (written before they were added), so a copy that kept no file times (cp -r) reads "
+                "as changed; copy it again with `cp -a` (times kept) to continue")
+    return ""
+
+
+def check_shards(files: list[Path], part: dict, where: str) -> None:
+    """Each listed shard holds the bytes it was written with: its sha256 equals the one the manifest recorded (one
+    read per shard). A manifest without sha256s (written before they were added) is trusted on its footers and row
+    counts alone, as it was then."""
+    digests = part.get(SHA256)
+    if digests is None:
+        return
+    if not isinstance(digests, list) or len(digests) != len(files):
+        raise PairsFormatError(f"{where}: lists {len(files)} files but {SHA256} holds "
+                               f"{len(digests) if isinstance(digests, list) else digests!r}; the manifest was edited: "
+                               "re-run the `gte prep`/`gte mine` that wrote it")
+    for i, (path, want) in enumerate(zip(files, digests)):
+        if not path.is_file():
+            raise PairsFormatError(f"{path} is listed in {where} but does not exist; restore it or re-run the "
+                                   "`gte prep`/`gte mine` that wrote this pairs dir")
+        if file_sha256(path) != want:
+            raise PairsFormatError(f"{path}: its bytes differ from the sha256 recorded for it ({where}.{SHA256}[{i}]"
+                                   "): a damaged, edited or replaced shard; restore it or re-run the `gte prep`/"
+                                   "`gte mine` that wrote this pairs dir")
 
 
 # ---- writing --------------------------------------------------------------------------------------------------
@@ -179,6 +222,17 @@ def finish(root: str | Path, sources: dict, extra: dict, record: Record) -> Path
     """Write manifest.json, then the completion record: the pairs dir is readable from this moment on."""
     if not any(int(e.get("train", {}).get("rows", 0)) for e in sources.values()):
         raise PairsFormatError(f"{root}: no source has a training row; nothing was written as complete")
+    sources = {name: _with_digests(Path(root), entry) for name, entry in sources.items()}
     path = write_json(Path(root) / MANIFEST_FILE, {"format": FORMAT, "sources": sources, **extra})
     write_record(root, record)
     return path
+
+
+def _with_digests(root: Path, entry: dict) -> dict:
+    """A manifest entry whose splits record the sha256 of each of their files, in `files` order."""
+    out = dict(entry)
+    for split in ("train", "heldout"):
+        part = entry.get(split)
+        if isinstance(part, dict) and "files" in part:
+            out[split] = {**part, SHA256: [file_sha256(resolve(root, f)) for f in part["files"]]}
+    return out

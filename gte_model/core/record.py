@@ -3,11 +3,14 @@
 An artifact (a prep output, a mined output, a training run, a pipeline phase) is complete when its folder holds
 RECORD_FILE, written last. The record says what produced it: the artifact kind and the code's format version for
 it, the config (flat dotted keys, minus keys that cannot change the output) and fingerprints of its inputs (files:
-size + mtime; pairs dirs: their manifest digest; models: their weights digest).
+size + mtime; pairs dirs: the sha256s of their shards (gte_model.core.pairs.manifest_digest); models: their weights
+digest (gte_model.load.weights_digest)).
 
   same record       -> nothing to do
   different record  -> the caller continues where that is sound (e.g. more training steps), else `StaleOutput`
                        names the changed keys or inputs and the key that forces a rebuild
+
+Record.changes returns Change objects: callers decide on their keys, messages are rendered from them.
 """
 
 from __future__ import annotations
@@ -39,20 +42,42 @@ class Record:
     # change while it holds its default, so a new option does not rebuild what the old code made
     defaults: dict = field(default_factory=dict, compare=False, repr=False)
 
-    def changes(self, other: Record) -> list[str]:
-        """What differs from `other`, one entry per key or input, e.g. 'optim.lr (1e-05 -> 2e-05)'. Records of two
-        kinds (a prep output where a mine output is wanted) differ in kind alone: their keys are not comparable."""
+    def changes(self, other: Record) -> list[Change]:
+        """What differs from `other`, one Change per key or input (str(change) reads e.g. 'optim.lr (1e-05 ->
+        2e-05)'). Records of two kinds (a prep output where a mine output is wanted) differ in kind alone: their keys
+        are not comparable."""
         out = []
         if (self.kind, self.version) != (other.kind, other.version):
-            out.append(f"format ({self.kind} v{self.version} -> {other.kind} v{other.version})")
+            out.append(Change("format", f"{self.kind} v{self.version}", f"{other.kind} v{other.version}", "format"))
             if self.kind != other.kind:
                 return out
-        for where, old, new in (("", self.config, other.config), ("input ", self.inputs, other.inputs)):
+        for where, old, new in (("config", self.config, other.config), ("input", self.inputs, other.inputs)):
             for key in sorted(set(old) | set(new)):
-                added = not where and key not in old and key in other.defaults
+                added = where == "config" and key not in old and key in other.defaults
                 if old.get(key) != new.get(key) and not (added and other.defaults[key] == new[key]):
-                    out.append(f"{where}{key} ({_short(old.get(key))} -> {_short(new.get(key))})")
+                    out.append(Change(key, old.get(key), new.get(key), where))
         return out
+
+
+@dataclass(frozen=True)
+class Change:
+    """One difference between two records: callers decide on `key` and `where`, messages use str(change)."""
+
+    key: str  # a dotted config key, an input name, or "format"
+    old: object
+    new: object
+    where: str = "config"  # config, input or format
+
+    def __str__(self) -> str:
+        if self.where == "format":
+            return f"format ({self.old} -> {self.new})"
+        if self.where == "input":
+            return f"input {self.key} ({_input_diff(self.old, self.new)})"
+        return f"{self.key} ({_short(self.old)} -> {_short(self.new)})"
+
+
+def describe(changes: list[Change]) -> str:
+    return "; ".join(str(c) for c in changes)
 
 
 def flatten(tree, prefix: str = "", skip: frozenset[str] | set[str] = frozenset()) -> dict:
@@ -111,7 +136,7 @@ def check_done(folder: str | Path, want: Record, force_key: str) -> bool:
     if not changes:
         return True
     raise StaleOutput(
-        f"{folder}: was built from another config or other inputs: {'; '.join(changes)}; "
+        f"{folder}: was built from another config or other inputs: {describe(changes)}; "
         f"set {force_key}=true to rebuild it, or choose another output folder"
     )
 
@@ -134,12 +159,18 @@ def folder_digest(folder: str | Path, names: tuple[str, ...]) -> str:
     for name in names:
         path = Path(folder) / name
         if path.is_file():
-            h = hashlib.sha256()
-            with open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-            return f"{name}:sha256={h.hexdigest()[:32]}"
+            return f"{name}:sha256={file_sha256(path)[:32]}"
     return "missing"
+
+
+def file_sha256(*paths: str | Path) -> str:
+    """sha256 (hex) of the files' bytes, one after another: a content digest."""
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 def digest_json(obj) -> str:
@@ -154,6 +185,17 @@ def _jsonable(value):
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def _input_diff(old, new) -> str:
+    """Two fingerprints, shown in full where they differ: fingerprints made of `name=value` parts joined by commas
+    show only the parts that changed, so the difference is never cut off."""
+    if not (isinstance(old, str) and isinstance(new, str)):
+        return f"{json.dumps(old, default=str)} -> {json.dumps(new, default=str)}"
+    a, b = old.split(","), new.split(",")
+    if len(a) > 1 and [x.split("=")[0] for x in a] == [y.split("=")[0] for y in b]:  # the same parts, by name
+        return "; ".join(f"{x} -> {y}" for x, y in zip(a, b) if x != y)
+    return f"{old} -> {new}"
 
 
 def _short(value) -> str:

@@ -36,7 +36,7 @@ from gte_model.core.atomic import build_dir
 from gte_model.core.config import ConfigError, config_from_argv, dump_config, save_config
 from gte_model.core.memory import children_peak_rss_mb, peak_rss_mb, release_free_memory, reset_peak
 from gte_model.core.pairs import beir_dirs
-from gte_model.core.record import Record, defaults_of, digest_json, flatten, read_record, write_record
+from gte_model.core.record import Record, defaults_of, describe, digest_json, flatten, read_record, write_record
 from gte_model.merge import MergeConfig
 from train.app.report import PHASES_DIR, write_report
 from train.config import TrainConfig
@@ -250,8 +250,8 @@ def _run_phase(root: Path, phase: Phase, upstream: str) -> str:
     if have is not None and not changes:
         print(f"[run] {phase.name}: done before, skipped", flush=True)
         return digest
-    force = bool(changes) and any(not c.startswith("train.max_steps ") for c in changes)
-    why = f" (changed: {'; '.join(changes)})" if changes else ""
+    force = any(c.key != "train.max_steps" for c in changes)
+    why = f" (changed: {describe(changes)})" if changes else ""
     print(f"[run] {phase.name}: starting{why}", flush=True)
     (root / PHASES_DIR / f"{phase.name}.json").unlink(missing_ok=True)
     gc.collect()

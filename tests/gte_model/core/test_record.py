@@ -8,7 +8,16 @@ import math
 import pytest
 
 from gte_model.core.atomic import write_json
-from gte_model.core.record import Record, StaleOutput, check_done, file_fingerprint, flatten, read_record, write_record
+from gte_model.core.record import (
+    Change,
+    Record,
+    StaleOutput,
+    check_done,
+    file_fingerprint,
+    flatten,
+    read_record,
+    write_record,
+)
 
 
 def test_flatten_spells_keys_as_overrides_and_skips_whole_sections():
@@ -38,14 +47,25 @@ def test_a_key_added_to_the_code_since_is_no_change_while_it_holds_its_default(t
     old = read_record(tmp_path)
     assert "defaults" not in json.loads((tmp_path / "gte_record.json").read_text())
     assert old.changes(Record("train", 2, {"a": 1, "b": 0}, defaults={"a": 1, "b": 0})) == []
-    assert old.changes(Record("train", 2, {"a": 1, "b": 5}, defaults={"a": 1, "b": 0})) == ["b (null -> 5)"]
-    assert old.changes(Record("train", 2, {"a": 2, "b": 0}, defaults={"a": 1, "b": 0})) == ["a (1 -> 2)"]
-    assert Record("train", 2, {"a": 1, "b": 0}).changes(Record("train", 2, {"a": 1}, defaults={"b": 0})) == [
-        "b (0 -> null)"]  # a key the code dropped is a change
+    assert old.changes(Record("train", 2, {"a": 1, "b": 5}, defaults={"a": 1, "b": 0})) == [Change("b", None, 5)]
+    assert old.changes(Record("train", 2, {"a": 2, "b": 0}, defaults={"a": 1, "b": 0})) == [Change("a", 1, 2)]
+    dropped = Record("train", 2, {"a": 1, "b": 0}).changes(Record("train", 2, {"a": 1}, defaults={"b": 0}))
+    assert [str(c) for c in dropped] == ["b (0 -> null)"]  # a key the code dropped is a change
 
 
 def test_a_format_bump_invalidates_older_artifacts(tmp_path):
-    assert Record("mine", 1, {"k": 3}).changes(Record("mine", 2, {"k": 3})) == ["format (mine v1 -> mine v2)"]
+    (change,) = Record("mine", 1, {"k": 3}).changes(Record("mine", 2, {"k": 3}))
+    assert change.where == "format" and str(change) == "format (mine v1 -> mine v2)"
+
+
+def test_changes_are_data_and_an_input_shows_each_differing_part_in_full():
+    old = Record("train", 2, {"train.max_steps": 10, "optim.lr": 1e-4}, {"data": "m=" + "a" * 40 + ",s=" + "b" * 40})
+    new = Record("train", 2, {"train.max_steps": 20, "optim.lr": 1e-4}, {"data": "m=" + "a" * 40 + ",s=" + "c" * 40})
+    changes = old.changes(new)
+    assert [(c.key, c.where) for c in changes] == [("train.max_steps", "config"), ("data", "input")]
+    assert changes[0].old == 10 and changes[0].new == 20
+    # the part that differs, never cut off; the part that is the same, left out
+    assert str(changes[1]) == f"input data (s={'b' * 40} -> s={'c' * 40})"
 
 
 def test_file_fingerprint_follows_edits_not_reads(tmp_path):
