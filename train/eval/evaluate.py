@@ -229,12 +229,12 @@ def _check_writable(out: Path, card: Path | None) -> None:
     problems, fixes = [], []
     if why := _unwritable(out):
         problems.append(f"{out}: the results cannot be written there ({why})")
-        fixes.append("pass --out DIR (a writable folder)")
+        fixes.append("--out DIR (a writable folder)")
     if card is not None and (why := _unwritable(card)):
         problems.append(f"{card}: its model card cannot be updated ({why})")
-        fixes.append("pass --no-card")
+        fixes.append("--no-card")
     if problems:
-        raise EvalError(f"{'; '.join(problems)}; {' and '.join(fixes)}")
+        raise EvalError(f"{'; '.join(problems)}; pass {' and '.join(fixes)}")
 
 
 def _unwritable(folder: Path) -> str | None:
