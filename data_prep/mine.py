@@ -61,6 +61,7 @@ from gte_model.core import pairs
 from gte_model.core.atomic import build_dir, check_replaceable, write_json
 from gte_model.core.config import ConfigError, config_from_argv, dump_config
 from gte_model.core.errors import UserError
+from gte_model.core.lock import hold
 from gte_model.core.memory import peak_rss_mb
 from gte_model.core.record import Record, check_done, defaults_of, file_fingerprint, flatten
 from gte_model.core.text import content_hash64, fold_hash64, mix64
@@ -367,12 +368,14 @@ def mine(cfg: MineConfig, model: GTEModel | None = None) -> Path | str:
         in_dir = Path(paths.local(cfg.input_dir))
         if paths.is_remote(cfg.input_dir):
             in_dir = Path(paths.fetch(cfg.input_dir, Path(stack.enter_context(tempfile.TemporaryDirectory()))))
-        return _mine(cfg, model, in_dir)
+        out = Path(paths.local(cfg.out_dir))
+        stack.enter_context(hold(out, "out_dir"))  # a second mine of this out_dir refuses, naming this one
+        return _mine(cfg, model, in_dir, out)
 
 
-def _mine(cfg: MineConfig, model: GTEModel | None, in_dir: Path) -> Path:
-    out = Path(paths.local(cfg.out_dir))
-    check_replaceable(out, "out_dir")  # before any work: a folder gte did not write is never replaced
+def _mine(cfg: MineConfig, model: GTEModel | None, in_dir: Path, out: Path) -> Path:
+    # the kind only, before any work: whether an earlier mine output is rebuilt is its record's call (check_done)
+    check_replaceable(out, "out_dir", "gte mine", overwrite=True)
     manifest = pairs.read_manifest(in_dir, key="input_dir")  # a finished pairs dir (completion record) only
     names = _select_sources(manifest, cfg.sources, in_dir)
     want = mine_record(cfg, model)
@@ -385,7 +388,7 @@ def _mine(cfg: MineConfig, model: GTEModel | None, in_dir: Path) -> Path:
     model = model if model is not None else load_model(cfg.model)
     teacher = load_model(cfg.teacher.model).eval() if cfg.teacher.model else None
     cache_dir = embed_cache_dir(cfg)
-    with workers_of(cfg) as workers, build_dir(out, "gte mine", "out_dir") as tmp:
+    with workers_of(cfg) as workers, build_dir(out, "gte mine", "out_dir", overwrite=True) as tmp:
         entries, per_source = {}, {}
         for name in names:
             per_source[name], entry = _mine_one(tmp, name, manifest["sources"][name], in_dir, extra, model, cfg,

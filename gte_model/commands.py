@@ -4,12 +4,15 @@ one line.
 
 CPU example:  gte encode "A man plays guitar." "Someone plays an instrument." "The market fell."
               gte export all-MiniLM-L6-v2 runs/minilm-export
+An output folder that exists is replaced only with --overwrite (overwrite=true for gte merge), and only if the
+same command built it (its owner marker, gte_model.core.atomic): a trained model is never lost to a typo.
 """
 
 from __future__ import annotations
 
 import argparse
 
+from gte_model.core.atomic import check_replaceable
 from gte_model.core.errors import UserError
 from gte_model.export import export_model
 from gte_model.load import DEFAULT_MODEL, load_model
@@ -57,15 +60,17 @@ def check_utf8(texts: list[str], what: str) -> None:
 def export_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="gte export", description="Export a model to a loadable folder.")
     parser.add_argument("src", help="preset, packaged short name or model folder")
-    parser.add_argument("out", help="output folder (replaced atomically)")
+    parser.add_argument("out", help="output folder (created atomically)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it is an earlier gte export")
     parser.add_argument("--max-seq-len", type=int, default=None, help="override the max sequence length")
     parser.add_argument("--pooling", choices=["mean", "cls"], default=None)
     parser.add_argument("--no-normalize", action="store_true", help="export without the L2 normalisation module")
     args = parser.parse_args(argv)
+    check_replaceable(args.out, "OUT", "gte export", args.overwrite, "--overwrite")  # before the slow load
     model = load_model(
         args.src, pooling=args.pooling, max_seq_len=args.max_seq_len, normalize=False if args.no_normalize else None
     )
-    out = export_model(model, args.out, key="OUT")
+    out = export_model(model, args.out, key="OUT", overwrite=args.overwrite)
     print(f"exported {args.src} -> {out}")
     return 0
 
@@ -93,6 +98,7 @@ def run_merge(cfg, log=print):
         errors.append("out_dir is not set: pass out_dir=<folder for the merged model>")
     if errors:
         raise ConfigError("invalid merge config:\n  " + "\n  ".join(errors))
+    check_replaceable(cfg.out_dir, "out_dir", "gte merge", cfg.overwrite)  # before loading and fitting
     models = [load_model(name) for name in cfg.models]
     weights, table = tuple(cfg.weights), {}
     if not weights:
@@ -101,7 +107,8 @@ def run_merge(cfg, log=print):
     merged = merge_models(models, weights)
     record = {"merge": {"models": list(cfg.models), "weights": list(weights),
                         "fit": {",".join(map(str, w)): s for w, s in table.items()}}}
-    export_model(merged, cfg.out_dir, train_config=record, key="out_dir")
+    export_model(merged, cfg.out_dir, train_config=record, key="out_dir", what="gte merge", overwrite=cfg.overwrite,
+                 flag="overwrite=true")
     log(f"[merge] weights {list(weights)} -> {cfg.out_dir}")
     return weights
 
@@ -111,20 +118,22 @@ def rotate_main(argv: list[str]) -> int:
         prog="gte rotate", description="Turn a model's embeddings to their principal axes (gte_model.rotate): the "
         "same full-dim similarities, far better truncated ones.")
     parser.add_argument("src", help="packaged short name or model folder")
-    parser.add_argument("out", help="output folder (replaced atomically)")
+    parser.add_argument("out", help="output folder (created atomically)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it is an earlier gte rotate output")
     parser.add_argument("--data", nargs="+", required=True, metavar="PAIRS_DIR",
                         help="pairs dirs (gte prep output) whose train rows' queries and positives fit the axes")
     parser.add_argument("--rows", type=int, default=600, help="train rows per source (default 600)")
     parser.add_argument("--fp32", action="store_true", help="encode in fp32 (default: bf16 autocast)")
     args = parser.parse_args(argv)
-    run_rotate(args.src, args.out, args.data, args.rows, bf16=not args.fp32, key="OUT")
+    run_rotate(args.src, args.out, args.data, args.rows, bf16=not args.fp32, key="OUT", overwrite=args.overwrite)
     return 0
 
 
 def run_rotate(src, out, data: list[str], rows: int, bf16: bool = True, batch_size: int = 64, key: str = "out",
-               log=print):
+               log=print, what: str = "gte rotate", overwrite: bool = False):
     """Fit the principal axes of src's embeddings of `rows` train rows per source of the pairs dirs `data`;
-    export the rotated model to out (its gte_export.json keeps src's training record under "source")."""
+    export the rotated model to out (its gte_export.json keeps src's training record under "source"). out is
+    marked as built by `what` and replaces an existing one only with `overwrite` (check_replaceable)."""
     import json
     from pathlib import Path
 
@@ -133,6 +142,7 @@ def run_rotate(src, out, data: list[str], rows: int, bf16: bool = True, batch_si
 
     if rows < 2:
         raise UserError(f"rows={rows}: must be >= 2 (the axes of one text are not a rotation worth fitting)")
+    check_replaceable(out, key, what, overwrite, "--overwrite")  # before loading and fitting
     model = load_model(src)
     tasks = fit_examples(data, rows, key="data", purpose="fit the rotation on")
     queries = [q for qs, _ in tasks.values() for q in qs]
@@ -144,7 +154,7 @@ def run_rotate(src, out, data: list[str], rows: int, bf16: bool = True, batch_si
     meta_file = Path(str(src)) / META_FILE
     prior = json.loads(meta_file.read_text()).get("train_config") if meta_file.is_file() else None
     record = {"rotate": {"model": str(src), "data": list(data), "rows": rows, "texts": len(emb)}, "source": prior}
-    export_model(rotated(model, axes), out, train_config=record, key=key)
+    export_model(rotated(model, axes), out, train_config=record, key=key, what=what, overwrite=overwrite)
     log(f"[rotate] {src} -> {out}")
     return out
 

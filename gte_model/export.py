@@ -14,11 +14,12 @@ adapter_model.safetensors; transformers (with peft) and sentence-transformers lo
 same vectors. Its adapter_config.json names this folder's absolute path as the base model (sentence-transformers
 reads the base config from there): after moving the folder, edit base_model_name_or_path.
 A model whose weights hold NaN or inf is refused (gte_model.load would refuse to read it back).
-The folder is built as `.<out>.tmp-<pid>@<host>` beside its destination and renamed into place
+The folder is built as `.<out>.gte-tmp-<pid>@<host>` beside its destination and renamed into place
 (core.atomic.build_dir), so a crash never leaves half an export; a failed export removes its temp folder, and the
-next export into the same parent removes those a killed process left behind.
+next export into the same parent removes those a killed process left behind. An existing folder is replaced only
+when the same command built it and overwrite is asked for (`--overwrite`; core.atomic.check_replaceable).
 
-CPU example:  gte export all-MiniLM-L6-v2 runs/minilm-export
+CPU example:  gte export all-MiniLM-L6-v2 runs/minilm-export [--overwrite]
 """
 
 from __future__ import annotations
@@ -46,9 +47,13 @@ def export_model(
     eval_results: dict | None = None,
     key: str = "out_dir",
     lora_export: str = "merged",
+    what: str = "gte export",
+    overwrite: bool = False,
+    flag: str = "--overwrite",
 ) -> Path:
     """Write `model` to out_dir atomically; returns the folder. `key` names out_dir in error messages (the
-    config key or argument the user set). An existing out_dir is replaced only if it is an earlier export (ours).
+    config key or argument the user set). An existing out_dir is replaced only if `what` (the command, marked in
+    the folder) built it and `overwrite` is set (`flag`: how the user sets it).
     lora_export: how a LoRA backbone is written, merged (a plain model) or adapter (base + PEFT adapter)."""
     if lora_export not in LORA_EXPORTS:
         raise ValueError(f"lora_export={lora_export!r}: choose one of {', '.join(LORA_EXPORTS)}")
@@ -57,7 +62,7 @@ def export_model(
     if bad:  # the loader refuses such weights; do not write a folder nobody can use
         raise UserError(f"{key}={out}: the model's weights hold {bad} non-finite values (NaN or inf); the run that "
                         "produced it diverged; nothing was written; export an earlier checkpoint or retrain")
-    with build_dir(out, what="gte export", key=key) as tmp:
+    with build_dir(out, what, key, overwrite, flag) as tmp:
         lora = lora_settings(model.backbone)
         _write_hf(model, tmp, out.resolve(), lora_export if lora else None)
         _write_st(model, tmp)

@@ -3,6 +3,7 @@ fine-tuning cost in general ability while keeping most of the domain gain.
 
   gte merge models=[all-MiniLM-L6-v2,runs/quickstart/stage2/export] weights=[0.3,0.7] out_dir=runs/merged
   gte merge models=[...] fit.data=[runs/quickstart/data/pairs] out_dir=runs/merged      # weights fit on examples
+  gte merge ... out_dir=runs/merged overwrite=true        # replace an earlier merge there (only a gte merge output)
 
 Every floating-point tensor is averaged in float64 and rounded once to its dtype, so weight 1.0 on one model returns
 that model bit for bit and merging identical models is the identity. Integer buffers (position ids) must agree.
@@ -40,6 +41,7 @@ class MergeConfig:
     models: list[str] = field(default_factory=list)  # saved models (folders, packaged names), one architecture
     weights: list[float] = field(default_factory=list)  # one per model, summing to 1; [] = fit them (fit.data)
     out_dir: str = ""
+    overwrite: bool = False  # replace out_dir if it is an earlier `gte merge` output (never anything else)
     fit: FitConfig = field(default_factory=FitConfig)
     bf16: bool = True  # encoding during the fit
 

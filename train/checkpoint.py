@@ -12,7 +12,9 @@ The learning-rate schedule is a pure function of the step (train.trainer.lr_fact
 Under DeepSpeed the engine's own checkpoint (its format, which pickles) goes in deepspeed/ instead of the
 model/optimizer files.
 
-A checkpoint is written to `.tmp-step-XXXXXXX` and renamed into place once complete. On resume the newest one
+A checkpoint is written to `.gte-tmp-step-XXXXXXX-<pid>@<host>` (the main process's pid: every rank writes into
+it) and renamed into place once complete; its files get the umask's mode (safetensors alone would make them
+0600). On resume the newest one
 whose files match their checksums is used; a damaged one is named and skipped for the next older one. A checkpoint
 whose only damage is this process's RNG state is used only with train.inexact_resume=true.
 """
@@ -33,13 +35,16 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from gte_model.core.atomic import fsync_dir, write_json
+from gte_model.core.atomic import apply_umask, fsync_dir, write_json
 from gte_model.core.errors import UserError
-from train.distributed import barrier
+from gte_model.core.lock import HOST
+from train.distributed import barrier, broadcast_object
 
 _NAME = re.compile(r"^step-(\d{7,})$")
 STATE_FILE = "trainer_state.json"
 _RNG = re.compile(r"^rng-rank\d+\.(safetensors|json)$")
+# a save's temp folder; `.tmp-step-XXXXXXX` is what older versions named it
+_TMP_NAME = re.compile(r"^\.(?:gte-tmp-step-\d{7,}-\d+@[^@/]+|tmp-step-\d{7,})$")
 
 
 class CheckpointError(UserError):
@@ -80,7 +85,7 @@ def save_checkpoint(accelerator, model, optimizer, run_dir: str | Path, step: in
     """Every process calls this (DeepSpeed's save is collective); returns the final folder."""
     root = checkpoint_dir(run_dir)
     final = root / f"step-{step:07d}"
-    tmp = root / f".tmp-step-{step:07d}"  # the same name on every rank: all of them write into it
+    tmp = root / broadcast_object(f".gte-tmp-step-{step:07d}-{os.getpid()}@{HOST}")  # rank 0's: all write into it
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)  # left by a crash mid-save
         tmp.mkdir(parents=True)
@@ -100,6 +105,7 @@ def save_checkpoint(accelerator, model, optimizer, run_dir: str | Path, step: in
         files = {p.relative_to(tmp).as_posix(): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         info = {"step": step, "world_size": accelerator.num_processes, **state, "sha256": files}
         write_json(tmp / STATE_FILE, info)
+        apply_umask(tmp)
         fsync_dir(tmp)
         if final.exists():  # the same step saved before a crash and redone: replace it
             shutil.rmtree(final)
@@ -228,18 +234,26 @@ def _load_rng(folder: Path, rank: int) -> None:
 
 # ---- housekeeping ---------------------------------------------------------------------------------------------
 def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
-    """Delete all but the newest `keep` complete checkpoints."""
+    """Delete all but the newest `keep` complete checkpoints (step-XXXXXXX folders, nothing else)."""
     found = list_checkpoints(run_dir)
     for _, path in found[: max(0, len(found) - keep)]:
         shutil.rmtree(path, ignore_errors=True)
 
 
 def clean_partial(run_dir: str | Path) -> None:
-    """Remove temp folders left by a save that crashed (main process, before training starts)."""
+    """Remove temp folders left by a save that crashed (the main process, holding the run dir's lock, before
+    training starts: no other writer is alive)."""
+    for path in our_entries(run_dir, temp_only=True):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def our_entries(run_dir: str | Path, temp_only: bool = False) -> list[Path]:
+    """What checkpoints/ holds that a save wrote: step-XXXXXXX folders and save temp folders (never other files)."""
     root = checkpoint_dir(run_dir)
-    if root.is_dir():
-        for path in root.glob(".tmp-step-*"):
-            shutil.rmtree(path, ignore_errors=True)
+    if not root.is_dir():
+        return []
+    return [p for p in root.iterdir() if p.is_dir() and not p.is_symlink()
+            and (_TMP_NAME.match(p.name) or (not temp_only and _NAME.match(p.name)))]
 
 
 def _disk_error(exc: Exception, where: Path) -> Exception:

@@ -73,6 +73,15 @@ def gather_nograd(x: Tensor) -> Tensor:
     return torch.cat(parts)
 
 
+def broadcast_object(obj):
+    """Rank 0's obj on every rank (a picklable value, e.g. a name all ranks must agree on); obj in one process."""
+    if world()[1] == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def barrier() -> None:
     """Wait for every rank (no-op in one process)."""
     if world()[1] > 1:

@@ -9,10 +9,15 @@ A stage is a config, not a code path: stage 2 differs in data (mined negatives),
 Re-running the same command resumes from the newest intact checkpoint; a finished run (its gte_record.json) is a
 no-op; a larger train.max_steps continues it; any other change of config or inputs is refused naming the keys
 (run.overwrite=true starts afresh). SIGTERM/SIGUSR1 checkpoint and exit 75 (train.preempt).
+A run dir is gte's (marked `gte train`, core.atomic.claim_dir): a folder gte did not write, or another command's
+output, is refused untouched, and run.overwrite deletes only what training wrote there. The job's main process
+holds the run dir's lock (core.lock) throughout: a second `gte train` on it refuses, naming the holder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import time
 import zlib
@@ -22,9 +27,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from gte_model.core.atomic import check_replaceable
+from gte_model.core.atomic import check_replaceable, claim_dir
 from gte_model.core.config import config_from_argv, config_to_dict, dump_config, save_config
 from gte_model.core.errors import UserError
+from gte_model.core.lock import hold
 from gte_model.core.memory import peak_rss_mb, release_free_memory
 from gte_model.core.pairs import digest_note, manifest_digest
 from gte_model.core.record import (
@@ -38,7 +44,14 @@ from gte_model.core.record import (
     write_record,
 )
 from gte_model.load import weights_digest
-from train.checkpoint import Checkpoint, clean_partial, latest_checkpoint
+from train.checkpoint import (
+    Checkpoint,
+    checkpoint_dir,
+    clean_partial,
+    latest_checkpoint,
+    list_checkpoints,
+    our_entries,
+)
 from train.config import TrainConfig
 from train.distributed import all_reduce_mean, world
 from train.metrics import METRICS_FILE, PLOT_FILE, open_logger
@@ -72,8 +85,26 @@ def main(argv: list[str] | None = None) -> int:
 
 def fit(cfg: TrainConfig) -> Path:
     """Train one stage to cfg.train.max_steps and export; returns the export folder."""
-    run_dir, record = Path(cfg.run.dir), run_record(cfg)
-    if _finished(run_dir, record, cfg):
+    run_dir = Path(cfg.run.dir)
+    # RANK is set by the launcher before any process group exists: the job's other processes write into the run
+    # dir alongside its main process, so only the main one locks it (and marks it ours).
+    main = int(os.environ.get("RANK", "0")) == 0
+    with hold(run_dir, "run.dir") if main else contextlib.nullcontext():
+        claim_dir(run_dir, "run.dir", "gte train", older=_older_run(run_dir), write=main)
+        return _train(cfg, run_dir, main)
+
+
+def _older_run(run_dir: Path) -> bool:
+    """A run dir an older version wrote (before run dirs were marked): a training record or a checkpoint."""
+    with contextlib.suppress(UserError, OSError, ValueError):
+        done = read_record(run_dir)
+        return (done is not None and done.kind == "train") or bool(list_checkpoints(run_dir))
+    return False
+
+
+def _train(cfg: TrainConfig, run_dir: Path, main: bool) -> Path:
+    record = run_record(cfg)
+    if _finished(run_dir, record, cfg, main):
         return run_dir / "export"
     trainer = Trainer(cfg)
     if trainer.is_main:
@@ -135,11 +166,13 @@ def run_record(cfg: TrainConfig) -> Record:
                   defaults=flatten(config_to_dict(TrainConfig()), skip=RESUME_SAFE))
 
 
-def _finished(run_dir: Path, record: Record, cfg: TrainConfig) -> bool:
-    """True when run_dir holds this exact finished run. run.overwrite clears our files first; a finished run whose
-    only change is a larger train.max_steps is reopened; any other change is refused."""
+def _finished(run_dir: Path, record: Record, cfg: TrainConfig, main: bool) -> bool:
+    """True when run_dir holds this exact finished run. run.overwrite clears our files first (the main process,
+    before the others can start: they meet it when the process group forms); a finished run whose only change is a
+    larger train.max_steps is reopened; any other change is refused."""
     if cfg.run.overwrite:
-        _clear_run(run_dir)
+        if main:
+            _clear_run(run_dir)
         return False
     done = read_record(run_dir)
     if done is None:
@@ -213,10 +246,14 @@ def _check_divergence(trainer: Trainer, stats: StepStats, bad: int) -> None:
 
 
 def _clear_run(run_dir: Path) -> None:
-    """run.overwrite=true: remove what a previous run of ours wrote here (never other files)."""
-    check_replaceable(run_dir / "export", "run.dir")
-    for name in ("checkpoints", "export"):
-        shutil.rmtree(run_dir / name, ignore_errors=True)
+    """run.overwrite=true: remove what a previous run of ours wrote here (never other files, not even in
+    checkpoints/)."""
+    check_replaceable(run_dir / "export", "run.dir", "gte train", overwrite=True)
+    shutil.rmtree(run_dir / "export", ignore_errors=True)
+    for path in our_entries(run_dir):
+        shutil.rmtree(path, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        checkpoint_dir(run_dir).rmdir()  # only when nothing else is left in it
     for name in (RECORD_FILE, METRICS_FILE, PLOT_FILE, PROBE_FILE):
         (run_dir / name).unlink(missing_ok=True)
 

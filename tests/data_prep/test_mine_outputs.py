@@ -63,15 +63,17 @@ def test_mine_never_replaces_a_folder_it_did_not_write(tmp_path, pairs_dir, tiny
     assert [p.name for p in out.iterdir()] == ["todo.txt"]
 
 
-def test_mine_does_not_replace_a_prep_output_without_overwrite(tmp_path, pairs_dir, tiny_model):
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_mine_never_replaces_a_prep_output(tmp_path, pairs_dir, tiny_model, overwrite):
     from data_prep.prep import prep
     from tests.data_prep.helpers import prep_config, write_prep_sources
 
     write_prep_sources(tmp_path)
     prepped = prep(prep_config(tmp_path, tmp_path / "prepped"))
     before = _files(prepped)
-    with pytest.raises(StaleOutput, match=r"format \(prep v1 -> mine v1\)"):
-        mine(mine_config(tmp_path, pairs_dir, "prepped"), tiny_model)
+    with pytest.raises(UserError, match=r"out_dir=.*prepped: holds the output of `gte prep`, which `gte mine` never "
+                                        r"replaces; nothing was deleted"):
+        mine(mine_config(tmp_path, pairs_dir, "prepped", overwrite=overwrite), tiny_model)
     assert _files(prepped) == before
 
 
@@ -108,7 +110,7 @@ def test_the_record_follows_the_model_weights_not_its_name(tmp_path, pairs_dir, 
     assert first.startswith("model.safetensors:sha256=")
     assert model_digest("all-MiniLM-L6-v2") == "name:all-MiniLM-L6-v2"
     (tmp_path / "other").mkdir()
-    export_model(make_tiny_model(tmp_path / "other", seed=1), folder)  # retrained into the same folder
+    export_model(make_tiny_model(tmp_path / "other", seed=1), folder, overwrite=True)  # retrained, same folder
     assert model_digest(str(folder)) != first
     cfg = mine_config(tmp_path, pairs_dir, "mined", model=str(folder))
     assert mine_record(cfg).inputs["model"] == model_digest(str(folder))

@@ -39,18 +39,18 @@ def test_prep_never_deletes_a_folder_it_did_not_write(tmp_path, overwrite):
     assert (out / "thesis.tex").read_text() == "years of work" and not _leftovers(tmp_path)
 
 
-def test_prep_does_not_replace_a_mine_output_without_overwrite(tmp_path, pairs_dir, tiny_model):
+def test_prep_never_replaces_a_mine_output_even_with_overwrite(tmp_path, pairs_dir, tiny_model):
     from data_prep.mine import mine
     from tests.data_prep.helpers import mine_config, read_rows
 
     mined = mine(mine_config(tmp_path, pairs_dir, "mined", sources=["beta"]), tiny_model)
     rows = read_rows(mined)
     write_prep_sources(tmp_path)
-    with pytest.raises(StaleOutput, match=r"format \(mine v1 -> prep v1\).*overwrite=true"):
-        prep(prep_config(tmp_path, mined))
+    for overwrite in (False, True):
+        with pytest.raises(UserError, match=r"out_dir=.*mined: holds the output of `gte mine`, which `gte prep` "
+                                            r"never replaces; nothing was deleted"):
+            prep(prep_config(tmp_path, mined, overwrite=overwrite))
     assert read_rows(mined) == rows and read_record(mined).kind == "mine"
-    prep(prep_config(tmp_path, mined, overwrite=True))  # asked for: replaced
-    assert read_record(mined).kind == "prep"
 
 
 def test_an_interrupted_prep_leaves_the_old_output_as_it_was(tmp_path, monkeypatch):

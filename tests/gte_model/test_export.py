@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import subprocess
 import sys
 
@@ -24,12 +25,14 @@ def dead_pid() -> int:
 
 
 def test_export_removes_temp_folders_of_dead_processes_and_keeps_live_ones(tiny_model, tmp_path):
-    pid = dead_pid()
-    stale = [tmp_path / f".export.tmp-{pid}", tmp_path / f".other.tmp-{pid}", tmp_path / f".export.old-{pid}"]
+    pid, host = dead_pid(), socket.gethostname()
+    stale = [tmp_path / f".export.gte-tmp-{pid}@{host}", tmp_path / f".other.gte-tmp-{pid}@{host}",
+             tmp_path / f".export.gte-old-{pid}@{host}"]
     for folder in stale:
         folder.mkdir()
+        (folder / OWNER_FILE).write_text("gte export\n")  # temp folders of ours carry the marker from the start
         (folder / "model.safetensors").write_bytes(b"half written")
-    live = tmp_path / f".export.tmp-{os.getppid()}"  # a writer that is still running: not ours to remove
+    live = tmp_path / f".export.gte-tmp-{os.getppid()}@{host}"  # a writer that is still running: not ours to remove
     live.mkdir()
     export = export_model(tiny_model, tmp_path / "export")
     assert not any(folder.exists() for folder in stale)
@@ -48,16 +51,18 @@ def test_a_failing_export_removes_its_temp_folder_and_keeps_the_old_export(tiny_
 
     monkeypatch.setattr(gte_model.export, "_write_st", disk_full)
     with pytest.raises(OSError, match="No space left"):
-        export_model(tiny_model, tmp_path / "export")
+        export_model(tiny_model, tmp_path / "export", overwrite=True)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".export.")]
     assert sorted(p.name for p in export.iterdir()) == before
     load_model(export)
 
 
-def test_export_replaces_an_earlier_export(tiny_model, tmp_path):
+def test_export_replaces_an_earlier_export_only_with_overwrite(tiny_model, tmp_path):
     export_model(tiny_model, tmp_path / "export")
     tiny_model.max_seq_len = 40
-    assert load_model(export_model(tiny_model, tmp_path / "export")).max_seq_len == 40
+    with pytest.raises(UserError, match=r"already holds a `gte export` output; nothing was deleted; set --overwrite"):
+        export_model(tiny_model, tmp_path / "export")
+    assert load_model(export_model(tiny_model, tmp_path / "export", overwrite=True)).max_seq_len == 40
 
 
 def test_export_never_replaces_a_folder_it_did_not_write(tiny_model, tmp_path):

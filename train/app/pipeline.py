@@ -17,6 +17,9 @@ mining) resume inside themselves, so an interrupted pipeline finishes where it s
 A teacher (mine.teacher.model) vets the mined negatives; stage 2 distils from it (loss.distill_weight) through the
 same vector cache: stage2.teacher follows mine.teacher unless stage2.teacher.model names another model.
   <run.dir>/report.md, report.png          loss curves of both stages, metric bars, wall time of each phase
+run.dir is marked as gte run's (a folder gte did not write is refused untouched) and locked while the pipeline runs
+(gte_model.core.lock): a second `gte run` on it refuses, naming the holder. Re-running a phase replaces that
+phase's own earlier output (and nothing another command built).
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ from pathlib import Path
 from data_prep.mine import MineConfig, embed_cache_dir, mine
 from data_prep.prep import PrepConfig, prep
 from gte_model.commands import run_merge, run_rotate
-from gte_model.core.atomic import build_dir
+from gte_model.core.atomic import build_dir, claim_dir
 from gte_model.core.config import ConfigError, config_from_argv, dump_config, save_config
+from gte_model.core.lock import hold
 from gte_model.core.memory import children_peak_rss_mb, peak_rss_mb, release_free_memory, reset_peak
 from gte_model.core.pairs import beir_dirs
 from gte_model.core.record import Record, defaults_of, describe, digest_json, flatten, read_record, write_record
@@ -115,6 +119,7 @@ class PipelineConfig:
         """The merge section with pipeline names resolved to folders."""
         merge = copy.deepcopy(self.merge)
         merge.models = [self.model_path(m) for m in merge.models]
+        merge.overwrite = True  # <run.dir>/merged is the pipeline's own: a merge phase run again replaces it
         merge.fit.data = [{"pairs": self.prep.out_dir, "mined": self.mine.out_dir}.get(d, d) for d in merge.fit.data]
         return merge
 
@@ -153,7 +158,18 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
     path."""
     cfg.resolve()
     root = Path(cfg.run.dir)
-    root.mkdir(parents=True, exist_ok=True)
+    with hold(root, "run.dir"):
+        claim_dir(root, "run.dir", "gte run", older=_older_pipeline(root))
+        return _run_phases(cfg, root)
+
+
+def _older_pipeline(root: Path) -> bool:
+    """A run.dir an older version wrote (before it was marked): it holds phase records."""
+    records = (read_record(root / PHASES_DIR, p.name) for p in (root / PHASES_DIR).glob("*.json"))
+    return any(r is not None and r.kind.startswith("phase:") for r in records)
+
+
+def _run_phases(cfg: PipelineConfig, root: Path) -> Path:
     save_config(cfg, root / "config.yaml")
     print(dump_config(cfg), flush=True)
     base, teacher = cfg.stage1.model.init_from, cfg.eval.teacher or cfg.mine.teacher.model
@@ -270,7 +286,8 @@ def _run_phase(root: Path, phase: Phase, upstream: str) -> str:
 def _final_export(cfg: PipelineConfig, src: Path, dst: Path) -> None:
     """The final model: src rotated to the principal axes of the prep output's train texts, or src as it is."""
     if cfg.rotate.rows:
-        run_rotate(src, dst, [cfg.prep.out_dir], cfg.rotate.rows, bf16=cfg.eval.bf16, key="run.dir")
+        run_rotate(src, dst, [cfg.prep.out_dir], cfg.rotate.rows, bf16=cfg.eval.bf16, key="run.dir", what="gte run",
+                   overwrite=True)
         return
-    with build_dir(dst, "gte run export", "run.dir") as tmp:
+    with build_dir(dst, "gte run", "run.dir", overwrite=True) as tmp:
         shutil.copytree(src, tmp, dirs_exist_ok=True)
