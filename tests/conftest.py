@@ -84,6 +84,7 @@ def make_tiny_family_model(folder, family: str, seed: int = 0):
     )
 
     from gte_model import GTEModel
+    from gte_model.families import max_positions
 
     write_vocab(folder)
     tokenizer = BertTokenizerFast.from_pretrained(str(folder), do_lower_case=True)
@@ -100,4 +101,5 @@ def make_tiny_family_model(folder, family: str, seed: int = 0):
     }
     torch.manual_seed(seed)
     backbone = AutoModel.from_config(configs[family]())
-    return GTEModel(backbone, tokenizer, base_model=f"tiny-{family}").train()
+    # max_seq_len: the positions the backbone has (80, less RoBERTa's and MPNet's offset), which the loader enforces
+    return GTEModel(backbone, tokenizer, base_model=f"tiny-{family}", max_seq_len=max_positions(backbone)).train()

@@ -14,10 +14,10 @@ from train.config import TrainConfig, launched_with_deepspeed
 
 def build_model(cfg: TrainConfig) -> GTEModel:
     m, d = cfg.model, cfg.data
-    gte = load_model(m.init_from, pooling=m.pooling, normalize=m.normalize, max_seq_len=m.max_seq_len or None,
-                     tokenizer_from=m.tokenizer_from or None)
-    if not m.max_seq_len:  # keep what the base model served; never below what training used
-        gte.max_seq_len = max(gte.max_seq_len, d.query_max_len, d.doc_max_len)
+    gte = load_model(m.init_from, pooling=m.pooling, normalize=m.normalize, tokenizer_from=m.tokenizer_from or None)
+    # model.max_seq_len, else what the base model served, never below what training used (all checked against the
+    # backbone's positions in fit_positions, named by their config keys)
+    gte.max_seq_len = m.max_seq_len or max(gte.max_seq_len, d.query_max_len, d.doc_max_len)
     too_big = [d for d in cfg.loss.matryoshka_dims if d > gte.dim]
     if too_big:
         raise UserError(f"loss.matryoshka_dims={list(cfg.loss.matryoshka_dims)}: {too_big} exceed the model's "
@@ -39,7 +39,8 @@ def build_model(cfg: TrainConfig) -> GTEModel:
 
 
 def fit_positions(gte: GTEModel, cfg: TrainConfig) -> None:
-    """Apply model.rope_theta and check data.*_max_len against the backbone's positions: every problem at once."""
+    """Apply model.rope_theta and check model.max_seq_len and data.*_max_len against the backbone's positions: every
+    problem at once."""
     m, d, name = cfg.model, cfg.data, type(gte.backbone).__name__
     errors = []
     if m.rope_theta:
@@ -49,7 +50,9 @@ def fit_positions(gte: GTEModel, cfg: TrainConfig) -> None:
             errors.append(f"model.rope_theta={m.rope_theta:g} with model.init_from={m.init_from}: {exc}; unset "
                           "model.rope_theta or start from a RoPE backbone (model.init_from=gte-modern-base)")
     limit = max_positions(gte.backbone)
-    for key, value in (("data.query_max_len", d.query_max_len), ("data.doc_max_len", d.doc_max_len)):
+    lengths = (("model.max_seq_len", m.max_seq_len), ("data.query_max_len", d.query_max_len),
+               ("data.doc_max_len", d.doc_max_len))
+    for key, value in lengths:
         if limit is not None and value > limit:
             errors.append(f"{key}={value} exceeds the {limit} positions of the backbone (model.init_from="
                           f"{m.init_from}, {name}); set {key}<={limit}, or start from a longer-context backbone "

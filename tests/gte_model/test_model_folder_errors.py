@@ -87,6 +87,19 @@ def test_a_max_seq_len_argument_beyond_the_positions_is_refused(export):
     assert load_model(export, max_seq_len=64).max_seq_len == 64
 
 
+def test_gte_train_names_model_max_seq_len_beyond_the_positions_of_its_base(export):
+    from gte_model.core.config import load_config
+    from tests.train.tinydata import TINY_CONFIG
+    from train.build import build_model
+    from train.config import TrainConfig
+
+    cfg = load_config(TrainConfig, TINY_CONFIG, [f"model.init_from={export}", "model.max_seq_len=600"])
+    with pytest.raises(UserError, match=r"^model\.max_seq_len=600 exceeds the 512 positions of the backbone"):
+        build_model(cfg)
+    cfg.model.max_seq_len = 100
+    assert build_model(cfg).max_seq_len == 100
+
+
 @pytest.mark.parametrize("prompts", [["query: ", "passage: "], {"query": 3}, "query: "])
 def test_prompts_that_are_not_an_object_of_strings_name_the_file(export, prompts):
     edit_json(export / "config_sentence_transformers.json", prompts=prompts)
