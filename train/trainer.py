@@ -102,7 +102,8 @@ class Trainer:
         with self.accelerator.main_process_first():  # the first process builds the Arrow cache, the others reuse it
             self.data = PairsData(d.train_dir, d.sources or None, d.cache_dir or self.run_dir / "cache",
                                   d.num_negatives, heldout=d.val_rows > 0, repeat_negatives=d.repeat_negatives,
-                                  batch_rows=cfg.train.global_batch_size)
+                                  batch_rows=cfg.train.global_batch_size,
+                                  verify_shards=self.accelerator.is_local_main_process)
             if d.pretokenize:
                 self.data.pretokenize(self.tokenize, self.tokenize.key(), num_proc=min(4, os.cpu_count() or 1))
         self.sampler = SourceBatchSampler(self.data.train_sizes(), cfg.train.global_batch_size, cfg.sampler.alpha,
