@@ -53,6 +53,8 @@ BAD_INPUTS = {
     "grade 0.5": ({"qrels/test.tsv": {4: "q2\td2\t0.5"}}, "qrels/test.tsv:4: score '0.5' is not an integer"),
     "grade inf": ({"qrels/test.tsv": {2: "q1\td1\tinf"}}, "qrels/test.tsv:2: score 'inf' is not a finite number"),
     "grade nan": ({"qrels/test.tsv": {2: "q1\td1\tnan"}}, "qrels/test.tsv:2: score 'nan' is not a finite number"),
+    "grade 2**40": ({"qrels/test.tsv": {2: "q1\td1\t1099511627776"}},
+                    "qrels/test.tsv:2: score '1099511627776' is beyond the 32-bit integers"),
     "grade word": ({"qrels/test.tsv": {2: "q1\td1\thigh"}}, "qrels/test.tsv:2: score 'high' is not a number"),
     "two grades": ({"qrels/test.tsv": {5: "q2\td3\t1"}},
                    "qrels/test.tsv:5: query 'q2' and document 'd3' are judged 1 here and 2 on line 3"),

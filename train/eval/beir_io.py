@@ -26,6 +26,7 @@ from train.eval.lines import json_type, lone_surrogate, read_lines
 _UTF8_FIX = "save the file as UTF-8"
 _EXAMPLES = {"document": '{"_id": "d1", "title": "", "text": "..."}', "query": '{"_id": "q1", "text": "..."}'}
 _GRADE_FIX = "write an integer relevance grade (0, 1, 2, ...)"
+_MAX_GRADE = 2**31 - 1  # pytrec_eval keeps grades in C ints: a larger one scores as garbage or crashes it
 
 
 @dataclass
@@ -167,6 +168,9 @@ def _grade(text: str, where: str) -> int:
     if not value.is_integer():
         raise EvalError(f"{where}: score {text!r} is not an integer, and BEIR and pytrec_eval read relevance "
                         f"grades as integers (it would count as {int(value)}); map the grades to 0, 1, 2, ...")
+    if abs(value) > _MAX_GRADE:
+        raise EvalError(f"{where}: score {text!r} is beyond the 32-bit integers pytrec_eval holds grades in (it would "
+                        f"score wrongly); {_GRADE_FIX}")
     return int(value)
 
 
