@@ -172,10 +172,13 @@ def fit_examples(dirs: list[str], rows: int, key: str, purpose: str) -> dict[str
     for folder in dirs:
         manifest = pairs.read_manifest(folder, key=key)
         for source, entry in manifest["sources"].items():
-            files = entry.get("train", {}).get("files", [])
+            part = entry.get("train", {})
+            files = part.get("files", [])
             if not files:
                 continue
-            table = pq.read_table(pairs.resolve(Path(folder), files[0]), columns=["query", "positive"])
+            first = pairs.resolve(Path(folder), files[0])
+            pairs.check_shard(first, part, 0, f"{Path(folder) / pairs.MANIFEST_FILE} sources.{source}.train")
+            table = pq.read_table(first, columns=["query", "positive"])
             pick = sorted({int(i) for i in range(0, table.num_rows, max(1, table.num_rows // rows))})[:rows]
             table = table.take(pick)
             tasks[f"{Path(folder).name}/{source}"] = (table["query"].to_pylist(), table["positive"].to_pylist())

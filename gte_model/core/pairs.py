@@ -125,24 +125,30 @@ def digest_note(old: object, new: object) -> str:
 
 
 def check_shards(files: list[Path], part: dict, where: str) -> None:
-    """Each listed shard holds the bytes it was written with: its sha256 equals the one the manifest recorded (one
-    read per shard). A manifest without sha256s (written before they were added) is trusted on its footers and row
-    counts alone, as it was then."""
+    """Every shard of a split entry ({"files", "rows", "sha256"}) holds the bytes it was written with; `files` are
+    its files, resolved. See check_shard."""
+    for i, path in enumerate(files):
+        check_shard(path, part, i, where)
+
+
+def check_shard(path: Path, part: dict, i: int, where: str) -> None:
+    """Shard i of a split entry holds the bytes it was written with: its sha256 equals the one the manifest recorded
+    (one read of the file). A manifest without sha256s (written before they were added) is trusted on its footers
+    and row counts alone, as it was then."""
     digests = part.get(SHA256)
     if digests is None:
         return
-    if not isinstance(digests, list) or len(digests) != len(files):
-        raise PairsFormatError(f"{where}: lists {len(files)} files but {SHA256} holds "
+    if not isinstance(digests, list) or len(digests) != len(part.get("files", [])):
+        raise PairsFormatError(f"{where}: lists {len(part.get('files', []))} files but {SHA256} holds "
                                f"{len(digests) if isinstance(digests, list) else digests!r}; the manifest was edited: "
                                "re-run the `gte prep`/`gte mine` that wrote it")
-    for i, (path, want) in enumerate(zip(files, digests)):
-        if not path.is_file():
-            raise PairsFormatError(f"{path} is listed in {where} but does not exist; restore it or re-run the "
-                                   "`gte prep`/`gte mine` that wrote this pairs dir")
-        if file_sha256(path) != want:
-            raise PairsFormatError(f"{path}: its bytes differ from the sha256 recorded for it ({where}.{SHA256}[{i}]"
-                                   "): a damaged, edited or replaced shard; restore it or re-run the `gte prep`/"
-                                   "`gte mine` that wrote this pairs dir")
+    if not path.is_file():
+        raise PairsFormatError(f"{path} is listed in {where} but does not exist; restore it or re-run the "
+                               "`gte prep`/`gte mine` that wrote this pairs dir")
+    if file_sha256(path) != digests[i]:
+        raise PairsFormatError(f"{path}: its bytes differ from the sha256 recorded for it ({where}.{SHA256}[{i}]): "
+                               "a damaged, edited or replaced shard; restore it or re-run the `gte prep`/`gte mine` "
+                               "that wrote this pairs dir")
 
 
 # ---- writing --------------------------------------------------------------------------------------------------

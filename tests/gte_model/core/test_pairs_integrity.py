@@ -103,5 +103,16 @@ def test_a_dir_without_digests_is_read_and_fingerprinted_as_before(tmp_path):
 def test_a_sha256_list_that_does_not_match_the_files_is_refused(tmp_path):
     folder = _write(tmp_path / "pairs")
     part = _manifest(folder)["sources"]["beta"]["train"]
-    with pytest.raises(PairsFormatError, match="lists 2 files but sha256 holds 1"):
-        check_shards([resolve(folder, part["files"][0])] * 2, part, "beta.train")
+    part["files"].append(part["files"][0])  # a file listed by hand, without its digest
+    with pytest.raises(PairsFormatError, match="beta.train: lists 2 files but sha256 holds 1"):
+        check_shards([resolve(folder, f) for f in part["files"]], part, "beta.train")
+
+
+def test_the_rotation_and_merge_fit_refuse_a_damaged_shard_too(tmp_path):
+    from gte_model.commands import fit_examples
+
+    folder = _write(tmp_path / "pairs")
+    assert set(fit_examples([str(folder)], 2, "--data", "fit")) == {"pairs/alpha", "pairs/beta"}
+    _flip_a_letter(folder / "alpha" / "train-00000.parquet")
+    with pytest.raises(PairsFormatError, match=r"alpha/train-00000.parquet: its bytes differ"):
+        fit_examples([str(folder)], 2, "--data", "fit")
