@@ -32,8 +32,8 @@ _MAX_SHAPE = {
     "local_attention": 2**20,
     "global_attn_every_n_layers": 512,
 }
-# Parameters per byte of weights file a real folder cannot exceed: 1 byte a parameter is already int8; 4 leaves room
-# for 4-bit quantisation and for the lower bound below missing nothing.
+# Parameters a weights file can hold per byte, at most: 2 for 4-bit quantisation (the densest in use), doubled as
+# slack, so only a config.json that does not describe its weights is refused.
 _PARAMS_PER_BYTE = 4
 
 
@@ -43,9 +43,13 @@ def check_config_json(config: dict, path: Path, weights: Path) -> None:
     holds."""
     for key, limit in _MAX_SHAPE.items():
         value = config.get(key)
-        if key in config and (type(value) is not int or not 1 <= value <= limit):
-            raise ModelLoadError(f"{path}: {key}={value!r} must be a positive integer (at most {limit:,}); fix "
-                                 "config.json or export the model again")
+        if key in config and (type(value) is not int or value < 1):
+            raise ModelLoadError(f"{path}: {key}={value!r} must be a positive integer; fix config.json or export "
+                                 "the model again")
+        if key in config and value > limit:
+            raise ModelLoadError(f"{path}: {key}={value:,} is beyond the {limit:,} this loader builds (far more than "
+                                 "any encoder has: building it would exhaust memory or never end); fix config.json "
+                                 "or export the model again")
     hidden, heads = _first(config, "hidden_size", "dim", "d_model"), _first(config, "num_attention_heads", "n_heads")
     if hidden and heads and hidden % heads and "head_dim" not in config:
         raise ModelLoadError(f"{path}: num_attention_heads={heads} does not divide hidden_size={hidden}; every head "
@@ -74,7 +78,7 @@ def check_max_seq_len(value, backbone, where: str) -> int:
     field, or the argument, that set it)."""
     limit = max_positions(backbone) or getattr(backbone.config, "max_position_embeddings", None)
     if type(value) is not int or value < 1 or (limit is not None and value > limit):
-        bound = f"from 1 to {limit} (the backbone's max_position_embeddings)" if limit else "a positive integer"
+        bound = f"from 1 to {limit} (the positions the backbone has)" if limit else "a positive integer"
         raise ModelLoadError(f"{where}={value!r} must be {bound}; set it within that range")
     return value
 
