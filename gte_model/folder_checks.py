@@ -2,7 +2,7 @@
 
 A model folder is input like any other: a config.json field that is negative, zero or absurdly large must fail in
 one line naming the file and the field, not as "damaged weights", a ZeroDivisionError or a build that never ends.
-  check_config_json(cfg, path, w)        shape fields are positive integers within sane bounds, heads divide the
+  check_config_json(cfg, path, files)    shape fields are positive integers within sane bounds, heads divide the
                                          hidden size, and the parameters they imply fit in the weights file
   check_tokenizer(tokenizer, folder, n)  a pad token, and no token id beyond the embedding table
   check_max_seq_len(value, backbone, w)  1 <= max_seq_len <= the positions the backbone has
@@ -37,10 +37,10 @@ _MAX_SHAPE = {
 _PARAMS_PER_BYTE = 4
 
 
-def check_config_json(config: dict, path: Path, weights: Path) -> None:
+def check_config_json(config: dict, path: Path, weights: list[Path]) -> None:
     """Refuse a config.json (`config`, read from `path`) whose shape fields are not positive integers within bounds,
-    whose heads do not divide its hidden size, or whose implied parameter count is far beyond what the weights file
-    holds."""
+    whose heads do not divide its hidden size, or whose implied parameter count is far beyond what the weight files
+    (gte_model.load.weight_files) hold."""
     for key, limit in _MAX_SHAPE.items():
         value = config.get(key)
         if key in config and (type(value) is not int or value < 1):
@@ -50,6 +50,7 @@ def check_config_json(config: dict, path: Path, weights: Path) -> None:
             raise ModelLoadError(f"{path}: {key}={value:,} is beyond the {limit:,} this loader builds (far more than "
                                  "any encoder has: building it would exhaust memory or never end); fix config.json "
                                  "or export the model again")
+    _check_fields(config, path)
     hidden, heads = _first(config, "hidden_size", "dim", "d_model"), _first(config, "num_attention_heads", "n_heads")
     if hidden and heads and hidden % heads and "head_dim" not in config:
         raise ModelLoadError(f"{path}: num_attention_heads={heads} does not divide hidden_size={hidden}; every head "
@@ -57,7 +58,8 @@ def check_config_json(config: dict, path: Path, weights: Path) -> None:
     params, size = _implied_parameters(config), _weights_bytes(weights)
     if params and size is not None and params > _PARAMS_PER_BYTE * size:
         shape = ", ".join(f"{k}={config[k]:,}" for k in _MAX_SHAPE if k in config)
-        raise ModelLoadError(f"{path}: {shape} imply at least {params:,} parameters, but {weights.name} holds only "
+        held = f"{weights[0].name} holds" if len(weights) == 1 else f"its {len(weights) - 1} weight shards hold"
+        raise ModelLoadError(f"{path}: {shape} imply at least {params:,} parameters, but {held} only "
                              f"{size:,} bytes; config.json does not describe these weights: fix it or export the "
                              "model again")
 
@@ -93,6 +95,21 @@ def check_prompts(prompts, path: Path) -> dict[str, str]:
     return prompts
 
 
+def _check_fields(config: dict, path: Path) -> None:
+    """The padding id indexes the embedding table; the activation is one transformers knows (a name it cannot find
+    fails deep in the build as a KeyError)."""
+    from transformers.activations import ACT2FN
+
+    pad, vocab = config.get("pad_token_id"), config.get("vocab_size")
+    if pad is not None and vocab and (type(pad) is not int or not 0 <= pad < vocab):
+        raise ModelLoadError(f"{path}: pad_token_id={pad!r} is not a token id of its vocab_size={vocab}; set it to "
+                             "the tokenizer's pad token id or export the model again")
+    for key in ("hidden_act", "hidden_activation"):
+        if isinstance(config.get(key), str) and config[key] not in ACT2FN:
+            raise ModelLoadError(f"{path}: {key}={config[key]!r} is not an activation transformers knows (e.g. gelu, "
+                                 "relu, silu); fix config.json or export the model again")
+
+
 def _first(config: dict, *keys: str) -> int | None:
     return next((config[k] for k in keys if k in config), None)
 
@@ -111,17 +128,11 @@ def _implied_parameters(config: dict) -> int | None:
     return (vocab + positions) * hidden + layers * (4 * hidden * hidden + 2 * hidden * ffn)
 
 
-def _weights_bytes(weights: Path) -> int | None:
-    """Bytes of the weights: the file, or every shard an index names; None when a file is truncated or an index
-    cannot be read (loading it then fails, blaming the file)."""
-    if not weights.name.endswith(".index.json"):
-        return _file_bytes(weights)
-    try:
-        shards = set(json.loads(weights.read_text())["weight_map"].values())
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    sizes = [_file_bytes(weights.parent / name) for name in shards]
-    return None if None in sizes else sum(sizes)
+def _weights_bytes(files: list[Path]) -> int | None:
+    """Bytes of the tensors in a folder's weight files (gte_model.load.weight_files; a sharded index holds none);
+    None when one is truncated (loading it then fails, blaming the file)."""
+    sizes = [_file_bytes(f) for f in files if not f.name.endswith(".index.json")]
+    return None if not sizes or None in sizes else sum(sizes)
 
 
 def _file_bytes(path: Path) -> int | None:

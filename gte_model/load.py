@@ -195,8 +195,8 @@ def _load_folder(path: Path, pooling, normalize, max_seq_len, trust_remote_code:
     settings = read_st_settings(path)
     weights_dir = settings.get("transformer_dir", path)
     weights = _weights_file(weights_dir)
-    # before anything is built from it
-    check_config_json(_read_object(weights_dir / "config.json"), weights_dir / "config.json", weights)
+    config_file = weights_dir / "config.json"
+    check_config_json(_read_object(config_file), config_file, weight_files(weights_dir))  # before anything is built
     try:
         config = AutoConfig.from_pretrained(str(weights_dir), trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(str(weights_dir), trust_remote_code=trust_remote_code)
@@ -214,6 +214,10 @@ def _load_folder(path: Path, pooling, normalize, max_seq_len, trust_remote_code:
             output_loading_info=True,
         )
     except Exception as exc:  # noqa: BLE001 - a truncated or damaged file fails in any of several ways
+        if "mismatched_sizes" in str(exc) or "size mismatch" in str(exc):  # intact tensors of other shapes
+            raise ModelLoadError(f"{weights_dir.resolve() / 'config.json'}: its shapes do not match the tensors in "
+                                 f"{weights.name} (hidden_size, intermediate_size or vocab_size changed?); restore "
+                                 "config.json or export the model again") from exc
         raise ModelLoadError(f"{weights.resolve()}: failed to load ({_short(exc)}); the file is damaged or truncated "
                              "(an interrupted copy or a full disk?); copy or export the model again") from exc
     # A weights file with the wrong tensors loads "successfully" with random layers: refuse that.
@@ -283,7 +287,6 @@ def _short(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     text = f"{type(exc).__name__}: {lines[0] if lines else ''}"
     return text if len(text) <= 200 else text[:197] + "..."
-
 
 
 # ---- what identifies a model's weights (completion records of training and mining) ---------------------------

@@ -44,6 +44,8 @@ def load_error(folder) -> str:
     ("vocab_size", 0, "vocab_size=0 must be a positive integer"),
     ("intermediate_size", "64", "intermediate_size='64' must be a positive integer"),
     ("num_attention_heads", 3, "num_attention_heads=3 does not divide hidden_size=32"),
+    ("pad_token_id", 999, "pad_token_id=999 is not a token id of its vocab_size=153"),
+    ("hidden_act", "gelu_fancy", "hidden_act='gelu_fancy' is not an activation transformers knows"),
 ])
 def test_a_bad_config_json_field_is_named_with_its_file_before_anything_is_built(export, field, value, problem):
     edit_json(export / "config.json", **{field: value})
@@ -60,6 +62,25 @@ def test_a_shape_far_beyond_what_the_weights_file_holds_is_refused_before_buildi
     message = load_error(export)
     assert message.startswith(f"{export / 'config.json'}: ") and "imply at least" in message, message
     assert f"but model.safetensors holds only {(export / 'model.safetensors').stat().st_size:,} bytes" in message
+
+
+@pytest.mark.parametrize(("field", "value"), [("intermediate_size", 128), ("hidden_size", 64)])
+def test_a_config_json_whose_shapes_differ_from_the_weights_blames_config_json(export, field, value):
+    edit_json(export / "config.json", **{field: value})
+    message = load_error(export)
+    assert message.startswith(f"{export / 'config.json'}: its shapes do not match the tensors in model.safetensors")
+
+
+def test_sharded_weights_load_and_count_all_their_shards(export):
+    model = load_model(export)
+    (export / "model.safetensors").unlink()
+    model.backbone.save_pretrained(str(export), max_shard_size="40KB")  # an index and its shards
+    shards = sorted(export.glob("model-*.safetensors"))
+    assert len(shards) > 1 and (export / "model.safetensors.index.json").is_file()
+    assert load_model(export).encode(["a cat"]).shape == (1, 32)
+    edit_json(export / "config.json", num_hidden_layers=500, hidden_size=4096, num_attention_heads=64)
+    message = load_error(export)
+    assert f"but its {len(shards)} weight shards hold only {sum(s.stat().st_size for s in shards):,} bytes" in message
 
 
 def test_a_truncated_weights_file_is_still_blamed_on_the_weights_not_on_config_json(export):
