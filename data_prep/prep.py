@@ -49,7 +49,7 @@ from data_prep.split import assign_heldout
 from gte_model.core import pairs
 from gte_model.core.atomic import build_dir, check_replaceable
 from gte_model.core.config import ConfigError, config_from_argv, config_to_dict, dump_config
-from gte_model.core.errors import UserError
+from gte_model.core.errors import UserError, names_path
 from gte_model.core.lock import hold
 from gte_model.core.memory import private_peak_tracking
 from gte_model.core.record import Record, check_done, defaults_of, file_fingerprint, flatten
@@ -136,7 +136,8 @@ def _build(cfg: PrepConfig, out: Path, stage_dir: Path) -> dict:
     """Steps 1-5 into `out` (step 1 through `stage_dir`, kept when a run is killed); -> the manifest (sources + stats)
     for `pairs.finish`."""
     steps = staging.Steps()
-    staged = staging.stage_all(cfg, stage_dir)
+    with names_path(stage_dir):  # a full disk while staging names the stage folder (the build names out_dir)
+        staged = staging.stage_all(cfg, stage_dir)
     steps.done("read_clean_minhash")
     n, num_sources = len(staged.source_ids), len(staged.names)
     keep = np.ones(n, dtype=bool)

@@ -34,6 +34,7 @@ from data_prep.signature_files import Signatures, SignatureWriter
 from data_prep.sources import BUILTIN_SOURCES
 from data_prep.split import key_hash
 from gte_model.core.atomic import write_json
+from gte_model.core.errors import ignore_interrupts
 from gte_model.core.memory import children_peak_rss_mb, peak_rss_mb, private_peak_mb
 from gte_model.core.mixing import GTE_ALPHA, mixing_probabilities
 from gte_model.core.pairs import ShardWriter
@@ -171,7 +172,8 @@ def stage_all(cfg: PrepConfig, work_dir: Path) -> Staged:
                 continue
             shutil.rmtree(folder, ignore_errors=True)  # a source a killed run left half-staged starts over
             if pool is None and cfg.num_proc > 1 and not ray:
-                pool = mp.get_context("spawn").Pool(cfg.num_proc)
+                # Ctrl-C goes to the parent alone: a worker killed mid-task prints a traceback and hangs the pool
+                pool = mp.get_context("spawn").Pool(cfg.num_proc, initializer=ignore_interrupts)
             if spec is not None:  # a remote file is copied into the work folder and read from there
                 spec = replace(spec, path=paths.fetch(spec.path, work_dir / "inputs" / name))
             start = {key: len(chunks) for key, chunks in parts.items()}

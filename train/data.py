@@ -13,7 +13,7 @@ import json
 import random
 from pathlib import Path
 
-from gte_model.core.errors import UserError
+from gte_model.core.errors import UserError, names_path
 from gte_model.core.pairs import MANIFEST_FILE, TEXT_COLUMNS, check_shards, read_manifest, resolve
 from train.batch import Batch, Tokenize
 
@@ -166,9 +166,13 @@ class PairsData:
 
         datasets.disable_progress_bars()
         datasets.logging.set_verbosity_error()
-        ds = datasets.load_dataset(
-            "parquet", data_files=[str(f) for f in files], split="train", cache_dir=self.cache_dir
-        ).select_columns(columns)
+        try:  # a full disk while the Arrow cache is written names the cache folder, not `?`
+            with names_path(self.cache_dir or "the datasets cache (HF_DATASETS_CACHE)"):
+                ds = datasets.load_dataset(
+                    "parquet", data_files=[str(f) for f in files], split="train", cache_dir=self.cache_dir
+                ).select_columns(columns)
+        except Exception as exc:
+            raise _damaged_shard(files, where=self._where(source, split)) or exc
         expected = entry.get("rows")
         if expected is not None and int(expected) != len(ds):
             raise DataError(
@@ -205,6 +209,22 @@ def _check_shard(path: Path, columns: list[str]) -> None:
             "negatives" in lost
         ) else ""
         raise DataError(f"{path} has no column(s) {lost}; it has {sorted(names)}{fix}")
+
+
+def _damaged_shard(files: list[Path], where: str) -> DataError | None:
+    """After the Arrow cache failed to build: the first shard whose pages do not decode (a footer can be intact
+    over a damaged page, which only a full read finds), as a DataError; None when every shard reads (a bug)."""
+    import pyarrow.parquet as pq
+
+    for path in files:
+        try:
+            for _ in pq.ParquetFile(path).iter_batches(batch_size=8192):  # every page decoded, one batch held
+                pass
+        except Exception as exc:  # noqa: BLE001 - whatever pyarrow raises for a bad page, the shard is damaged
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            return DataError(f"{path}: a damaged shard ({where}: {reason}); rebuild the pairs dir with `gte prep` "
+                             "overwrite=true (or re-run the `gte mine` that wrote it)")
+    return None
 
 
 def sample_negatives(n: int, k: int, seed: int, step: int, source: str, row: int, where: str) -> list[int]:

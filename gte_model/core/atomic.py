@@ -24,7 +24,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from gte_model.core.errors import UserError
+from gte_model.core.errors import UserError, names_path
 from gte_model.core.lock import HOST, hold, pid_alive
 
 OWNER_FILE = ".gte-owner"  # present in every folder this project built; first line: what built it
@@ -44,7 +44,7 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name(path)
     try:
-        with open(tmp, "wb") as fh:
+        with names_path(path), open(tmp, "wb") as fh:  # a full disk names the file, not `?`
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -109,7 +109,7 @@ def claim_dir(folder: str | Path, key: str, kind: str, older: bool = False, writ
     if built_by is None and folder.is_dir() and any(folder.iterdir()) and not older:
         raise UserError(f"{key}={folder}: the folder is not empty and was not written by gte (no {OWNER_FILE} "
                         f"marker); nothing was changed; choose an empty or new {key}")
-    if built_by is not None and built_by not in (kind, *_OLDER_NAMES.get(kind, ())):
+    if built_by is not None and built_by != kind:  # (older names of kind are exports, never a claimed folder)
         raise UserError(f"{key}={folder}: holds the output of `{built_by}`, not a `{kind}` folder; nothing was "
                         f"changed; choose another {key}")
     if write and built_by != kind:
@@ -133,7 +133,8 @@ def build_dir(final: str | Path, what: str, key: str, overwrite: bool = False,
         tmp.mkdir()
         mark_ours(tmp, what)  # a temp folder of ours from the start: clean_stale may remove it after a crash
         try:
-            yield tmp
+            with names_path(final):  # a full disk in any writer (pyarrow, shutil, a file object) names the output
+                yield tmp
             mark_ours(tmp, what)
             apply_umask(tmp)
             replace_dir(tmp, final)

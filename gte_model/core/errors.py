@@ -1,13 +1,21 @@
 """The one kind of failure a user can fix: every command prints it as `gte <cmd>: <where>: <problem>; <fix>` and
-exits 2 (train.app.cli is the boundary). Anything else is a bug and keeps its traceback."""
+exits 2 (train.app.cli is the boundary). Anything else is a bug and keeps its traceback. Ctrl-C is one line and
+exit 130 (EXIT_INTERRUPTED), with worker processes kept quiet (ignore_interrupts)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import signal
+from collections.abc import Iterator
+from pathlib import Path
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command stopped by Ctrl-C
+INTERRUPTED = "interrupted; finished work is kept, re-run the same command to continue"
 # OS errors that are the user's to fix (space, permissions), reported in one line that names the path.
 _USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}  # only a write raises these: the path written is the cause
 
 
 class UserError(Exception):
@@ -44,3 +52,22 @@ def import_extra(module: str, key: str, extra: str, instead: str, package: str |
         raise MissingExtra(f"{key}: {package or module} {problem}; run `pip install -e .[{extra}]` or "
                            f"{instead}") from exc
     return sys.modules[module]
+
+
+@contextlib.contextmanager
+def names_path(path: str | Path) -> Iterator[None]:
+    """Writes inside name `path` when the disk is full or read-only: writes through a file object, pyarrow and
+    shutil raise OSError(ENOSPC) without a filename, which would reach the user as `?`. Errors that already name
+    their file keep it; other errnos (a read's) are left alone, so they are never blamed on the wrong path."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.errno in _WRITE_ERRNOS:
+            exc.filename = str(path)
+        raise
+
+
+def ignore_interrupts() -> None:
+    """Initializer of worker processes: Ctrl-C reaches the whole process group, and a worker that dies mid-task
+    prints its own traceback and can deadlock its pool; the parent alone stops and terminates the workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

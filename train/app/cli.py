@@ -15,7 +15,8 @@ A command that acts on a model takes positional paths, then --flags (--overwrite
 `gte <command> --help` prints that command's usage.
 
 Exit codes: 0 done; 2 a problem you can fix (one line names the file or key and the fix); 75 a training run was
-preempted (SIGTERM/SIGUSR1) after writing a checkpoint: re-run the same command to resume.
+preempted (SIGTERM/SIGUSR1) after writing a checkpoint: re-run the same command to resume; 130 stopped by Ctrl-C
+(what was finished is kept: checkpoints, staged prep sources, finished outputs; re-run the same command).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import importlib
 import os
 import sys
 
-from gte_model.core.errors import EXIT_USER_ERROR, user_message
+from gte_model.core.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, INTERRUPTED, user_message
 from train.preempt import EXIT_PREEMPTED, Preempted
 
 # Each subcommand lives with its code; imported lazily so `gte encode` does not pay for faiss or deepspeed.
@@ -59,10 +60,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_command(command: str, job) -> int:
     """The one error boundary: an expected failure is one line `gte <cmd>: <file or key>: <problem>; <fix>` and
-    exit 2; a preempted training run exits 75 (requeue and re-run to resume); anything else is a bug and keeps its
+    exit 2; a preempted training run exits 75 (requeue and re-run to resume); Ctrl-C is one line and exit 130
+    (every output is written atomically, so the old one is intact); anything else is a bug and keeps its
     traceback."""
     try:
         return int(job() or 0)
+    except KeyboardInterrupt:
+        print(f"\ngte {command}: {INTERRUPTED}", file=sys.stderr, flush=True)  # \n: off the ^C and any progress bar
+        return EXIT_INTERRUPTED
     except Preempted as exc:
         print(f"gte {command}: {exc}", file=sys.stderr, flush=True)
         return EXIT_PREEMPTED
