@@ -123,16 +123,17 @@ def _train(cfg: TrainConfig, run_dir: Path, main: bool) -> Path:
             stats = trainer.step(step)
             release_free_memory()  # every step's shapes differ: without this glibc's heaps grow by GBs per run
             bad = 0 if stats.applied else bad + 1
-            if bad:
-                logger.log({"kind": "skipped", "step": step + 1, "loss": stats.loss, "lr": stats.lr,
-                            "grad_norm": stats.grad_norm})
-                _check_divergence(trainer, stats, bad)
-            meter.add(stats)
             done = step + 1  # steps completed = the next step's data position
-            if done % t.log_every == 0 or done == t.max_steps:
-                line = meter.flush(done)
+            if stats.applied:  # a skipped step is its own line, never also in a train line's mean
+                meter.add(stats)
+            if meter.steps and (done % t.log_every == 0 or done == t.max_steps):
+                line = meter.flush()
                 logger.log(line)
                 bar.set_postfix(loss=f"{line['loss']:.4f}", pairs_s=f"{line['pairs_per_s']:.0f}")
+            if bad:
+                logger.log({"kind": "skipped", "step": done, "loss": stats.loss, "lr": stats.lr,
+                            "grad_norm": stats.grad_norm})
+                _check_divergence(trainer, stats, bad)
             if cfg.data.val_rows and t.eval_every and done % t.eval_every == 0 and done < t.max_steps:
                 logger.log({"kind": "eval", "step": done, **trainer.validate()})
             if t.checkpoint_every and done % t.checkpoint_every == 0 and done < t.max_steps:
@@ -267,7 +268,9 @@ class _Meter:
     def add(self, stats: StepStats) -> None:
         self.steps.append(stats)
 
-    def flush(self, done: int) -> dict:
+    def flush(self) -> dict:
+        """One train line for the applied steps since the last one, stamped with the last of them: skipped steps
+        have lines of their own, so no step number is logged twice."""
         tr, last, n = self.trainer, self.steps[-1], len(self.steps)
         device, size = tr.accelerator.device, world()[1]
         loss = all_reduce_mean(torch.tensor(float(np.mean([s.loss for s in self.steps])), device=device)).item()
@@ -276,7 +279,7 @@ class _Meter:
         self.steps = []
         return {
             "kind": "train",
-            "step": done,
+            "step": last.step + 1,
             "loss": loss,
             "lr": last.lr,
             "grad_norm": last.grad_norm,

@@ -2,18 +2,26 @@
 
 Only the main process logs; other ranks get a NullLogger with the same methods. On resume the JSONL is cut back
 to the byte offset stored in the checkpoint, so lines of steps that are redone never appear twice.
+
+Every line is strict JSON (what jq, pandas and JSON.parse accept): a non-finite number (the loss of a skipped step)
+is written as null and named in the line's `non_finite` field, {"loss": "nan"}; read_metrics turns it back into
+the float. One line per step number and kind: a train line covers the applied steps since the previous one, a
+skipped step has a `skipped` line of its own.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import os
 import secrets
 from pathlib import Path
 
-from gte_model.core.errors import import_extra
+from gte_model.core.errors import import_extra, names_path
 
 METRICS_FILE = "metrics.jsonl"
+NON_FINITE = "non_finite"  # {key: "nan" | "inf" | "-inf"} of the values a line writes as null
 PLOT_FILE = "metrics.png"
 
 
@@ -46,8 +54,9 @@ class MetricsLogger(NullLogger):
         self._wandb = _start_wandb(wandb, project, name or self.run_dir.name, self.run_dir, config)
 
     def log(self, record: dict) -> None:
-        self._fh.write(json.dumps(record, default=float) + "\n")
-        self._fh.flush()  # a killed run keeps every line up to its last step
+        with names_path(self.path):  # a full disk names metrics.jsonl, not `?`
+            self._fh.write(to_json_line(record))
+            self._fh.flush()  # a killed run keeps every line up to its last step
         if self._wandb is not None:
             numbers = {f"{record.get('kind', 'train')}/{k}": v for k, v in record.items()
                        if isinstance(v, (int, float)) and k != "step"}
@@ -83,11 +92,35 @@ def truncate(path: Path, offset: int) -> None:
             fh.truncate(offset)
 
 
+def to_json_line(record: dict) -> str:
+    """One strict-JSON line: non-finite numbers become null, named with their value in `non_finite`."""
+    out, odd = {}, {}
+    for key, value in record.items():
+        if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+            value = float(value)  # numpy and torch scalars too
+            if not math.isfinite(value):
+                odd[key], value = str(value), None  # "nan", "inf", "-inf"
+        out[key] = value
+    if odd:
+        out[NON_FINITE] = odd
+    return json.dumps(out, default=_plain, allow_nan=False) + "\n"
+
+
+def _plain(value) -> int | float:
+    """numpy and torch scalars as JSON numbers (integers stay integers)."""
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
+
+
 def read_metrics(path: str | Path) -> list[dict]:
+    """The records of a metrics.jsonl, non-finite values restored as floats (lines written before they were
+    nulled, with a bare NaN, read too)."""
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for record in records:
+        record.update({key: float(value) for key, value in record.pop(NON_FINITE, {}).items()})
+    return records
 
 
 def plot_losses(ax, train: list[dict], evals: list[dict]) -> None:
