@@ -82,17 +82,29 @@ def to_record(row: dict, fields: FieldMap, default_source: str) -> dict:
         if not isinstance(row[column], str):
             kind = type(row[column]).__name__
             raise RowProblem(f"field {column!r} (the {name} column) is {kind}, expected a string")
-        out[name] = row[column]
-    out["negatives"] = _negatives(row, fields)
+        out[name] = _text(row[column], f"field {column!r} (the {name} column)")
+    out["negatives"] = [_text(neg, f"field {fields.negatives!r} (the negatives column)")
+                        for neg in _negatives(row, fields)]
     source = row.get(fields.source) if fields.source else None
-    out["source"] = str(source) if source else default_source
+    out["source"] = _text(str(source), f"field {fields.source!r} (the source column)") if source else default_source
     key = row.get(fields.key) if fields.key else None
     if fields.key and key is None:
         raise RowProblem(f"missing field {fields.key!r} (the key column)")
     if key is None:
         key = "q:" + hashlib.blake2b(out["query"].encode(), digest_size=8).hexdigest()
-    out["key"] = str(key)
+    out["key"] = _text(str(key), f"field {fields.key!r} (the key column)")
     return out
+
+
+def _text(value: str, what: str) -> str:
+    """`value`, or a RowProblem when it holds a lone surrogate: a JSON escape such as \\ud800 decodes to a code point
+    that is no character, which no UTF-8 writer (Parquet, tokenizers) accepts, so it would fail far from its row."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RowProblem(f"{what} holds a lone surrogate at character {exc.start + 1} (an escape such as \\ud800 "
+                         "that is no character)") from None
+    return value
 
 
 def _negatives(row: dict, fields: FieldMap) -> list[str]:

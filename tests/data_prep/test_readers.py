@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -125,3 +126,41 @@ def test_reader_failures_are_user_errors(tmp_path):
     (tmp_path / "bad.parquet").write_bytes(b"not parquet")
     with pytest.raises(UserError, match=r"bad.parquet: cannot be read as Parquet"):
         _rows(read_records(tmp_path / "bad.parquet", FieldMap(), "s"))
+
+
+@pytest.mark.parametrize("row, field", [
+    ('{"id": "2", "query": "bad \\ud800 one", "positive": "c d"}', "'query' (the query column)"),
+    ('{"id": "2", "query": "x y", "positive": "c d", "negs": ["ok", "bad \\udfff"]}',
+     "'negs' (the negatives column)"),
+    ('{"id": "k\\ud83d", "query": "x y", "positive": "c d"}', "'id' (the key column)"),
+])
+def test_a_lone_surrogate_names_file_line_and_field_and_can_be_skipped(tmp_path, row, field):
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"id": "1", "query": "a b", "positive": "c d"}\n' + row + "\n")
+    fields = FieldMap(negatives="negs", key="id")
+    with pytest.raises(ReaderError, match=rf"^{path}:2: field {re.escape(field)} holds a lone surrogate at "
+                                          r"character \d+ .*; fix that row, or set on_error=skip"):
+        _rows(read_records(path, fields, "s"))
+    stats = ReadStats()
+    rows = _rows(read_records(path, fields, "s", on_error="skip", stats=stats))
+    assert [r["query"] for r in rows] == ["a b"]
+    assert stats.skipped == 1 and stats.problems[0].startswith(f"{path}:2: field {field} holds a lone surrogate")
+
+
+def test_prep_skips_a_row_with_a_lone_surrogate_or_stops_in_one_line(tmp_path, capsys):
+    from train.app.cli import main as gte
+
+    rows = [json.dumps({"q": f"question {i} w{i}", "p": f"the answer {i} is w{i} and w{i + 1}"}) for i in range(40)]
+    rows.insert(5, '{"q": "a lone \\ud800 surrogate", "p": "the answer is here today"}')
+    path = tmp_path / "notes.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    args = ["prep", "configs/prep.yaml", "sources=[]", "decontaminate.enabled=false",
+            f"files=[{{name: notes, path: {path}, query: q, positive: p}}]"]
+    assert gte([*args, f"out_dir={tmp_path / 'skip'}", "on_error=skip"]) == 0
+    manifest = json.loads((tmp_path / "skip" / "manifest.json").read_text())
+    assert manifest["readers"]["notes"]["skipped"] == 1 and manifest["readers"]["notes"]["rows"] == 40
+    capsys.readouterr()
+    assert gte([*args, f"out_dir={tmp_path / 'raise'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"gte prep: {path}:6: field 'q' (the query column) holds a lone surrogate")
+    assert "\n" not in err
