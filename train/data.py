@@ -108,11 +108,12 @@ class PairsData:
             arrow = sorted(f["filename"] for f in ds.cache_files)
             origin = json.dumps([arrow, ds.column_names, key])
             fingerprint = hashlib.sha256(origin.encode()).hexdigest()[:32]
-            self._train[source] = ds.map(
-                add_ids, batched=True, batch_size=2000, num_proc=num_proc if len(ds) > 20_000 else None,
-                new_fingerprint=fingerprint, desc=f"tokenize {source}",
-                cache_file_name=str(Path(arrow[0]).parent / f"tokens-{fingerprint}.arrow") if arrow else None,
-            )
+            cache = Path(arrow[0]).parent / f"tokens-{fingerprint}.arrow" if arrow else None
+            with names_path(cache or self.cache_dir or "the datasets cache"):  # a full disk names the cache file
+                self._train[source] = ds.map(
+                    add_ids, batched=True, batch_size=2000, num_proc=num_proc if len(ds) > 20_000 else None,
+                    new_fingerprint=fingerprint, desc=f"tokenize {source}", cache_file_name=cache and str(cache),
+                )
         self.pretokenized = True
 
     def heldout_batch(self, source: str, rows: list[int]) -> Batch:
@@ -167,7 +168,7 @@ class PairsData:
         datasets.disable_progress_bars()
         datasets.logging.set_verbosity_error()
         try:  # a full disk while the Arrow cache is written names the cache folder, not `?`
-            with names_path(self.cache_dir or "the datasets cache (HF_DATASETS_CACHE)"):
+            with names_path(self.cache_dir or "the datasets cache"):
                 ds = datasets.load_dataset(
                     "parquet", data_files=[str(f) for f in files], split="train", cache_dir=self.cache_dir
                 ).select_columns(columns)

@@ -27,7 +27,7 @@ def user_message(exc: BaseException) -> str | None:
     if isinstance(exc, UserError):
         return str(exc)
     if isinstance(exc, OSError) and exc.errno in _USER_ERRNOS:
-        where = exc.filename or "?"
+        where = exc.filename or "(a write whose path was not reported)"
         fix = "free space on that disk" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "fix its permissions"
         return f"{where}: {exc.strerror or exc}; {fix} and re-run (finished work is kept)"
     return None

@@ -16,7 +16,9 @@ A command that acts on a model takes positional paths, then --flags (--overwrite
 
 Exit codes: 0 done; 2 a problem you can fix (one line names the file or key and the fix); 75 a training run was
 preempted (SIGTERM/SIGUSR1) after writing a checkpoint: re-run the same command to resume; 130 stopped by Ctrl-C
-(what was finished is kept: checkpoints, staged prep sources, finished outputs; re-run the same command).
+(outputs are written atomically, so an old one stays as it was; finished work is kept: staged prep sources,
+training checkpoints; re-run the same command to continue. Ctrl-C stops training at once, without a checkpoint:
+SIGTERM writes one first.)
 """
 
 from __future__ import annotations
