@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gte_model.assets import PACKAGED, is_installed, packaged_model_path
-from gte_model.core.atomic import write_json, write_text
+from gte_model.core.atomic import claim_dir, write_json, write_text
 from gte_model.core.pairs import beir_dirs as pairs_beir_dirs
 from gte_model.export import update_eval_results
 from gte_model.load import load_model, model_folder
@@ -77,6 +77,7 @@ def evaluate(
     out = Path(out_dir) if out_dir else (folder / "eval" if folder else Path("runs") / "eval" / str(model_dir))
     card = folder if update_card and folder is not None and (folder / "gte_export.json").is_file() else None
     _check_writable(out, card)
+    claim_dir(out, "out", "gte eval", older=_older_results(out), write=False)  # a folder gte did not write: refused
     model = load_model(model_dir)
     if skip_large_dims:  # a pipeline scores models of several sizes at one list of dims: each at those it has
         dims = [d for d in dims or [] if d <= model.dim]
@@ -237,6 +238,15 @@ def _check_writable(out: Path, card: Path | None) -> None:
         raise EvalError(f"{'; '.join(problems)}; pass {' and '.join(fixes)}")
 
 
+def _older_results(out: Path) -> bool:
+    """An eval folder an older version wrote (before it was marked): results.json in our record's shape."""
+    try:
+        record = json.loads((out / "results.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and {"model", "results", "seconds"} <= set(record)
+
+
 def _unwritable(folder: Path) -> str | None:
     """Why no file can be made in folder (made later if missing), or None. Probed by making a file in its nearest
     existing folder: permission bits say nothing about root, nor about a read-only mount."""
@@ -259,6 +269,7 @@ def _save(out: Path, card: Path | None, record: dict) -> None:
     header = (f"# Evaluation of {record['model']}\n\nbf16 autocast: {record['bf16']}, "
               f"batch size {record['batch_size']}.\n\n")
     try:
+        claim_dir(out, "out", "gte eval", older=True)  # checked before the model loaded: create and mark it
         write_json(out / "results.json", record)
         write_text(out / "results.md", header + results_table(record["results"]))
     except OSError as exc:

@@ -126,3 +126,13 @@ def test_a_remote_out_dir_gte_did_not_write_is_never_deleted(tmp_path):
         assert fs.cat("/foreign-h1/thesis.tex") == b"years of work"
     finally:
         fs.rm("/foreign-h1", recursive=True)
+
+
+def test_eval_never_writes_its_results_over_a_folder_gte_did_not_write(tiny_model, tmp_path, capsys):
+    src = export_model(tiny_model, tmp_path / "src")
+    out = tmp_path / "my-results"
+    out.mkdir()
+    (out / "results.json").write_text('{"mine": 1}')
+    err = refused(["eval", str(src), "--tasks", "sts-b", "--out", str(out)], capsys)
+    assert err.startswith(f"gte eval: out={out}: the folder is not empty and was not written by gte")
+    assert (out / "results.json").read_text() == '{"mine": 1}'
