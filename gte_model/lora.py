@@ -18,7 +18,7 @@ from pathlib import Path
 
 from torch import nn
 
-from gte_model.core.errors import import_extra
+from gte_model.core.errors import extra_problem, import_extra
 
 ALL_LINEAR = "all-linear"
 ADAPTER_NAME = "default"  # PEFT's name for a model's one adapter
@@ -57,13 +57,22 @@ def add_lora(backbone: nn.Module, r: int, alpha: float, dropout: float = 0.0,
     until the first update."""
     if r < 1:
         raise ValueError(f"LoRA rank r={r} must be >= 1")
-    # a missing peft is the user's to fix: one line naming the setting (MissingExtra is a UserError)
-    peft = import_extra("peft", f"model.lora.r={r}", "lora", "set model.lora.r=0 (full fine-tuning)")
+    peft = import_extra(**_peft_extra(r))  # a missing peft: one line naming the setting (MissingExtra, a UserError)
     paths = target_paths(backbone, list(target_modules or [ALL_LINEAR]))
     config = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=paths, bias="none")
     backbone.requires_grad_(False)
     peft.inject_adapter_in_model(config, backbone, adapter_name=ADAPTER_NAME)  # only the adapters require grad now
     return backbone
+
+
+def missing_peft(r: int) -> str | None:
+    """Why add_lora with rank r would fail for want of peft (found without importing it), else None: config
+    validation reports it with every other problem."""
+    return extra_problem(**_peft_extra(r))
+
+
+def _peft_extra(r: int) -> dict:
+    return dict(module="peft", key=f"model.lora.r={r}", extra="lora", instead="set model.lora.r=0 (full fine-tuning)")
 
 
 def _lora_layers(backbone: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -218,7 +218,20 @@ def _check_choices(c: TrainConfig) -> list[str]:
     if c.loss.uses_teacher and not c.teacher.model:
         errors.append(f"loss.distill_weight={c.loss.distill_weight}, loss.guide_margin={c.loss.guide_margin}: need "
                       "a teacher; set teacher.model=all-mpnet-base-v2 (or a model folder)")
-    return errors + _check_matryoshka(c.loss) + c.teacher.validate()
+    return errors + _check_matryoshka(c.loss) + c.teacher.validate() + _check_extras(c)
+
+
+def _check_extras(c: TrainConfig) -> list[str]:
+    """Optional packages the config needs, reported with every other problem (gte run: before its first phase, not
+    when stage 2 starts); looked up, not imported."""
+    from train.metrics import missing_wandb
+
+    problems = [missing_wandb(c.log.wandb)]
+    if c.model.lora.r:
+        from gte_model.lora import missing_peft  # imports torch: only for a config that trains with LoRA
+
+        problems.append(missing_peft(c.model.lora.r))
+    return [p for p in problems if p]
 
 
 def _check_matryoshka(loss: LossConfig) -> list[str]:

@@ -18,7 +18,7 @@ import os
 import secrets
 from pathlib import Path
 
-from gte_model.core.errors import import_extra, names_path
+from gte_model.core.errors import extra_problem, import_extra, names_path
 
 METRICS_FILE = "metrics.jsonl"
 NON_FINITE = "non_finite"  # {key: "nan" | "inf" | "-inf"} of the values a line writes as null
@@ -169,12 +169,21 @@ def plot_metrics(jsonl: str | Path, png: str | Path) -> Path | None:
     return Path(png)
 
 
+_WANDB_ON = dict(module="wandb", key="log.wandb=on", extra="wandb",
+                 instead="set log.wandb=off (or auto: use it when installed)")
+
+
+def missing_wandb(mode: str) -> str | None:
+    """Why log.wandb=<mode> would fail for want of wandb (found without importing it), else None."""
+    return extra_problem(**_WANDB_ON) if mode == "on" else None
+
+
 def _start_wandb(mode: str, project: str, name: str, run_dir: Path, config: dict):
     """A wandb run, or None. auto: only when installed; offline without an API key (no login prompt)."""
     if mode == "off" or os.environ.get("WANDB_MODE") == "disabled":
         return None
     if mode == "on":  # asked for: its absence is the user's to fix, in one line
-        wandb = import_extra("wandb", "log.wandb=on", "wandb", "set log.wandb=off (or auto: use it when installed)")
+        wandb = import_extra(**_WANDB_ON)
     else:
         try:
             import wandb

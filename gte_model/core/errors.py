@@ -49,9 +49,24 @@ def import_extra(module: str, key: str, extra: str, instead: str, package: str |
         names = (module, module.split(".")[0])
         missing = exc.name in names or str(exc) in [f"No module named '{n}'" for n in names]
         problem = "is not installed" if missing else f"fails to import ({str(exc).splitlines()[0][:150]})"
-        raise MissingExtra(f"{key}: {package or module} {problem}; run `pip install -e .[{extra}]` or "
-                           f"{instead}") from exc
+        raise MissingExtra(_extra_message(key, package or module, problem, extra, instead)) from exc
     return sys.modules[module]
+
+
+def extra_problem(module: str, key: str, extra: str, instead: str, package: str | None = None) -> str | None:
+    """import_extra's message when `module` is not installed, else None; found without importing it, so config
+    validation reports it up front (before a pipeline's first phase) and stays fast."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: imports of it are blocked (None in sys.modules)
+        found = False
+    return None if found else _extra_message(key, package or module, "is not installed", extra, instead)
+
+
+def _extra_message(key: str, package: str, problem: str, extra: str, instead: str) -> str:
+    return f"{key}: {package} {problem}; run `pip install -e .[{extra}]` or {instead}"
 
 
 @contextlib.contextmanager

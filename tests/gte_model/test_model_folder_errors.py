@@ -202,6 +202,26 @@ def test_lora_without_peft_is_a_one_line_user_error_naming_the_setting(monkeypat
                               "model.lora.r=0 (full fine-tuning)")
 
 
+def test_config_validation_reports_missing_extras_with_every_other_problem(monkeypatch):
+    from gte_model.core.config import load_config
+    from tests.train.tinydata import TINY_CONFIG
+    from train.app.pipeline import PipelineConfig
+    from train.config import TrainConfig
+
+    monkeypatch.setitem(sys.modules, "peft", None)
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    cfg = load_config(TrainConfig, TINY_CONFIG, [])
+    assert cfg.validate(world_size=1, zero_stage=0) == []
+    cfg.model.lora.r, cfg.log.wandb = 4, "on"
+    problems = cfg.validate(world_size=1, zero_stage=0)
+    assert "model.lora.r=4: peft is not installed; run `pip install -e .[lora]` or set model.lora.r=0 (full " \
+           "fine-tuning)" in problems
+    assert any(p.startswith("log.wandb=on: wandb is not installed") for p in problems)
+    pipeline = PipelineConfig()
+    pipeline.stage2.model.lora.r = 8  # gte run: found before stage 1 starts, not when stage 2 does
+    assert any(p.startswith("stage2: model.lora.r=8: peft is not installed") for p in pipeline.validate())
+
+
 def test_wandb_on_without_wandb_is_a_one_line_user_error(monkeypatch, tmp_path):
     from train.metrics import _start_wandb
 
