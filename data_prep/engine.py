@@ -18,12 +18,14 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from gte_model.core.config import bounded
 from gte_model.core.errors import import_extra
 from gte_model.core.memory import peak_rss_mb, private_peak_mb, track_private_peak
 
 ENGINES = ("local", "ray")
 _WORKER_PEAK_MB: dict[int, tuple[float, float]] = {}  # Ray worker pid -> (peak RSS, peak private), as reported
 INSTALL_HINT = "pip install -e .[ray]"
+ENGINE_HINT = f"local = this machine, the default; ray = a Ray cluster, {INSTALL_HINT}"
 
 
 @dataclass
@@ -31,24 +33,10 @@ class RayConfig:
     """How engine=ray reaches its cluster and how wide it runs (none of it changes the output)."""
 
     address: str = ""  # an existing cluster ("auto", "ray://host:10001"); "" = start a local Ray
-    num_cpus: int = 0  # CPUs of a local Ray started here; 0 = every core
-    object_store_mb: int = 0  # object store of a local Ray started here; 0 = Ray's default (30% of memory)
-    num_workers: int = 2  # tasks in flight and embedding actors at once
-
-    def validate(self, prefix: str = "ray.") -> list[str]:
-        errors = []
-        for key in ("num_cpus", "object_store_mb"):
-            if getattr(self, key) < 0:
-                errors.append(f"{prefix}{key}={getattr(self, key)}: must be >= 0 (0 = Ray's default)")
-        if self.num_workers < 1:
-            errors.append(f"{prefix}num_workers={self.num_workers}: must be >= 1")
-        return errors
-
-
-def engine_problems(engine: str) -> list[str]:
-    if engine in ENGINES:
-        return []
-    return [f"engine={engine!r}: use local (this machine, the default) or ray (a Ray cluster, {INSTALL_HINT})"]
+    num_cpus: int = bounded(0, ge=0, hint="0 = every core")  # CPUs of a local Ray started here
+    # object store of a local Ray started here; 0 = Ray's default (30% of memory)
+    object_store_mb: int = bounded(0, ge=0, hint="0 = Ray's default")
+    num_workers: int = bounded(2, ge=1)  # tasks in flight and embedding actors at once
 
 
 def import_ray():

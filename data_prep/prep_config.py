@@ -14,10 +14,11 @@ from pathlib import Path
 from data_prep import paths
 from data_prep.clean import LengthBounds
 from data_prep.dedup import DedupConfig
-from data_prep.engine import RayConfig, engine_problems
+from data_prep.engine import ENGINE_HINT, ENGINES, RayConfig
 from data_prep.readers import FORMATS, TEXT_FORMATS, format_problem
 from data_prep.sources import BUILTIN_SOURCES, DEDUP_ON
 from data_prep.split import SplitConfig
+from gte_model.core.config import bounded, field_problems
 
 MATCH_MODES = ("pair", "positive")
 
@@ -28,7 +29,8 @@ class FileSource:
 
     name: str = ""  # source name in the output (rows with a `source` column value use that instead)
     path: str = ""  # a local path or an fsspec URL (s3://..., memory://...; data_prep.paths)
-    format: str = "auto"  # jsonl | csv | tsv | parquet | hf_disk | auto (from the name)
+    # jsonl | csv | tsv | parquet | hf_disk | auto (from the name)
+    format: str = bounded("auto", choices=(*FORMATS, "auto"))
     query: str = "query"
     positive: str = "positive"
     negatives: str | None = None
@@ -42,7 +44,8 @@ class DecontamConfig:
     enabled: bool = True
     stsb_test: bool = True  # the STS Benchmark test sentences are evaluation texts
     heldout: bool = True  # every source's held-out queries and positives are evaluation texts
-    threshold: float = 0.8  # MinHash Jaccard at or above which a training text counts as the evaluation text
+    # MinHash Jaccard at or above which a training text counts as the evaluation text
+    threshold: float = bounded(0.8, gt=0, le=1)
     extra_files: list[str] = field(default_factory=list)  # plain text files, one evaluation text per line
 
 
@@ -59,19 +62,22 @@ class PrepConfig:
     decontaminate: DecontamConfig = field(default_factory=DecontamConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     seed: int = 0  # the split seed
-    num_proc: int = 1  # worker processes for cleaning and MinHash (engine=local); the output does not depend on it
-    engine: str = "local"  # local | ray (data_prep.engine); the output does not depend on it
+    # worker processes for cleaning and MinHash (engine=local); the output does not depend on it
+    num_proc: int = bounded(1, ge=1)
+    # local | ray (data_prep.engine); the output does not depend on it
+    engine: str = bounded("local", choices=ENGINES, hint=ENGINE_HINT)
     ray: RayConfig = field(default_factory=RayConfig)  # engine=ray only: the cluster and how many workers
-    on_error: str = "raise"  # raise | skip: what a malformed user row does (skips are counted in the report)
-    batch_size: int = 2000  # records per worker task
-    rows_per_shard: int = 100_000
+    # raise | skip: what a malformed user row does (skips are counted in the report)
+    on_error: str = bounded("raise", choices=("raise", "skip"))
+    batch_size: int = bounded(2000, ge=1)  # records per worker task
+    rows_per_shard: int = bounded(100_000, ge=1)
     overwrite: bool = False  # rebuild the output even when it is complete (or was built from another config)
 
     def validate(self) -> list[str]:
         """Every problem, one line each (`key=value: problem; fix`); [] when the config is sound. Pure."""
-        return (_sources_problems(self) + _files_problems(self) + _cap_problems(self) + _length_problems(self.length)
-                + _dedup_problems(self) + _split_problems(self.split) + _decontam_problems(self.decontaminate)
-                + _run_problems(self) + engine_problems(self.engine) + self.ray.validate())
+        return (field_problems(self) + _sources_problems(self) + _files_problems(self) + _cap_problems(self)
+                + _length_problems(self.length) + _dedup_problems(self) + _split_problems(self.split)
+                + _decontam_problems(self.decontaminate) + _run_problems(self))
 
 
 def iter_config_sources(cfg: PrepConfig) -> Iterator[tuple[str, FileSource | None]]:
@@ -123,8 +129,6 @@ def _files_problems(cfg: PrepConfig) -> list[str]:
                           "'_' or '-' (no '/', no leading '.')")
         if spec.name in BUILTIN_SOURCES and spec.name in cfg.sources:
             errors.append(f"{where}.name={spec.name!r}: also a built-in source in `sources`; choose another name")
-        if spec.format not in (*FORMATS, "auto"):
-            errors.append(f"{where}.format={spec.format!r}: use one of {', '.join(FORMATS)} or auto")
         if spec.path and not paths.exists(spec.path):
             errors.append(f"{where}.path={spec.path}: does not exist; check the path")
         elif spec.path and spec.format in TEXT_FORMATS and Path(spec.path).is_dir():
@@ -186,8 +190,6 @@ def _split_problems(s: SplitConfig) -> list[str]:
 
 def _decontam_problems(d: DecontamConfig) -> list[str]:
     errors = []
-    if not 0.0 < d.threshold <= 1.0:
-        errors.append(f"decontaminate.threshold={d.threshold}: must be in (0, 1]")
     for i, name in enumerate(d.extra_files):
         if not Path(name).is_file():
             errors.append(f"decontaminate.extra_files.{i}={name}: does not exist (or is not a file); check the path")
@@ -198,11 +200,6 @@ def _run_problems(cfg: PrepConfig) -> list[str]:
     errors = []
     if not cfg.out_dir:
         errors.append("out_dir is not set: pass out_dir=<folder for the pairs dir>")
-    if cfg.on_error not in ("raise", "skip"):
-        errors.append(f"on_error={cfg.on_error!r}: use raise or skip")
-    for key in ("num_proc", "batch_size", "rows_per_shard"):
-        if getattr(cfg, key) < 1:
-            errors.append(f"{key}={getattr(cfg, key)}: must be >= 1")
     return errors
 
 

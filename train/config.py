@@ -25,6 +25,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
+from gte_model.core.config import bounded, field_problems
 from gte_model.core.mixing import GTE_ALPHA
 from gte_model.embed_config import TeacherConfig
 from train.loss import LOSSES
@@ -47,30 +48,31 @@ class RunConfig:
 class LoraConfig:
     """Low-rank adapters (gte_model.lora): only they train, the base model is frozen, the optimizer holds only them."""
 
-    r: int = 0  # adapter rank; 0 = off (full fine-tuning)
-    alpha: float = 16.0  # scaling: the update B A is multiplied by alpha / r
-    dropout: float = 0.0  # dropout on each adapter's input
+    r: int = bounded(0, ge=0)  # adapter rank; 0 = off (full fine-tuning)
+    # scaling: the update B A is multiplied by alpha / r
+    alpha: float = bounded(16.0, gt=0, hint="commonly 2 x model.lora.r")
+    dropout: float = bounded(0.0, ge=0, le=0.99, hint="0 to 0.1")  # dropout on each adapter's input
     # last names of the Linear layers to adapt (BERT: query, key, value, dense); all-linear = every Linear of the
     # encoder (BERT's unused pooler excluded). A name the backbone lacks is an error listing the names it has
     target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
     # merged = the adapter folded into the weights (a plain model every client loads); adapter = base weights plus a
     # PEFT adapter folder (adapter_config.json) that sentence-transformers and transformers load with peft installed
-    export: str = "merged"
+    export: str = bounded("merged", choices=("merged", "adapter"))
 
 
 @dataclass
 class ModelConfig:
     init_from: str = "tiny"  # preset (tiny/gte-small/gte-base/gte-large/gte-modern-base), packaged name, or a folder
-    pooling: str = "mean"  # mean (GTE) or cls
+    pooling: str = bounded("mean", choices=("mean", "cls"))  # mean (GTE) or cls
     normalize: bool = True  # export with L2 normalisation (training always scores by cosine)
     tokenizer_from: str = ""  # presets only: tokenizer folder; empty = the packaged MiniLM WordPiece vocabulary
     # max_seq_length the export serves; 0 = the base model's own (all-MiniLM-L6-v2: 256), raised to the training
     # lengths if they are longer. Training truncates at data.query_max_len / data.doc_max_len either way.
-    max_seq_len: int = 0
+    max_seq_len: int = bounded(0, ge=0)
     # RoPE backbones only (gte-modern-base, ModernBERT folders): the rotary base of the global-attention layers, set
     # before training and saved in the export; raise it with data.*_max_len to extend the context (GTE v1.5: 512 ->
     # 8,192). 0 = the backbone's own (gte-modern-base: 160000); an error on a backbone with absolute positions
-    rope_theta: float = 0.0
+    rope_theta: float = bounded(0.0, ge=0, hint="0 keeps the backbone's; ModernBERT uses 160000")
     lora: LoraConfig = field(default_factory=LoraConfig)  # LoRA fine-tuning (model.lora.r > 0)
 
 
@@ -80,12 +82,13 @@ class DataConfig:
     sources: list[str] = field(default_factory=list)  # train on these manifest sources only; empty = all
     # tokens per query (special tokens included); longer ones are truncated. Up to the backbone's positions
     # (max_position_embeddings: 512 for BERT, 8,192 for gte-modern-base); more is an error when the model is built
-    query_max_len: int = 64
-    doc_max_len: int = 128  # tokens per positive / hard negative; the same limit
-    num_negatives: int = 0  # hard negatives per query, drawn from the row's `negatives` list (0 = in-batch only)
+    query_max_len: int = bounded(64, ge=2)
+    doc_max_len: int = bounded(128, ge=2)  # tokens per positive / hard negative; the same limit
+    # hard negatives per query, drawn from the row's `negatives` list (0 = in-batch only)
+    num_negatives: int = bounded(0, ge=0)
     query_prompt: str = ""  # prefix prepended to every query (also written into the export's prompts)
     doc_prompt: str = ""  # prefix prepended to every document
-    val_rows: int = 256  # held-out rows per source used for validation (0 = no validation)
+    val_rows: int = bounded(256, ge=0)  # held-out rows per source used for validation (0 = no validation)
     cache_dir: str = ""  # datasets' Arrow cache of the parquet shards; empty = <run.dir>/cache
     # tokenise every train split once into the Arrow cache (reused by later runs with the same tokenizer, prompts
     # and max lengths) instead of every step's texts on the fly; pays when the tokenizer would slow a fast device
@@ -97,31 +100,33 @@ class DataConfig:
 
 @dataclass
 class TrainLoopConfig:
-    global_batch_size: int = 64  # pairs per optimizer step summed over all processes (the negative pool)
-    chunk_size: int = 64  # texts (queries + documents) per forward pass on one process
-    chunk_tokens: int = 0  # token budget per forward pass (0 = chunk_size texts whatever their length)
+    # pairs per optimizer step summed over all processes (the negative pool)
+    global_batch_size: int = bounded(64, ge=1)
+    chunk_size: int = bounded(64, ge=1)  # texts (queries + documents) per forward pass on one process
+    chunk_tokens: int = bounded(0, ge=0)  # token budget per forward pass (0 = chunk_size texts whatever their length)
     # unpadded forward (BERT, RoBERTa, XLM-RoBERTa, MPNet and ModernBERT backbones; others fall back to padded chunks
     # with a notice): no padding tokens, same math; false = padded chunks
     packed: bool = True
     grad_cache: bool = False  # gradient caching: memory of one chunk, any global batch (costs one extra forward)
-    max_steps: int = 1000  # optimizer steps in total (a resumed run continues up to this)
-    checkpoint_every: int = 500  # steps between checkpoints (0 = only the final export)
-    keep_checkpoints: int = 2  # newest checkpoints kept on disk
-    eval_every: int = 500  # steps between validations on held-out rows (0 = only at the end)
+    max_steps: int = bounded(1000, ge=1)  # optimizer steps in total (a resumed run continues up to this)
+    checkpoint_every: int = bounded(500, ge=0)  # steps between checkpoints (0 = only the final export)
+    keep_checkpoints: int = bounded(2, ge=1)  # newest checkpoints kept on disk
+    eval_every: int = bounded(500, ge=0)  # steps between validations on held-out rows (0 = only at the end)
     seed: int = 42  # seeds init, dropout, the source/row order and negative sampling
-    precision: str = "fp32"  # fp32, bf16 (autocast) or fp16 (autocast + loss scaling, GPUs)
+    # fp32, bf16 (autocast) or fp16 (autocast + loss scaling, GPUs)
+    precision: str = bounded("fp32", choices=PRECISIONS)
     grad_checkpointing: bool = False  # recompute activations in backward: less memory, one more forward's compute
-    log_every: int = 10  # steps between metrics.jsonl/wandb lines (1 logs the data order of every step)
+    log_every: int = bounded(10, ge=1)  # steps between metrics.jsonl/wandb lines (1 logs the data order of every step)
     # steps with a non-finite loss or gradient norm are skipped (no update) and logged; this many in a row stop the
     # run (exit 2, no export) naming the step, the lr and the last good checkpoint
-    max_bad_steps: int = 3
+    max_bad_steps: int = bounded(3, ge=1)
     # resume although a checkpoint's RNG state is missing or damaged (dropout then differs from an uninterrupted
     # run); a changed process count always resumes this way, with a notice
     inexact_resume: bool = False
     # read the next step's batch ahead (rows, token ids, chunks) in a background thread while this step computes, so
     # the tokenizer and Arrow reads overlap the device; the same batches in the same order either way. auto = on
     # CUDA devices only: on a 2-core CPU the thread competes with the step's own threads (benchmarks/prefetch_ab.py)
-    prefetch: str = "auto"
+    prefetch: str = bounded("auto", choices=("auto", "on", "off"))
     # torch.compile the encoder forward (GPUs): chunk shapes are bucketed so it compiles a few times, not every step;
     # attention stays eager. Changes float rounding only (like train.chunk_size)
     compile: bool = False
@@ -129,24 +134,30 @@ class TrainLoopConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 2e-5  # peak learning rate of AdamW
-    weight_decay: float = 0.01  # AdamW decoupled weight decay (not on biases and LayerNorm weights)
-    warmup_steps: int = 100  # linear warmup from 0 to optim.lr
-    schedule: str = "linear"  # after warmup: linear (to 0 at max_steps), cosine (to 0), constant
-    max_grad_norm: float = 1.0  # gradient clipping by global norm (0 = off)
+    lr: float = bounded(2e-5, gt=0, hint="BERT-sized models train at 1e-5 to 1e-4")  # peak learning rate of AdamW
+    # AdamW decoupled weight decay (not on biases and LayerNorm weights)
+    weight_decay: float = bounded(0.01, ge=0, le=1, hint="AdamW's usual 0.01")
+    warmup_steps: int = bounded(100, ge=0)  # linear warmup from 0 to optim.lr
+    # after warmup: linear (to 0 at max_steps), cosine (to 0), constant
+    schedule: str = bounded("linear", choices=SCHEDULES)
+    # gradient clipping by global norm (0 = off)
+    max_grad_norm: float = bounded(1.0, ge=0, hint="0 turns clipping off")
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW betas
-    eps: float = 1e-8  # AdamW epsilon
+    eps: float = bounded(1e-8, gt=0, le=1, hint="1e-8")  # AdamW epsilon
 
 
 @dataclass
 class LossConfig:
-    kind: str = "gte"  # gte (q->d, q->q, d->q, d->d in one partition function) or infonce (q->d)
-    temperature: float = 0.01  # softmax temperature on cosine scores
+    # gte (q->d, q->q, d->q, d->d in one partition function) or infonce (q->d)
+    kind: str = bounded("gte", choices=LOSSES)
+    # softmax temperature on cosine scores; below 1e-3 the logits overflow float32 products into a loss of 1e28 and
+    # no gradient signal
+    temperature: float = bounded(0.01, ge=1e-3, le=10, hint="GTE uses 0.01, MiniLM 0.05")
     mask_duplicates: bool = True  # a text repeated in the batch is masked, not counted as a negative
     # anchor rows per loss chunk: each chunk's [rows, C] similarity blocks are recomputed in backward, not saved, so
     # the loss holds one chunk, not O(N^2) floats (same loss and gradients); 0 = automatic: chunk only when one
     # full block would exceed train.loss.AUTO_CHUNK_ELEMENTS (1 GiB fp32; GTE, K=0, one process: above 8,192 pairs)
-    row_chunk: int = 0
+    row_chunk: int = bounded(0, ge=0)
     # Matryoshka: the loss summed over embeddings truncated to these leading dims (each renormalised), e.g.
     # [384,256,128,64]; [] = the full dim only. The export records them (sentence-transformers' truncate_dim works).
     matryoshka_dims: list[int] = field(default_factory=list)
@@ -154,8 +165,8 @@ class LossConfig:
     # distillation from the teacher (section `teacher`): + weight * KL(teacher || student) over each query's
     # candidates, both softmaxes at distill_temperature; candidates = its positive and hard negatives, or every
     # document of the batch with distill_in_batch=true. 0 = off.
-    distill_weight: float = 0.0
-    distill_temperature: float = 0.05
+    distill_weight: float = bounded(0.0, ge=0, hint="0 turns it off; 0.5-2 are usual")
+    distill_temperature: float = bounded(0.05, ge=1e-3, le=10, hint="0.02-0.1")
     distill_in_batch: bool = False
     # GISTEmbed guided masking: in-batch candidates the teacher scores above its score of the positive minus
     # guide_margin are dropped from the denominator (likely false negatives); < 0 = off
@@ -169,12 +180,13 @@ class LossConfig:
 
 @dataclass
 class SamplerConfig:
-    alpha: float = GTE_ALPHA  # source mixing p_i ~ n_i^alpha (0 uniform, 1 proportional to size); one source per batch
+    # source mixing p_i ~ n_i^alpha (0 uniform, 1 proportional to size); one source per batch
+    alpha: float = bounded(GTE_ALPHA, ge=0, le=1, hint="0 uniform, 0.5 GTE, 1 proportional to size")
 
 
 @dataclass
 class LogConfig:
-    wandb: str = "auto"  # auto (when installed; offline without WANDB_API_KEY), on, off
+    wandb: str = bounded("auto", choices=WANDB_MODES)  # auto (when installed; offline without WANDB_API_KEY), on, off
     project: str = "gte-train"  # wandb project
 
 
@@ -197,27 +209,24 @@ class TrainConfig:
         launcher (accelerate launch, torchrun) put in the environment."""
         world_size = launch_world_size() if world_size is None else world_size
         zero_stage = launch_zero_stage() if zero_stage is None else zero_stage
-        return _check_choices(self) + _check_ranges(self) + _check_batch(self, world_size, zero_stage)
+        return field_problems(self) + _check_fields(self) + _check_batch(self, world_size, zero_stage)
 
 
-def _check_choices(c: TrainConfig) -> list[str]:
+def _check_fields(c: TrainConfig) -> list[str]:
+    """The rules a field's Bounds cannot state: a required path, a key that needs another, list contents."""
     errors = []
-    for key, value, allowed in (
-        ("train.precision", c.train.precision, PRECISIONS),
-        ("optim.schedule", c.optim.schedule, SCHEDULES),
-        ("loss.kind", c.loss.kind, LOSSES),
-        ("log.wandb", c.log.wandb, WANDB_MODES),
-        ("model.pooling", c.model.pooling, ("mean", "cls")),
-        ("train.prefetch", c.train.prefetch, ("auto", "on", "off")),
-        ("model.lora.export", c.model.lora.export, ("merged", "adapter")),
-    ):
-        if value not in allowed:
-            errors.append(f"{key}={value}: choose one of {', '.join(allowed)}")
     if not c.data.train_dir:
         errors.append("data.train_dir is not set: point it at a pairs dir with manifest.json (data.train_dir=...)")
     if c.loss.uses_teacher and not c.teacher.model:
         errors.append(f"loss.distill_weight={c.loss.distill_weight}, loss.guide_margin={c.loss.guide_margin}: need "
                       "a teacher; set teacher.model=all-mpnet-base-v2 (or a model folder)")
+    if len(c.optim.betas) != 2 or not all(0 <= b < 1 for b in c.optim.betas):
+        errors.append(f"optim.betas={list(c.optim.betas)}: must be two numbers in [0, 1), e.g. [0.9,0.999]")
+    if c.optim.warmup_steps > c.train.max_steps:
+        errors.append(
+            f"optim.warmup_steps={c.optim.warmup_steps} exceeds train.max_steps={c.train.max_steps}: "
+            "the learning rate would never reach optim.lr; lower optim.warmup_steps"
+        )
     return errors + _check_matryoshka(c.loss) + c.teacher.validate() + _check_extras(c)
 
 
@@ -244,63 +253,6 @@ def _check_matryoshka(loss: LossConfig) -> list[str]:
     if any(not (w >= 0 and math.isfinite(w)) for w in weights):
         errors.append(f"loss.matryoshka_weights={weights}: must be finite and >= 0")
     return errors
-
-
-def _check_ranges(c: TrainConfig) -> list[str]:
-    errors = []
-    for key, value, low in (
-        ("train.global_batch_size", c.train.global_batch_size, 1),
-        ("train.chunk_size", c.train.chunk_size, 1),
-        ("train.chunk_tokens", c.train.chunk_tokens, 0),
-        ("train.max_steps", c.train.max_steps, 1),
-        ("train.keep_checkpoints", c.train.keep_checkpoints, 1),
-        ("train.log_every", c.train.log_every, 1),
-        ("train.checkpoint_every", c.train.checkpoint_every, 0),
-        ("train.eval_every", c.train.eval_every, 0),
-        ("optim.warmup_steps", c.optim.warmup_steps, 0),
-        ("data.num_negatives", c.data.num_negatives, 0),
-        ("data.val_rows", c.data.val_rows, 0),
-        ("data.query_max_len", c.data.query_max_len, 2),
-        ("data.doc_max_len", c.data.doc_max_len, 2),
-        ("train.max_bad_steps", c.train.max_bad_steps, 1),
-        ("loss.row_chunk", c.loss.row_chunk, 0),
-        ("model.max_seq_len", c.model.max_seq_len, 0),
-        ("model.lora.r", c.model.lora.r, 0),
-    ):
-        if value < low:
-            errors.append(f"{key}={value} must be >= {low}")
-    for key, value, low, high, hint in (
-        # below 1e-3 the logits overflow float32 products into a loss of 1e28 and no gradient signal
-        ("loss.temperature", c.loss.temperature, 1e-3, 10.0, "GTE uses 0.01, MiniLM 0.05"),
-        ("optim.lr", c.optim.lr, 0.0, math.inf, "BERT-sized models train at 1e-5 to 1e-4"),
-        ("sampler.alpha", c.sampler.alpha, 0.0, 1.0, "0 uniform, 0.5 GTE, 1 proportional to size"),
-        ("optim.max_grad_norm", c.optim.max_grad_norm, 0.0, math.inf, "0 turns clipping off"),
-        ("optim.weight_decay", c.optim.weight_decay, 0.0, 1.0, "AdamW's usual 0.01"),
-        ("optim.eps", c.optim.eps, 0.0, 1.0, "1e-8"),
-        ("loss.distill_weight", c.loss.distill_weight, 0.0, math.inf, "0 turns it off; 0.5-2 are usual"),
-        ("loss.distill_temperature", c.loss.distill_temperature, 1e-3, 10.0, "0.02-0.1"),
-        ("model.rope_theta", c.model.rope_theta, 0.0, math.inf, "0 keeps the backbone's; ModernBERT uses 160000"),
-        ("model.lora.alpha", c.model.lora.alpha, 0.0, math.inf, "commonly 2 x model.lora.r"),
-        ("model.lora.dropout", c.model.lora.dropout, 0.0, 0.99, "0 to 0.1"),
-    ):
-        inside = math.isfinite(value) and low <= value <= high and (value > 0 or key not in _POSITIVE)
-        if not inside:
-            if math.isinf(high):
-                span = f"> {low:g}" if key in _POSITIVE else f">= {low:g}"
-            else:
-                span = f"in ({low:g}, {high:g}]" if key in _POSITIVE and low == 0 else f"in [{low:g}, {high:g}]"
-            errors.append(f"{key}={value} must be a finite number {span} ({hint})")
-    if len(c.optim.betas) != 2 or not all(0 <= b < 1 for b in c.optim.betas):
-        errors.append(f"optim.betas={list(c.optim.betas)} must be two numbers in [0, 1), e.g. [0.9,0.999]")
-    if c.optim.warmup_steps > c.train.max_steps:
-        errors.append(
-            f"optim.warmup_steps={c.optim.warmup_steps} exceeds train.max_steps={c.train.max_steps}: "
-            "the learning rate would never reach optim.lr; lower optim.warmup_steps"
-        )
-    return errors
-
-
-_POSITIVE = {"loss.temperature", "optim.lr", "optim.eps", "loss.distill_temperature", "model.lora.alpha"}
 
 
 def _check_batch(c: TrainConfig, world_size: int, zero_stage: int) -> list[str]:

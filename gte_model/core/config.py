@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import sys
 import typing
@@ -34,7 +35,8 @@ from gte_model.core.config_yaml import (
     string_value,
 )
 
-__all__ = ["ConfigError", "config_from_argv", "config_to_dict", "dump_config", "load_config", "save_config"]
+__all__ = ["Bounds", "ConfigError", "bounded", "config_from_argv", "config_to_dict", "dump_config", "field_problems",
+           "load_config", "save_config"]
 T = TypeVar("T")
 _INT64 = (-(2**63), 2**63 - 1)  # what torch, numpy and JSON readers take as a whole number
 # what OmegaConf raises for a value that does not fit (a dict into a list, a str index): each becomes one problem
@@ -68,6 +70,62 @@ def load_config(schema: type[T], path: str | Path | None, overrides: list[str] |
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
     return cfg
+
+
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """What one config field accepts, declared where the field is (`bounded`) and checked by `field_problems`:
+    a range (ge/gt low end, le/lt high end; a float must also be finite) or a set of choices."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple[str, ...] = ()
+    hint: str = ""  # what usual values look like, appended to the message
+
+    def problem(self, key: str, value: Any) -> str | None:
+        hint = f" ({self.hint})" if self.hint else ""
+        if self.choices:
+            return None if value in self.choices else f"{key}={value}: choose one of {', '.join(self.choices)}{hint}"
+        inside = ((not isinstance(value, float) or math.isfinite(value))
+                  and (self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+                  and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+        finite = "a finite number " if isinstance(value, float) else ""
+        return None if inside else f"{key}={value}: must be {finite}{self.span()}{hint}"
+
+    def span(self) -> str:
+        low = f"[{self.ge:g}" if self.ge is not None else f"({self.gt:g}" if self.gt is not None else ""
+        high = f"{self.le:g}]" if self.le is not None else f"{self.lt:g})" if self.lt is not None else ""
+        if low and high:
+            return f"in {low}, {high}"
+        if low:
+            return (">= " if self.ge is not None else "> ") + low[1:]
+        return ("<= " if self.le is not None else "< ") + high[:-1]
+
+
+def bounded(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING, **limits: Any) -> Any:
+    """A dataclass field with its Bounds: `chunk_size: int = bounded(64, ge=1)`,
+    `precision: str = bounded("fp32", choices=("fp32", "bf16"))`."""
+    limits["choices"] = tuple(limits.get("choices", ()))  # a registry dict offers its keys
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={"bounds": Bounds(**limits)})
+
+
+def field_problems(cfg: Any, prefix: str = "") -> list[str]:
+    """Every field of `cfg` (nested sections and lists of sections included) outside its declared Bounds, in
+    override spelling, all at once. Rules between fields stay in each schema's validate()."""
+    errors = []
+    for f in dataclasses.fields(cfg):
+        key, value = f"{prefix}{f.name}", getattr(cfg, f.name)
+        bounds = f.metadata.get("bounds")
+        problem = bounds.problem(key, value) if bounds is not None and value is not None else None
+        errors += [problem] if problem else []
+        if dataclasses.is_dataclass(value):
+            errors += field_problems(value, key + ".")
+        elif isinstance(value, list):
+            errors += [e for i, item in enumerate(value) if dataclasses.is_dataclass(item)
+                       for e in field_problems(item, f"{key}.{i}.")]
+    return errors
 
 
 def config_from_argv(schema: type[T], argv: list[str] | None, usage: str) -> T | None:

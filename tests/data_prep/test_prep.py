@@ -70,4 +70,4 @@ def test_invalid_config_lists_every_problem(tmp_path):
 
     with pytest.raises(ConfigError) as err:
         load_config(PrepConfig, None, ["sources=[debain]", "on_error=ignore", f"out_dir={tmp_path}"])
-    assert "debain" in str(err.value) and "on_error='ignore'" in str(err.value)
+    assert "debain" in str(err.value) and "on_error=ignore: choose one of raise, skip" in str(err.value)

@@ -6,7 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from data_prep.mine_config import MineConfig
+from data_prep.prep_config import PrepConfig
 from gte_model.core.config import ConfigError, load_config
+from train.app.cli import main as gte
+from train.app.pipeline import PipelineConfig
 from train.config import TrainConfig, launch_zero_stage
 from train.trainer import lr_factor
 
@@ -95,3 +99,69 @@ def test_lr_warms_up_linearly_then_decays_to_zero(schedule):
 
 def test_constant_schedule_stays_at_peak_after_warmup():
     assert [lr_factor(s, warmup=2, total=10, schedule="constant") for s in (0, 1, 5, 9)] == [0.5, 1.0, 1.0, 1.0]
+
+
+# Every config-driven command: (command, a string key, a whole-number key), all read by gte_model.core.config
+COMMANDS = [("train", "run.name", "train.seed"), ("prep", "out_dir", "seed"), ("mine", "out_dir", "negatives.seed"),
+            ("run", "run.dir", "stage1.train.seed"), ("merge", "out_dir", "fit.rows")]
+
+
+@pytest.mark.parametrize("command, text_key, int_key", COMMANDS)
+def test_every_command_refuses_interpolation_huge_numbers_and_duplicate_keys_in_one_message(
+        tmp_path, monkeypatch, capsys, command, text_key, int_key):
+    monkeypatch.setenv("GTE_TEST_SECRET", "s3cr3t-value")
+    duplicate = tmp_path / "dup.yaml"
+    top = int_key.split(".")[0]
+    duplicate.write_text(f"{top}: {{}}\n{top}: {{}}\n" if "." in int_key else f"{top}: 1\n{top}: 2\n")
+    for argv, message in (([f"{text_key}=${{oc.env:GTE_TEST_SECRET}}"], "interpolation is not supported"),
+                          ([f"{int_key}={'9' * 25}"], f"{int_key}={'9' * 25}: out of range"),
+                          ([str(duplicate)], f"{duplicate}:2: key {top} appears twice (first at line 1)")):
+        assert gte([command, *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"gte {command}: invalid config") or err.startswith(f"gte {command}: {duplicate}")
+        assert message in err and "Traceback" not in err and "s3cr3t-value" not in err
+
+
+@pytest.mark.parametrize("command, prefix", [("prep", ""), ("run", "prep.")])
+def test_an_override_into_a_files_entry_works_or_names_the_list(tmp_path, capsys, command, prefix):
+    data = tmp_path / "a.jsonl"
+    data.write_text("")
+    schema = PrepConfig if command == "prep" else PipelineConfig
+    cfg = load_config(schema, None, [f"{prefix}files=[{{name: a, path: x}}]", f"{prefix}files.0.path={data}"])
+    assert (cfg if command == "prep" else cfg.prep).files[0].path == str(data)
+    assert gte([command, f"{prefix}files.0.path={data}"]) == 2
+    err = capsys.readouterr().err
+    assert f"{prefix}files.0: {prefix}files has no entries" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.chunk_size=0", "train.chunk_size=0: must be >= 1"),
+    ("optim.lr=0", "optim.lr=0.0: must be a finite number > 0 (BERT-sized models train at 1e-5 to 1e-4)"),
+    ("optim.eps=2", "optim.eps=2.0: must be a finite number in (0, 1] (1e-8)"),
+    ("loss.temperature=1e-4", "loss.temperature=0.0001: must be a finite number in [0.001, 10]"),
+    ("model.lora.dropout=1", "model.lora.dropout=1.0: must be a finite number in [0, 0.99] (0 to 0.1)"),
+    ("loss.kind=triplet", "loss.kind=triplet: choose one of infonce, gte"),
+    ("optim.betas=[0.9,1.5]", "optim.betas=[0.9, 1.5]: must be two numbers in [0, 1)"),
+])
+def test_training_bounds_are_declared_on_the_fields_and_named_in_override_spelling(override, message):
+    with pytest.raises(ConfigError) as err:
+        _load(override)
+    assert f"\n  {message}" in str(err.value)
+
+
+@pytest.mark.parametrize("schema, overrides, message", [
+    (PrepConfig, ["engine=spark"], "engine=spark: choose one of local, ray (local = this machine, the default; "
+                                   "ray = a Ray cluster, pip install -e .[ray])"),
+    (PrepConfig, ["files=[{name: a, path: a.jsonl, format: xls}]"], "files.0.format=xls: choose one of jsonl"),
+    (PrepConfig, ["decontaminate.threshold=0"], "decontaminate.threshold=0.0: must be a finite number in (0, 1]"),
+    (PrepConfig, ["on_error=ignore"], "on_error=ignore: choose one of raise, skip"),
+    (MineConfig, ["input_dir=a", "out_dir=b", "ray.num_workers=0"], "ray.num_workers=0: must be >= 1"),
+    (MineConfig, ["input_dir=a", "out_dir=b", "negatives.strategy=best"],
+     "negatives.strategy=best: choose one of random, top"),
+    (MineConfig, ["input_dir=a", "out_dir=b", "negatives.teacher_ratio=2"],
+     "negatives.teacher_ratio=2.0: must be a finite number in (0, 1] (NV-Retriever: 0.95)"),
+])
+def test_data_bounds_are_declared_on_the_fields_and_named_in_override_spelling(tmp_path, schema, overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(schema, None, [*overrides, f"out_dir={tmp_path / 'out'}"] if schema is PrepConfig else overrides)
+    assert f"\n  {message}" in str(err.value)

@@ -84,7 +84,7 @@ def test_cached_step_gives_the_plain_gradients_of_the_adapters(adapted, packed):
 
 
 def test_lora_settings_are_checked_with_a_one_line_error(pairs, tmp_path):
-    with pytest.raises(ConfigError, match=r"model\.lora\.r=-1 must be >= 0"):
+    with pytest.raises(ConfigError, match=r"model\.lora\.r=-1: must be >= 0"):
         make_config(tmp_path / "run", pairs, "model.lora.r=-1")
     with pytest.raises(ConfigError, match=r"model\.lora\.export=both: choose one of merged, adapter"):
         make_config(tmp_path / "run", pairs, "model.lora.export=both")

@@ -183,4 +183,4 @@ def test_loss_factory_and_validation_pass_loss_row_chunk(monkeypatch):
 
 def test_config_rejects_a_negative_row_chunk():
     errors = TrainConfig(loss=LossConfig(row_chunk=-1)).validate(world_size=1, zero_stage=0)
-    assert "loss.row_chunk=-1 must be >= 0" in errors
+    assert "loss.row_chunk=-1: must be >= 0" in errors

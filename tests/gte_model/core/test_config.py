@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from gte_model.core.config import ConfigError, dump_config, load_config
+from gte_model.core.config import ConfigError, bounded, dump_config, field_problems, load_config
 from gte_model.core.config_yaml import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH
 
 
@@ -146,3 +146,37 @@ def test_the_saved_config_reads_back_as_the_same_config(tmp_path):
     cfg = _load("run.dir=2024.10", "run.prompt= yes ", "models=[on, '0123']", "label=null")
     (tmp_path / "c.yaml").write_text(dump_config(cfg))
     assert load_config(Schema, tmp_path / "c.yaml") == cfg
+
+
+@dataclass
+class Part:
+    size: int = bounded(1, ge=1)
+    kind: str = bounded("a", choices=("a", "b"), hint="a = one, b = the other")
+
+
+@dataclass
+class Bounded:
+    rate: float = bounded(0.5, gt=0, le=1, hint="0.5 is usual")
+    scale: float = bounded(1.0, ge=0)
+    part: Part = field(default_factory=Part)
+    parts: list[Part] = field(default_factory=list)
+    limit: int | None = bounded(None, ge=0)
+
+    def validate(self) -> list[str]:
+        return field_problems(self)
+
+
+def test_bounds_declared_on_fields_report_every_field_at_once_in_override_spelling():
+    assert load_config(Bounded, None, ["parts=[{size: 3}]"]).parts == [Part(3)]
+    with pytest.raises(ConfigError) as err:
+        load_config(Bounded, None, ["rate=0", "scale=.inf", "part.size=0", "part.kind=c",
+                                    "parts=[{size: 2}, {size: -1, kind: b}]", "limit=-2"])
+    assert str(err.value).splitlines()[1:] == [
+        "  rate=0.0: must be a finite number in (0, 1] (0.5 is usual)",
+        "  scale=inf: must be a finite number >= 0",
+        "  part.size=0: must be >= 1",
+        "  part.kind=c: choose one of a, b (a = one, b = the other)",
+        "  parts.1.size=-1: must be >= 1",
+        "  limit=-2: must be >= 0",
+    ]
+    assert field_problems(Bounded(rate=float("nan"))) == ["rate=nan: must be a finite number in (0, 1] (0.5 is usual)"]
