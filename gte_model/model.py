@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
+from gte_model.core.progress import progress
 from gte_model.families import packed_forward
 from gte_model.packed import Packed
 from gte_model.pooling import POOLING_MODES, pool, pool_packed
@@ -198,7 +198,7 @@ class GTEModel(nn.Module):
                 torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
             )
             with torch.inference_mode(), autocast:
-                for start in tqdm(range(0, len(order), batch_size), disable=not show, desc="encode", unit="batch"):
+                for start in progress(range(0, len(order), batch_size), disable=not show, desc="encode", unit="batch"):
                     idx = order[start : start + batch_size]
                     batch = collate([ids[i] for i in idx], self.tokenizer.pad_token_id)
                     emb = self(**{k: v.to(device) for k, v in batch.items()}).float()

@@ -27,6 +27,11 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+def group_backend() -> str | None:
+    """The process group's backend (gloo, nccl, ...); None when torch.distributed is not initialised."""
+    return dist.get_backend() if dist.is_available() and dist.is_initialized() else None
+
+
 def local_rows(b: int) -> slice:
     """This rank's rows in a gathered batch of W local batches of b rows each."""
     rank, _ = world()

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from gte_model.core.atomic import check_replaceable, claim_dir
 from gte_model.core.config import config_from_argv, config_to_dict, dump_config, save_config
@@ -33,6 +32,7 @@ from gte_model.core.errors import UserError
 from gte_model.core.lock import hold
 from gte_model.core.memory import peak_rss_mb, release_free_memory
 from gte_model.core.pairs import digest_note, manifest_digest
+from gte_model.core.progress import progress
 from gte_model.core.record import (
     RECORD_FILE,
     Change,
@@ -116,7 +116,7 @@ def _train(cfg: TrainConfig, run_dir: Path, main: bool) -> Path:
         save_config(cfg, run_dir / "config.yaml")
     t, cfg_dict = cfg.train, config_to_dict(cfg)
     logger = open_logger(trainer.is_main, run_dir, cfg_dict, offset, cfg.log.wandb, cfg.log.project, cfg.run.name)
-    bar = tqdm(total=t.max_steps, initial=start, disable=not trainer.is_main, desc="train", unit="step")
+    bar = progress(total=t.max_steps, initial=start, disable=not trainer.is_main, desc="train", unit="step")
     meter, bad = _Meter(trainer), 0
     with preemption_guard() as guard, bar:
         for step in range(start, t.max_steps):

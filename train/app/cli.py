@@ -56,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     # No hub: every model and data set here is local. Users who want the hub can set these to 0.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    from gte_model.core.progress import quiet_library_bars
+    from train.backend import name_deepspeed_accelerator
+
+    name_deepspeed_accelerator()  # before accelerate imports DeepSpeed: no "Setting accelerator to CPU" warning
+    quiet_library_bars()  # off a terminal (SLURM, CI) progress is plain lines, not carriage-return bars
     module, func = COMMANDS[command].split(":")
     return run_command(command, lambda: getattr(importlib.import_module(module), func)(rest))
 
