@@ -40,7 +40,7 @@ __all__ = ["Bounds", "ConfigError", "bounded", "config_from_argv", "config_to_di
 T = TypeVar("T")
 _INT64 = (-(2**63), 2**63 - 1)  # what torch, numpy and JSON readers take as a whole number
 # what OmegaConf raises for a value that does not fit (a dict into a list, a str index): each becomes one problem
-_MERGE_ERRORS = (OmegaConfBaseException, TypeError, ValueError, KeyError, IndexError, AttributeError)
+_MERGE_ERRORS = (OmegaConfBaseException, TypeError, ValueError, KeyError, IndexError, AttributeError, ArithmeticError)
 
 
 def load_config(schema: type[T], path: str | Path | None, overrides: list[str] | None = None) -> T:
@@ -141,13 +141,13 @@ def config_from_argv(schema: type[T], argv: list[str] | None, usage: str) -> T |
 
 def _apply_override(merged: Any, schema: type, item: str) -> str | None:
     """Set one `key=value` in `merged`; the problem in one line, or None."""
-    where = f"override {item!r}"
+    where = f"override {item if len(item) <= 100 else item[:80] + '...'!r}"
     key, eq, text = item.partition("=")
     key = key.strip()
     if not eq or not key or "" in key.split("."):
         return f"{where} is not key=value (e.g. train.max_steps=100)"
     if len(item) > MAX_CONFIG_BYTES:
-        return f"{where[:60]}...: longer than {MAX_CONFIG_BYTES:,} characters; put the value in a config file"
+        return f"{where}: longer than {MAX_CONFIG_BYTES:,} characters; put the value in a config file"
     field_type, problem = _field_type(merged, schema, key)
     if problem:
         return f"{where}: {problem}"
@@ -162,7 +162,7 @@ def _apply_override(merged: Any, schema: type, item: str) -> str | None:
     except ConfigError as exc:
         return str(exc)
     except _MERGE_ERRORS as exc:
-        return f"{where}: {_explain(exc, schema)}"
+        return f"{where}: {_explain(exc, schema, key)}"
     return None
 
 
@@ -235,9 +235,10 @@ def dump_config(cfg: Any) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
-def _explain(exc: Exception, schema: type) -> str:
+def _explain(exc: Exception, schema: type, where: str = "") -> str:
+    """One line for what OmegaConf raised; `where` is the key being set when the exception names none."""
     # OmegaConf spells list entries files[0]; the command line spells them files.0
-    key = (getattr(exc, "full_key", None) or "").replace("[", ".").replace("]", "")
+    key = (getattr(exc, "full_key", None) or where).replace("[", ".").replace("]", "")
     msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if isinstance(exc, (ConfigKeyError, ConfigAttributeError)) and key:
         return _unknown_key(key, schema)

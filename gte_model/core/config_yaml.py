@@ -28,6 +28,7 @@ MAX_CONFIG_NODES = 10_000  # values in one file or override (the quickstart hold
 MAX_CONFIG_DEPTH = 32  # nesting levels (the quickstart needs 5); deeper input would exhaust Python's stack
 _NULL_TAG = "tag:yaml.org,2002:null"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_INT_TAG, _FLOAT_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
 _DECIMAL = re.compile(r"[-+]?[0-9][0-9_]*")
 
 
@@ -127,6 +128,13 @@ def child_type(parent_type: Any, name: str) -> Any:
 
 
 def _convert(loader: _StrictLoader, node: Node, typ: Any, key: str) -> Any:
+    expected = _kind(typ) if key else None  # a whole file that is no mapping is named by the file reader
+    given = "value" if isinstance(node, ScalarNode) else "mapping" if isinstance(node, MappingNode) else "list"
+    if expected and given != expected and node.tag != _NULL_TAG:
+        example = {"list": "[a, b]", "mapping": "{key: value}", "value": "one value"}[expected]
+        raise _Refused(node.start_mark.line, f"{key}: takes a {expected}, not a {given}; write "
+                                             f"{example}" + (f" (e.g. {key}=[{node.value}])" if expected == "list"
+                                                             and given == "value" else ""))
     if isinstance(node, ScalarNode):
         return _scalar(loader, node, typ, key)
     if isinstance(node, MappingNode):
@@ -161,6 +169,9 @@ def _scalar(loader: _StrictLoader, node: ScalarNode, typ: Any, key: str) -> Any:
         return None if optional and node.tag == _NULL_TAG else _literal(node.value, key, node.start_mark.line)
     if inner is int and plain and _DECIMAL.fullmatch(node.value):
         return int(node.value.replace("_", ""))  # YAML 1.1 reads a leading 0 as octal (0123 -> 83)
+    if plain and ":" in node.value and node.tag in (_INT_TAG, _FLOAT_TAG):
+        raise _Refused(node.start_mark.line, f"{key or 'value'}={node.value}: YAML 1.1 reads this as a base-60 "
+                                             "number; write the number itself")
     try:
         value = loader.construct_object(node)
     except yaml.constructor.ConstructorError as exc:
@@ -175,6 +186,16 @@ def _literal(text: str, key: str, line: int | None) -> str:
                              "environment variable such as a cloud key into config.yaml and the export); write the "
                              "value itself")
     return text
+
+
+def _kind(typ: Any) -> str | None:
+    """What a field holds: a list, a mapping (a section or a dict) or a single value; None when untyped."""
+    inner = _unwrap(typ)[0]
+    if typing.get_origin(inner) is list:
+        return "list"
+    if dataclasses.is_dataclass(inner) or typing.get_origin(inner) is dict:
+        return "mapping"
+    return "value" if inner in (str, int, float, bool) else None
 
 
 def _unwrap(typ: Any) -> tuple[Any, bool]:

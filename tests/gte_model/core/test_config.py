@@ -180,3 +180,17 @@ def test_bounds_declared_on_fields_report_every_field_at_once_in_override_spelli
         "  limit=-2: must be >= 0",
     ]
     assert field_problems(Bounded(rate=float("nan"))) == ["rate=nan: must be a finite number in (0, 1] (0.5 is usual)"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("models=abc", "models: takes a list, not a value; write [a, b] (e.g. models=[abc])"),
+    ("models=[[a]]", "models.0: takes a value, not a list"),
+    ("run=x", "run: takes a mapping, not a value"),
+    ("caps=[1]", "caps: takes a mapping, not a list"),
+    ("run.steps=12:30", "run.steps=12:30: YAML 1.1 reads this as a base-60 number"),
+    ("run.lr=" + "9" * 400, "run.lr: int too large to convert to float"),
+])
+def test_a_value_of_the_wrong_shape_or_size_is_one_problem_naming_the_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        _load(override)
+    assert message in str(err.value) and len(str(err.value).splitlines()) == 2
