@@ -49,11 +49,14 @@ def load_config(schema: type[T], path: str | Path | None, overrides: list[str] |
     problems = []
     if path is not None:
         try:
-            merged = OmegaConf.merge(merged, _read_yaml(Path(path), schema))
+            data = _read_yaml(Path(path), schema)  # a file that cannot be read at all stops here, named
         except UnknownKeyError as exc:
             problems.append(f"{exc.where}: {_unknown_key(exc.key, schema)}")
-        except _MERGE_ERRORS as exc:
-            problems.append(f"{path}: {_explain(exc, schema)}")
+        else:
+            try:
+                merged = OmegaConf.merge(merged, data)
+            except _MERGE_ERRORS as exc:
+                problems.append(f"{path}: {_explain(exc, schema)}")
     for item in overrides or []:
         problem = _apply_override(merged, schema, item)
         if problem:

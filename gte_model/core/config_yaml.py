@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import types
 import typing
@@ -118,7 +119,7 @@ def child_type(parent_type: Any, name: str) -> Any:
     None when unknown (no such field, or an untyped container)."""
     inner = _unwrap(parent_type)[0]
     if dataclasses.is_dataclass(inner):
-        return typing.get_type_hints(inner).get(name)
+        return _hints(inner).get(name)
     args = typing.get_args(inner)
     if typing.get_origin(inner) is dict and len(args) == 2:
         return args[1]
@@ -138,26 +139,31 @@ def _convert(loader: _StrictLoader, node: Node, typ: Any, key: str) -> Any:
     if isinstance(node, ScalarNode):
         return _scalar(loader, node, typ, key)
     if isinstance(node, MappingNode):
-        out: dict[str, Any] = {}
-        first_line: dict[str, int] = {}
-        for key_node, value_node in node.value:
-            if key_node.tag == _MERGE_TAG:
-                raise _Refused(key_node.start_mark.line, "YAML merge keys (<<) are not supported in configs; write "
-                                                         "the values out")
-            if not isinstance(key_node, ScalarNode):
-                raise _Refused(key_node.start_mark.line, f"a key under {key or 'the top level'} is not a plain name")
-            name = _literal(key_node.value, key, key_node.start_mark.line)
-            dotted = f"{key}.{name}" if key else name
-            if name in out:
-                raise _Refused(key_node.start_mark.line, f"key {dotted} appears twice (first at line "
-                               f"{first_line[name] + 1}); YAML would silently keep only the last; merge them into one")
-            if dataclasses.is_dataclass(_unwrap(typ)[0]) and child_type(typ, name) is None:
-                raise _Refused(key_node.start_mark.line, "unknown key", unknown_key=dotted)
-            first_line[name] = key_node.start_mark.line
-            out[name] = _convert(loader, value_node, child_type(typ, name), dotted)
-        return out
+        return _mapping(loader, node, typ, key)
     return [_convert(loader, item, child_type(typ, "0"), f"{key}.{i}" if key else str(i))
             for i, item in enumerate(node.value)]
+
+
+def _mapping(loader: _StrictLoader, node: MappingNode, typ: Any, key: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    first_line: dict[str, int] = {}
+    section = dataclasses.is_dataclass(_unwrap(typ)[0])
+    for key_node, value_node in node.value:
+        line = key_node.start_mark.line
+        if key_node.tag == _MERGE_TAG:
+            raise _Refused(line, "YAML merge keys (<<) are not supported in configs; write the values out")
+        if not isinstance(key_node, ScalarNode):
+            raise _Refused(line, f"a key under {key or 'the top level'} is not a plain name")
+        name = _literal(key_node.value, key, line)
+        dotted = f"{key}.{name}" if key else name
+        if name in out:
+            raise _Refused(line, f"key {dotted} appears twice (first at line {first_line[name] + 1}); YAML would "
+                                 "silently keep only the last; merge them into one")
+        if section and child_type(typ, name) is None:
+            raise _Refused(line, "unknown key", unknown_key=dotted)
+        first_line[name] = line
+        out[name] = _convert(loader, value_node, child_type(typ, name), dotted)
+    return out
 
 
 def _scalar(loader: _StrictLoader, node: ScalarNode, typ: Any, key: str) -> Any:
@@ -186,6 +192,11 @@ def _literal(text: str, key: str, line: int | None) -> str:
                              "environment variable such as a cloud key into config.yaml and the export); write the "
                              "value itself")
     return text
+
+
+@functools.cache
+def _hints(schema: type) -> dict[str, Any]:
+    return typing.get_type_hints(schema)  # evaluates the string annotations of `from __future__ import annotations`
 
 
 def _kind(typ: Any) -> str | None:

@@ -118,7 +118,8 @@ def test_every_command_refuses_interpolation_huge_numbers_and_duplicate_keys_in_
                           ([str(duplicate)], f"{duplicate}:2: key {top} appears twice (first at line 1)")):
         assert gte([command, *argv]) == 2
         err = capsys.readouterr().err
-        assert err.startswith(f"gte {command}: invalid config") or err.startswith(f"gte {command}: {duplicate}")
+        assert err.startswith(f"gte {command}: {duplicate}:2:" if argv == [str(duplicate)] else
+                              f"gte {command}: invalid config:\n  ")
         assert message in err and "Traceback" not in err and "s3cr3t-value" not in err
 
 

@@ -83,13 +83,15 @@ def test_interpolation_is_refused_and_no_environment_value_is_read(tmp_path, mon
                               ({"text": f"run:\n  prompt: '{value}'\n", "tmp_path": tmp_path}, [])):
         with pytest.raises(ConfigError, match=r"interpolation is not supported") as err:
             _load(*overrides, **kwargs)
-        assert "s3cr3t-key" not in str(err.value) and "\n  " in str(err.value)
+        assert "s3cr3t-key" not in str(err.value)
 
 
 def test_a_duplicate_key_is_refused_naming_file_line_and_key(tmp_path):
     text = "run:\n  steps: 5\n  lr: 0.1\nseed: 1\nrun:\n  steps: 9\n"
-    with pytest.raises(ConfigError, match=r"c\.yaml:5: key run appears twice \(first at line 1\)"):
+    with pytest.raises(ConfigError) as err:
         _load(text=text, tmp_path=tmp_path)
+    assert str(err.value) == (f"{tmp_path / 'c.yaml'}:5: key run appears twice (first at line 1); YAML would "
+                              "silently keep only the last; merge them into one")
     with pytest.raises(ConfigError, match=r"c\.yaml:3: key run\.lr appears twice"):
         _load(text="run:\n  lr: 0.1\n  lr: 0.2\n", tmp_path=tmp_path)
 
