@@ -12,6 +12,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from gte_model.core.config import bounded
 from gte_model.core.text import canonical
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]")
@@ -32,10 +33,10 @@ DROP_REASONS = (
 class LengthBounds:
     """Token bounds; tokens are whitespace-separated words (no tokenizer needed, identical on every machine)."""
 
-    query_min_tokens: int = 1
-    query_max_tokens: int = 64
-    positive_min_tokens: int = 3
-    positive_max_tokens: int = 256
+    query_min_tokens: int = bounded(1, ge=0)
+    query_max_tokens: int = bounded(64, ge=1)
+    positive_min_tokens: int = bounded(3, ge=0)
+    positive_max_tokens: int = bounded(256, ge=1)
     # True: a text over its max is cut to max tokens (long bodies keep their opening); False: the pair is dropped.
     truncate: bool = True
 

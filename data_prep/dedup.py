@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
+from gte_model.core.config import bounded
 from gte_model.core.text import canonical
 
 SCHEME = "affine32"
@@ -24,9 +25,11 @@ SCHEME = "affine32"
 class DedupConfig:
     exact: bool = True  # drop pairs whose canonical text hash was seen before
     near: bool = True  # drop MinHash-LSH near-duplicates
-    num_perm: int = 64  # MinHash permutations: 64 keeps the index small and the hashing fast
-    threshold: float = 0.8  # Jaccard similarity of word shingles at or above which two texts are near-duplicates
-    shingle_words: int = 3  # word n-gram size of the shingles
+    # MinHash permutations: 64 keeps the index small and the hashing fast
+    num_perm: int = bounded(64, ge=1, hint="64 is the default")
+    # Jaccard similarity of word shingles at or above which two texts are near-duplicates
+    threshold: float = bounded(0.8, gt=0, le=1)
+    shingle_words: int = bounded(3, ge=1, hint="3 is the default")  # word n-gram size of the shingles
     seed: int = 1  # MinHash permutation seed (not the split seed: signatures stay comparable across runs)
     # Per-source override of what must match: "pair" (query and positive) or "positive" (the positive alone).
     match: dict[str, str] = field(default_factory=dict)

@@ -76,7 +76,7 @@ class PrepConfig:
     def validate(self) -> list[str]:
         """Every problem, one line each (`key=value: problem; fix`); [] when the config is sound. Pure."""
         return (field_problems(self) + _sources_problems(self) + _files_problems(self) + _cap_problems(self)
-                + _length_problems(self.length) + _dedup_problems(self) + _split_problems(self.split)
+                + _length_problems(self.length) + _dedup_problems(self)
                 + _decontam_problems(self.decontaminate) + _run_problems(self))
 
 
@@ -154,11 +154,7 @@ def _length_problems(b: LengthBounds) -> list[str]:
     errors = []
     for side in ("query", "positive"):
         lo, hi = getattr(b, f"{side}_min_tokens"), getattr(b, f"{side}_max_tokens")
-        if lo < 0:
-            errors.append(f"length.{side}_min_tokens={lo}: must be >= 0")
-        if hi < 1:
-            errors.append(f"length.{side}_max_tokens={hi}: must be >= 1")
-        elif lo > hi:
+        if hi >= 1 and lo > hi:
             errors.append(f"length.{side}_min_tokens={lo} > length.{side}_max_tokens={hi}: every pair would be "
                           f"dropped; lower the min or raise the max")
     return errors
@@ -166,25 +162,10 @@ def _length_problems(b: LengthBounds) -> list[str]:
 
 def _dedup_problems(cfg: PrepConfig) -> list[str]:
     d, errors = cfg.dedup, []
-    if not 0.0 < d.threshold <= 1.0:
-        errors.append(f"dedup.threshold={d.threshold}: must be in (0, 1]")
-    if d.num_perm < 1:
-        errors.append(f"dedup.num_perm={d.num_perm}: must be >= 1 (64 is the default)")
-    if d.shingle_words < 1:
-        errors.append(f"dedup.shingle_words={d.shingle_words}: must be >= 1 (3 is the default)")
     bad = {k: v for k, v in d.match.items() if v not in MATCH_MODES}
     if bad:
         errors.append(f"dedup.match={bad}: each value must be pair or positive")
     errors += _unknown_names("dedup.match", list(d.match), known_source_names(cfg))
-    return errors
-
-
-def _split_problems(s: SplitConfig) -> list[str]:
-    errors = []
-    if not 0.0 <= s.heldout_fraction < 1.0:
-        errors.append(f"split.heldout_fraction={s.heldout_fraction}: must be in [0, 1)")
-    if s.max_heldout_queries is not None and s.max_heldout_queries < 0:
-        errors.append(f"split.max_heldout_queries={s.max_heldout_queries}: must be >= 0 (or null for no cap)")
     return errors
 
 

@@ -12,13 +12,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gte_model.core.config import bounded
 from gte_model.core.text import hash64
 
 
 @dataclass
 class SplitConfig:
-    heldout_fraction: float = 0.02  # share of keys (per source) that may be held out
-    max_heldout_queries: int | None = 1000  # cap on distinct held-out queries per source; None: no cap
+    heldout_fraction: float = bounded(0.02, ge=0, lt=1)  # share of keys (per source) that may be held out
+    # cap on distinct held-out queries per source; None: no cap
+    max_heldout_queries: int | None = bounded(1000, ge=0, hint="or null for no cap")
 
 
 def key_hash(key: str, seed: int) -> int:
