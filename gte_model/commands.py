@@ -3,7 +3,8 @@ damaged model folder, an output folder that is not ours) are raised as UserError
 one line.
 
 CPU example:  gte encode "A man plays guitar." "Someone plays an instrument." "The market fell."
-              gte export all-MiniLM-L6-v2 runs/minilm-export
+              gte export all-MiniLM-L6-v2 runs/minilm-export [--onnx int8]
+              gte encode --model runs/minilm-export --backend onnx-int8 "a text" "another"
 An output folder that exists is replaced only with --overwrite (overwrite=true for gte merge), and only if the
 same command built it (its owner marker, gte_model.core.atomic): a trained model is never lost to a typo.
 """
@@ -16,6 +17,7 @@ from gte_model.core.atomic import check_replaceable
 from gte_model.core.errors import UserError
 from gte_model.export import export_model
 from gte_model.load import DEFAULT_MODEL, load_model
+from gte_model.onnx_export import BACKENDS, ONNX_FORMS, load_onnx, require_onnx
 
 DEMO_TEXTS = [
     "A man is playing a guitar.",
@@ -30,13 +32,18 @@ def encode_main(argv: list[str]) -> int:
     parser.add_argument("texts", nargs="*", help="texts to embed (default: four demo sentences)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="preset, packaged short name or folder")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on CPUs with bf16 units)")
+    parser.add_argument("--backend", choices=["torch", *BACKENDS], default="torch",
+                        help="torch (default), or the export's ONNX graph through onnxruntime: onnx (fp32), onnx-int8")
     args = parser.parse_args(argv)
     texts = args.texts or DEMO_TEXTS
     check_utf8(texts, "TEXT")  # before the slow load
-    model = load_model(args.model)
+    if args.backend != "torch" and args.bf16:
+        raise UserError(f"--bf16: applies to --backend torch only, not {args.backend}; drop --bf16")
+    model = load_model(args.model) if args.backend == "torch" else load_onnx(args.model, BACKENDS[args.backend])
     emb = model.encode(texts, bf16=args.bf16, normalize=True)
     sims = emb @ emb.T
-    print(f"model: {model.base_model}  dim={model.dim}  pooling={model.pooling}  max_seq_len={model.max_seq_len}")
+    print(f"model: {model.base_model}  dim={model.dim}  pooling={model.pooling}  max_seq_len={model.max_seq_len}"
+          f"  backend={args.backend}")
     width = max(len(t[:50]) for t in texts)
     for i, t in enumerate(texts):
         row = " ".join(f"{s:6.3f}" for s in sims[i])
@@ -65,12 +72,16 @@ def export_main(argv: list[str]) -> int:
     parser.add_argument("--max-seq-len", type=int, default=None, help="override the max sequence length")
     parser.add_argument("--pooling", choices=["mean", "cls"], default=None)
     parser.add_argument("--no-normalize", action="store_true", help="export without the L2 normalisation module")
+    parser.add_argument("--onnx", nargs="?", const="fp32", choices=ONNX_FORMS, default=None,
+                        help="also write the ONNX graph: fp32 (default) or int8 (fp32 + int8 weights) under OUT/onnx/")
     args = parser.parse_args(argv)
     check_replaceable(args.out, "OUT", "gte export", args.overwrite, "--overwrite")  # before the slow load
+    if args.onnx:
+        require_onnx("--onnx")
     model = load_model(
         args.src, pooling=args.pooling, max_seq_len=args.max_seq_len, normalize=False if args.no_normalize else None
     )
-    out = export_model(model, args.out, key="OUT", overwrite=args.overwrite)
+    out = export_model(model, args.out, key="OUT", overwrite=args.overwrite, onnx=args.onnx)
     print(f"exported {args.src} -> {out}")
     return 0
 

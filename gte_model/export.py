@@ -5,6 +5,7 @@ Layout (sentence-transformers' module format over a plain Hugging Face model fol
   modules.json, sentence_bert_config.json, 1_Pooling/, [2_Dense/,] N_Normalize/,
   config_sentence_transformers.json (prompts, cosine)              -> SentenceTransformer
   (2_Dense: a rotated model's rotation, gte_model.rotate: no bias, identity activation)
+  [onnx/model.onnx, onnx/model_qint8.onnx] (--onnx; gte_model.onnx_export) -> onnxruntime, gte encode --backend
   gte_export.json (base model, settings, LoRA, training config, eval) -> our own loader and the model card
   README.md                                                         -> the model card
   .gte-owner                                                        -> marks the folder ours (core.atomic)
@@ -50,11 +51,14 @@ def export_model(
     what: str = "gte export",
     overwrite: bool = False,
     flag: str = "--overwrite",
+    onnx: str | None = None,
 ) -> Path:
     """Write `model` to out_dir atomically; returns the folder. `key` names out_dir in error messages (the
     config key or argument the user set). An existing out_dir is replaced only if `what` (the command, marked in
     the folder) built it and `overwrite` is set (`flag`: how the user sets it).
-    lora_export: how a LoRA backbone is written, merged (a plain model) or adapter (base + PEFT adapter)."""
+    lora_export: how a LoRA backbone is written, merged (a plain model) or adapter (base + PEFT adapter).
+    onnx: also write the ONNX graph, "fp32" or "int8" (fp32 + int8; gte_model.onnx_export), traced from the folder
+    as written and checked against it before the folder is renamed into place."""
     if lora_export not in LORA_EXPORTS:
         raise ValueError(f"lora_export={lora_export!r}: choose one of {', '.join(LORA_EXPORTS)}")
     out = Path(out_dir)
@@ -80,6 +84,11 @@ def export_model(
             "train_config": train_config,
             "eval_results": eval_results or {},
         }
+        if onnx is not None:
+            from gte_model.load import load_model
+            from gte_model.onnx_export import write_onnx
+
+            meta["onnx"] = write_onnx(load_model(tmp), tmp, onnx)
         write_json(tmp / META_FILE, meta)
         write_text(tmp / "README.md", render_card(meta))
     return out

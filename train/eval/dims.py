@@ -3,7 +3,8 @@ are named.
 
 A result at the model's full dim keeps its plain name (`beir/<set>`, `sts-b`); at a truncation dim d it is
 `<name>@<d>` (`beir/<set>@128`, `sts-b@64`), so results.json stays one flat {name: {metric: value}} map and every
-table that reads it gets one row per dim without knowing about dims.
+table that reads it gets one row per dim without knowing about dims. Embeddings held at a lower precision
+(train/eval/quantized.py) add `+<precision>`: `beir/<set>@int8` (full dim), `beir/<set>@128+binary`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from train.eval.errors import EvalError
 
 DIM_SEP = "@"
+PRECISION_NAMES = ("int8", "binary")  # train.eval.quantized.PRECISIONS (that module imports torch; this one not)
 
 
 def truncate(emb: np.ndarray, dim: int) -> np.ndarray:
@@ -37,12 +39,30 @@ def dims_to_run(full_dim: int, dims: Sequence[int] | None) -> list[int]:
     return [full_dim, *sorted(set(dims) - {full_dim}, reverse=True)]
 
 
-def result_name(name: str, dim: int, full_dim: int) -> str:
-    """`name` at the full dim, `name@dim` below it."""
-    return name if dim == full_dim else f"{name}{DIM_SEP}{dim}"
+def result_name(name: str, dim: int, full_dim: int, precision: str | None = None) -> str:
+    """`name` at the full dim, `name@dim` below it; `name@int8`, `name@dim+int8` at a lower precision."""
+    parts = [str(dim)] * (dim != full_dim) + [precision] * bool(precision)
+    return f"{name}{DIM_SEP}{'+'.join(parts)}" if parts else name
 
 
-def split_result_name(name: str) -> tuple[str, int | None]:
-    """(`beir/<set>`, 128) from `beir/<set>@128`; (name, None) for a full-dim result."""
-    base, sep, dim = name.rpartition(DIM_SEP)
-    return (base, int(dim)) if sep and dim.isdigit() else (name, None)
+def split_result_name(name: str) -> tuple[str, int | str | None]:
+    """(`beir/<set>`, 128) from `beir/<set>@128`, (`beir/<set>`, "128+int8") from `beir/<set>@128+int8`,
+    (`beir/<set>`, "int8") from `beir/<set>@int8`; (name, None) for a full-dim float result."""
+    base, sep, form = name.rpartition(DIM_SEP)
+    if sep and form.isdigit():
+        return base, int(form)
+    dim, _, precision = form.rpartition("+")
+    if sep and precision in PRECISION_NAMES and (not dim or dim.isdigit()):
+        return base, form
+    return name, None
+
+
+def form_order(form: int | str | None) -> tuple:
+    """Sort key of split_result_name's second part: the full dim, then float dims descending, then each
+    precision (full dim first, then dims descending)."""
+    if form is None:
+        return (0, 0, "")
+    if isinstance(form, int):
+        return (1, -form, "")
+    dim, _, precision = form.rpartition("+")
+    return (2 + PRECISION_NAMES.index(precision), -int(dim) if dim else -(10**9), precision)

@@ -12,6 +12,10 @@ message, printed by the `gte` boundary.
 --dims 256,128,64 (Matryoshka) also scores sts-b and beir with the embeddings cut to each of those dims and
 re-normalised (texts are encoded once); those results are named `sts-b@128`, `beir/<set>@128` next to the
 unchanged full-dim `sts-b`, `beir/<set>` (train/eval/dims.py). MTEB tasks are scored at the full dim only.
+--quantize int8,binary also scores beir with the embeddings held as int8 (per-dim ranges calibrated on the corpus)
+and as binary (Hamming search, top candidates rescored by the float query): `beir/<set>@int8`,
+`beir/<set>@128+binary` (train/eval/quantized.py). --backend onnx|onnx-int8 scores the export's ONNX graph
+(gte export --onnx) through onnxruntime instead of PyTorch; its results go to MODEL/eval-<backend>.
 
 CPU example:  gte eval all-MiniLM-L6-v2 --tasks sts-b --bf16
               gte eval runs/quickstart/export --data runs/quickstart/pairs --bf16 --dims 256,128,64
@@ -36,9 +40,11 @@ from gte_model.core.atomic import claim_dir, write_json, write_text
 from gte_model.core.pairs import beir_dirs as pairs_beir_dirs
 from gte_model.export import update_eval_results
 from gte_model.load import load_model, model_folder
+from gte_model.onnx_export import BACKENDS, load_onnx
 from train.eval.beir_io import BeirSet, load_beir, read_beir
-from train.eval.dims import dims_to_run, result_name, split_result_name
+from train.eval.dims import PRECISION_NAMES, dims_to_run, form_order, result_name, split_result_name
 from train.eval.errors import EvalError
+from train.eval.quantized import SEARCHES
 from train.eval.retrieval import evaluate_beir, evaluate_beir_dims, search
 from train.eval.sts import evaluate_sts, evaluate_sts_dims, load_stsb
 
@@ -61,10 +67,15 @@ def evaluate(
     update_card: bool = True,
     dims: Sequence[int] | None = None,
     skip_large_dims: bool = False,
+    quantize: Sequence[str] | None = None,
+    backend: str = "torch",
 ) -> dict[str, dict]:
     """Run the tasks on the model at model_dir (export folder or packaged name); returns {task: {metric: value}},
     plus {task@dim: {metric: value}} for each of dims (sts-b and beir only). skip_large_dims: leave out dims above
     the model's instead of refusing them (the pipeline scores models of several sizes at one list of dims).
+    quantize: also score beir with the embeddings held as int8 and/or binary (train.eval.quantized), at the full dim
+    and at each of dims: `beir/<set>@int8`, `beir/<set>@128+binary`. backend: torch, or the export's ONNX graph
+    (onnx, onnx-int8; gte_model.onnx_export): its results go to <model_dir>/eval-<backend> and not into the card.
 
     Writes results.json and results.md to out_dir (default <model_dir>/eval) and, when model_dir is one of our
     exports (it holds gte_export.json), merges the numbers into its model card. Both places are checked to be
@@ -74,26 +85,31 @@ def evaluate(
     sets = _collect_beir(beir_dirs, pairs_dir)
     tasks = list(tasks or ([STS_TASK, "beir"] if sets else [STS_TASK]))
     _check_tasks(tasks, sets)
-    out = Path(out_dir) if out_dir else (folder / "eval" if folder else Path("runs") / "eval" / str(model_dir))
+    _check_forms(quantize, backend, tasks)
+    where = "eval" if backend == "torch" else f"eval-{backend}"
+    out = Path(out_dir) if out_dir else (folder / where if folder else Path("runs") / where / str(model_dir))
     card = folder if update_card and folder is not None and (folder / "gte_export.json").is_file() else None
+    card = card if backend == "torch" else None  # the card shows the model's own (PyTorch) results
     _check_writable(out, card)
     claim_dir(out, "out", "gte eval", older=_older_results(out), write=False)  # a folder gte did not write: refused
-    model = load_model(model_dir)
+    model = load_model(model_dir) if backend == "torch" else load_onnx(model_dir, BACKENDS[backend])
     if skip_large_dims:  # a pipeline scores models of several sizes at one list of dims: each at those it has
         dims = [d for d in dims or [] if d <= model.dim]
     dims_to_run(model.dim, dims)  # refuse a bad dim before anything runs
     results: dict[str, dict] = {}
     seconds: dict[str, float] = {}
     for task in tasks:
-        for name, run in _task_runs(task, model, folder or model_dir, sets, bf16, batch_size, dims):
+        for name, run in _task_runs(task, model, folder or model_dir, sets, bf16, batch_size, dims, quantize):
             start = time.perf_counter()
-            by_dim = run()  # {dim: metrics}, the full dim first
+            by_dim = run()  # {dim or (dim, precision): metrics}, the full dim first
             seconds[name] = round(time.perf_counter() - start, 2)
-            for dim, metrics in by_dim.items():
-                results[result_name(name, dim, model.dim)] = _finite(metrics)
+            for key, metrics in by_dim.items():
+                dim, precision = key if isinstance(key, tuple) else (key, None)
+                results[result_name(name, dim, model.dim, precision)] = _finite(metrics)
             print(f"[eval] {name}: {_format_metrics(results[name])} ({seconds[name]:.1f}s)", flush=True)
     # seconds: per task as run; its per-dim results came from the same encoding and share that time.
-    record = {"model": str(model_dir), "bf16": bf16, "batch_size": batch_size, "results": results, "seconds": seconds}
+    record = {"model": str(model_dir), "backend": backend, "bf16": bf16, "batch_size": batch_size, "results": results,
+              "seconds": seconds}
     _save(out, card, record)
     return results
 
@@ -145,6 +161,23 @@ def _check_tasks(tasks: list[str], sets: dict[str, Path]) -> None:
         load_stsb("test")
 
 
+def _check_forms(quantize: Sequence[str] | None, backend: str, tasks: list[str]) -> None:
+    """--quantize and --backend values, before the model loads."""
+    bad = [p for p in quantize or [] if p not in PRECISION_NAMES]
+    if bad:
+        raise EvalError(f"--quantize {','.join(quantize)}: {bad} not a precision; choose from "
+                        f"{', '.join(PRECISION_NAMES)}")
+    if quantize and "beir" not in tasks:
+        raise EvalError(f"--quantize {','.join(quantize)}: scores retrieval only, and --tasks has no beir; add beir "
+                        "to --tasks (with --data or --beir) or drop --quantize")
+    if backend not in ("torch", *BACKENDS):
+        raise EvalError(f"--backend {backend}: not a backend; choose torch, {', '.join(BACKENDS)}")
+    mteb = [t for t in tasks if t.startswith("mteb")]
+    if backend != "torch" and mteb:
+        raise EvalError(f"--backend {backend}: {mteb[0]} runs through sentence-transformers' torch model; leave "
+                        "the mteb tasks out of --tasks or use --backend torch")
+
+
 def _warn_absent(path: Path, data: BeirSet) -> None:
     """Judged documents absent from the corpus are allowed (BEIR's ArguAna has one) but never silent."""
     if data.absent_docs:
@@ -160,12 +193,14 @@ def _require_mteb(task: str) -> None:
 
 
 def _task_runs(task: str, model, model_ref, sets: dict[str, Path], bf16: bool, batch_size: int,
-               dims: Sequence[int] | None):
+               dims: Sequence[int] | None, quantize: Sequence[str] | None = None):
     """(result name, zero-argument callable returning {dim: metrics}) pairs for one requested task."""
     if task == STS_TASK:
         return [(STS_TASK, lambda: evaluate_sts_dims(model, dims, "test", batch_size=batch_size, bf16=bf16))]
     if task == "beir":
-        return [(f"beir/{name}", lambda p=path: evaluate_beir_dims(model, p, dims, batch_size=batch_size, bf16=bf16))
+        searches = {precision: SEARCHES[precision] for precision in quantize or ()}
+        return [(f"beir/{name}", lambda p=path: evaluate_beir_dims(model, p, dims, batch_size=batch_size, bf16=bf16,
+                                                                   searches=searches))
                 for name, path in sets.items()]
     from train.eval import mteb_task
 
@@ -215,7 +250,7 @@ def compare_table(results_by_model: dict[str, dict[str, dict]]) -> str:
     beir_by_dim: dict[int | None, list[str]] = {}
     for task in sorted({t for results in results_by_model.values() for t in results if t.startswith("beir/")}):
         beir_by_dim.setdefault(split_result_name(task)[1], []).append(task)
-    for dim, beir_sets in sorted(beir_by_dim.items(), key=lambda item: -(item[0] or math.inf)):
+    for dim, beir_sets in sorted(beir_by_dim.items(), key=lambda item: form_order(item[0])):
         cells = []
         for m in models:
             values = [results_by_model[m].get(t, {}).get("ndcg@10") for t in beir_sets]
@@ -266,7 +301,7 @@ def _unwritable(folder: Path) -> str | None:
 def _save(out: Path, card: Path | None, record: dict) -> None:
     """results.json/.md in out, then the model card. A write that fails anyway (a disk filling up meanwhile) keeps
     the results: printed as JSON before the message, or already in results.json when only the card fails."""
-    header = (f"# Evaluation of {record['model']}\n\nbf16 autocast: {record['bf16']}, "
+    header = (f"# Evaluation of {record['model']}\n\nbackend: {record['backend']}, bf16 autocast: {record['bf16']}, "
               f"batch size {record['batch_size']}.\n\n")
     try:
         claim_dir(out, "out", "gte eval", older=True)  # checked before the model loaded: create and mark it
@@ -312,6 +347,10 @@ def _parse_dims(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 256,128") from exc
 
 
+def _parse_names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gte eval", description="Evaluate an exported model (or a packaged one).")
     parser.add_argument("model", help="export folder, or a packaged short name such as all-MiniLM-L6-v2")
@@ -326,9 +365,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-card", action="store_true", help="do not write the results into the model card")
     parser.add_argument("--dims", type=_parse_dims, default=None, metavar="D1,D2,...",
                         help="also score sts-b and beir with embeddings truncated to these dims (Matryoshka)")
+    parser.add_argument("--quantize", type=_parse_names, default=None, metavar="int8,binary",
+                        help="also score beir with int8 (calibrated ranges) and/or binary (rescored) embeddings")
+    parser.add_argument("--backend", choices=["torch", *BACKENDS], default="torch",
+                        help="torch, or the export's ONNX graph: onnx (fp32), onnx-int8 (into MODEL/eval-<backend>)")
     args = parser.parse_args(argv)
     results = evaluate(args.model, tasks=args.tasks, beir_dirs=args.beir, pairs_dir=args.data, out_dir=args.out,
-                       bf16=args.bf16, batch_size=args.batch_size, update_card=not args.no_card, dims=args.dims)
+                       bf16=args.bf16, batch_size=args.batch_size, update_card=not args.no_card, dims=args.dims,
+                       quantize=args.quantize, backend=args.backend)
     print(results_table(results))
     return 0
 

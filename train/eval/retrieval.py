@@ -8,7 +8,7 @@ included (see retrieval_metrics).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import ir_measures
@@ -92,10 +92,13 @@ def evaluate_beir(model, beir_dir: str | Path, batch_size: int = 64, bf16: bool 
 
 def evaluate_beir_dims(model, beir_dir: str | Path, dims: Sequence[int] | None, batch_size: int = 64,
                        bf16: bool = False, split: str = "test", top_k: int = TOP_K,
-                       ignore_identical_ids: bool = False) -> dict[int, dict]:
-    """{dim: metrics} at the full dim and at each of dims (embeddings truncated, see train.eval.dims); the texts
-    are encoded once. Metrics include absent_judged_docs when some judged documents are not in the corpus (they
-    count as relevant and never retrieved, see train/eval/beir_io.py)."""
+                       ignore_identical_ids: bool = False,
+                       searches: Mapping[str, Callable] | None = None) -> dict[int | tuple[int, str], dict]:
+    """{dim: metrics} at the full dim and at each of dims (embeddings truncated, see train.eval.dims), and
+    {(dim, precision): metrics} for each {precision: search function} of searches at each of those dims (the
+    embeddings held at that precision: train.eval.quantized.SEARCHES); the texts are encoded once. Metrics include
+    absent_judged_docs when some judged documents are not in the corpus (they count as relevant and never
+    retrieved, see train/eval/beir_io.py)."""
     data = read_beir(beir_dir, split)
     corpus, queries, qrels = data.corpus, data.queries, data.qrels
     absent = {"absent_judged_docs": len(data.absent_docs)} if data.absent_docs else {}
@@ -104,10 +107,12 @@ def evaluate_beir_dims(model, beir_dir: str | Path, dims: Sequence[int] | None, 
                          bf16=bf16)  # [Q, dim]
     d_emb = model.encode([corpus[d] for d in doc_ids], batch_size=batch_size, normalize=True, prompt_name="document",
                          bf16=bf16)  # [N, dim]
-    by_dim = {}
+    by_dim: dict[int | tuple[int, str], dict] = {}
     for dim in dims_to_run(model.dim, dims):
-        # One extra candidate so that dropping the query's own id still leaves top_k.
-        scores, indices = search(truncate(q_emb, dim), truncate(d_emb, dim), top_k + int(ignore_identical_ids))
-        run = ranking_run(qids, doc_ids, scores, indices, top_k, ignore_identical_ids)
-        by_dim[dim] = {**retrieval_metrics(qrels, run), "queries": len(qids), "documents": len(doc_ids), **absent}
+        for precision, searcher in [(None, search), *(searches or {}).items()]:
+            # One extra candidate so that dropping the query's own id still leaves top_k.
+            scores, indices = searcher(truncate(q_emb, dim), truncate(d_emb, dim), top_k + int(ignore_identical_ids))
+            run = ranking_run(qids, doc_ids, scores, indices, top_k, ignore_identical_ids)
+            by_dim[dim if precision is None else (dim, precision)] = {
+                **retrieval_metrics(qrels, run), "queries": len(qids), "documents": len(doc_ids), **absent}
     return by_dim
