@@ -61,6 +61,7 @@ class LineProgress:
         for item in self.iterable or ():
             yield item
             self.update(1)
+        self.close()  # as tqdm: a finished loop shows its last count
 
     def __enter__(self) -> LineProgress:
         return self

@@ -74,3 +74,19 @@ def test_gather_helpers_are_identities_in_one_process():
     assert gather_with_grad(x) is x and torch.equal(gather_nograd(x), x)
     mean = all_reduce_mean(x)
     assert torch.equal(mean, x) and mean is not x and not mean.requires_grad
+
+
+@pytest.mark.distributed
+def test_a_launch_that_asked_for_two_processes_and_got_one_says_so(tmp_path):
+    """`accelerate launch --cpu --num_processes 2` (once the documented CPU check) starts ONE process."""
+    from tests.train.tinydata import subprocess_env, tiny_args, write_tiny_pairs
+
+    pairs = write_tiny_pairs(tmp_path / "pairs")
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+               "--main_process_port", str(free_port()), "-m", "train",
+               *tiny_args(tmp_path / "run", pairs, "train.max_steps=1", "optim.warmup_steps=0", "data.val_rows=0")]
+    done = subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[0].startswith("gte train: world_size=1 (single process on cpu)")
+    assert "the launcher asked for several processes but started 1" in done.stderr
+    assert "accelerate launch --multi_gpu --num_processes N" in done.stderr
