@@ -33,10 +33,10 @@ DROP_REASONS = (
 class LengthBounds:
     """Token bounds; tokens are whitespace-separated words (no tokenizer needed, identical on every machine)."""
 
-    query_min_tokens: int = bounded(1, ge=0)
-    query_max_tokens: int = bounded(64, ge=1)
-    positive_min_tokens: int = bounded(3, ge=0)
-    positive_max_tokens: int = bounded(256, ge=1)
+    query_min_tokens: int = bounded(1, ge=0)  # shorter queries are dropped
+    query_max_tokens: int = bounded(64, ge=1)  # longer queries are cut or dropped (truncate)
+    positive_min_tokens: int = bounded(3, ge=0)  # shorter positives are dropped
+    positive_max_tokens: int = bounded(256, ge=1)  # longer positives are cut or dropped (truncate)
     # True: a text over its max is cut to max tokens (long bodies keep their opening); False: the pair is dropped.
     truncate: bool = True
 

@@ -40,7 +40,7 @@ class FilterConfig:
     top_k: int = 2  # keep a pair iff fewer than top_k pool docs outscore its positive (E5 and nomic used 2)
     pool_size: int = 0  # pool docs per source, a seeded sample of its unique positives; 0 = all of them
     max_blocked: int = 64  # extra neighbours fetched to step over the query's own positives
-    seed: int = 0
+    seed: int = 0  # the seed of the pool sample
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
 

@@ -39,7 +39,7 @@ class NegativesConfig:
     # positive-aware filtering (NV-Retriever's TopK-PercPos), with a teacher only: a candidate is kept only if the
     # teacher scores it below teacher_ratio x its score of the positive AND below that score - teacher_margin
     teacher_ratio: float = bounded(0.95, gt=0, le=1, hint="NV-Retriever: 0.95")
-    teacher_margin: float = 0.0
+    teacher_margin: float = 0.0  # see teacher_ratio: the absolute margin below the positive's teacher score
     seed: int = 0  # sampling seed (with the row's query+positive hash)
 
     def validate(self, prefix: str = "negatives.") -> list[str]:

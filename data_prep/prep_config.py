@@ -31,17 +31,17 @@ class FileSource:
     path: str = ""  # a local path or an fsspec URL (s3://..., memory://...; data_prep.paths)
     # jsonl | csv | tsv | parquet | hf_disk | auto (from the name)
     format: str = bounded("auto", choices=(*FORMATS, "auto"))
-    query: str = "query"
-    positive: str = "positive"
-    negatives: str | None = None
-    source: str | None = None
+    query: str = "query"  # the column holding the query text
+    positive: str = "positive"  # the column holding the relevant document
+    negatives: str | None = None  # a column holding a list of hard-negative texts; unset: none
+    source: str | None = None  # a column naming each row's source (overrides name); unset: every row is `name`
     key: str | None = None  # unset: the query text is the key
     strip_html: bool = False  # remove HTML tags and entities while cleaning
 
 
 @dataclass
 class DecontamConfig:
-    enabled: bool = True
+    enabled: bool = True  # drop training pairs that match an evaluation text (the sources below)
     stsb_test: bool = True  # the STS Benchmark test sentences are evaluation texts
     heldout: bool = True  # every source's held-out queries and positives are evaluation texts
     # MinHash Jaccard at or above which a training text counts as the evaluation text
@@ -70,7 +70,7 @@ class PrepConfig:
     # raise | skip: what a malformed user row does (skips are counted in the report)
     on_error: str = bounded("raise", choices=("raise", "skip"))
     batch_size: int = bounded(2000, ge=1)  # records per worker task
-    rows_per_shard: int = bounded(100_000, ge=1)
+    rows_per_shard: int = bounded(100_000, ge=1)  # rows per output Parquet shard
     overwrite: bool = False  # rebuild the output even when it is complete (or was built from another config)
 
     def validate(self) -> list[str]:

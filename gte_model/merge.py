@@ -33,14 +33,14 @@ class FitConfig:
     data: list[str] = field(default_factory=list)  # pairs dirs whose train rows are the examples ([] = no fit)
     rows: int = 64  # examples per task (source)
     step: float = 0.1  # grid step of the weights
-    batch_size: int = 64
+    batch_size: int = 64  # texts per encode batch while fitting
 
 
 @dataclass
 class MergeConfig:
     models: list[str] = field(default_factory=list)  # saved models (folders, packaged names), one architecture
     weights: list[float] = field(default_factory=list)  # one per model, summing to 1; [] = fit them (fit.data)
-    out_dir: str = ""
+    out_dir: str = ""  # folder of the merged model (required)
     overwrite: bool = False  # replace out_dir if it is an earlier `gte merge` output (never anything else)
     fit: FitConfig = field(default_factory=FitConfig)
     bf16: bool = True  # encoding during the fit

@@ -166,8 +166,8 @@ class LossConfig:
     # candidates, both softmaxes at distill_temperature; candidates = its positive and hard negatives, or every
     # document of the batch with distill_in_batch=true. 0 = off.
     distill_weight: float = bounded(0.0, ge=0, hint="0 turns it off; 0.5-2 are usual")
-    distill_temperature: float = bounded(0.05, ge=1e-3, le=10, hint="0.02-0.1")
-    distill_in_batch: bool = False
+    distill_temperature: float = bounded(0.05, ge=1e-3, le=10, hint="0.02-0.1")  # of both softmaxes of the KL
+    distill_in_batch: bool = False  # distil over every document of the batch, not just the row's own
     # GISTEmbed guided masking: in-batch candidates the teacher scores above its score of the positive minus
     # guide_margin are dropped from the denominator (likely false negatives); < 0 = off
     guide_margin: float = -1.0

@@ -40,11 +40,25 @@ __all__ = ["Bounds", "ConfigError", "bounded", "config_from_argv", "config_to_di
 T = TypeVar("T")
 _INT64 = (-(2**63), 2**63 - 1)  # what torch, numpy and JSON readers take as a whole number
 # what OmegaConf raises for a value that does not fit (a dict into a list, a str index): each becomes one problem
+SHOW_CONFIG = "--show-config"
+SHOW_CONFIG_HELP = (f"{SHOW_CONFIG} lists every config key with its default, type, accepted values and meaning "
+                    f"(after a CONFIG and overrides: their values)")
 _MERGE_ERRORS = (OmegaConfBaseException, TypeError, ValueError, KeyError, IndexError, AttributeError, ArithmeticError)
 
 
 def load_config(schema: type[T], path: str | Path | None, overrides: list[str] | None = None) -> T:
     """Defaults of `schema` <- YAML file <- `key=value` overrides -> a validated `schema` instance."""
+    cfg = _merged(schema, path, overrides)
+    errors = _int64_problems(cfg)
+    check = getattr(cfg, "validate", None)
+    errors += check() if check is not None and not errors else []
+    if errors:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+    return cfg
+
+
+def _merged(schema: type[T], path: str | Path | None, overrides: list[str] | None) -> T:
+    """Defaults <- YAML <- overrides as a `schema` instance, keys and types checked, the rules between fields not."""
     merged = OmegaConf.structured(schema)
     problems = []
     if path is not None:
@@ -64,15 +78,9 @@ def load_config(schema: type[T], path: str | Path | None, overrides: list[str] |
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     try:
-        cfg = OmegaConf.to_object(merged)
+        return OmegaConf.to_object(merged)
     except _MERGE_ERRORS as exc:
         raise ConfigError(f"invalid config: {_explain(exc, schema)}") from exc
-    errors = _int64_problems(cfg)
-    check = getattr(cfg, "validate", None)
-    errors += check() if check is not None and not errors else []
-    if errors:
-        raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
-    return cfg
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,14 +139,23 @@ def field_problems(cfg: Any, prefix: str = "") -> list[str]:
     return errors
 
 
-def config_from_argv(schema: type[T], argv: list[str] | None, usage: str) -> T | None:
+def config_from_argv(schema: type[T], argv: list[str] | None, usage: str, command: str = "") -> T | None:
     """`gte <cmd> [CONFIG.yaml] [key=value ...]` -> the loaded config; None after printing `usage` (no arguments,
-    -h or --help). The one argument parser of every config-driven command."""
+    -h or --help) or the key listing (--show-config, anywhere: with a CONFIG or overrides it lists their values).
+    The one argument parser of every config-driven command."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(usage)
+        print(usage.rstrip() + f"\n\n{SHOW_CONFIG_HELP}")
         return None
-    path = argv.pop(0) if "=" not in argv[0] else None
+    show = SHOW_CONFIG in argv
+    argv = [a for a in argv if a != SHOW_CONFIG]
+    path = argv.pop(0) if argv and "=" not in argv[0] else None
+    if show:  # the values as loaded, before the rules between keys: a config still being written can be listed
+        from gte_model.core.config_show import show_config
+
+        loaded = _merged(schema, path, argv) if path is not None or argv else None
+        print(show_config(schema, loaded, command or schema.__name__))
+        return None
     return load_config(schema, path, argv)
 
 
