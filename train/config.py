@@ -13,6 +13,7 @@ The keys users touch most:
   data.num_negatives      hard negatives per query (0 in stage 1; >= 1 in stage 2, needs mined negatives)
   train.global_batch_size pairs per optimizer step over ALL processes: the in-batch negative pool
   train.chunk_size        texts per forward pass; with train.grad_cache=true memory is set by this, not the batch
+                          (a chunk_size above the texts of one step is clamped to them, with a notice)
   train.packed            unpadded forward (default true): faster than padded chunks on the same texts, same loss
   train.max_steps, train.checkpoint_every, train.keep_checkpoints, train.eval_every, train.seed
   loss.kind               gte (one joint partition function) or infonce (query -> documents only)
@@ -263,15 +264,7 @@ def _check_batch(c: TrainConfig, world_size: int, zero_stage: int) -> list[str]:
             f"train.global_batch_size={t.global_batch_size} is not divisible by the {world_size} processes: every "
             f"process encodes an equal share; use a multiple of {world_size}"
         )
-    texts_per_process = (t.global_batch_size // world_size) * (2 + c.data.num_negatives)
-    if t.grad_cache and t.chunk_size > texts_per_process:
-        errors.append(
-            f"train.chunk_size={t.chunk_size} exceeds the {texts_per_process} texts one process encodes per step "
-            f"(train.global_batch_size={t.global_batch_size} / {world_size} processes x (2 + "
-            f"data.num_negatives={c.data.num_negatives})): the cache would only add a forward pass; set "
-            f"train.chunk_size<={texts_per_process} or train.grad_cache=false"
-        )
-    if t.grad_cache and zero_stage >= 2:
+    if uses_grad_cache(c, world_size) and zero_stage >= 2:
         errors.append(
             f"train.grad_cache=true with DeepSpeed ZeRO stage {zero_stage}: ZeRO>=2 partitions and reduces "
             "gradients inside every backward call, which the cache's per-chunk backward breaks; launch with "
@@ -283,6 +276,30 @@ def _check_batch(c: TrainConfig, world_size: int, zero_stage: int) -> list[str]:
             "gather; launch with configs/accelerate/deepspeed_zero2.yaml (or zero1/ddp)"
         )
     return errors
+
+
+def texts_per_process(c: TrainConfig, world_size: int) -> int:
+    """Texts one process encodes per step: its share of the batch's queries, positives and hard negatives."""
+    return (c.train.global_batch_size // world_size) * (2 + c.data.num_negatives)
+
+
+def uses_grad_cache(c: TrainConfig, world_size: int) -> bool:
+    """train.grad_cache, unless one chunk holds every text a process encodes per step (train.chunk_size at least
+    that many, no train.chunk_tokens budget): the cache would then only add a forward pass, with the same loss and
+    gradients. A smaller batch thus never needs a smaller chunk_size (grad_cache_notice says so at start)."""
+    t = c.train
+    return t.grad_cache and (t.chunk_tokens > 0 or t.chunk_size < texts_per_process(c, world_size))
+
+
+def grad_cache_notice(c: TrainConfig, world_size: int) -> str | None:
+    """One line when train.grad_cache=true is not used (uses_grad_cache); None otherwise."""
+    if not c.train.grad_cache or uses_grad_cache(c, world_size):
+        return None
+    n = texts_per_process(c, world_size)
+    return (f"train.chunk_size={c.train.chunk_size} clamped to the {n} texts one process encodes per step "
+            f"(train.global_batch_size={c.train.global_batch_size} / {world_size} process(es) x (2 + "
+            f"data.num_negatives={c.data.num_negatives})): one chunk holds them all, so the step runs without the "
+            "gradient cache (same loss and gradients, one forward pass fewer)")
 
 
 def launch_world_size() -> int:

@@ -30,7 +30,7 @@ from train.backend import Updater, make_accelerator, make_updater
 from train.batch import Batch
 from train.build import build_model, build_optimizer
 from train.checkpoint import Checkpoint, find_resumable, load_checkpoint, save_checkpoint
-from train.config import TrainConfig
+from train.config import TrainConfig, grad_cache_notice, uses_grad_cache
 from train.data import PairsData
 from train.distributed import world
 from train.grad_cache import cached_step
@@ -121,11 +121,14 @@ class Trainer:
         self.model, self.optimizer = self.accelerator.prepare(self.gte, self.optimizer)
         self.updater: Updater = make_updater(self.accelerator, self.model, self.optimizer, cfg.optim.max_grad_norm)
         u = self.updater
-        if cfg.train.grad_cache:
+        if uses_grad_cache(cfg, world()[1]):
             self.step_fn = functools.partial(cached_step, backward=u.backward, autocast=self.accelerator.autocast,
                                              no_sync=u.no_sync)
         else:
             self.step_fn = functools.partial(plain_step, backward=u.backward, autocast=self.accelerator.autocast)
+        notice = grad_cache_notice(cfg, world()[1])
+        if notice and self.is_main:
+            print(f"gte train: {notice}", flush=True)
         self._compiled = torch.compile(self.model, backend=COMPILE_BACKEND) if cfg.train.compile else None
         self.packed = cfg.train.packed and supports_packing(self.gte.backbone)
         if cfg.train.packed and not self.packed and self.is_main:

@@ -11,7 +11,7 @@ from data_prep.prep_config import PrepConfig
 from gte_model.core.config import ConfigError, load_config
 from train.app.cli import main as gte
 from train.app.pipeline import PipelineConfig
-from train.config import TrainConfig, launch_zero_stage
+from train.config import TrainConfig, grad_cache_notice, launch_zero_stage, uses_grad_cache
 from train.trainer import lr_factor
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,10 +58,16 @@ def test_indivisible_global_batch_is_rejected_in_override_spelling():
     assert any("train.global_batch_size=16" in e and "3 processes" in e for e in errors)
 
 
-def test_chunk_larger_than_the_cached_batch_is_rejected():
-    with pytest.raises(ConfigError, match=r"train\.chunk_size=1000.*train\.chunk_size<=48"):
-        _load("train.chunk_size=1000")
-    assert _load("train.chunk_size=1000", "train.grad_cache=false").train.chunk_size == 1000
+def test_chunk_larger_than_the_cached_batch_is_clamped_with_a_notice_not_refused():
+    big = _load("train.chunk_size=1000")  # 16 pairs x (2 + 1 negative) = 48 texts per step
+    assert not uses_grad_cache(big, world_size=1)
+    assert "train.chunk_size=1000 clamped to the 48 texts" in grad_cache_notice(big, world_size=1)
+    assert not uses_grad_cache(_load("train.chunk_size=48"), world_size=1)  # one chunk of all 48: no cache either
+    assert uses_grad_cache(_load(), world_size=1) and grad_cache_notice(_load(), world_size=1) is None  # 16 < 48
+    assert uses_grad_cache(_load("train.chunk_size=32"), world_size=1)
+    assert not uses_grad_cache(_load("train.chunk_size=32"), world_size=2)  # 8 pairs x 3 = 24 texts per process
+    assert uses_grad_cache(_load("train.chunk_size=1000", "train.chunk_tokens=256"), world_size=1)  # tokens bound it
+    assert grad_cache_notice(_load("train.chunk_size=1000", "train.grad_cache=false"), world_size=1) is None
 
 
 def test_grad_cache_with_zero2_says_what_to_use():
