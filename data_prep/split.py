@@ -3,6 +3,7 @@
 A key's position is a deterministic hash of (seed, key) mapped to [0, 1). Keys below `heldout_fraction` are
 held-out candidates; with `max_heldout_queries`, candidates are taken in ascending hash order until the distinct
 held-out queries of the source would exceed the cap, and the rest go to train (evaluation stays fast).
+heldout_fraction=1.0 holds out every key, uncapped: the input becomes a test set.
 The hash ignores the source name, so sources sharing keys (the two WordNet sources share synsets) split alike.
 """
 
@@ -18,7 +19,9 @@ from gte_model.core.text import hash64
 
 @dataclass
 class SplitConfig:
-    heldout_fraction: float = bounded(0.02, ge=0, lt=1)  # share of keys (per source) that may be held out
+    # share of keys (per source) that may be held out; 1.0 = the whole input is a test set (every key held out,
+    # max_heldout_queries ignored, no train rows: a BEIR set for `gte eval --data` or `gte run` eval.extra)
+    heldout_fraction: float = bounded(0.02, ge=0, le=1)
     # cap on distinct held-out queries per source; None: no cap
     max_heldout_queries: int | None = bounded(1000, ge=0, hint="or null for no cap")
 
@@ -32,6 +35,8 @@ def assign_heldout(key_hashes: np.ndarray, query_hashes: np.ndarray, candidates:
                    cfg: SplitConfig) -> np.ndarray:
     """Held-out mask over one source's records. key_hashes/query_hashes: uint64 [N]; candidates: bool [N]
     (records still in play after dedup)."""
+    if cfg.heldout_fraction >= 1:  # a test set: every key, uncapped
+        return candidates.copy()
     heldout = np.zeros(len(key_hashes), dtype=bool)
     limit = np.uint64(min(int(cfg.heldout_fraction * 2.0**64), 2**64 - 1))
     pool = candidates & (key_hashes < limit)

@@ -226,7 +226,8 @@ def write_beir(folder: Path, records: list[dict]) -> dict:
 
 def finish(root: str | Path, sources: dict, extra: dict, record: Record) -> Path:
     """Write manifest.json, then the completion record: the pairs dir is readable from this moment on."""
-    if not any(int(e.get("train", {}).get("rows", 0)) for e in sources.values()):
+    # a test set (gte prep split.heldout_fraction=1.0) has held-out BEIR sets and no train rows: evaluated, not trained
+    if not any(int(e.get("train", {}).get("rows", 0)) or e.get("beir") for e in sources.values()):
         raise PairsFormatError(f"{root}: no source has a training row; nothing was written as complete")
     sources = {name: _with_digests(Path(root), entry) for name, entry in sources.items()}
     path = write_json(Path(root) / MANIFEST_FILE, {"format": FORMAT, "sources": sources, **extra})

@@ -13,7 +13,8 @@ mining) resume inside themselves, so an interrupted pipeline finishes where it s
   <run.dir>/data/mined  triples            <run.dir>/stage2  stage-2 run
   <run.dir>/merged      merge output       (when merge.models is set: e.g. [base, stage2], WiSE-FT)
   <run.dir>/export      the final model (turned to its principal axes when rotate.rows > 0: gte_model.rotate)
-  <run.dir>/eval/{base,teacher,stage1,stage2,merged}  results
+  <run.dir>/eval/{base,teacher,stage1,stage2,merged}  results (prep's held-out sets, plus eval.extra's: your own
+                                                      test sets, BEIR folders or `gte prep` outputs)
 A teacher (mine.teacher.model) vets the mined negatives; stage 2 distils from it (loss.distill_weight) through the
 same vector cache: stage2.teacher follows mine.teacher unless stage2.teacher.model names another model.
   <run.dir>/report.md, report.png          loss curves of both stages, metric bars, wall time of each phase
@@ -39,7 +40,7 @@ from gte_model.core.atomic import build_dir, claim_dir
 from gte_model.core.config import ConfigError, config_from_argv, dump_config, save_config
 from gte_model.core.lock import hold
 from gte_model.core.memory import children_peak_rss_mb, peak_rss_mb, release_free_memory, reset_peak
-from gte_model.core.pairs import beir_dirs
+from gte_model.core.pairs import MANIFEST_FILE, beir_dirs
 from gte_model.core.record import Record, defaults_of, describe, digest_json, flatten, read_record, write_record
 from gte_model.merge import MergeConfig
 from train.app.report import PHASES_DIR, write_report
@@ -68,6 +69,10 @@ class PipelineEvalConfig:
     teacher: str = ""
     # also score every model with its embeddings cut to these dims (Matryoshka); [] = stage2.loss.matryoshka_dims
     dims: list[int] = field(default_factory=list)
+    # more held-out sets scored for every model beside prep's own: BEIR folders (corpus.jsonl, queries.jsonl,
+    # qrels/test.tsv), named by folder, or pairs dirs (every BEIR set of one, by source: a test file made into one
+    # with `gte prep ... split.heldout_fraction=1.0`)
+    extra: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -137,6 +142,8 @@ class PipelineConfig:
             errors += [f"merge.{e}" for e in self.merge_config().validate()]
         if self.rotate.rows == 1 or self.rotate.rows < 0:
             errors.append(f"rotate.rows={self.rotate.rows}: 0 (no rotation) or >= 2 rows per source")
+        errors += [f"eval.extra.{i}={p}: does not exist; name a BEIR folder or a `gte prep` output"
+                   for i, p in enumerate(self.eval.extra) if not Path(p).is_dir()]
         if self.stage2.data.num_negatives > self.mine.negatives.k:
             errors.append(
                 f"stage2.data.num_negatives={self.stage2.data.num_negatives} exceeds mine.negatives.k="
@@ -224,7 +231,7 @@ class Phase:
 
 
 def _beir_sets(cfg: PipelineConfig) -> dict[str, Path]:
-    """The prep output's held-out BEIR sets, limited to eval.beir_sources when set."""
+    """The prep output's held-out BEIR sets, limited to eval.beir_sources when set, then those of eval.extra."""
     sets = beir_dirs(cfg.prep.out_dir, key="prep.out_dir")
     wanted = cfg.eval.beir_sources or list(sets)
     missing = sorted(set(wanted) - set(sets))
@@ -232,7 +239,16 @@ def _beir_sets(cfg: PipelineConfig) -> dict[str, Path]:
         raise ConfigError(
             f"eval.beir_sources={missing} have no held-out BEIR set in {cfg.prep.out_dir}; it has {sorted(sets)}"
         )
-    return {name: sets[name] for name in wanted}
+    chosen = {name: sets[name] for name in wanted}
+    for i, folder in enumerate(cfg.eval.extra):
+        key = f"eval.extra.{i}"
+        found = beir_dirs(folder, key=key) if (Path(folder) / MANIFEST_FILE).is_file() else {Path(folder).name: folder}
+        for name, path in found.items():
+            if name in chosen:
+                raise ConfigError(f"{key}={folder}: its set {name!r} has the name of another evaluation set; "
+                                  "rename the folder (or the source) so each result has its own name")
+            chosen[name] = Path(path)
+    return chosen
 
 
 def _evaluate(model, out_dir: Path, beir_dirs: Callable[[], dict], **kwargs) -> dict:
