@@ -169,7 +169,8 @@ def _build(cfg: PrepConfig, out: Path, stage_dir: Path) -> dict:
             train, decontaminated = decontaminate(index, staged.q_hash, staged.p_hash, *sigs, staged.source_ids,
                                                   train, num_sources)
     steps.done("split_decontaminate")
-    if not train.any() and cfg.split.heldout_fraction < 1:  # 1.0 asks for a test set: no train rows is the point
+    # split.heldout_fraction=1.0 asks for a test set: no train rows is the point, no held-out rows is not
+    if not train.any() and (cfg.split.heldout_fraction < 1 or not heldout.any()):
         stats = staging.source_stats(staged, counts, keep, heldout, train, decontaminated, {})
         raise NoTrainingRows(f"out_dir={cfg.out_dir}: {staging.no_train_rows(stats, staged.reader_stats)}")
     sources, beir = _route(staged, train, heldout, out, cfg.rows_per_shard)
