@@ -19,7 +19,9 @@ def render_card(meta: dict) -> str:
         "",
         "# GTE-style text embedding model",
         "",
-        "Trained with the gte-train framework (two-stage contrastive learning, mean pooling, cosine similarity).",
+        # one stage or two, fine-tune or pretrain: the card says what every gte-train model shares
+        f"Trained with the gte-train framework (contrastive learning on query-document pairs, {meta.get('pooling')} "
+        "pooling, cosine similarity).",
         "",
         "| property | value |",
         "| --- | --- |",

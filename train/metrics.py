@@ -123,6 +123,12 @@ def read_metrics(path: str | Path) -> list[dict]:
     return records
 
 
+# Why the two curves sit at different heights (Trainer.validate): read each one's trend, not one against the other.
+VAL_NOTE = ("validation differs from train loss: held-out pairs, in-batch negatives only\n(no hard negatives, "
+            "no distillation, no dropout), batches of min(global_batch_size,\nval_rows): compare it with itself "
+            "across steps, not with train loss")
+
+
 def plot_losses(ax, train: list[dict], evals: list[dict]) -> None:
     """Train loss per logged step (faint: one source per batch makes it jump between sources), its trailing mean
     over ~10% of the points (the trend), and validation loss, on a matplotlib axis."""
@@ -137,9 +143,9 @@ def plot_losses(ax, train: list[dict], evals: list[dict]) -> None:
         ax.plot(steps, trend, lw=2, color="tab:blue", label=f"train loss, mean of last {window}")
     if evals:
         ax.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "o-", color="tab:orange",
-                label="validation loss")
+                label="validation loss (held-out pairs)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(title=VAL_NOTE if evals else None, title_fontsize=7, fontsize=8, alignment="left")
 
 
 def plot_metrics(jsonl: str | Path, png: str | Path) -> Path | None:
