@@ -74,6 +74,8 @@ def export_main(argv: list[str]) -> int:
     parser.add_argument("--no-normalize", action="store_true", help="export without the L2 normalisation module")
     parser.add_argument("--onnx", nargs="?", const="fp32", choices=ONNX_FORMS, default=None,
                         help="also write the ONNX graph: fp32 (default) or int8 (fp32 + int8 weights) under OUT/onnx/")
+    parser.add_argument("--push", metavar="REPO", default=None,
+                        help="then upload OUT to the Hugging Face Hub model repo REPO (needs a token and a network)")
     args = parser.parse_args(argv)
     check_replaceable(args.out, "OUT", "gte export", args.overwrite, "--overwrite")  # before the slow load
     if args.onnx:
@@ -83,6 +85,10 @@ def export_main(argv: list[str]) -> int:
     )
     out = export_model(model, args.out, key="OUT", overwrite=args.overwrite, onnx=args.onnx)
     print(f"exported {args.src} -> {out}")
+    if args.push:
+        from gte_model.hub import push_folder
+
+        print(f"pushed {out} -> {push_folder(out, args.push)}")
     return 0
 
 

@@ -71,6 +71,7 @@ def export_model(
         _write_hf(model, tmp, out.resolve(), lora_export if lora else None)
         _write_st(model, tmp)
         meta = {
+            "name": out.name,
             "base_model": model.base_model,
             "family": model.backbone.config.model_type,
             "lora": lora and {**lora, "export": lora_export},

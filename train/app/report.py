@@ -7,7 +7,7 @@ from pathlib import Path
 
 from gte_model.core.atomic import write_text
 from gte_model.core.record import Record, read_record
-from train.eval.dims import split_result_name
+from train.eval.dims import form_order, split_result_name
 from train.eval.evaluate import compare_table
 from train.metrics import plot_losses, read_metrics
 
@@ -69,7 +69,7 @@ def _by_dim(results: dict) -> dict[int, float]:
 
 
 def _dims_table(by_dim: dict[str, dict[int, float]]) -> str:
-    dims = sorted({d for v in by_dim.values() for d in v if d}, reverse=True)
+    dims = sorted({d for v in by_dim.values() for d in v if d}, key=form_order)  # dims, then int8/binary forms
     lines = ["| model | full | " + " | ".join(str(d) for d in dims) + " |", "|" + " --- |" * (len(dims) + 2)]
     for model, values in by_dim.items():
         full = values.get(0)
