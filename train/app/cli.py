@@ -13,7 +13,8 @@ A command that acts on a model takes positional paths, then --flags (--overwrite
   gte rotate SRC OUT --data PAIRS_DIR     turn a model to its principal axes (truncation) (gte_model.rotate)
   gte eval MODEL [--tasks ...]            evaluate an export                            (train.eval.evaluate)
 `gte <command> --help` prints that command's usage; `gte <config command> [CONFIG] [key=value ...] --show-config`
-lists every config key with its default (or CONFIG's value), type, accepted values and meaning.
+lists every config key with its default (or CONFIG's value), type, accepted values and meaning. These two are the
+only flags a config command takes: they print and run nothing.
 
 Exit codes: 0 done; 2 a problem you can fix (one line names the file or key and the fix); 75 a training run was
 preempted (SIGTERM/SIGUSR1) after writing a checkpoint: re-run the same command to resume; 130 stopped by Ctrl-C
