@@ -22,7 +22,7 @@ def _load(*overrides: str) -> TrainConfig:
     return load_config(TrainConfig, TINY, list(overrides))
 
 
-@pytest.mark.parametrize("name", ["tiny", "pretrain", "finetune"])
+@pytest.mark.parametrize("name", ["tiny", "pretrain", "finetune", "finetune_cpu"])
 def test_shipped_configs_load_and_validate(name):
     cfg = load_config(TrainConfig, ROOT / "configs" / f"{name}.yaml")
     assert cfg.validate(world_size=1, zero_stage=0) == []
