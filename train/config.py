@@ -188,7 +188,10 @@ class SamplerConfig:
 @dataclass
 class LogConfig:
     wandb: str = bounded("auto", choices=WANDB_MODES)  # auto (when installed; offline without WANDB_API_KEY), on, off
-    project: str = "gte-train"  # wandb project
+    project: str = "gte-train"  # wandb project; the experiment / project name of every report_to tracker
+    # more trackers beside metrics.jsonl (always the record) and wandb (log.wandb), through accelerate's trackers:
+    # tensorboard, mlflow, comet_ml, aim, clearml, dvclive, swanlab, trackio; files under <run.dir>/trackers
+    report_to: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -234,9 +237,9 @@ def _check_fields(c: TrainConfig) -> list[str]:
 def _check_extras(c: TrainConfig) -> list[str]:
     """Optional packages the config needs, reported with every other problem (gte run: before its first phase, not
     when stage 2 starts); looked up, not imported."""
-    from train.metrics import missing_wandb
+    from train.metrics import missing_wandb, tracker_problems
 
-    problems = [missing_wandb(c.log.wandb)]
+    problems = [missing_wandb(c.log.wandb), *tracker_problems(c.log.report_to)]
     if c.model.lora.r:
         from gte_model.lora import missing_peft  # imports torch: only for a config that trains with LoRA
 

@@ -115,7 +115,8 @@ def _train(cfg: TrainConfig, run_dir: Path, main: bool) -> Path:
     if trainer.is_main:  # only once the config is known to apply: a refused resume leaves the old one
         save_config(cfg, run_dir / "config.yaml")
     t, cfg_dict = cfg.train, config_to_dict(cfg)
-    logger = open_logger(trainer.is_main, run_dir, cfg_dict, offset, cfg.log.wandb, cfg.log.project, cfg.run.name)
+    logger = open_logger(trainer.is_main, run_dir, cfg_dict, offset, cfg.log.wandb, cfg.log.project, cfg.run.name,
+                         cfg.log.report_to)
     bar = progress(total=t.max_steps, initial=start, disable=not trainer.is_main, desc="train", unit="step")
     meter, bad = _Meter(trainer), 0
     with preemption_guard() as guard, bar:

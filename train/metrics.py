@@ -15,7 +15,9 @@ import json
 import math
 import numbers
 import os
+import re
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 
 from gte_model.core.errors import extra_problem, import_extra, names_path
@@ -45,22 +47,27 @@ class MetricsLogger(NullLogger):
     """metrics.jsonl (+ wandb): one JSON object per line, each with a `kind` (train, eval, ...) and a `step`."""
 
     def __init__(self, run_dir: str | Path, config: dict, resume_offset: int = 0, wandb: str = "auto",
-                 project: str = "gte-train", name: str = "") -> None:
+                 project: str = "gte-train", name: str = "", report_to: Sequence[str] = ()) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / METRICS_FILE
         truncate(self.path, resume_offset)
         self._fh = open(self.path, "a", encoding="utf-8")
         self._wandb = _start_wandb(wandb, project, name or self.run_dir.name, self.run_dir, config)
+        self._trackers = start_trackers(report_to, project, name or self.run_dir.name, self.run_dir)
 
     def log(self, record: dict) -> None:
         with names_path(self.path):  # a full disk names metrics.jsonl, not `?`
             self._fh.write(to_json_line(record))
             self._fh.flush()  # a killed run keeps every line up to its last step
+        numbers = {f"{record.get('kind', 'train')}/{k}": v for k, v in record.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
         if self._wandb is not None:
-            numbers = {f"{record.get('kind', 'train')}/{k}": v for k, v in record.items()
-                       if isinstance(v, (int, float)) and k != "step"}
             self._wandb.log(numbers, step=int(record.get("step", 0)))
+        if self._trackers:  # the same scalars and steps, under names every tracker accepts
+            named = {tracker_name(k): v for k, v in numbers.items()}
+            for tracker in self._trackers:
+                tracker.log(named, step=int(record.get("step", 0)))
 
     def offset(self) -> int:
         """Byte position after the last line: what a checkpoint stores to cut the log back on resume."""
@@ -75,13 +82,16 @@ class MetricsLogger(NullLogger):
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
+        for tracker in self._trackers:
+            tracker.finish()
+        self._trackers = []
 
 
 def open_logger(is_main: bool, run_dir: str | Path, config: dict, resume_offset: int, wandb: str, project: str,
-                name: str) -> NullLogger:
+                name: str, report_to: Sequence[str] = ()) -> NullLogger:
     if not is_main:
         return NullLogger()
-    return MetricsLogger(run_dir, config, resume_offset, wandb, project, name)
+    return MetricsLogger(run_dir, config, resume_offset, wandb, project, name, report_to)
 
 
 def truncate(path: Path, offset: int) -> None:
@@ -173,6 +183,60 @@ def plot_metrics(jsonl: str | Path, png: str | Path) -> Path | None:
     plt.close(fig)
     os.replace(tmp, png)
     return Path(png)
+
+
+# log.report_to name -> the module accelerate's tracker imports (wandb has its own setting, log.wandb)
+TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "comet_ml": "comet_ml", "aim": "aim",
+            "clearml": "clearml", "dvclive": "dvclive", "swanlab": "swanlab", "trackio": "trackio"}
+TRACKER_DIR = "trackers"
+
+
+def tracker_name(key: str) -> str:
+    """A metric's name for the report_to trackers: MLflow takes only letters, digits and _-. :/ (ndcg@10 ->
+    ndcg_at_10)."""
+    return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", key.replace("@", "_at_"))
+
+
+def tracker_problems(report_to: Sequence[str]) -> list[str]:
+    """Why log.report_to would fail (an unknown name, a package that is not installed), found without importing."""
+    problems = []
+    for name in report_to:
+        if name == "wandb":
+            problems.append("log.report_to: wandb has its own setting; set log.wandb=on and leave it out of report_to")
+        elif name not in TRACKERS:
+            problems.append(f"log.report_to: {name!r} is not a tracker; choose from {', '.join(TRACKERS)}")
+        else:
+            problems.append(extra_problem(TRACKERS[name], "log.report_to", "trackers",
+                                          f"leave {name} out of log.report_to", package=name))
+    return [p for p in problems if p]
+
+
+def start_trackers(report_to: Sequence[str], project: str, name: str, run_dir: Path) -> list:
+    """accelerate's trackers for the names in report_to, started, logging under <run_dir>/trackers: TensorBoard
+    event files in trackers/<project>, an MLflow file store in trackers/mlruns (unless MLFLOW_TRACKING_URI says
+    otherwise). A resumed run appends: steps past its checkpoint show twice there (metrics.jsonl is cut back)."""
+    if not report_to:
+        return []
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+    folder = run_dir / TRACKER_DIR
+    trackers = []
+    for tracker_name in report_to:
+        import_extra(TRACKERS[tracker_name], "log.report_to", "trackers", f"leave {tracker_name} out of log.report_to",
+                     package=tracker_name)
+        cls = LOGGER_TYPE_TO_CLASS[tracker_name]
+        if tracker_name == "mlflow" and not os.environ.get("MLFLOW_TRACKING_URI"):
+            import mlflow
+
+            # a file store needs no server nor database package (mlflow 3 keeps it behind this switch)
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            mlflow.set_tracking_uri((folder / "mlruns").resolve().as_uri())
+        tracker = cls(project, str(folder)) if cls.requires_logging_directory else cls(project)
+        if tracker_name == "mlflow":
+            tracker.run_name = name
+        tracker.start()
+        trackers.append(tracker)
+    return trackers
 
 
 _WANDB_ON = dict(module="wandb", key="log.wandb=on", extra="wandb",
