@@ -35,7 +35,8 @@ def show_config(schema: type, cfg: Any | None = None, command: str = "") -> str:
         if dataclasses.is_dataclass(default):  # a section: its own comment, then its keys
             lines += textwrap.wrap(f"[{key}]  {doc}", _WIDTH, subsequent_indent="    ") if doc else [f"[{key}]"]
             continue
-        value = _lookup(cfg, key) if cfg is not None else default
+        # an entry of a list of sections (files.#.path) shows its default: the entries' own values are in the list
+        value = default if cfg is None or ".#." in key else _lookup(cfg, key)
         shown = _fmt(value) + (f"  (default {_fmt(default)})" if cfg is not None and value != default else "")
         extra = _accepts(f)
         lines.append(f"{key} = {shown}   [{_type_name(_field_type(owner, f.name))}{extra}]")
@@ -96,11 +97,9 @@ def _field_type(owner: Any, name: str) -> Any:
 
 
 def _lookup(cfg: Any, key: str) -> Any:
-    """cfg's value at a dotted key; a `#` entry key shows the schema default (entries differ one by one)."""
+    """cfg's value at a dotted key."""
     value = cfg
     for part in key.split("."):
-        if part == "#":
-            return "(per entry)"
         value = getattr(value, part)
     return value
 
