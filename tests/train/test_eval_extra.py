@@ -92,3 +92,20 @@ def test_gte_run_scores_extra_sets_beside_the_prep_sets(tmp_path):
         results = json.loads((run_dir / "eval" / model / "results.json").read_text())["results"]
         assert {"beir/pydocs", "beir/faq", "beir/support"} <= set(results), (model, sorted(results))
     assert "beir/support" in (run_dir / "report.md").read_text()
+
+
+def test_an_extra_set_named_like_a_prep_set_is_refused_naming_both(tmp_path):
+    from gte_model.core.config import ConfigError, load_config
+    from train.app.pipeline import PipelineConfig, evaluation_sets
+
+    prepped = tmp_path / "faq-test"
+    assert _prep_test_set(_write_test_file(tmp_path / "test.jsonl", 20), prepped) == 0
+    twin = shutil.copytree(prepped / "beir" / "faq", tmp_path / "other" / "faq")
+    cfg = load_config(PipelineConfig, None, [f"run.dir={tmp_path / 'qs'}", f"eval.extra=[{prepped}]"])
+    cfg.prep.out_dir = str(prepped)  # as if the pipeline's prep had written it
+    cfg.eval.extra = [str(tmp_path / "support")]
+    shutil.copytree(twin, tmp_path / "support")
+    assert set(evaluation_sets(cfg)) == {"faq", "support"}
+    cfg.eval.extra = [str(twin)]
+    with pytest.raises(ConfigError, match=r"eval.extra.0=.*other/faq: its set 'faq' has the name of another"):
+        evaluation_sets(cfg)

@@ -184,7 +184,8 @@ def _run_phases(cfg: PipelineConfig, root: Path) -> Path:
     final = root / "export"
     merged = Path(cfg.merge.out_dir) if cfg.merge.models else None
     eval_kw = {"tasks": cfg.eval.tasks, "bf16": cfg.eval.bf16, "batch_size": cfg.eval.batch_size,
-               "beir_dirs": lambda: _beir_sets(cfg), "dims": list(cfg.eval.dims or cfg.stage2.loss.matryoshka_dims)}
+               "beir_dirs": lambda: evaluation_sets(cfg),
+               "dims": list(cfg.eval.dims or cfg.stage2.loss.matryoshka_dims)}
     phases = [
         Phase("prep", cfg.prep, lambda force: prep(_forced(cfg.prep, "overwrite", force))),
         Phase("stage1", cfg.stage1, lambda force: fit(_forced(cfg.stage1, "run.overwrite", force))),
@@ -230,7 +231,7 @@ class Phase:
     after: str | None = None
 
 
-def _beir_sets(cfg: PipelineConfig) -> dict[str, Path]:
+def evaluation_sets(cfg: PipelineConfig) -> dict[str, Path]:
     """The prep output's held-out BEIR sets, limited to eval.beir_sources when set, then those of eval.extra."""
     sets = beir_dirs(cfg.prep.out_dir, key="prep.out_dir")
     wanted = cfg.eval.beir_sources or list(sets)
