@@ -4,7 +4,7 @@
   .venv/bin/python benchmarks/mine_benchmark.py --queries 5000 --docs 20000 --encoder-texts 500   # quick
 
 Search path: synthetic, clustered, L2-normalised 384-d embeddings (queries are noisy copies of their positive)
-go through data_prep.mine.mine_embedded -- the exact code `gte mine` runs after embedding: faiss index build,
+go through data_prep.mine_search.mine_embedded -- the exact code `gte mine` runs after embedding: faiss index build,
 chunked top-(rank_max+pad) search, exact re-ranking, window/margin/ceiling rules and seeded sampling. Each index
 kind runs in its own process so its peak RSS is its own. Encoder: the packaged all-MiniLM-L6-v2 embedding a few
 thousand texts in bf16 (and fewer in fp32), so the embedding cost of a real corpus can be extrapolated.
@@ -48,7 +48,8 @@ def bench_search(args) -> dict:
     import numpy as np
 
     from data_prep.knn import IndexConfig, build_index, set_threads
-    from data_prep.mine import NegativesConfig, mine_embedded
+    from data_prep.mine_config import NegativesConfig
+    from data_prep.mine_search import mine_embedded
     from gte_model.core.text import mix64
 
     docs, queries, pos = synthetic(args.docs, args.queries, args.dim)

@@ -1,28 +1,26 @@
-"""Hard-negative mining: a pairs dir of (query, positive) -> a pairs dir of (query, positive, negatives) triples.
+"""`gte mine`: a pairs dir of (query, positive) -> a pairs dir of (query, positive, negatives) triples.
 
   gte mine configs/mine.yaml input_dir=data/pairs out_dir=data/mined
   CPU smoke run:  gte mine configs/mine.yaml input_dir=data/pairs out_dir=/tmp/mined max_queries_per_source=2000
   On Ray:         gte mine configs/mine.yaml input_dir=data/pairs out_dir=data/mined engine=ray ray.num_workers=4
 
-engine=ray (data_prep.ray_mine) embeds the cache's missing shards on a pool of actors and searches query chunks in
-Ray tasks; both steps are keyed by shard and chunk, so the output is the same as engine=local's.
+The engine (data_prep.engine) is chosen once per run: engine=ray embeds the cache's missing shards on a pool of
+actors and builds index shards and searches query chunks in Ray tasks; every step is keyed by shard and chunk, so
+the output is the same as engine=local's.
 
-Per source (negatives come from the same source's documents, so a WordNet query never gets a GCIDE definition of
-the same word as a "negative"):
+Per source (data_prep.mine_sources; negatives come from the same source's documents):
   1. corpus = unique positives of the train split (+ `extra_corpus` files), embedded once through the on-disk
      cache (gte_model.embed_cache: resumable, shared by re-runs and by the consistency filter; it lives beside
      out_dir as `.<out name>.embed_cache` unless embed.cache_dir says otherwise);
   2. queries embedded with the query prompt; faiss finds the top rank_max (+ a pad) docs per query, in chunks
-     (data_prep.knn: exact below index.ivf_threshold docs, IVF above); candidates re-ranked by exact scores;
-  3. keep ranks [rank_min, rank_max); drop the positive, any other positive of the same query and any text equal
-     to them after case/whitespace folding, repeats of a better-ranked candidate, scores above `max_score`
-     (likely paraphrases) and scores within `margin` of the positive's (likely false negatives);
-  4. sample k per query by a hashed priority seeded by (query, positive, seed): the choice for a row depends
-     only on that row, never on chunking, thread count or row order;
-  5. write shards, mine_stats.json, manifest.json (held-out and BEIR entries point at the input's) and the
-     completion record, in a temp folder renamed over out_dir at the end: an interrupted run (overwrite=true
-     included) leaves the old output intact. The record holds the config, the input's manifest digest and the
-     model's weights digest: a re-run with the same record does nothing; another is refused unless overwrite=true.
+     (data_prep.mine_search, data_prep.knn: exact below index.ivf_threshold docs, IVF above);
+  3. the selection rules (data_prep.negatives): exact re-ranking, the rank window, the drops (positive, duplicate,
+     ceiling, margin, teacher), seeded sampling of k per query, the random fill;
+  4. write shards, mine_stats.json, manifest.json (held-out and BEIR entries point at the input's) and the
+     completion record (this module), in a temp folder renamed over out_dir at the end: an interrupted run
+     (overwrite=true included) leaves the old output intact. The record holds the config, the input's manifest
+     digest and the model's weights digest: a re-run with the same record does nothing; another is refused unless
+     overwrite=true.
 """
 
 from __future__ import annotations
@@ -32,30 +30,15 @@ import json
 import sys
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
-import numpy as np
-
 from data_prep import paths
-from data_prep.engine import ray_session
-from data_prep.filter import consistency_filter
-from data_prep.knn import (
-    IndexConfig,
-    Shard,
-    build_shards,
-    exact_scores,
-    index_kind,
-    pair_scores,
-    rank_candidates,
-    search_shards,
-    set_threads,
-)
+from data_prep.engine import open_engine
+from data_prep.knn import set_threads
 from data_prep.mine_config import MineConfig, NegativesConfig
-from data_prep.mine_io import PairRows, read_extra_corpus, read_train, train_rows, write_source
-from data_prep.ray_mine import RayEncoder, ray_map_build, ray_map_chunks
+from data_prep.mine_io import read_extra_corpus, train_rows
+from data_prep.mine_sources import mine_one
 from gte_model import GTEModel, load_model
 from gte_model.core import pairs
 from gte_model.core.atomic import build_dir, check_replaceable, write_json
@@ -64,8 +47,6 @@ from gte_model.core.errors import UserError
 from gte_model.core.lock import hold
 from gte_model.core.memory import peak_rss_mb
 from gte_model.core.record import Record, check_done, defaults_of, file_fingerprint, flatten
-from gte_model.core.text import content_hash64, fold_hash64, mix64
-from gte_model.embed_cache import Encoder, embed_cached, resolve_prompt
 from gte_model.fingerprint import model_fingerprint
 from gte_model.load import weights_digest
 
@@ -87,271 +68,6 @@ class NothingMined(UserError):
     """No source kept a row: the message says which filter emptied them and which key to change."""
 
 
-# ---- selection (pure: vectors and ids in, ids out) ----------------------------------------------------------
-def select_negatives(
-    queries: np.ndarray,
-    docs: np.ndarray,
-    cand_ids: np.ndarray,
-    pos_ids: np.ndarray,
-    row_seeds: np.ndarray,
-    doc_norm: np.ndarray,
-    doc_hash: np.ndarray,
-    neg: NegativesConfig,
-    blocked: dict[int, np.ndarray] | None = None,
-    teacher: tuple[np.ndarray, np.ndarray] | None = None,
-) -> tuple[list[np.ndarray], Counter]:
-    """Negatives for b rows: queries [b, dim], docs [n, dim], faiss candidates cand_ids [b, r] (-1 = none),
-    pos_ids [b], row_seeds [b] uint64, doc_norm / doc_hash [n] uint64 (folded-text / exact-text hashes),
-    blocked {row: folded hashes of the other positives of that row's query}, teacher (its query vectors [b, dt],
-    doc vectors [n, dt]) or None. -> doc ids per row (rank order), and counts of window candidates dropped per
-    reason."""
-    ids, scores = rank_candidates(queries, docs, cand_ids)  # [b, r] best first, ties by id
-    ids, scores = ids[:, neg.rank_min : neg.rank_max], scores[:, neg.rank_min : neg.rank_max]  # [b, w]
-    pos_score = pair_scores(queries, docs, pos_ids)  # [b]
-    valid = ids >= 0
-    norm = np.where(valid, doc_norm[np.maximum(ids, 0)], np.uint64(0))  # [b, w]
-    is_pos = valid & (norm == doc_norm[pos_ids][:, None])
-    for row, hashes in (blocked or {}).items():
-        is_pos[row] |= valid[row] & np.isin(norm[row], hashes)
-    drops = {
-        "positive": is_pos,
-        "duplicate": valid & _repeats(norm),
-        "ceiling": valid & (scores > neg.max_score),
-        "margin": valid & (scores > pos_score[:, None] - neg.margin),
-    }
-    bars = teacher_bars(teacher, pos_ids, neg)  # [b] or None
-    if bars is not None:
-        drops["teacher"] = valid & (exact_scores(teacher[0], teacher[1], ids) >= bars[:, None])
-    counts: Counter = Counter(window_candidates=int(valid.sum()))
-    dropped = np.zeros_like(valid)
-    for reason, mask in drops.items():  # each candidate is counted under its first reason only
-        counts[f"dropped_{reason}"] += int((mask & ~dropped).sum())
-        dropped |= mask
-    chosen = _sample(ids, valid & ~dropped, row_seeds, doc_hash, neg)
-    if neg.fill == "random":
-        for row in (r for r, c in enumerate(chosen) if len(c) < neg.min_negatives):
-            taken = {int(doc_norm[i]) for i in (*chosen[row].tolist(), int(pos_ids[row]))}
-            taken |= {int(h) for h in (blocked or {}).get(row, ())}  # the query's other positives
-            vet = None if bars is None else (teacher[0][row], teacher[1], bars[row])
-            extra = _random_fill(queries[row], docs, pos_score[row], row_seeds[row], doc_norm, taken, neg, vet)
-            chosen[row] = np.concatenate([chosen[row], extra[: neg.k - len(chosen[row])]])
-            counts["filled_rows"] += 1
-    return chosen, counts
-
-
-def teacher_bars(teacher: tuple[np.ndarray, np.ndarray] | None, pos_ids: np.ndarray,
-                 neg: NegativesConfig) -> np.ndarray | None:
-    """[b] the teacher score at or above which a candidate is too close to the positive to be a negative:
-    min(teacher_ratio x teacher(q, positive), teacher(q, positive) - teacher_margin). None without a teacher."""
-    if teacher is None:
-        return None
-    pos = pair_scores(teacher[0], teacher[1], pos_ids)  # [b]
-    return np.minimum(neg.teacher_ratio * pos, pos - neg.teacher_margin)
-
-
-def _random_fill(query: np.ndarray, docs: np.ndarray, pos_score: float, row_seed: np.uint64, doc_norm: np.ndarray,
-                 taken: set[int], neg: NegativesConfig, vet: tuple | None = None) -> np.ndarray:
-    """Up to k random doc ids (seeded by the row) scored below pos_score - margin and max_score (and, with
-    vet = (teacher query vector, teacher docs, bar), scored below the bar by the teacher), none of them folding to
-    a text in `taken` (the row's positives and negatives) or repeated: for a row whose window kept none."""
-    rng = np.random.default_rng(int(row_seed))
-    cand = rng.choice(len(docs), size=min(len(docs), 8 * neg.k + 32), replace=False)
-    scores = exact_scores(query[None], docs, cand[None])[0]  # [c], as the window's scores
-    vetoed = np.zeros(len(cand), dtype=bool)
-    if vet is not None:
-        vetoed = exact_scores(vet[0][None], vet[1], cand[None])[0] >= vet[2]
-    out, seen = [], set(taken)
-    for i, score, veto in zip(cand.tolist(), scores.tolist(), vetoed.tolist()):
-        h = int(doc_norm[i])
-        if h in seen or score > pos_score - neg.margin or score > neg.max_score or veto:
-            continue
-        seen.add(h)
-        out.append(i)
-        if len(out) == neg.k:
-            break
-    return np.array(out, dtype=np.int64)
-
-
-def _sample(ids: np.ndarray, keep: np.ndarray, row_seeds: np.ndarray, doc_hash: np.ndarray,
-            neg: NegativesConfig) -> list[np.ndarray]:
-    """k of the kept window candidates ids [b, w] per row, returned in rank order."""
-    if neg.strategy == "random":  # a hashed key per (row, doc): uniform without replacement, order-free
-        priority = mix64(row_seeds[:, None] ^ doc_hash[np.maximum(ids, 0)])  # [b, w] uint64
-    else:
-        priority = np.broadcast_to(np.arange(ids.shape[1], dtype=np.uint64), ids.shape)
-    priority = np.where(keep, priority, np.iinfo(np.uint64).max)
-    pick = np.sort(np.argsort(priority, axis=1, kind="stable")[:, : neg.k], axis=1)  # [b, k] columns, rank order
-    chosen, ok = np.take_along_axis(ids, pick, axis=1), np.take_along_axis(keep, pick, axis=1)
-    return [c[m] for c, m in zip(chosen, ok)]
-
-
-def _repeats(values: np.ndarray) -> np.ndarray:
-    """[b, w] True where the value already appeared earlier in its row."""
-    order = np.argsort(values, axis=1, kind="stable")  # equal values keep column order: the first stays unmarked
-    ordered = np.take_along_axis(values, order, axis=1)
-    rep_sorted = np.zeros(values.shape, dtype=bool)
-    rep_sorted[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
-    out = np.empty_like(rep_sorted)
-    np.put_along_axis(out, order, rep_sorted, axis=1)
-    return out
-
-
-def mine_embedded(
-    queries: np.ndarray, docs: np.ndarray, pos_ids: np.ndarray, row_seeds: np.ndarray, doc_norm: np.ndarray,
-    doc_hash: np.ndarray, neg: NegativesConfig, index_cfg: IndexConfig, blocked: dict[int, np.ndarray] | None = None,
-    teacher: tuple[np.ndarray, np.ndarray] | None = None,
-    map_chunks: Callable | None = None,
-    map_build: Callable | None = None,
-) -> tuple[list[np.ndarray], Counter]:
-    """Mine every row from vectors: queries [N, dim] (a row each), docs [n, dim] -> doc ids per row, counts.
-    teacher: its query vectors [N, dt] (a row each) and doc vectors [n, dt], or None.
-
-    map_chunks(fn, tasks, shards, *shared) -> fn(task, shards, *shared) per task in order, and map_build(fn, tasks)
-    -> fn(task) per task in order (default: here, one after another; engine=ray: Ray tasks). Each chunk's rows
-    depend on that chunk alone and each shard on its docs alone, so the result does not depend on them."""
-    shards = build_shards(docs, index_cfg, map_build)
-    counts: Counter = Counter({f"index_{index_kind(s.index)}": 1 for s in shards})
-    counts["index_shards"] = len(shards)
-    chunk = index_cfg.query_chunk
-    tasks = ((queries[start : start + chunk], pos_ids[start : start + chunk], row_seeds[start : start + chunk],
-              {r - start: h for r, h in (blocked or {}).items() if start <= r < start + chunk},
-              None if teacher is None else teacher[0][start : start + chunk])
-             for start in range(0, len(queries), chunk))
-    t_docs = None if teacher is None else teacher[1]
-    out: list[np.ndarray] = []
-    for negs, c in (map_chunks or _map_here)(mine_chunk, tasks, shards, docs, doc_norm, doc_hash, neg, chunk, t_docs):
-        out += negs
-        counts += c
-    return out, counts
-
-
-def mine_chunk(task: tuple, shards: list[Shard], docs: np.ndarray, doc_norm: np.ndarray, doc_hash: np.ndarray,
-               neg: NegativesConfig, query_chunk: int, teacher_docs: np.ndarray | None = None
-               ) -> tuple[list[np.ndarray], Counter]:
-    """One chunk of rows (queries [c, dim], pos_ids, row_seeds, blocked by chunk row, the teacher's query vectors
-    [c, dt] or None) -> negatives, counts. teacher_docs: the teacher's doc vectors [n, dt] (None without one)."""
-    queries, pos_ids, row_seeds, blocked, teacher_queries = task
-    cands = search_shards(shards, queries, neg.rank_max + neg.search_pad, query_chunk)  # [c, shards x (max + pad)]
-    vet = None if teacher_queries is None else (teacher_queries, teacher_docs)
-    return select_negatives(queries, docs, cands, pos_ids, row_seeds, doc_norm, doc_hash, neg, blocked, vet)
-
-
-def _map_here(fn: Callable, tasks, *shared) -> Iterator:
-    return (fn(task, *shared) for task in tasks)
-
-
-# ---- one source -----------------------------------------------------------------------------------------------
-def row_seeds_of(queries: list[str], positives: list[str], seed: int) -> np.ndarray:
-    """[N] uint64: a row's sampling seed, from its own text only (so order- and chunk-independent)."""
-    return mix64(content_hash64([q + "\x1f" + p for q, p in zip(queries, positives)]) ^ mix64(seed))
-
-
-def sample_rows(rows: PairRows, cap: int, seed: int) -> PairRows:
-    """At most `cap` rows (0 = all): those with the smallest seeded hash, kept in input order."""
-    if cap <= 0 or len(rows) <= cap:
-        return rows
-    priority = row_seeds_of(rows.queries, rows.positives, seed + 1)
-    return rows.take(np.sort(np.argsort(priority, kind="stable")[:cap]))
-
-
-def sample_corpus(positives: list[str], cap: int, seed: int) -> list[str]:
-    """The unique positives of a source, or the `cap` of them with the smallest seeded hash (0 = all)."""
-    unique = list(dict.fromkeys(positives))
-    if cap <= 0 or len(unique) <= cap:
-        return unique
-    priority = row_seeds_of(unique, unique, seed + 2)
-    return [unique[i] for i in np.sort(np.argsort(priority, kind="stable")[:cap])]
-
-
-@dataclass
-class Workers:
-    """Where embedding and search run: here (the defaults) or on Ray (data_prep.ray_mine); never what they give."""
-
-    pool: RayEncoder | None = None  # embedding actors (engine=ray)
-    map_chunks: Callable | None = None  # mine_embedded's map over query chunks
-    map_build: Callable | None = None  # mine_embedded's map over index shards
-
-    def encoder(self, model) -> Encoder | None:
-        """embed_cache.embed_cached's encoder for `model` (None = in this process)."""
-        return None if self.pool is None else self.pool.of(model)
-
-
-@contextlib.contextmanager
-def workers_of(cfg: MineConfig) -> Iterator[Workers]:
-    """Workers for cfg.engine: engine=ray holds a Ray session (data_prep.engine) while mining runs."""
-    if cfg.engine != "ray":
-        yield Workers()
-        return
-    with ray_session(cfg.ray):
-        pool = RayEncoder(cfg.ray.num_workers)
-        try:
-            yield Workers(pool, ray_map_chunks(cfg.ray.num_workers), ray_map_build(cfg.ray.num_workers))
-        finally:
-            pool.close()
-
-
-def mine_source(rows: PairRows, extra: list[str], model, cfg: MineConfig, cache_dir: Path,
-                teacher: GTEModel | None = None, workers: Workers | None = None) -> tuple[list, list | None, dict]:
-    """Negative texts per row (a list each), the teacher's scores per row ([positive, *negatives]; None without a
-    teacher) and this source's stats."""
-    workers = workers or Workers()
-    docs = list(dict.fromkeys([*rows.positives, *extra]))  # exact-unique, first-seen order
-    doc_id = {t: i for i, t in enumerate(docs)}
-    pos_ids = np.array([doc_id[p] for p in rows.positives], dtype=np.int64)
-    uniq_q = list(dict.fromkeys(rows.queries))
-    q_index = {q: i for i, q in enumerate(uniq_q)}
-    q_rows = np.array([q_index[q] for q in rows.queries], dtype=np.int64)  # [N]: each row's unique query
-    doc_emb = embed_cached(model, docs, cfg.embed, resolve_prompt(model, cfg.embed.doc_prompt, "document"), cache_dir,
-                           encoder=workers.encoder(model))
-    q_emb = embed_cached(model, uniq_q, cfg.embed, resolve_prompt(model, cfg.embed.query_prompt, "query"), cache_dir,
-                         encoder=workers.encoder(model))
-    vectors = None
-    if teacher is not None:  # the same cache: the teacher's namespace is its own
-        t = cfg.teacher
-        t_cache = t.cache_dir or cache_dir
-        t_docs = embed_cached(teacher, docs, t, resolve_prompt(teacher, t.doc_prompt, "document"), t_cache,
-                              encoder=workers.encoder(teacher))
-        t_q = embed_cached(teacher, uniq_q, t, resolve_prompt(teacher, t.query_prompt, "query"), t_cache,
-                           encoder=workers.encoder(teacher))
-        vectors = (t_q.vectors[q_rows], t_docs.vectors)
-    doc_norm = fold_hash64(docs)
-    neg_ids, counts = mine_embedded(q_emb.vectors[q_rows], doc_emb.vectors, pos_ids, row_seeds_of(
-        rows.queries, rows.positives, cfg.negatives.seed), doc_norm, content_hash64(docs), cfg.negatives, cfg.index,
-        _blocked_rows(rows.queries, doc_norm[pos_ids]), vectors, workers.map_chunks, workers.map_build)
-    scores = None
-    if vectors is not None:  # float32, as stored: [teacher(q, positive), teacher(q, negative) ...] per row
-        ids = np.full((len(neg_ids), 1 + cfg.negatives.k), -1, dtype=np.int64)  # [N, 1 + k], -1 = no negative
-        ids[:, 0] = pos_ids
-        for r, negs in enumerate(neg_ids):
-            ids[r, 1 : 1 + len(negs)] = negs
-        table = exact_scores(vectors[0], vectors[1], ids).astype(np.float32)  # [N, 1 + k]
-        scores = [row[: 1 + len(negs)].tolist() for row, negs in zip(table, neg_ids)]
-    lengths = np.array([len(n) for n in neg_ids])
-    stats = {
-        "corpus_docs": len(docs),
-        "queries": len(rows),
-        "index": "ivf" if counts.pop("index_ivf", 0) else "flat",
-        "queries_short": int((lengths < cfg.negatives.k).sum()),
-        "embedded_texts": doc_emb.computed_texts + q_emb.computed_texts,
-        "cached_texts": doc_emb.reused_texts + q_emb.reused_texts,
-        **{f"dropped_{r}": 0 for r in ("positive", "duplicate", "ceiling", "margin")},
-        **{k: int(v) for k, v in counts.items() if k != "index_flat"},
-    }
-    if teacher is not None:
-        stats["teacher_embedded_texts"] = t_docs.computed_texts + t_q.computed_texts
-        stats["dropped_teacher"] = stats.get("dropped_teacher", 0)
-    return [[docs[i] for i in ids] for ids in neg_ids], scores, stats
-
-
-def _blocked_rows(queries: list[str], pos_norm: np.ndarray) -> dict[int, np.ndarray]:
-    """Rows whose query has several (folded-distinct) positives -> the folded hashes of all of them."""
-    by_query: dict[str, set[int]] = {}
-    for q, h in zip(queries, pos_norm.tolist()):
-        by_query.setdefault(q, set()).add(h)
-    return {r: np.array(sorted(by_query[q]), dtype=np.uint64) for r, q in enumerate(queries) if len(by_query[q]) > 1}
-
-
-# ---- the command ----------------------------------------------------------------------------------------------
 def mine(cfg: MineConfig, model: GTEModel | None = None) -> Path | str:
     """Run mining as configured; returns out_dir (its URL for a remote one). A finished out_dir with the same record
     is left as it is. input_dir and out_dir may be fsspec URLs: a remote input is read from a local copy (its record
@@ -388,11 +104,11 @@ def _mine(cfg: MineConfig, model: GTEModel | None, in_dir: Path, out: Path) -> P
     model = model if model is not None else load_model(cfg.model)
     teacher = load_model(cfg.teacher.model).eval() if cfg.teacher.model else None
     cache_dir = embed_cache_dir(cfg)
-    with workers_of(cfg) as workers, build_dir(out, "gte mine", "out_dir", overwrite=True) as tmp:
+    with open_engine(cfg.engine, cfg.ray) as engine, build_dir(out, "gte mine", "out_dir", overwrite=True) as tmp:
         entries, per_source = {}, {}
         for name in names:
-            per_source[name], entry = _mine_one(tmp, name, manifest["sources"][name], in_dir, extra, model, cfg,
-                                                cache_dir, teacher, workers)
+            per_source[name], entry = mine_one(tmp, name, manifest["sources"][name], in_dir, extra, model, cfg,
+                                               cache_dir, teacher, engine)
             if entry is not None:
                 entries[name] = entry
         if not entries:
@@ -440,52 +156,8 @@ def embed_cache_dir(cfg: MineConfig) -> Path:
     return out.parent / f".{out.name}.embed_cache"
 
 
-def _mine_one(tmp: Path, name: str, entry: dict, in_dir: Path, extra: list[str], model, cfg: MineConfig,
-              cache_dir: Path, teacher: GTEModel | None, workers: Workers) -> tuple[dict, dict | None]:
-    """Mine one source into tmp -> (its stats, its manifest entry or None when no row was kept)."""
-    rows = read_train(in_dir, entry, name)
-    stats: dict = {"train_rows": len(rows)}
-    if cfg.filter.enabled and len(rows):
-        rows, stats["filter"] = _apply_filter(rows, model, cfg, cache_dir)
-    if not len(rows):
-        why = "has no train rows" if not stats["train_rows"] else "lost every row to the consistency filter"
-        print(f"gte mine: source {name}: {why}; left out of the output", file=sys.stderr)
-        return {**stats, "queries": 0, "queries_mined": 0, "queries_dropped": 0, "queries_short": 0,
-                "mean_negatives": 0.0, "skipped": why}, None
-    # Candidates come from the whole source (or a seeded sample of it), not only the sampled queries' positives:
-    # a bigger corpus holds harder negatives.
-    corpus = sample_corpus(rows.positives, cfg.max_corpus_per_source, cfg.negatives.seed)
-    rows = sample_rows(rows, cfg.max_queries_per_source, cfg.negatives.seed)
-    negatives, scores, mined = mine_source(rows, [*corpus, *extra], model, cfg, cache_dir, teacher, workers)
-    stats.update(mined)
-    keep = np.array([len(n) >= cfg.negatives.min_negatives for n in negatives], dtype=bool)
-    kept_lengths = [len(n) for n, k in zip(negatives, keep) if k]
-    stats.update(queries_mined=int(keep.sum()), queries_dropped=int((~keep).sum()),
-                 mean_negatives=round(float(np.mean(kept_lengths)) if kept_lengths else 0.0, 3))
-    _warn_if_mostly_dropped(name, stats, cfg.negatives)
-    if not keep.any():  # an empty shard would only break readers downstream: leave the source out, say so
-        print(f"gte mine: source {name}: no query kept >= {cfg.negatives.min_negatives} negatives after the "
-              "window/margin/ceiling filters; left out of the output (see mine_stats.json)", file=sys.stderr)
-        return stats, None
-    return stats, write_source(tmp, name, rows, negatives, keep, entry, in_dir, cfg.rows_per_shard, scores,
-                               copy_heldout=paths.is_remote(cfg.input_dir))
 
 
-def _warn_if_mostly_dropped(name: str, stats: dict, neg: NegativesConfig) -> None:
-    """A source that keeps under half of its queries is almost always a model too weak to mine with (scores close
-    to the positive's everywhere) or a too strict filter: say it loudly, with the counts and the keys to change
-    (training refuses a source smaller than one batch, naming it)."""
-    kept, queries = stats["queries_mined"], stats["queries"]
-    if not kept or kept * 2 >= queries:  # none kept: the source is left out, which _mine_one says
-        return
-    drops = " ".join(f"{r}={stats.get(f'dropped_{r}', 0):,}" for r in ("margin", "ceiling", "positive", "duplicate",
-                                                                      "teacher") if f"dropped_{r}" in stats)
-    fill = "" if neg.fill == "random" else ", set negatives.fill=random"
-    print(f"gte mine: WARNING source {name}: kept {kept:,} of {queries:,} queries ({kept / queries:.1%}): the others "
-          f"had fewer than negatives.min_negatives={neg.min_negatives} negatives left (window candidates dropped: "
-          f"{drops}); is the model trained enough to mine with? lower negatives.margin={neg.margin}, raise "
-          f"negatives.max_score={neg.max_score}, widen negatives.rank_max={neg.rank_max}{fill} or lower "
-          "negatives.min_negatives", file=sys.stderr)
 
 
 def _nothing_mined(per_source: dict, cfg: MineConfig) -> str:
@@ -496,10 +168,6 @@ def _nothing_mined(per_source: dict, cfg: MineConfig) -> str:
             "negatives; widen negatives.rank_max, lower negatives.margin or raise negatives.max_score")
 
 
-def _apply_filter(rows: PairRows, model, cfg: MineConfig, cache_dir: Path) -> tuple[PairRows, dict]:
-    fmodel = model if cfg.filter.model == cfg.model else load_model(cfg.filter.model)
-    result = consistency_filter(rows.queries, rows.positives, fmodel, cfg.filter, cache_dir=cache_dir)
-    return rows.take(np.flatnonzero(result.keep)), result.stats["total"]
 
 
 def _select_sources(manifest: dict, wanted: list[str], in_dir: Path) -> list[str]:
@@ -544,4 +212,4 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["MineConfig", "NegativesConfig", "main", "mine", "mine_embedded", "mine_record", "select_negatives"]
+__all__ = ["MineConfig", "NegativesConfig", "main", "mine", "mine_record"]

@@ -27,7 +27,6 @@ is refused (replacing out_dir would delete it). The run holds out_dir's lock (gt
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import shutil
@@ -39,10 +38,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from data_prep import paths, staging
-from data_prep.dedup import DedupConfig, EvalIndex, decontaminate, exact_dedup, near_dedup
-from data_prep.engine import ray_session
+from data_prep.dedup import DedupConfig, EvalIndex, exact_dedup
+from data_prep.engine import Engine, open_engine
 from data_prep.prep_config import DecontamConfig, FileSource, PrepConfig, iter_config_sources
-from data_prep.ray_dedup import decontaminate_ray, near_dedup_ray
 from data_prep.report import write_report
 from data_prep.sources import source_fingerprint, stsb_test_sentences
 from data_prep.split import assign_heldout
@@ -120,24 +118,20 @@ def _prep(cfg: PrepConfig, out: Path) -> Path:
     for old in stage_root.glob("*"):  # staged under another config or other inputs: of no use now
         if old != stage_dir:
             shutil.rmtree(old, ignore_errors=True)
-    with _engine(cfg), private_peak_tracking(), build_dir(out, "gte prep", "out_dir", overwrite=True) as tmp:
-        manifest = _build(cfg, tmp, stage_dir)
+    with (open_engine(cfg.engine, cfg.ray, cfg.num_proc) as engine, private_peak_tracking(),
+          build_dir(out, "gte prep", "out_dir", overwrite=True) as tmp):
+        manifest = _build(cfg, tmp, stage_dir, engine)
         pairs.finish(tmp, manifest.pop("sources"), manifest, want)
     shutil.rmtree(stage_root, ignore_errors=True)
     return out
 
 
-def _engine(cfg: PrepConfig):
-    """A Ray session for engine=ray (data_prep.engine), nothing for engine=local."""
-    return ray_session(cfg.ray) if cfg.engine == "ray" else contextlib.nullcontext()
-
-
-def _build(cfg: PrepConfig, out: Path, stage_dir: Path) -> dict:
-    """Steps 1-5 into `out` (step 1 through `stage_dir`, kept when a run is killed); -> the manifest (sources + stats)
-    for `pairs.finish`."""
+def _build(cfg: PrepConfig, out: Path, stage_dir: Path, engine: Engine) -> dict:
+    """Steps 1-5 into `out` (step 1 through `stage_dir`, kept when a run is killed; steps 1, 2 and 4 on `engine`);
+    -> the manifest (sources + stats) for `pairs.finish`."""
     steps = staging.Steps()
     with names_path(stage_dir):  # a full disk while staging names the stage folder (the build names out_dir)
-        staged = staging.stage_all(cfg, stage_dir)
+        staged = staging.stage_all(cfg, stage_dir, engine)
     steps.done("read_clean_minhash")
     n, num_sources = len(staged.source_ids), len(staged.names)
     keep = np.ones(n, dtype=bool)
@@ -145,12 +139,9 @@ def _build(cfg: PrepConfig, out: Path, stage_dir: Path) -> dict:
     if cfg.dedup.exact:
         keep, counts["exact"] = exact_dedup(staged.source_ids, staged.p_hash, staged.pair_hash,
                                             staged.by_positive, keep, num_sources)
-    on_ray = cfg.engine == "ray"  # Ray tasks read the signatures from disk block by block; local reads them all
-    sigs = staged.sigs if on_ray else staged.sigs.all()
     if cfg.dedup.near:
-        args = (staged.source_ids, staged.by_positive, keep, num_sources, cfg.dedup)
-        keep, counts["near"] = (near_dedup_ray(sigs, *args, cfg.ray.num_workers) if on_ray
-                                else near_dedup(*sigs, *args))
+        keep, counts["near"] = engine.near_dedup(staged.sigs, staged.source_ids, staged.by_positive, keep,
+                                                 num_sources, cfg.dedup)
     steps.done("dedup")
     heldout = np.zeros(n, dtype=bool)
     for sid in range(num_sources):
@@ -162,12 +153,8 @@ def _build(cfg: PrepConfig, out: Path, stage_dir: Path) -> dict:
     if cfg.decontaminate.enabled:
         index = _eval_index(cfg, staged, heldout, cfg.dedup)
         eval_texts = len(index)
-        if on_ray:
-            train, decontaminated = decontaminate_ray(index, staged.q_hash, staged.p_hash, sigs, staged.source_ids,
-                                                      train, num_sources, cfg.ray.num_workers)
-        else:
-            train, decontaminated = decontaminate(index, staged.q_hash, staged.p_hash, *sigs, staged.source_ids,
-                                                  train, num_sources)
+        train, decontaminated = engine.decontaminate(index, staged.q_hash, staged.p_hash, staged.sigs,
+                                                     staged.source_ids, train, num_sources)
     steps.done("split_decontaminate")
     # split.heldout_fraction=1.0 asks for a test set: no train rows is the point, no held-out rows is not
     if not train.any() and (cfg.split.heldout_fraction < 1 or not heldout.any()):
@@ -182,7 +169,7 @@ def _build(cfg: PrepConfig, out: Path, stage_dir: Path) -> dict:
         "alpha": staging.alpha_sizes({name: s["train"]["rows"] for name, s in sources.items()}),
         "eval_texts": eval_texts,
         "readers": staged.reader_stats,
-        **steps.manifest(),
+        **steps.manifest(engine),
         "config": config_to_dict(cfg),
     }
     write_report(out, {"format": pairs.FORMAT, **manifest}, staged, train)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from data_prep.dedup import DedupConfig, EvalIndex, decontaminate, lsh_bands, near_match
-from data_prep.engine import import_ray, ray_ordered_map, record_worker_peaks, worker_peaks
+from data_prep.ray_support import import_ray, worker_peaks
 from data_prep.signature_files import P_FILE, Signatures
 from gte_model.core.memory import track_private_peak
 from gte_model.core.text import mix64
@@ -33,10 +33,11 @@ _BLOCK_RECORDS = 50_000  # records per map block and per decontamination task
 _BLOCK_PAIRS = 50_000  # candidate pairs per confirmation task
 
 
-def near_dedup_ray(sigs: Signatures, source_ids: np.ndarray, by_positive: np.ndarray, keep: np.ndarray,
-                   num_sources: int, cfg: DedupConfig, num_workers: int) -> tuple[np.ndarray, np.ndarray]:
-    """dedup.near_dedup on Ray: -> (keep mask, counts [num_sources, 2] within/across), equal to the local ones."""
-    ray = import_ray()
+def near_dedup_ray(engine, sigs: Signatures, source_ids: np.ndarray, by_positive: np.ndarray,
+                   keep: np.ndarray, num_sources: int, cfg: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
+    """dedup.near_dedup on Ray: -> (keep mask, counts [num_sources, 2] within/across), equal to the local ones.
+    engine: the data_prep.engine.RayEngine calling (its session, ordered_map and workers' peaks)."""
+    ray, num_workers = engine.ray, engine.num_workers
     bands, rows = lsh_bands(cfg)
     blocks = _ranges(len(keep))
     parts = max(num_workers, len(blocks))
@@ -46,16 +47,16 @@ def near_dedup_ray(sigs: Signatures, source_ids: np.ndarray, by_positive: np.nda
         ids = a + np.flatnonzero(keep[a:b])
         mapped.append(mapper.remote(ids, sigs.rows(ids, files=(P_FILE,))[0], bands, rows, parts))
         if i >= window:
-            record_worker_peaks(ray.get(mapped[i - window][-1]))
+            engine.record_peaks(ray.get(mapped[i - window][-1]))
     for m in mapped[-window:]:
-        record_worker_peaks(ray.get(m[-1]))
+        engine.record_peaks(ray.get(m[-1]))
     reduce_tasks = ([m[p] for m in mapped] for p in range(parts))
-    found = list(ray_ordered_map(_bucket_pairs, reduce_tasks, 2 * num_workers))
+    found = list(engine.ordered_map(_bucket_pairs, reduce_tasks))
     del mapped
     candidates = np.unique(np.concatenate(found), axis=0) if found else np.zeros((0, 2), np.int64)  # (later, earlier)
     tasks = (_confirm_task(candidates[a:a + _BLOCK_PAIRS], sigs, by_positive)
              for a in range(0, len(candidates), _BLOCK_PAIRS))
-    confirmed = list(ray_ordered_map(_confirmed, tasks, 2 * num_workers, cfg.threshold))
+    confirmed = list(engine.ordered_map(_confirmed, tasks, cfg.threshold))
     edges = np.concatenate(confirmed) if confirmed else np.zeros((0, 2), np.int64)
     return keep_first(edges if len(edges) else None, keep, source_ids, num_sources)
 
@@ -130,14 +131,15 @@ def keep_first(edges: np.ndarray | None, keep: np.ndarray, source_ids: np.ndarra
     return keep, counts
 
 
-def decontaminate_ray(index: EvalIndex, q_hash: np.ndarray, p_hash: np.ndarray, sigs: Signatures,
-                      source_ids: np.ndarray, train: np.ndarray, num_sources: int, num_workers: int
+def decontaminate_ray(engine, index: EvalIndex, q_hash: np.ndarray, p_hash: np.ndarray,
+                      sigs: Signatures, source_ids: np.ndarray, train: np.ndarray, num_sources: int
                       ) -> tuple[np.ndarray, np.ndarray]:
-    """dedup.decontaminate over record-range chunks in Ray tasks -> (train mask, drops per source)."""
+    """dedup.decontaminate over record-range chunks in Ray tasks (engine: the RayEngine calling) -> (train mask,
+    drops per source)."""
     chunks = ((q_hash[a:b], p_hash[a:b], *sigs.range(a, b), source_ids[a:b], train[a:b])
               for a, b in _ranges(len(train)))
     masks, counts = [], np.zeros(num_sources, dtype=np.int64)
-    for mask, c in ray_ordered_map(_decontaminate_chunk, chunks, 2 * num_workers, index, num_sources):
+    for mask, c in engine.ordered_map(_decontaminate_chunk, chunks, index, num_sources):
         masks.append(mask)
         counts += c
     return (np.concatenate(masks) if masks else train.copy()), counts

@@ -1,11 +1,14 @@
-"""`gte mine` under engine=ray: embedding by a pool of actors, search and selection of query chunks in Ray tasks.
+"""`gte mine` under engine=ray (data_prep.engine.RayEngine): embedding by a pool of actors, index shards and search +
+selection of query chunks in Ray tasks.
 
-- Embedding: `RayEncoder` is an `embed_cache.Encoder`. The cache (on this machine) decides which texts are missing
-  and writes every shard; each missing shard's texts go to one actor, which holds one copy of the model (on a GPU
-  when the cluster has them) and runs the same `encode_chunk` call as engine=local. Actors start once per run.
-- Index: `ray_map_build` builds each corpus shard's faiss index (`index.shards`) in a Ray task.
-- Search + selection: `ray_map_chunks` runs `mine.mine_chunk` on query chunks as Ray tasks; the shards' indexes are
-  serialised into the object store once and read by each task; results come back in chunk order.
+- Embedding (RayEngine.encoder): `RayEncoder.of(model)` is an `embed_cache.Encoder`. The cache (on this machine)
+  decides which texts are missing and writes every shard; each missing shard's texts go to one actor, which holds
+  one copy of the model (on a GPU when the cluster has them) and runs the same `encode_chunk` call as
+  engine=local. Actors start once per run.
+- Index (RayEngine.map_build): each corpus shard's faiss index (`index.shards`) is built in a Ray task and comes
+  back `serialized`.
+- Search + selection (RayEngine.map_chunks): `mine_search.mine_chunk` runs on query chunks as Ray tasks; the shards'
+  indexes are `serialize`d into the object store once and read by each task; results come back in chunk order.
 The output equals engine=local's with any number of workers (tests/data_prep/test_ray_engine.py) when the vectors
 do: in fp32 (`embed.bf16=false`), or from a cache both engines share. With bf16 autocast on a CPU, a text's vector
 can differ in its last bits with the encoder's thread count (an actor runs Ray's one thread, engine=local every
@@ -20,8 +23,8 @@ from collections.abc import Callable, Iterable, Iterator
 import faiss
 import numpy as np
 
-from data_prep.engine import import_ray, ray_ordered_map
 from data_prep.knn import Shard
+from data_prep.ray_support import import_ray
 from gte_model.embed_cache import Encoder, encode_chunk
 from gte_model.embed_config import EmbedConfig
 
@@ -77,30 +80,21 @@ class RayEncoder:
         self.actors, self.model = [], None
 
 
-def ray_map_chunks(num_workers: int) -> Callable:
-    """A `map_chunks` for `mine.mine_embedded`: fn(task, shards, *shared) as Ray tasks, results in task order."""
-
-    def map_chunks(fn: Callable, tasks: Iterable, shards: list[Shard], *shared) -> Iterator:
-        # faiss indexes do not pickle: each shard goes to the object store once, serialised (uint8 [bytes])
-        serialized = [(shard.offset, faiss.serialize_index(shard.index)) for shard in shards]
-        return ray_ordered_map(functools.partial(_with_shards, fn), tasks, 2 * num_workers, serialized, *shared)
-
-    return map_chunks
+# faiss indexes do not pickle: they travel as uint8 arrays (faiss.serialize_index)
+def serialize(shards: list[Shard]) -> list[tuple[int, np.ndarray]]:
+    """Shards -> (offset, serialised index) each: what map_chunks puts in the object store once."""
+    return [(shard.offset, faiss.serialize_index(shard.index)) for shard in shards]
 
 
-def _with_shards(fn: Callable, task, serialized: list, *shared):
+def with_shards(fn: Callable, task, serialized: list[tuple[int, np.ndarray]], *shared):
+    """In a Ray task: fn(task, shards, *shared) with the shards rebuilt from `serialize`."""
     return fn(task, [Shard(offset, faiss.deserialize_index(data)) for offset, data in serialized], *shared)
 
 
-def ray_map_build(num_workers: int) -> Callable:
-    """A `map_build` for `mine.mine_embedded`: each shard's index built in a Ray task (its docs travel alone)."""
-
-    def map_build(build: Callable, tasks: Iterable) -> Iterator:
-        answers = ray_ordered_map(functools.partial(_serialized, build), tasks, num_workers)
-        return (faiss.deserialize_index(data) for data in answers)
-
-    return map_build
-
-
-def _serialized(build: Callable, docs: np.ndarray) -> np.ndarray:
+def serialized(build: Callable, docs: np.ndarray) -> np.ndarray:
+    """In a Ray task: build(docs), serialised for the trip back."""
     return faiss.serialize_index(build(docs))
+
+
+def deserialized(data: np.ndarray) -> faiss.Index:
+    return faiss.deserialize_index(data)

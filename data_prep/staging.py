@@ -1,24 +1,23 @@
 """Step 1 of `gte prep` (read + clean + hash + MinHash, in worker processes or Ray tasks) and the bookkeeping of
 counts.
 
-Records stream from each source in batches; workers (a process pool, or Ray tasks under engine=ray) clean them
-and compute per-record hashes and signatures; the main process appends results in submission order (so the output
-depends on neither `num_proc` nor the engine), writes the cleaned records to staging Parquet shards and their
-MinHash signatures to raw files beside them (data_prep.signature_files), and keeps only small fixed-size arrays
-per record in memory (46 bytes: hashes, lengths, source).
+Records stream from each source in batches; the engine's workers (data_prep.engine: a process pool, or Ray tasks
+under engine=ray) clean them and compute per-record hashes and signatures; the main process appends results in
+submission order (so the output depends on neither `num_proc` nor the engine), writes the cleaned records to
+staging Parquet shards and their MinHash signatures to raw files beside them (data_prep.signature_files), and keeps
+only small fixed-size arrays per record in memory (46 bytes: hashes, lengths, source).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing as mp
 import os
 import shutil
 import sys
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -27,15 +26,14 @@ import numpy as np
 from data_prep import paths
 from data_prep.clean import DROP_REASONS, LengthBounds, clean_record
 from data_prep.dedup import DedupConfig, Signer
-from data_prep.engine import ray_ordered_map, ray_worker_peak_mb
+from data_prep.engine import Engine
 from data_prep.prep_config import FileSource, PrepConfig, dedup_by_positive, iter_config_sources, source_cap
 from data_prep.readers import FieldMap, ReadStats, read_records
 from data_prep.signature_files import Signatures, SignatureWriter
 from data_prep.sources import BUILTIN_SOURCES
 from data_prep.split import key_hash
 from gte_model.core.atomic import write_json
-from gte_model.core.errors import ignore_interrupts
-from gte_model.core.memory import children_peak_rss_mb, peak_rss_mb, private_peak_mb
+from gte_model.core.memory import peak_rss_mb, private_peak_mb
 from gte_model.core.mixing import GTE_ALPHA, mixing_probabilities
 from gte_model.core.pairs import ShardWriter
 from gte_model.core.text import canonical, canonical_hash, hash64
@@ -107,21 +105,6 @@ def hash_and_sign(texts: list[str], cfg: DedupConfig) -> tuple[np.ndarray, np.nd
     return np.array([canonical_hash(t) for t in texts], dtype=np.uint64), signer.signatures(texts)
 
 
-def ordered_map(pool, fn: Callable, tasks: Iterable, window: int) -> Iterator:
-    """Results of fn over tasks in submission order, at most `window` tasks in flight (bounded memory)."""
-    if pool is None:
-        for task in tasks:
-            yield fn(task)
-        return
-    pending: deque = deque()
-    for task in tasks:
-        pending.append(pool.apply_async(fn, (task,)))
-        if len(pending) >= window:
-            yield pending.popleft().get()
-    while pending:
-        yield pending.popleft().get()
-
-
 def _batches(items: Iterable[dict], size: int) -> Iterator[list[dict]]:
     batch: list[dict] = []
     for item in items:
@@ -151,8 +134,9 @@ def _spec_batches(cfg: PrepConfig, name: str, spec: FileSource | None, stats: Re
     yield from read_records(spec.path, fields, name, spec.format, cfg.on_error, cfg.batch_size, stats)
 
 
-def stage_all(cfg: PrepConfig, work_dir: Path) -> Staged:
-    """Step 1 over every configured source -> Staged (cleaned records written under work_dir).
+def stage_all(cfg: PrepConfig, work_dir: Path, engine: Engine) -> Staged:
+    """Step 1 over every configured source, its batches mapped by `engine` -> Staged (cleaned records written under
+    work_dir).
 
     work_dir outlives a killed run (prep keeps it beside out_dir, named by the config and inputs): each configured
     source is staged into its own folder whose `done.json` is written last, so a re-run loads the sources already
@@ -161,9 +145,7 @@ def stage_all(cfg: PrepConfig, work_dir: Path) -> Staged:
     staged = Staged(sigs=Signatures(cfg.dedup.num_perm))
     parts: dict[str, list] = {k: [] for k in ("source_ids", "key_hash", "q_hash", "p_hash", "pair_hash",
                                                 "by_positive", "q_len", "p_len")}
-    ray = cfg.engine == "ray"
-    pool = None
-    try:
+    with engine.workers():
         for unit, (name, spec) in enumerate(iter_config_sources(cfg)):
             folder = work_dir / f"source-{unit:03d}"
             if (folder / "done.json").is_file():
@@ -171,9 +153,6 @@ def stage_all(cfg: PrepConfig, work_dir: Path) -> Staged:
                 print(f"gte prep: {name}: step 1 reused from {folder} (staged by an earlier run)", file=sys.stderr)
                 continue
             shutil.rmtree(folder, ignore_errors=True)  # a source a killed run left half-staged starts over
-            if pool is None and cfg.num_proc > 1 and not ray:
-                # Ctrl-C goes to the parent alone: a worker killed mid-task prints a traceback and hangs the pool
-                pool = mp.get_context("spawn").Pool(cfg.num_proc, initializer=ignore_interrupts)
             if spec is not None:  # a remote file is copied into the work folder and read from there
                 spec = replace(spec, path=paths.fetch(spec.path, work_dir / "inputs" / name))
             start = {key: len(chunks) for key, chunks in parts.items()}
@@ -182,9 +161,7 @@ def stage_all(cfg: PrepConfig, work_dir: Path) -> Staged:
             stats = ReadStats()
             tasks = ((batch, cfg.length, bool(spec and spec.strip_html), cfg.seed, cfg.dedup)
                      for batch in _spec_batches(cfg, name, spec, stats))
-            results = (ray_ordered_map(process_batch, tasks, 2 * cfg.ray.num_workers) if ray
-                       else ordered_map(pool, process_batch, tasks, 2 * cfg.num_proc))
-            for result in results:
+            for result in engine.ordered_map(process_batch, tasks):
                 if _absorb(cfg, staged, result, writer, sig_writer, parts) and not (spec and spec.source):
                     break  # the cap of this source is reached
             writer.close()
@@ -192,9 +169,6 @@ def stage_all(cfg: PrepConfig, work_dir: Path) -> Staged:
             staged.files += [folder / rel for rel in writer.files]
             staged.reader_stats[name] = {"rows": stats.rows, "skipped": stats.skipped, "problems": stats.problems}
             _save_unit(folder, staged, parts, start, writer.files)
-    finally:
-        if pool is not None:
-            pool.terminate()
     for key, chunks in parts.items():
         setattr(staged, key, np.concatenate(chunks) if chunks else np.zeros(0, np.uint64))
     staged.source_ids = staged.source_ids.astype(np.int32)
@@ -312,17 +286,18 @@ class Steps:
         self.peak_private_mb[name] = private_peak_mb()
         self.last = now
 
-    def manifest(self) -> dict:
-        ray_rss, ray_private = ray_worker_peak_mb()
+    def manifest(self, engine: Engine) -> dict:
+        worker_rss, worker_private = engine.worker_peak_mb()
         return {
             "wall_time_s": round(time.time() - self.started, 1),
             "step_seconds": dict(self.seconds),
             "step_peak_rss_mb": dict(self.peak_rss_mb),
             "step_peak_private_mb": dict(self.peak_private_mb),
             # this process and the largest worker (cleaning and MinHash run in pool processes or Ray workers)
-            "peak_rss_mb": {"main": peak_rss_mb(), "largest_worker": max(children_peak_rss_mb(), ray_rss)},
+            "peak_rss_mb": {"main": peak_rss_mb(), "largest_worker": worker_rss},
             # without the shared pages a process only mapped (Ray's object store); a pool worker's is not measured
-            "peak_private_mb": {"main": private_peak_mb(), **({"largest_worker": ray_private} if ray_private else {})},
+            "peak_private_mb": {"main": private_peak_mb(), **({"largest_worker": worker_private} if worker_private
+                                                             else {})},
         }
 
 

@@ -9,8 +9,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from data_prep.mine import MineConfig, NegativesConfig, main, mine, sample_rows, select_negatives
+from data_prep.mine import MineConfig, NegativesConfig, main, mine
 from data_prep.mine_io import PairRows
+from data_prep.mine_sources import sample_corpus, sample_rows
+from data_prep.negatives import select_negatives
 from gte_model.core.config import ConfigError, load_config
 from gte_model.core.record import StaleOutput
 from gte_model.core.text import content_hash64, fold, fold_hash64
@@ -255,8 +257,6 @@ def test_model_fingerprint_changes_when_weights_are_updated_in_place(tiny_model)
 
 
 def test_corpus_sample_is_seeded_unique_and_capped():
-    from data_prep.mine import sample_corpus
-
     positives = [f"doc {i % 50}" for i in range(120)]
     full = sample_corpus(positives, 0, seed=0)
     assert full == list(dict.fromkeys(positives))

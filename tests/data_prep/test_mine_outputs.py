@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from data_prep import mine as mine_module
+from data_prep import mine_sources
 from data_prep.mine import embed_cache_dir, mine, mine_record, model_digest
 from gte_model.core.errors import UserError
 from gte_model.core.pairs import PairsFormatError
@@ -34,19 +34,19 @@ def test_an_interrupted_overwrite_keeps_the_old_output_and_the_embedding_cache(t
     before = _files(out)
     cache = embed_cache_dir(cfg)
     assert cache == tmp_path / ".mined.embed_cache" and any(cache.rglob("*.npy"))  # beside the output, not in it
-    real_write = mine_module.write_source
+    real_write = mine_sources.write_source
     calls = []
 
     def write_then_die(*args, **kwargs):
         calls.append(real_write(*args, **kwargs))
         raise KeyboardInterrupt  # killed after the first source's new shards were written
 
-    monkeypatch.setattr(mine_module, "write_source", write_then_die)
+    monkeypatch.setattr(mine_sources, "write_source", write_then_die)
     cfg.overwrite, cfg.negatives.k = True, 2
     with pytest.raises(KeyboardInterrupt):
         mine(cfg, tiny_model)
     assert calls and _files(out) == before and not _leftovers(tmp_path)
-    monkeypatch.setattr(mine_module, "write_source", real_write)
+    monkeypatch.setattr(mine_sources, "write_source", real_write)
     mine(cfg, tiny_model)
     stats = json.loads((out / "mine_stats.json").read_text())["sources"]
     assert all(s["embedded_texts"] == 0 and s["cached_texts"] > 0 for s in stats.values())  # the cache survived

@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 
-from data_prep.mine import NegativesConfig, mine, select_negatives, teacher_bars
+from data_prep.mine import NegativesConfig, mine
+from data_prep.negatives import select_negatives, teacher_bars
 from gte_model import load_model
 from gte_model.core.text import content_hash64, fold_hash64
 from gte_model.embed_cache import embed_cached
