@@ -57,7 +57,6 @@ def child(form: str, folder: str, texts_file: str, out_file: str, batch_size: in
     from gte_model.core.memory import peak_rss_mb
 
     texts = json.loads(Path(texts_file).read_text())
-    base_mb = peak_rss_mb()
     try:
         encode = load_encoder(form, folder, threads)
     except Exception as exc:  # noqa: BLE001 - a peer that cannot load here is a row that says why
@@ -71,7 +70,7 @@ def child(form: str, folder: str, texts_file: str, out_file: str, batch_size: in
         best = min(best, time.perf_counter() - start)
     np.save(out_file + ".npy", np.asarray(emb, np.float32))
     Path(out_file + ".json").write_text(json.dumps({"form": form, "seconds": best, "texts_per_s": len(texts) / best,
-                                                    "peak_rss_mb": peak_rss_mb(), "import_rss_mb": base_mb}))
+                                                    "peak_rss_mb": peak_rss_mb()}))
 
 
 def prepare_model(name: str, work: Path) -> str:
