@@ -34,13 +34,18 @@ def encode_main(argv: list[str]) -> int:
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on CPUs with bf16 units)")
     parser.add_argument("--backend", choices=["torch", *BACKENDS], default="torch",
                         help="torch (default), or the export's ONNX graph through onnxruntime: onnx (fp32), onnx-int8")
+    parser.add_argument("--prompt-name", default=None, metavar="NAME",
+                        help="prepend the model's prompt NAME: query, document, or a training source's (data.prompts)")
     args = parser.parse_args(argv)
     texts = args.texts or DEMO_TEXTS
     check_utf8(texts, "TEXT")  # before the slow load
     if args.backend != "torch" and args.bf16:
         raise UserError(f"--bf16: applies to --backend torch only, not {args.backend}; drop --bf16")
     model = load_model(args.model) if args.backend == "torch" else load_onnx(args.model, BACKENDS[args.backend])
-    emb = model.encode(texts, bf16=args.bf16, normalize=True)
+    if args.prompt_name is not None and args.prompt_name not in model.prompts:
+        raise UserError(f"--prompt-name {args.prompt_name}: the model has no such prompt; it has "
+                        f"{sorted(model.prompts) or 'none'}; pick one of them or leave --prompt-name out")
+    emb = model.encode(texts, bf16=args.bf16, normalize=True, prompt_name=args.prompt_name)
     sims = emb @ emb.T
     print(f"model: {model.base_model}  dim={model.dim}  pooling={model.pooling}  max_seq_len={model.max_seq_len}"
           f"  backend={args.backend}")

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from gte_model.core.text import text_hashes
 
-Tokenize = Callable[[Sequence[str], str], list[list[int]]]  # (texts, "query" | "document") -> ids per text
+Tokenize = Callable[[Sequence[str], str, str], list[list[int]]]  # (texts, "query" | "document", source) -> ids
 
 
 @dataclass
@@ -45,7 +45,7 @@ class Batch:
         """Ids in flat order; queries and documents each with their own prompt and max length."""
         if self.ids is not None:  # data.pretokenize: fetched with the rows
             return self.ids
-        return tokenize(self.queries, "query") + tokenize(self.documents(), "document")
+        return tokenize(self.queries, "query", self.source) + tokenize(self.documents(), "document", self.source)
 
     @staticmethod
     def flat_ids(query_ids: list, positive_ids: list, negative_ids: list[list]) -> list[list[int]]:

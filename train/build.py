@@ -25,6 +25,7 @@ def build_model(cfg: TrainConfig) -> GTEModel:
     gte.matryoshka_dims = sorted(cfg.loss.matryoshka_dims, reverse=True)
     # The config is the truth for prompts: what training prepends is what the export tells clients to prepend.
     gte.prompts = {k: v for k, v in (("query", d.query_prompt), ("document", d.doc_prompt)) if v}
+    gte.prompts.update(source_prompt_names(d.prompts))
     fit_positions(gte, cfg)
     if m.lora.r:  # before grad checkpointing and the optimizer: from here only the adapters require grad
         try:
@@ -36,6 +37,18 @@ def build_model(cfg: TrainConfig) -> GTEModel:
         enable = getattr(b, "activation_checkpointing_enable", None) or b.gradient_checkpointing_enable
         enable({"use_reentrant": False})
     return gte.train()  # from_pretrained leaves a model in eval mode: dropout off
+
+
+def source_prompt_names(prompts: dict[str, dict[str, str]]) -> dict[str, str]:
+    """data.prompts as sentence-transformers prompt names: <source> (query side), <source>-document. An empty
+    prompt is kept: it overrides query_prompt / doc_prompt for that source."""
+    names = {}
+    for source, roles in prompts.items():
+        if "query" in roles:
+            names[source] = roles["query"]
+        if "document" in roles:
+            names[f"{source}-document"] = roles["document"]
+    return names
 
 
 def fit_positions(gte: GTEModel, cfg: TrainConfig) -> None:

@@ -89,6 +89,10 @@ class DataConfig:
     num_negatives: int = bounded(0, ge=0)
     query_prompt: str = ""  # prefix prepended to every query (also written into the export's prompts)
     doc_prompt: str = ""  # prefix prepended to every document
+    # instructions per source, {source: {query: "...", document: "..."}}: a role a source leaves out keeps
+    # query_prompt / doc_prompt. The export names them <source> and <source>-document (sentence-transformers'
+    # prompts), which `gte encode --prompt-name` and `gte eval` (beir/<source>) apply
+    prompts: dict[str, dict[str, str]] = field(default_factory=dict)
     val_rows: int = bounded(256, ge=0)  # held-out rows per source used for validation (0 = no validation)
     cache_dir: str = ""  # datasets' Arrow cache of the parquet shards; empty = <run.dir>/cache
     # tokenise every train split once into the Arrow cache (reused by later runs with the same tokenizer, prompts
@@ -216,9 +220,23 @@ class TrainConfig:
         return field_problems(self) + _check_fields(self) + _check_batch(self, world_size, zero_stage)
 
 
+def _check_prompts(d: DataConfig) -> list[str]:
+    """data.prompts: roles are query and document; with data.sources set, only those sources."""
+    errors = []
+    for source, roles in d.prompts.items():
+        bad = sorted(set(roles) - {"query", "document"})
+        if bad:
+            errors.append(f"data.prompts.{source}: roles {bad} are not query or document; e.g. "
+                          f"data.prompts.{source}.query='Represent this question: '")
+        if d.sources and source not in d.sources:
+            errors.append(f"data.prompts.{source}: not one of data.sources={list(d.sources)}; drop it or add the "
+                          "source")
+    return errors
+
+
 def _check_fields(c: TrainConfig) -> list[str]:
     """The rules a field's Bounds cannot state: a required path, a key that needs another, list contents."""
-    errors = []
+    errors = _check_prompts(c.data)
     if not c.data.train_dir:
         errors.append("data.train_dir is not set: point it at a pairs dir with manifest.json (data.train_dir=...)")
     if c.loss.uses_teacher and not c.teacher.model:

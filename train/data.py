@@ -91,13 +91,13 @@ class PairsData:
     def pretokenize(self, tokenize: Tokenize, key: str, num_proc: int = 1) -> None:
         """Tokenise every train split once into token-id columns of the Arrow cache (reused by later runs with the
         same `key`: tokenizer, prompts and max lengths), so steps fetch ids instead of running the tokenizer.
-        tokenize(texts, role) -> ids per text, role "query" or "document"."""
+        tokenize(texts, role, source) -> ids per text, role "query" or "document"."""
 
-        def add_ids(batch: dict) -> dict:
-            out = {"query_ids": tokenize(batch["query"], "query")}
-            out["positive_ids"] = tokenize(batch["positive"], "document")
+        def add_ids(batch: dict, source: str) -> dict:
+            out = {"query_ids": tokenize(batch["query"], "query", source)}
+            out["positive_ids"] = tokenize(batch["positive"], "document", source)
             if "negatives" in batch:
-                flat = tokenize([n for negs in batch["negatives"] for n in negs], "document")
+                flat = tokenize([n for negs in batch["negatives"] for n in negs], "document", source)
                 it = iter(flat)
                 out["negatives_ids"] = [[next(it) for _ in negs] for negs in batch["negatives"]]
             return out
@@ -111,7 +111,8 @@ class PairsData:
             cache = Path(arrow[0]).parent / f"tokens-{fingerprint}.arrow" if arrow else None
             with names_path(cache or self.cache_dir or "the datasets cache"):  # a full disk names the cache file
                 self._train[source] = ds.map(
-                    add_ids, batched=True, batch_size=2000, num_proc=num_proc if len(ds) > 20_000 else None,
+                    add_ids, fn_kwargs={"source": source}, batched=True, batch_size=2000,
+                    num_proc=num_proc if len(ds) > 20_000 else None,
                     new_fingerprint=fingerprint, desc=f"tokenize {source}", cache_file_name=cache and str(cache),
                 )
         self.pretokenized = True

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -20,15 +20,18 @@ class RoleTokenizer:
     doc_prompt: str
     query_max_len: int
     doc_max_len: int
+    source_prompts: dict[str, dict[str, str]] = field(default_factory=dict)  # data.prompts: {source: {role: p}}
 
-    def __call__(self, texts: Sequence[str], role: str) -> list[list[int]]:
-        """Token ids per text (special tokens included, truncated, unpadded); role is "query" or "document"."""
+    def __call__(self, texts: Sequence[str], role: str, source: str = "") -> list[list[int]]:
+        """Token ids per text (special tokens included, truncated, unpadded); role is "query" or "document";
+        source picks its own prompt from source_prompts when it has one for the role."""
         if role == "query":
             prompt, limit = self.query_prompt, self.query_max_len
         elif role == "document":
             prompt, limit = self.doc_prompt, self.doc_max_len
         else:
             raise ValueError(f"role={role!r}: expected 'query' or 'document'")
+        prompt = self.source_prompts.get(source, {}).get(role, prompt)
         enc = self.tokenizer([prompt + t for t in texts], truncation=True, max_length=int(limit), padding=False)
         return enc["input_ids"]
 
@@ -43,4 +46,6 @@ class RoleTokenizer:
         else:
             vocab = json.dumps(sorted(tok.get_vocab().items()))
         settings = [self.query_prompt, self.doc_prompt, self.query_max_len, self.doc_max_len, type(tok).__name__]
+        if self.source_prompts:  # absent from older keys, so their caches stay valid
+            settings.append({s: dict(sorted(r.items())) for s, r in sorted(self.source_prompts.items())})
         return hashlib.sha256((vocab + json.dumps(settings)).encode()).hexdigest()

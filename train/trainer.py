@@ -98,7 +98,7 @@ class Trainer:
         self.gte: GTEModel = build_model(cfg)
         d = cfg.data
         self.tokenize = RoleTokenizer(self.gte.tokenizer, d.query_prompt, d.doc_prompt, d.query_max_len,
-                                      d.doc_max_len)
+                                      d.doc_max_len, dict(d.prompts))
         with self.accelerator.main_process_first():  # the first process builds the Arrow cache, the others reuse it
             self.data = PairsData(d.train_dir, d.sources or None, d.cache_dir or self.run_dir / "cache",
                                   d.num_negatives, heldout=d.val_rows > 0, repeat_negatives=d.repeat_negatives,

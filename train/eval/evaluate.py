@@ -1,7 +1,8 @@
 """`gte eval`: evaluate a model the way users load it (the export folder), write results, update its card.
 
 Tasks: `sts-b` (STS Benchmark test, cosine Spearman), `beir` (every BEIR-format folder given with --beir or
-listed in a pairs dir's manifest: nDCG@10, MRR@10, Recall@100), and, when `mteb` is installed, `mteb-beir` (the
+listed in a pairs dir's manifest: nDCG@10, MRR@10, Recall@100; a set named like a training source gets that
+source's prompts, data.prompts, where the model has them), and, when `mteb` is installed, `mteb-beir` (the
 same BEIR sets scored by mteb's own retrieval evaluation) and `mteb:<TaskName>` (a public MTEB task whose data is
 already local; nothing is downloaded): see train/eval/mteb_task.py. Tasks, sets (every line of every BEIR folder:
 train/eval/beir_io.py), packages, MTEB data and the writability of --out and of the model card are checked before
@@ -199,8 +200,9 @@ def _task_runs(task: str, model, model_ref, sets: dict[str, Path], bf16: bool, b
         return [(STS_TASK, lambda: evaluate_sts_dims(model, dims, "test", batch_size=batch_size, bf16=bf16))]
     if task == "beir":
         searches = {precision: SEARCHES[precision] for precision in quantize or ()}
-        return [(f"beir/{name}", lambda p=path: evaluate_beir_dims(model, p, dims, batch_size=batch_size, bf16=bf16,
-                                                                   searches=searches))
+        return [(f"beir/{name}", lambda p=path, n=name: evaluate_beir_dims(
+                    model, p, dims, batch_size=batch_size, bf16=bf16, searches=searches,
+                    prompt_names=source_prompt_names(model, n)))
                 for name, path in sets.items()]
     from train.eval import mteb_task
 
@@ -210,6 +212,14 @@ def _task_runs(task: str, model, model_ref, sets: dict[str, Path], bf16: bool, b
                  lambda n=name, p=path: {model.dim: mteb_task.evaluate_local_beir(st_model(), n, p, batch_size)})
                 for name, path in sets.items()]
     return [(task, lambda: {model.dim: mteb_task.evaluate_public(st_model(), task[len("mteb:"):], batch_size)})]
+
+
+def source_prompt_names(model, source: str) -> tuple[str, str]:
+    """(query, document) prompt names for a held-out set named like a training source: that source's own prompts
+    (data.prompts, exported as <source> and <source>-document) where the model has them, else query / document."""
+    prompts = getattr(model, "prompts", None) or {}
+    return (source if source in prompts else "query",
+            f"{source}-document" if f"{source}-document" in prompts else "document")
 
 
 def _sentence_transformer(model_ref: str | Path):

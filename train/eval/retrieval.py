@@ -93,20 +93,21 @@ def evaluate_beir(model, beir_dir: str | Path, batch_size: int = 64, bf16: bool 
 def evaluate_beir_dims(model, beir_dir: str | Path, dims: Sequence[int] | None, batch_size: int = 64,
                        bf16: bool = False, split: str = "test", top_k: int = TOP_K,
                        ignore_identical_ids: bool = False,
-                       searches: Mapping[str, Callable] | None = None) -> dict[int | tuple[int, str], dict]:
+                       searches: Mapping[str, Callable] | None = None,
+                       prompt_names: tuple[str, str] = ("query", "document")) -> dict[int | tuple[int, str], dict]:
     """{dim: metrics} at the full dim and at each of dims (embeddings truncated, see train.eval.dims), and
     {(dim, precision): metrics} for each {precision: search function} of searches at each of those dims (the
     embeddings held at that precision: train.eval.quantized.SEARCHES); the texts are encoded once. Metrics include
     absent_judged_docs when some judged documents are not in the corpus (they count as relevant and never
-    retrieved, see train/eval/beir_io.py)."""
+    retrieved, see train/eval/beir_io.py). prompt_names: the model's prompts for the queries and the documents."""
     data = read_beir(beir_dir, split)
     corpus, queries, qrels = data.corpus, data.queries, data.qrels
     absent = {"absent_judged_docs": len(data.absent_docs)} if data.absent_docs else {}
     doc_ids, qids = list(corpus), list(queries)
-    q_emb = model.encode([queries[q] for q in qids], batch_size=batch_size, normalize=True, prompt_name="query",
-                         bf16=bf16)  # [Q, dim]
-    d_emb = model.encode([corpus[d] for d in doc_ids], batch_size=batch_size, normalize=True, prompt_name="document",
-                         bf16=bf16)  # [N, dim]
+    q_emb = model.encode([queries[q] for q in qids], batch_size=batch_size, normalize=True,
+                         prompt_name=prompt_names[0], bf16=bf16)  # [Q, dim]
+    d_emb = model.encode([corpus[d] for d in doc_ids], batch_size=batch_size, normalize=True,
+                         prompt_name=prompt_names[1], bf16=bf16)  # [N, dim]
     by_dim: dict[int | tuple[int, str], dict] = {}
     for dim in dims_to_run(model.dim, dims):
         for precision, searcher in [(None, search), *(searches or {}).items()]:
