@@ -26,6 +26,7 @@ import numpy as np
 
 from data_prep.knn import IndexConfig, build_index, exact_scores, pair_scores, search
 from gte_model import load_model
+from gte_model.core.config import bounded
 from gte_model.core.text import content_hash64, fold_hash64, mix64
 from gte_model.embed_cache import embed_cached, resolve_prompt
 from gte_model.embed_config import EmbedConfig
@@ -37,21 +38,14 @@ class FilterConfig:
 
     enabled: bool = False  # run the filter at all
     model: str = "all-MiniLM-L6-v2"  # an already-trained embedder: preset name, packaged name or folder
-    top_k: int = 2  # keep a pair iff fewer than top_k pool docs outscore its positive (E5 and nomic used 2)
-    pool_size: int = 0  # pool docs per source, a seeded sample of its unique positives; 0 = all of them
-    max_blocked: int = 64  # extra neighbours fetched to step over the query's own positives
+    # keep a pair iff fewer than top_k pool docs outscore its positive (E5 and nomic used 2)
+    top_k: int = bounded(2, ge=1, hint="2 keeps a positive ranked first or second")
+    # pool docs per source, a seeded sample of its unique positives; 0 = all of them
+    pool_size: int = bounded(0, ge=0, hint="0 = all")
+    max_blocked: int = bounded(64, ge=0)  # extra neighbours fetched to step over the query's own positives
     seed: int = 0  # the seed of the pool sample
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
-
-    def validate(self, prefix: str = "filter.") -> list[str]:
-        errors = []
-        if self.top_k < 1:
-            errors.append(f"{prefix}top_k={self.top_k}: must be >= 1 (2 keeps a positive ranked first or second)")
-        for name in ("pool_size", "max_blocked"):
-            if getattr(self, name) < 0:
-                errors.append(f"{prefix}{name}={getattr(self, name)}: must be >= 0 (pool_size 0 = all)")
-        return errors + self.embed.validate(prefix + "embed.") + self.index.validate(prefix + "index.")
 
 
 @dataclass

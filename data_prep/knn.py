@@ -24,30 +24,25 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from gte_model.core.config import bounded
+
 
 @dataclass
 class IndexConfig:
     """How the corpus is indexed and searched."""
 
-    ivf_threshold: int = 200_000  # corpora with at least this many docs use IVF (approximate); smaller: exact
-    nlist: int = 0  # IVF lists; 0 = 4*sqrt(n)
-    nprobe: int = 32  # IVF lists visited per query: higher = closer to exact, slower
-    train_points_per_list: int = 64  # k-means sample size = this x nlist (seeded), bounds IVF training time
-    query_chunk: int = 4096  # queries per faiss call: bounds memory at query_chunk x candidates
-    num_threads: int = 0  # faiss OpenMP threads; 0 = faiss default (all cores). Output does not depend on it
+    # corpora with at least this many docs use IVF (approximate); smaller: exact
+    ivf_threshold: int = bounded(200_000, ge=1)
+    nlist: int = bounded(0, ge=0, hint="0 = automatic")  # IVF lists; 0 = 4*sqrt(n)
+    nprobe: int = bounded(32, ge=1)  # IVF lists visited per query: higher = closer to exact, slower
+    # k-means sample size = this x nlist (seeded), bounds IVF training time
+    train_points_per_list: int = bounded(64, ge=1)
+    query_chunk: int = bounded(4096, ge=1)  # queries per faiss call: bounds memory at query_chunk x candidates
+    # faiss OpenMP threads; 0 = faiss default (all cores). Output does not depend on it
+    num_threads: int = bounded(0, ge=0, hint="0 = automatic")
     seed: int = 0  # k-means seed and training-sample seed
     # contiguous corpus shards, one index each (ivf_threshold applies per shard); each query searches all of them
-    shards: int = 1
-
-    def validate(self, prefix: str = "index.") -> list[str]:
-        errors = []
-        for name in ("ivf_threshold", "nprobe", "train_points_per_list", "query_chunk", "shards"):
-            if getattr(self, name) < 1:
-                errors.append(f"{prefix}{name}={getattr(self, name)}: must be >= 1")
-        for name in ("nlist", "num_threads"):
-            if getattr(self, name) < 0:
-                errors.append(f"{prefix}{name}={getattr(self, name)}: must be >= 0 (0 = automatic)")
-        return errors
+    shards: int = bounded(1, ge=1)
 
 
 def set_threads(num_threads: int) -> None:

@@ -103,8 +103,7 @@ class MineConfig:
                               ".jsonl ('text') or .parquet")
         if self.filter.enabled and not self.filter.model:
             errors.append("filter.model is not set: name the model that filters, or set filter.enabled=false")
-        return (field_problems(self) + errors + self.negatives.validate() + self.embed.validate()
-                + self.index.validate() + self.filter.validate("filter.") + self.teacher.validate())
+        return field_problems(self) + errors + self.negatives.validate()
 
 
 def _same_or_inside(path: Path, folder: Path) -> bool:

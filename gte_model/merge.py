@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from gte_model.core.config import bounded, field_problems
 from gte_model.core.errors import UserError
 from gte_model.model import GTEModel
 from gte_model.presets import PRESETS
@@ -31,9 +32,9 @@ from gte_model.presets import PRESETS
 @dataclass
 class FitConfig:
     data: list[str] = field(default_factory=list)  # pairs dirs whose train rows are the examples ([] = no fit)
-    rows: int = 64  # examples per task (source)
-    step: float = 0.1  # grid step of the weights
-    batch_size: int = 64  # texts per encode batch while fitting
+    rows: int = bounded(64, ge=2, hint="in-batch retrieval needs candidates")  # examples per task (source)
+    step: float = bounded(0.1, gt=0, le=0.5, hint="e.g. 0.1 or 0.05")  # grid step of the weights; divides 1 evenly
+    batch_size: int = bounded(64, ge=1)  # texts per encode batch while fitting
 
 
 @dataclass
@@ -58,11 +59,10 @@ class MergeConfig:
             errors.append(f"weights={self.weights}: must be >= 0 and sum to 1")
         if not self.weights and not self.fit.data:
             errors.append("weights=[] and fit.data=[]: give the weights or pairs dirs to fit them on (fit.data=[...])")
-        if not 0 < self.fit.step <= 0.5 or abs(round(1 / self.fit.step) * self.fit.step - 1) > 1e-9:
+        # a grid step that does not divide 1 leaves the weights' simplex with no point summing to 1
+        if 0 < self.fit.step <= 0.5 and abs(round(1 / self.fit.step) * self.fit.step - 1) > 1e-9:
             errors.append(f"fit.step={self.fit.step}: must divide 1 evenly, e.g. 0.1 or 0.05")
-        if self.fit.rows < 2:
-            errors.append(f"fit.rows={self.fit.rows}: must be >= 2 (in-batch retrieval needs candidates)")
-        return errors
+        return field_problems(self) + errors
 
 
 def merge_models(models: Sequence[GTEModel], weights: Sequence[float]) -> GTEModel:

@@ -249,7 +249,7 @@ def _check_fields(c: TrainConfig) -> list[str]:
             f"optim.warmup_steps={c.optim.warmup_steps} exceeds train.max_steps={c.train.max_steps}: "
             "the learning rate would never reach optim.lr; lower optim.warmup_steps"
         )
-    return errors + _check_matryoshka(c.loss) + c.teacher.validate() + _check_extras(c)
+    return errors + _check_matryoshka(c.loss) + _check_extras(c)
 
 
 def _check_extras(c: TrainConfig) -> list[str]:
