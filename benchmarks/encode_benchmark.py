@@ -80,7 +80,7 @@ def prepare_model(name: str, work: Path) -> str:
     folder = model_folder(name)
     if folder is not None and (folder / "onnx" / "model_qint8.onnx").is_file():
         return str(folder)
-    from gte_model.commands import export_main
+    from gte_model.export import export_main
 
     export_main([name, str(work / "export"), "--onnx", "int8"])
     return str(work / "export")

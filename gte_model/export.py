@@ -20,21 +20,26 @@ The folder is built as `.<out>.gte-tmp-<pid>@<host>` beside its destination and 
 next export into the same parent removes those a killed process left behind. An existing folder is replaced only
 when the same command built it and overwrite is asked for (`--overwrite`; core.atomic.check_replaceable).
 
-CPU example:  gte export all-MiniLM-L6-v2 runs/minilm-export [--overwrite]
+`gte export SRC OUT` (export_main) writes a preset, packaged model or model folder this way.
+
+CPU example:  gte export all-MiniLM-L6-v2 runs/minilm-export [--overwrite] [--onnx int8]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 from safetensors.torch import save_file
 
 from gte_model.card import render_card
-from gte_model.core.atomic import build_dir, write_json, write_text
+from gte_model.core.atomic import build_dir, check_replaceable, write_json, write_text
 from gte_model.core.errors import UserError
+from gte_model.load import load_model
 from gte_model.lora import adapter_files, lora_settings, without_lora
 from gte_model.model import GTEModel, count_non_finite
+from gte_model.onnx_export import ONNX_FORMS, require_onnx, write_onnx
 from gte_model.rotate import DENSE_ACTIVATION, DENSE_WEIGHT
 
 META_FILE = "gte_export.json"
@@ -86,9 +91,6 @@ def export_model(
             "eval_results": eval_results or {},
         }
         if onnx is not None:
-            from gte_model.load import load_model
-            from gte_model.onnx_export import write_onnx
-
             meta["onnx"] = write_onnx(load_model(tmp), tmp, onnx)
         write_json(tmp / META_FILE, meta)
         write_text(tmp / "README.md", render_card(meta))
@@ -164,3 +166,31 @@ def _write_st(model: GTEModel, folder: Path) -> None:
         folder / "config_sentence_transformers.json",
         {"prompts": model.prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"},
     )
+
+
+def export_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="gte export", description="Export a model to a loadable folder.")
+    parser.add_argument("src", help="preset, packaged short name or model folder")
+    parser.add_argument("out", help="output folder (created atomically)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it is an earlier gte export")
+    parser.add_argument("--max-seq-len", type=int, default=None, help="override the max sequence length")
+    parser.add_argument("--pooling", choices=["mean", "cls"], default=None)
+    parser.add_argument("--no-normalize", action="store_true", help="export without the L2 normalisation module")
+    parser.add_argument("--onnx", nargs="?", const="fp32", choices=ONNX_FORMS, default=None,
+                        help="also write the ONNX graph: fp32 (default) or int8 (fp32 + int8 weights) under OUT/onnx/")
+    parser.add_argument("--push", metavar="REPO", default=None,
+                        help="then upload OUT to the Hugging Face Hub model repo REPO (needs a token and a network)")
+    args = parser.parse_args(argv)
+    check_replaceable(args.out, "OUT", "gte export", args.overwrite, "--overwrite")  # before the slow load
+    if args.onnx:
+        require_onnx("--onnx")
+    model = load_model(
+        args.src, pooling=args.pooling, max_seq_len=args.max_seq_len, normalize=False if args.no_normalize else None
+    )
+    out = export_model(model, args.out, key="OUT", overwrite=args.overwrite, onnx=args.onnx)
+    print(f"exported {args.src} -> {out}")
+    if args.push:
+        from gte_model.hub import push_folder
+
+        print(f"pushed {out} -> {push_folder(out, args.push)}")
+    return 0

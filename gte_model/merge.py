@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from gte_model.core.config import bounded, field_problems
+from gte_model.core.atomic import check_replaceable
+from gte_model.core.config import ConfigError, bounded, config_from_argv, field_problems
 from gte_model.core.errors import UserError
+from gte_model.core.pairs import fit_examples
+from gte_model.export import export_model
+from gte_model.load import load_model
 from gte_model.model import GTEModel
 from gte_model.presets import PRESETS
 
@@ -129,3 +133,34 @@ def fit_weights(models: Sequence[GTEModel], tasks: dict[str, tuple[list[str], li
         log(f"[merge] weights {list(weights)}: mean {np.mean(list(table[weights].values())):.4f}")
     best = max(table, key=lambda w: (np.mean(list(table[w].values())), w))  # ties: more weight on earlier models
     return best, table
+
+
+def merge_main(argv: list[str]) -> int:
+    """`gte merge [CONFIG.yaml] models=[a,b] weights=[...] out_dir=...`."""
+    cfg = config_from_argv(MergeConfig, argv, __doc__)
+    if cfg is not None:
+        run_merge(cfg)
+    return 0
+
+
+def run_merge(cfg: MergeConfig, log: Callable[[str], object] = print) -> tuple[float, ...]:
+    """Merge cfg.models with cfg.weights, or weights fit on cfg.fit.data; export to cfg.out_dir with the weights (and
+    the fit's scores) in its gte_export.json. Returns the weights."""
+    errors = cfg.validate()
+    if not cfg.out_dir:
+        errors.append("out_dir is not set: pass out_dir=<folder for the merged model>")
+    if errors:
+        raise ConfigError("invalid merge config:\n  " + "\n  ".join(errors))
+    check_replaceable(cfg.out_dir, "out_dir", "gte merge", cfg.overwrite)  # before loading and fitting
+    models = [load_model(name) for name in cfg.models]
+    weights, table = tuple(cfg.weights), {}
+    if not weights:
+        tasks = fit_examples(cfg.fit.data, cfg.fit.rows, key="fit.data", purpose="fit the merge weights on")
+        weights, table = fit_weights(models, tasks, cfg.fit.step, cfg.fit.batch_size, cfg.bf16, log=log)
+    merged = merge_models(models, weights)
+    record = {"merge": {"models": list(cfg.models), "weights": list(weights),
+                        "fit": {",".join(map(str, w)): s for w, s in table.items()}}}
+    export_model(merged, cfg.out_dir, train_config=record, key="out_dir", what="gte merge", overwrite=cfg.overwrite,
+                 flag="overwrite=true")
+    log(f"[merge] weights {list(weights)} -> {cfg.out_dir}")
+    return weights

@@ -7,7 +7,7 @@ but embeddings cut to their first d dims (Matryoshka-style truncation, sentence-
 d directions that matter most instead of d arbitrary ones: what truncated nDCG@10 it keeps on the quickstart's final
 model, with no training, is in benchmarks/README.md, "Rotation instead of Matryoshka".
 
-  gte rotate runs/quickstart/merged runs/rotated --data runs/quickstart/data/pairs      # 600 rows per source
+  gte rotate runs/quickstart/merged runs/rotated --data runs/quickstart/data/pairs   # gte_model.rotate_cli
 
 The rotation lives in the model (GTEModel.rotation, applied after pooling, in fp32) and in the export as
 sentence-transformers' Dense module (no bias, identity activation), so SentenceTransformer gives the same vectors;

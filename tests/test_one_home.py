@@ -22,3 +22,12 @@ def test_each_rule_is_written_in_its_one_home(pattern):
     spelled = sorted(str(path.relative_to(ROOT)) for path in project_modules().values()
                      if re.search(pattern, path.read_text()))
     assert spelled == [HOMES[pattern]]
+
+
+def test_each_gte_command_is_served_by_its_own_module():
+    """A command's main sits beside the code it runs, not in a module shared by several command lines."""
+    from train.app.cli import COMMANDS
+
+    modules = [target.partition(":")[0] for target in COMMANDS.values()]
+    assert sorted(m for m in set(modules) if modules.count(m) > 1) == []
+    assert set(modules) <= set(project_modules())

@@ -10,9 +10,8 @@ import pytest
 import yaml
 
 from gte_model.card import render_card
-from gte_model.commands import export_main
 from gte_model.core.errors import UserError
-from gte_model.export import export_model, update_eval_results
+from gte_model.export import export_main, export_model, update_eval_results
 from tests.conftest import make_tiny_model
 
 

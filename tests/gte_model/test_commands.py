@@ -9,8 +9,9 @@ import sys
 import pytest
 
 from gte_model import export_model
-from gte_model.commands import encode_main, export_main
 from gte_model.core.errors import UserError
+from gte_model.encode import encode_main
+from gte_model.export import export_main
 
 
 def gte(argv, capsys) -> tuple[int, str]:

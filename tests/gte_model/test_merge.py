@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from gte_model import load_model
-from gte_model.commands import merge_main
 from gte_model.core.errors import UserError
 from gte_model.export import export_model
-from gte_model.merge import fit_weights, merge_models, weight_grid
+from gte_model.merge import fit_weights, merge_main, merge_models, weight_grid
 from tests.conftest import make_tiny_model
 from tests.data_prep.helpers import sentences, write_pairs_dir
 

@@ -172,7 +172,7 @@ def test_gte_encode_reports_a_bad_model_folder_in_one_line(export, capsys):
 
 @pytest.mark.parametrize("preset", ["tiny", "gte-small"])
 def test_gte_merge_refuses_a_preset_because_it_is_a_fresh_random_model(export, tmp_path, preset):
-    from gte_model.commands import merge_main
+    from gte_model.merge import merge_main
 
     with pytest.raises(UserError, match=rf"models\.0={preset}: a size preset is a random model, not a saved one"):
         merge_main([f"models=[{preset},{export}]", "weights=[0.5,0.5]", f"out_dir={tmp_path / 'merged'}"])

@@ -14,9 +14,9 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from gte_model import load_model
-from gte_model.commands import encode_main, export_main
 from gte_model.core.errors import UserError
-from gte_model.export import export_model
+from gte_model.encode import encode_main
+from gte_model.export import export_main, export_model
 from gte_model.onnx_export import ONNX_FILES, OUTPUTS, PARITY_MIN_COSINE, OnnxEncoder, load_onnx
 from gte_model.rotate import fit_rotation, rotated
 from tests.conftest import MIXED_TEXTS, make_tiny_model

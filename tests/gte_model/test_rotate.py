@@ -12,12 +12,12 @@ from sentence_transformers import SentenceTransformer
 
 from gte_model import load_model
 from gte_model.assets import ModelLoadError
-from gte_model.commands import rotate_main
 from gte_model.core.errors import UserError
-from gte_model.fingerprint import model_fingerprint
 from gte_model.export import export_model
+from gte_model.fingerprint import model_fingerprint
 from gte_model.merge import merge_models
 from gte_model.rotate import captured, fit_rotation, principal_axes, rotated
+from gte_model.rotate_cli import rotate_main
 from tests.conftest import make_tiny_model
 from tests.data_prep.helpers import sentences, write_pairs_dir
 from train.eval.dims import truncate

@@ -11,9 +11,9 @@ import pytest
 from sentence_transformers import SentenceTransformer
 
 from gte_model import load_model
-from gte_model.commands import encode_main
 from gte_model.core.config import ConfigError, load_config
 from gte_model.core.errors import UserError
+from gte_model.encode import encode_main
 from gte_model.export import export_model
 from train.batch import Batch
 from train.build import build_model

@@ -34,10 +34,10 @@ from train.preempt import EXIT_PREEMPTED, Preempted
 
 # Each subcommand lives with its code; imported lazily so `gte encode` does not pay for faiss or deepspeed.
 COMMANDS = {
-    "encode": "gte_model.commands:encode_main",
-    "export": "gte_model.commands:export_main",
-    "merge": "gte_model.commands:merge_main",
-    "rotate": "gte_model.commands:rotate_main",
+    "encode": "gte_model.encode:encode_main",
+    "export": "gte_model.export:export_main",
+    "merge": "gte_model.merge:merge_main",
+    "rotate": "gte_model.rotate_cli:rotate_main",
     "prep": "data_prep.prep:main",
     "mine": "data_prep.mine:main",
     "train": "train.loop:main",

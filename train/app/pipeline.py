@@ -35,14 +35,14 @@ from pathlib import Path
 
 from data_prep.mine import MineConfig, embed_cache_dir, mine
 from data_prep.prep import PrepConfig, prep
-from gte_model.commands import run_merge, run_rotate
 from gte_model.core.atomic import build_dir, claim_dir
 from gte_model.core.config import ConfigError, config_from_argv, dump_config, save_config
 from gte_model.core.lock import hold
 from gte_model.core.memory import children_peak_rss_mb, peak_rss_mb, release_free_memory, reset_peak
 from gte_model.core.pairs import MANIFEST_FILE, beir_dirs
 from gte_model.core.record import Record, defaults_of, describe, digest_json, flatten, read_record, write_record
-from gte_model.merge import MergeConfig
+from gte_model.merge import MergeConfig, run_merge
+from gte_model.rotate_cli import run_rotate
 from train.app.report import PHASES_DIR, write_report
 from train.config import TrainConfig
 from train.eval.evaluate import evaluate

@@ -11,11 +11,10 @@ import pytest
 
 from data_prep.prep import prep
 from gte_model import export_model
-from gte_model.commands import run_merge
 from gte_model.core.atomic import owner
 from gte_model.core.errors import UserError
 from gte_model.core.lock import HOST
-from gte_model.merge import MergeConfig
+from gte_model.merge import MergeConfig, run_merge
 from tests.data_prep.helpers import prep_config, write_prep_sources
 from train.app.cli import main as gte
 

@@ -109,7 +109,7 @@ def test_a_sha256_list_that_does_not_match_the_files_is_refused(tmp_path):
 
 
 def test_the_rotation_and_merge_fit_refuse_a_damaged_shard_too(tmp_path):
-    from gte_model.commands import fit_examples
+    from gte_model.core.pairs import fit_examples
 
     folder = _write(tmp_path / "pairs")
     assert set(fit_examples([str(folder)], 2, "--data", "fit")) == {"pairs/alpha", "pairs/beta"}
