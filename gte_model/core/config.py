@@ -149,6 +149,12 @@ def config_from_argv(schema: type[T], argv: list[str] | None, usage: str, comman
         return None
     show = SHOW_CONFIG in argv
     argv = [a for a in argv if a != SHOW_CONFIG]
+    flags = [a for a in argv if a.startswith("--") and "=" not in a]
+    if flags:  # a config command's only flags are --help and --show-config; `--max-steps 3` is not a config path
+        name = flags[0][2:].replace("-", "_")
+        keys = [k for k in _all_keys(schema) if k.rsplit(".", 1)[-1] == name] or ["KEY"]
+        raise ConfigError(f"{flags[0]}: this command takes key=value overrides, not flags; write {keys[0]}=VALUE "
+                          "(`--show-config` lists every key)")
     path = argv.pop(0) if argv and "=" not in argv[0] else None
     if show:  # the values as loaded, before the rules between keys: a config still being written can be listed
         from gte_model.core.config_show import show_config

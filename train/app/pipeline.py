@@ -1,7 +1,7 @@
 """The whole pipeline in one command: prep -> stage 1 -> mine -> stage 2 -> [merge] -> export [rotated] -> evaluate ->
 report.
 
-  gte run configs/quickstart.yaml                      # the README's main command (its wall time: README)
+  gte run configs/quickstart.yaml                      # the README's main command (wall time: benchmarks/README.md)
   gte run configs/quickstart.yaml run.dir=runs/qs2 stage1.train.max_steps=10   # any key of any phase
 
 Each phase records completion in <run.dir>/phases/<phase>.json (its config section, the upstream phases' digest,

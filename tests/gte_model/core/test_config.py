@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from gte_model.core.config import ConfigError, bounded, dump_config, field_problems, load_config
+from gte_model.core.config import ConfigError, bounded, config_from_argv, dump_config, field_problems, load_config
 from gte_model.core.config_yaml import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH
 
 
@@ -196,3 +196,11 @@ def test_a_value_of_the_wrong_shape_or_size_is_one_problem_naming_the_key(overri
     with pytest.raises(ConfigError) as err:
         _load(override)
     assert message in str(err.value) and len(str(err.value).splitlines()) == 2
+
+
+def test_a_flag_given_to_a_config_command_names_the_key_to_write_instead():
+    with pytest.raises(ConfigError, match=r"--steps: this command takes key=value overrides, not flags; write "
+                                          r"run\.steps=VALUE"):
+        config_from_argv(Schema, ["--steps", "3"], "usage")
+    with pytest.raises(ConfigError, match=r"--nope: .* write KEY=VALUE"):
+        config_from_argv(Schema, ["c.yaml", "--nope"], "usage")
