@@ -103,3 +103,12 @@ def make_tiny_family_model(folder, family: str, seed: int = 0):
     backbone = AutoModel.from_config(configs[family]())
     # max_seq_len: the positions the backbone has (80, less RoBERTa's and MPNet's offset), which the loader enforces
     return GTEModel(backbone, tokenizer, base_model=f"tiny-{family}", max_seq_len=max_positions(backbone)).train()
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (tiny models: less contention when tests run beside each other)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -8,26 +8,19 @@ import shutil
 
 import pyarrow.parquet as pq
 import pytest
-import torch
 from safetensors.torch import load_file, save_file
 
-from tests.train.tinydata import tiny_args, write_tiny_pairs
-from train.app.cli import main as gte
+from tests.train.tinydata import train_tiny, write_tiny_pairs
 
 SHORT = ("train.max_steps=3", "train.checkpoint_every=0", "train.eval_every=0", "optim.warmup_steps=1",
          "data.val_rows=0")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train(run_dir, pairs, *overrides) -> int:
-    return gte(["train", *tiny_args(run_dir, pairs, *SHORT, f"data.cache_dir={run_dir}.cache", *overrides)])
+    return train_tiny(run_dir, pairs, *SHORT, *overrides)
 
 
 def test_a_finished_run_is_the_same_run_on_an_identical_copy_of_its_data_and_continues_on_it(tmp_path, capsys):

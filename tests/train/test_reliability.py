@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from tests.train.tinydata import tiny_args, write_tiny_pairs
+from tests.train.tinydata import tiny_args, train_tiny, write_tiny_pairs
 from train.app.cli import main as gte
 from train.checkpoint import list_checkpoints
 from train.metrics import read_metrics
@@ -30,16 +30,11 @@ def pairs(tmp_path_factory):
     return write_tiny_pairs(tmp_path_factory.mktemp("pairs"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train(run_dir, pairs, *overrides) -> int:
-    return gte(["train", *tiny_args(run_dir, pairs, *SHORT, f"data.cache_dir={run_dir}.cache", *overrides)])
+    return train_tiny(run_dir, pairs, *SHORT, *overrides)
 
 
 def weights(run_dir):

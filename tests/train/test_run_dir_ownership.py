@@ -12,13 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from gte_model.core.atomic import OWNER_FILE, owner
 from gte_model.core.lock import HOST
 from gte_model.core.record import RECORD_FILE, read_record
-from tests.train.tinydata import tiny_args, write_tiny_pairs
-from train.app.cli import main as gte
+from tests.train.tinydata import train_tiny, write_tiny_pairs
 from train.checkpoint import list_checkpoints
 
 SHORT = ("train.max_steps=4", "train.checkpoint_every=2", "train.eval_every=0", "optim.warmup_steps=1",
@@ -37,16 +35,11 @@ def pairs(tmp_path_factory):
     return write_tiny_pairs(tmp_path_factory.mktemp("pairs"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train(run_dir, pairs, *overrides) -> int:
-    return gte(["train", *tiny_args(run_dir, pairs, *SHORT, f"data.cache_dir={run_dir}.cache", *overrides)])
+    return train_tiny(run_dir, pairs, *SHORT, *overrides)
 
 
 def files(folder) -> dict:

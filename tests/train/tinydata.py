@@ -61,6 +61,13 @@ def tiny_args(run_dir: str | Path, pairs_dir: str | Path, *overrides: str) -> li
     return [str(TINY_CONFIG), f"run.dir={run_dir}", f"data.train_dir={pairs_dir}", "log.wandb=off", *overrides]
 
 
+def train_tiny(run_dir: str | Path, pairs_dir: str | Path, *overrides: str) -> int:
+    """`gte train` in this process on the tiny config, with a data cache beside the run dir; its exit code."""
+    from train.app.cli import main as gte
+
+    return gte(["train", *tiny_args(run_dir, pairs_dir, f"data.cache_dir={run_dir}.cache", *overrides)])
+
+
 def train_command(processes: int = 1) -> list[str]:
     """`gte train` as a subprocess: in one process, or as gloo DDP over `processes` CPU processes (accelerate's
     torchrun launcher; the trainer's Accelerator picks gloo without CUDA). Append tiny_args(...)."""
