@@ -14,6 +14,7 @@ from pathlib import Path
 from data_prep import paths
 from data_prep.clean import LengthBounds
 from data_prep.dedup import DedupConfig
+from data_prep.documents import DocumentsConfig
 from data_prep.engine import ENGINE_HINT, ENGINES, RayConfig
 from data_prep.readers import FORMATS, TEXT_FORMATS, format_problem
 from data_prep.sources import BUILTIN_SOURCES, DEDUP_ON
@@ -37,6 +38,10 @@ class FileSource:
     source: str | None = None  # a column naming each row's source (overrides name); unset: every row is `name`
     key: str | None = None  # unset: the query text is the key
     strip_html: bool = False  # remove HTML tags and entities while cleaning
+    # pairs: rows are (query, positive) pairs (the columns above); documents: rows, or the .txt/.md/.html files of
+    # a folder, are documents turned into pairs by query makers (the `documents` section; data_prep.documents)
+    kind: str = bounded("pairs", choices=("pairs", "documents"))
+    documents: DocumentsConfig = field(default_factory=DocumentsConfig)  # kind=documents only
 
 
 @dataclass
@@ -129,6 +134,8 @@ def _files_problems(cfg: PrepConfig) -> list[str]:
                           "'_' or '-' (no '/', no leading '.')")
         if spec.name in BUILTIN_SOURCES and spec.name in cfg.sources:
             errors.append(f"{where}.name={spec.name!r}: also a built-in source in `sources`; choose another name")
+        if spec.kind == "documents":
+            errors += spec.documents.problems(f"{where}.documents")
         if spec.path and not paths.exists(spec.path):
             errors.append(f"{where}.path={spec.path}: does not exist; check the path")
         elif spec.path and spec.format in TEXT_FORMATS and Path(spec.path).is_dir():

@@ -131,16 +131,9 @@ def read_records(path: str | Path, fields: FieldMap, source: str, fmt: str = "au
     if not path.exists():
         raise ReaderError(f"{path}: does not exist (source {source!r}); check the path in files")
     fmt = detect_format(path) if fmt == "auto" else fmt
-    rows = {"jsonl": _jsonl_rows, "csv": _csv_rows, "tsv": _csv_rows, "parquet": _parquet_rows,
-            "hf_disk": _hf_rows}.get(fmt)
-    if rows is None:
-        raise ReaderError(f"{path}: format={fmt!r}; use one of {', '.join(FORMATS)} or auto")
-    if fmt in TEXT_FORMATS and path.is_dir():
-        raise ReaderError(f"{path}: is a folder, but format={fmt} reads one file; name the file, or use "
-                          "format=hf_disk for a folder written by datasets' save_to_disk")
     stats = stats if stats is not None else ReadStats()
     batch: list[dict] = []
-    for line, row in rows(path, fmt):
+    for line, row in iter_rows(path, fmt):
         try:
             if isinstance(row, Exception):
                 raise row
@@ -160,6 +153,18 @@ def read_records(path: str | Path, fields: FieldMap, source: str, fmt: str = "au
             batch = []
     if batch:
         yield batch
+
+
+def iter_rows(path: Path, fmt: str) -> Iterator[tuple[int, dict | RowProblem]]:
+    """(line or row number, raw row or the RowProblem that row has) of one file or saved folder in format `fmt`."""
+    rows = {"jsonl": _jsonl_rows, "csv": _csv_rows, "tsv": _csv_rows, "parquet": _parquet_rows,
+            "hf_disk": _hf_rows}.get(fmt)
+    if rows is None:
+        raise ReaderError(f"{path}: format={fmt!r}; use one of {', '.join(FORMATS)} or auto")
+    if fmt in TEXT_FORMATS and path.is_dir():
+        raise ReaderError(f"{path}: is a folder, but format={fmt} reads one file; name the file, or use "
+                          "format=hf_disk for a folder written by datasets' save_to_disk")
+    return rows(path, fmt)
 
 
 # ---- text formats: bytes in, one decoded line at a time ---------------------------------------------------------

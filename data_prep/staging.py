@@ -26,6 +26,7 @@ import numpy as np
 from data_prep import paths
 from data_prep.clean import DROP_REASONS, LengthBounds, clean_record
 from data_prep.dedup import DedupConfig, Signer
+from data_prep.documents import document_batches
 from data_prep.engine import Engine
 from data_prep.prep_config import FileSource, PrepConfig, dedup_by_positive, iter_config_sources, source_cap
 from data_prep.readers import FieldMap, ReadStats, read_records
@@ -129,6 +130,10 @@ def _spec_batches(cfg: PrepConfig, name: str, spec: FileSource | None, stats: Re
         for batch in _batches(records, cfg.batch_size):
             stats.rows += len(batch)
             yield batch
+        return
+    if spec.kind == "documents":
+        yield from document_batches(spec.path, spec.documents, name, spec.format, cfg.seed, cfg.on_error,
+                                    cfg.batch_size, stats)
         return
     fields = FieldMap(spec.query, spec.positive, spec.negatives, spec.source, spec.key)
     yield from read_records(spec.path, fields, name, spec.format, cfg.on_error, cfg.batch_size, stats)
