@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, save_file
 
 from gte_model.core.atomic import apply_umask, fsync_dir, write_json
 from gte_model.core.errors import UserError
@@ -94,7 +94,7 @@ def save_checkpoint(accelerator, model, optimizer, run_dir: str | Path, step: in
         if _deepspeed(accelerator):
             accelerator.save_state(str(tmp / "deepspeed"))
         elif accelerator.is_main_process:
-            save_model(accelerator.unwrap_model(model), str(tmp / "model.safetensors"))
+            save_file(own_storage(accelerator.unwrap_model(model).state_dict()), str(tmp / "model.safetensors"))
             _save_optimizer(optimizer, tmp)
         _save_rng(tmp, accelerator.process_index)
     except Exception as exc:
@@ -114,6 +114,19 @@ def save_checkpoint(accelerator, model, optimizer, run_dir: str | Path, step: in
         prune_checkpoints(run_dir, keep)
     barrier()
     return final
+
+
+def own_storage(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict with every tensor that shares its storage with another one copied into its own: safetensors
+    refuses shared storage, and loaders split fused weights into views of one tensor (transformers' GTE and NomicBERT
+    folders: q/k/v and the GLU's up/gate projections are chunks of one fused matrix). Tied weights are written once
+    per name; load_state_dict copies each back into the one tensor, so a resume is exact either way."""
+    users: dict[int, int] = {}
+    for tensor in state.values():
+        key = tensor.untyped_storage().data_ptr()
+        users[key] = users.get(key, 0) + 1
+    return {name: (t.detach().clone() if users[t.untyped_storage().data_ptr()] > 1 else t.detach()).contiguous()
+            for name, t in state.items()}
 
 
 def _save_optimizer(optimizer, folder: Path) -> None:
@@ -198,7 +211,7 @@ def load_checkpoint(accelerator, model, optimizer, ckpt: Checkpoint) -> dict:
     if _deepspeed(accelerator):
         accelerator.load_state(str(path / "deepspeed"))
     else:
-        load_model(accelerator.unwrap_model(model), str(path / "model.safetensors"))
+        accelerator.unwrap_model(model).load_state_dict(load_file(str(path / "model.safetensors")))
         _load_optimizer(optimizer, path)
     if ckpt.exact:
         _load_rng(path, accelerator.process_index)
