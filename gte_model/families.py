@@ -13,7 +13,9 @@ one layer on [T, H], and the final norm. They differ in:
     pre-norm layers, a GLU feed-forward, local layers attending within local_attention // 2 positions either side,
     a final norm; no token types.
 The families with a bias (MPNet) or a window (ModernBERT's local layers) run the grouped attention on CUDA too.
-Any other backbone (remote code included) is not packed: the trainer uses padded chunks and says so.
+Any other encoder whose attention goes through transformers' attention interface (GTE v1.5 / mGTE, NomicBERT, remote
+code that declares it) runs unpadded by one generic mechanism, gte_model.unpadded; the rest (decoders, models with
+their own attention code) are not packed: the trainer uses padded chunks and says so.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers.models.modernbert.modeling_modernbert import apply_rotary_pos_emb
 
 from gte_model.packed import Packed, apply_dropout, attend
+from gte_model.unpadded import first_position, supports_unpadded, unpadded_forward
 
 
 @dataclass(frozen=True)
@@ -42,11 +45,11 @@ class Family:
 
 
 def packed_forward(backbone: nn.Module, packed: Packed) -> Tensor:
-    """Last hidden states of every token, [T, H], for a backbone of a known family (see supports_packing)."""
+    """Last hidden states of every token, [T, H]: a known family's own code, else any other encoder through the
+    attention interface (gte_model.unpadded; see supports_packing)."""
     family = family_of(backbone)
     if family is None:
-        raise ValueError(f"{type(backbone).__name__} has no packed forward (known: {', '.join(FAMILIES)}); "
-                         "use the padded forward (train.packed=false)")
+        return unpadded_forward(backbone, packed)
     x = family.embed(backbone, packed)
     shared = family.shared(backbone, packed, x)
     # transformers 5 marks each layer, 4.x the encoder
@@ -61,8 +64,9 @@ def packed_forward(backbone: nn.Module, packed: Packed) -> Tensor:
 
 def supports_packing(backbone: nn.Module) -> bool:
     """True for an encoder-only backbone of a known family (BERT, RoBERTa, XLM-RoBERTa, MPNet, ModernBERT) with its
-    usual positions: what packed_forward computes exactly."""
-    return family_of(backbone) is not None
+    usual positions, or any other encoder whose attention goes through transformers' attention interface (GTE v1.5,
+    NomicBERT, ...): what packed_forward computes exactly."""
+    return family_of(backbone) is not None or supports_unpadded(backbone)
 
 
 def max_positions(backbone: nn.Module) -> int | None:
@@ -71,6 +75,8 @@ def max_positions(backbone: nn.Module) -> int | None:
     limit = getattr(backbone.config, "max_position_embeddings", None)
     if limit is not None and family_of(backbone) in (_ROBERTA, _MPNET):
         limit -= _after_padding(backbone)
+    elif limit is not None and family_of(backbone) is None:
+        limit -= first_position(backbone)
     return limit
 
 

@@ -66,19 +66,22 @@ def minilm():
     return load_model("all-MiniLM-L6-v2")
 
 
-# The backbone families with a packed forward besides BERT (gte_model.families).
-FAMILIES = ("roberta", "xlm-roberta", "mpnet", "modernbert")
+# The backbone families with a packed forward besides BERT: their own code (gte_model.families), and GTE v1.5 and
+# NomicBERT through the generic attention-interface mechanism (gte_model.unpadded).
+FAMILIES = ("roberta", "xlm-roberta", "mpnet", "modernbert", "gte", "nomic_bert")
 
 
 def make_tiny_family_model(folder, family: str, seed: int = 0):
     """A tiny random backbone of `family` (3 layers, 32 wide; ModernBERT: local layers see 4 positions either side)
     around the test-written WordPiece vocabulary, + mean pooling. Dropout as each family's default: 0.1 for the
-    BERT-like families, 0 for ModernBERT."""
+    BERT-like families and GTE, 0 for ModernBERT and NomicBERT."""
     from transformers import (
         AutoModel,
         BertTokenizerFast,
+        GteConfig,
         ModernBertConfig,
         MPNetConfig,
+        NomicBertConfig,
         RobertaConfig,
         XLMRobertaConfig,
     )
@@ -98,6 +101,9 @@ def make_tiny_family_model(folder, family: str, seed: int = 0):
         "modernbert": lambda: ModernBertConfig(**common, local_attention=8, global_attn_every_n_layers=2,
                                                bos_token_id=ids["cls"], cls_token_id=ids["cls"],
                                                eos_token_id=ids["sep"], sep_token_id=ids["sep"]),
+        # RoPE + GLU; loaded from a folder, their q/k/v (and GTE's up/gate) weights are views of one fused matrix
+        "gte": lambda: GteConfig(**common),
+        "nomic_bert": lambda: NomicBertConfig(**common),
     }
     torch.manual_seed(seed)
     backbone = AutoModel.from_config(configs[family]())

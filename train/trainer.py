@@ -132,7 +132,8 @@ class Trainer:
         self._compiled = torch.compile(self.model, backend=COMPILE_BACKEND) if cfg.train.compile else None
         self.packed = cfg.train.packed and supports_packing(self.gte.backbone)
         if cfg.train.packed and not self.packed and self.is_main:
-            print(f"gte train: train.packed=true needs a backbone of a known family ({', '.join(FAMILIES)}), this is "
+            print(f"gte train: train.packed=true needs an encoder of a known family ({', '.join(FAMILIES)}) or one "
+                  "whose attention goes through transformers' attention interface; this is "
                   f"{type(self.gte.backbone).__name__}; using padded chunks (set train.packed=false to silence this)",
                   flush=True)
 

@@ -1,6 +1,7 @@
 """The packed forward of every family (gte_model.families) computes what the padded HF forward of that backbone
-computes: BERT, RoBERTa, XLM-RoBERTa, MPNet and ModernBERT, each a tiny random model; gradients agree; the gradient
-cache replays it; and a backbone of no known family is not packed."""
+computes: BERT, RoBERTa, XLM-RoBERTa, MPNet and ModernBERT (their own code), GTE v1.5 and NomicBERT
+(gte_model.unpadded), each a tiny random model; gradients agree; the gradient cache replays it; and a decoder, or a
+backbone with its own attention code, is not packed."""
 
 from __future__ import annotations
 
@@ -93,18 +94,18 @@ def test_cached_step_replays_the_packed_forward_with_dropout_on(model):
         assert torch.allclose(grads_c[name], g, rtol=1e-5, atol=1e-6), name
 
 
-def test_bert_is_packed_and_decoders_or_unknown_families_are_not(tmp_path):
-    from transformers import DistilBertConfig, DistilBertModel, RobertaConfig, RobertaModel
+def test_bert_is_packed_and_decoders_or_models_with_their_own_attention_code_are_not(tmp_path):
+    from transformers import DebertaV2Config, DebertaV2Model, RobertaConfig, RobertaModel
 
     assert supports_packing(make_tiny_model(tmp_path).backbone)
     small = dict(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
     assert not supports_packing(RobertaModel(RobertaConfig(**small, is_decoder=True)))
-    distil = DistilBertModel(DistilBertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2, hidden_dim=32))
-    assert not supports_packing(distil)
+    deberta = DebertaV2Model(DebertaV2Config(**small))  # relative attention in its own code, not the interface
+    assert not supports_packing(deberta)
     from gte_model.families import packed_forward
 
-    with pytest.raises(ValueError, match="DistilBertModel has no packed forward"):
-        packed_forward(distil, pack([[1, 2, 3]]))
+    with pytest.raises(ValueError, match="DebertaV2Model does not run attention through transformers' attention"):
+        packed_forward(deberta, pack([[1, 2, 3]]))
 
 
 def test_modernbert_gradient_checkpointing_gives_the_same_gradients(tmp_path):

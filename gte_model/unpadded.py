@@ -1,0 +1,113 @@
+"""Unpadded ("packed") forward of any encoder transformers runs through its attention interface: one mechanism for
+every backbone without a hand-written family (gte_model.families), e.g. GTE v1.5 / mGTE (`gte`) and `nomic_bert`.
+
+The backbone's own forward runs on the packed tokens as one row [1, T] with each token's position within its text
+(position_ids), so embeddings, RoPE, every linear layer, norm and feed-forward are the model's own code. Only
+attention must not cross from one text into the next: the backbone's attention implementation is switched, once, to
+one registered through transformers' AttentionInterface (`gte_unpadded:<the one it had>`). That function receives the
+`Packed` layout through the forward's keyword arguments (transformers passes them on to attention in every model
+that declares `_supports_attention_backend`) and runs gte_model.packed.attend: per-text groups through
+scaled_dot_product_attention on a CPU, the varlen kernels on CUDA where one is importable and works
+(attention_backend). Called without the layout (a padded forward: evaluation, encode, the export), it is the
+implementation the backbone had, with the same mask, so nothing else changes; the name is not saved in config.json.
+
+Gradient checkpointing recomputes a layer in the backward pass with the same keyword arguments, so it stays packed.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from torch import Tensor, nn
+from transformers import AttentionInterface
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from gte_model.packed import Packed, attend
+
+PREFIX = "gte_unpadded:"
+_LAYOUT = "gte_packed"  # the keyword argument that carries the Packed layout to the attention function
+
+
+def supports_unpadded(backbone: nn.Module) -> bool:
+    """True for an encoder (no causal attention module) whose attention goes through transformers' attention
+    interface with the forward's keyword arguments passed on (`_supports_attention_backend`)."""
+    cfg = getattr(backbone, "config", None)
+    if cfg is None or getattr(cfg, "is_decoder", False) or not getattr(backbone, "_supports_attention_backend", False):
+        return False
+    return not any(getattr(m, "is_causal", False) is True for m in backbone.modules())
+
+
+def first_position(backbone: nn.Module) -> int:
+    """The position id of a text's first token: padding_idx + 1 for RoBERTa-style embeddings (they derive positions
+    from the input ids and skip the padding id's), else 0."""
+    emb = getattr(backbone, "embeddings", None)
+    if hasattr(emb, "create_position_ids_from_input_ids") and getattr(emb, "padding_idx", None) is not None:
+        return int(emb.padding_idx) + 1
+    return 0
+
+
+def unpadded_forward(backbone: nn.Module, packed: Packed) -> Tensor:
+    """Last hidden states of every token, [T, H], from the backbone's own forward on packed tokens."""
+    if not supports_unpadded(backbone):
+        raise ValueError(f"{type(backbone).__name__} does not run attention through transformers' attention "
+                         "interface as an encoder; use the padded forward (train.packed=false)")
+    _install(backbone)
+    ids = packed.input_ids[None]  # [1, T]
+    calls = [0]
+    out = backbone(input_ids=ids, position_ids=packed.position_ids[None] + first_position(backbone),
+                   token_type_ids=torch.zeros_like(ids), **{_LAYOUT: (packed, calls)})
+    if calls[0] == 0:  # its layers dropped the keyword arguments: attention would have crossed texts
+        raise ValueError(f"{type(backbone).__name__} did not pass the packed layout on to its attention; use the "
+                         "padded forward (train.packed=false)")
+    return out.last_hidden_state[0]
+
+
+def _install(backbone: nn.Module) -> None:
+    """Switch the backbone's attention to `gte_unpadded:<its own>` (registered on first use); idempotent."""
+    cfg = backbone.config
+    current = cfg._attn_implementation or "eager"
+    if current.startswith(PREFIX):
+        return
+    name = PREFIX + current
+    if name not in ALL_ATTENTION_FUNCTIONS:
+        AttentionInterface.register(name, _attention_function(current))
+        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[current])
+    cfg._attn_implementation = name
+
+
+def _attention_function(padded: str):
+    """The registered function: packed attention when the layout is given, else the `padded` implementation."""
+
+    def attention(module: nn.Module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
+                  dropout: float = 0.0, scaling: float | None = None, **kwargs) -> tuple[Tensor, None]:
+        layout = kwargs.pop(_LAYOUT, None)
+        if layout is None:
+            # "eager" is not registered: each model's module defines its own eager_attention_forward
+            eager = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+            fn = ALL_ATTENTION_FUNCTIONS.get_interface(padded, eager)
+            return fn(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        packed, calls = layout
+        calls[0] += 1
+        if attention_mask is not None or kwargs.get("position_bias") is not None:
+            raise ValueError(f"{type(module).__name__}: an attention mask or score bias cannot be packed; use the "
+                             "padded forward (train.packed=false)")
+        return _packed_attention(query, key, value, packed, dropout, scaling, kwargs.get("sliding_window")), None
+
+    return attention
+
+
+def _packed_attention(q: Tensor, k: Tensor, v: Tensor, packed: Packed, p: float, scale: float | None,
+                      sliding_window: int | None) -> Tensor:
+    """q [1, heads, T, d], k and v [1, kv heads, T, d] -> [1, T, heads, d] (what attention interfaces return)."""
+    _, heads, tokens, head_dim = q.shape
+    if k.shape[1] != heads:  # grouped-query attention: each key/value head serves heads / kv heads query heads
+        k, v = (x.repeat_interleave(heads // x.shape[1], dim=1) for x in (k, v))
+    qkv = torch.stack([x[0].transpose(0, 1).to(q.dtype) for x in (q, k, v)], 1)  # [T, 3, heads, d]
+    # transformers' sliding_window counts inclusively (flash attention's convention): a token sees keys at most
+    # sliding_window - 1 positions away
+    window = None if sliding_window is None else int(sliding_window) - 1
+    o = attend(qkv.view(tokens, -1), packed, heads, head_dim, p, head_dim**-0.5 if scale is None else scale,
+               window=window)  # [T, heads * d]
+    return o.view(1, tokens, heads, head_dim)
