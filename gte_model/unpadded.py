@@ -16,6 +16,7 @@ Gradient checkpointing recomputes a layer in the backward pass with the same key
 
 from __future__ import annotations
 
+import contextvars
 import sys
 
 import torch
@@ -28,6 +29,7 @@ from gte_model.packed import Packed, attend
 
 PREFIX = "gte_unpadded:"
 _LAYOUT = "gte_packed"  # the keyword argument that carries the Packed layout to the attention function
+_PACKING: contextvars.ContextVar[bool] = contextvars.ContextVar("gte_unpadded_packing", default=False)
 
 
 def supports_unpadded(backbone: nn.Module) -> bool:
@@ -56,8 +58,12 @@ def unpadded_forward(backbone: nn.Module, packed: Packed) -> Tensor:
     _install(backbone)
     ids = packed.input_ids[None]  # [1, T]
     calls = [0]
-    out = backbone(input_ids=ids, position_ids=packed.position_ids[None] + first_position(backbone),
-                   token_type_ids=torch.zeros_like(ids), **{_LAYOUT: (packed, calls)})
+    token = _PACKING.set(True)
+    try:
+        out = backbone(input_ids=ids, position_ids=packed.position_ids[None] + first_position(backbone),
+                       token_type_ids=torch.zeros_like(ids), **{_LAYOUT: (packed, calls)})
+    finally:
+        _PACKING.reset(token)
     if calls[0] == 0:  # its layers dropped the keyword arguments: attention would have crossed texts
         raise ValueError(f"{type(backbone).__name__} did not pass the packed layout on to its attention; use the "
                          "padded forward (train.packed=false)")
@@ -73,8 +79,19 @@ def _install(backbone: nn.Module) -> None:
     name = PREFIX + current
     if name not in ALL_ATTENTION_FUNCTIONS:
         AttentionInterface.register(name, _attention_function(current))
-        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[current])
+        AttentionMaskInterface.register(name, _mask_function(current))
     cfg._attn_implementation = name
+
+
+def _mask_function(padded: str):
+    """No mask in a packed forward (its attention knows the texts' boundaries; some models would otherwise build a
+    [T, T] mask from the packed position ids), else the `padded` implementation's mask. Masks are made in the forward
+    pass only: a checkpointed layer's recomputation reuses the one it was given."""
+
+    def mask(**kwargs):
+        return None if _PACKING.get() else ALL_MASK_ATTENTION_FUNCTIONS[padded](**kwargs)
+
+    return mask
 
 
 def _attention_function(padded: str):
