@@ -45,6 +45,7 @@ from gte_model.merge import MergeConfig, run_merge
 from gte_model.rotate_cli import run_rotate
 from train.app.report import PHASES_DIR, write_report
 from train.config import TrainConfig
+from train.eval.dims import PRECISION_NAMES
 from train.eval.evaluate import evaluate
 from train.loop import fit
 
@@ -69,6 +70,9 @@ class PipelineEvalConfig:
     teacher: str = ""
     # also score every model with its embeddings cut to these dims (Matryoshka); [] = stage2.loss.matryoshka_dims
     dims: list[int] = field(default_factory=list)
+    # the final model's retrieval also scored with its embeddings held as int8 / binary (train/eval/quantized.py),
+    # at the full dim and each of dims: the report's quantized table; [] = float embeddings only
+    quantize: list[str] = field(default_factory=list)
     # more held-out sets scored for every model beside prep's own: BEIR folders (corpus.jsonl, queries.jsonl,
     # qrels/test.tsv), named by folder, or pairs dirs (every BEIR set of one, by source: a test file made into one
     # with `gte prep ... split.heldout_fraction=1.0`)
@@ -144,6 +148,11 @@ class PipelineConfig:
             errors.append(f"rotate.rows={self.rotate.rows}: 0 (no rotation) or >= 2 rows per source")
         errors += [f"eval.extra.{i}={p}: does not exist; name a BEIR folder or a `gte prep` output"
                    for i, p in enumerate(self.eval.extra) if not Path(p).is_dir()]
+        errors += [f"eval.quantize={self.eval.quantize}: {p!r} is not a precision; choose from "
+                   f"{', '.join(PRECISION_NAMES)}" for p in self.eval.quantize if p not in PRECISION_NAMES]
+        if self.eval.quantize and "beir" not in self.eval.tasks:
+            errors.append(f"eval.quantize={self.eval.quantize}: scores retrieval only and eval.tasks has no beir; "
+                          "add beir to eval.tasks or set eval.quantize=[]")
         if self.stage2.data.num_negatives > self.mine.negatives.k:
             errors.append(
                 f"stage2.data.num_negatives={self.stage2.data.num_negatives} exceeds mine.negatives.k="
@@ -186,6 +195,7 @@ def _run_phases(cfg: PipelineConfig, root: Path) -> Path:
     eval_kw = {"tasks": cfg.eval.tasks, "bf16": cfg.eval.bf16, "batch_size": cfg.eval.batch_size,
                "beir_dirs": lambda: evaluation_sets(cfg),
                "dims": list(cfg.eval.dims or cfg.stage2.loss.matryoshka_dims)}
+    final_kw = {**eval_kw, "quantize": cfg.eval.quantize}  # int8 / binary embeddings: the final model only
     phases = [
         Phase("prep", cfg.prep, lambda force: prep(_forced(cfg.prep, "overwrite", force))),
         Phase("stage1", cfg.stage1, lambda force: fit(_forced(cfg.stage1, "run.overwrite", force))),
@@ -206,12 +216,13 @@ def _run_phases(cfg: PipelineConfig, root: Path) -> Path:
     phases += [
         Phase("eval_stage1", cfg.eval, lambda force: _evaluate(stage1_export, root / "eval" / "stage1", **eval_kw),
               after="stage1"),
-        Phase("eval_stage2", cfg.eval, lambda force: _evaluate(final if merged is None else stage2_export,
-                                                               root / "eval" / "stage2", **eval_kw), after="export"),
+        Phase("eval_stage2", cfg.eval, lambda force: _evaluate(
+            final if merged is None else stage2_export, root / "eval" / "stage2",
+            **(final_kw if merged is None else eval_kw)), after="export"),
     ]
     if merged is not None:
         phases.append(Phase("eval_merged", cfg.eval, lambda force: _evaluate(final, root / "eval" / "merged",
-                                                                             **eval_kw), after="export"))
+                                                                             **final_kw), after="export"))
     digests: dict[str, str] = {}
     for i, phase in enumerate(phases):
         after = phase.after if phase.after is not None else (phases[i - 1].name if i else "")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from gte_model.core.atomic import write_text
 from gte_model.core.record import Record, read_record
-from train.eval.dims import form_order, split_result_name
+from train.eval.dims import PRECISION_NAMES, split_result_name
 from train.eval.evaluate import compare_table
 from train.metrics import plot_losses, read_metrics
 
@@ -34,9 +34,13 @@ def write_report(root: str | Path, base_name: str = "base", teacher_name: str = 
         lines += ["## Evaluation", "", compare_table(full), ""]
         lines += [_general_line(results, final, general_check), ""]
         by_dim = {labels[s]: _by_dim(r) for s, r in results.items()}
-        if any(len(d) > 1 for d in by_dim.values()):
+        if any(isinstance(f, int) and f for d in by_dim.values() for f in d):
             lines += ["### Truncated embeddings: mean nDCG@10 over the held-out sets", "",
                       _dims_table(by_dim), ""]
+        if quantized := _quantized_table(by_dim):
+            lines += ["### Quantized embeddings: mean nDCG@10 over the held-out sets (share of float, full dim)", "",
+                      "int8: per-dim ranges calibrated on the corpus; binary: sign bits, the top candidates rescored "
+                      "by the float query (train/eval/quantized.py).", "", quantized, ""]
     lines += ["## Wall time and peak memory per phase", "",
               "Peak RSS: this process during the phase (its peak is reset when a phase starts); worker processes "
               "(prep's pool) are listed apart, as the largest one over the whole run.", "",
@@ -69,13 +73,40 @@ def _by_dim(results: dict) -> dict[int, float]:
 
 
 def _dims_table(by_dim: dict[str, dict[int, float]]) -> str:
-    dims = sorted({d for v in by_dim.values() for d in v if d}, key=form_order)  # dims, then int8/binary forms
+    dims = sorted({d for v in by_dim.values() for d in v if isinstance(d, int) and d}, reverse=True)
     lines = ["| model | full | " + " | ".join(str(d) for d in dims) + " |", "|" + " --- |" * (len(dims) + 2)]
     for model, values in by_dim.items():
         full = values.get(0)
         cells = [f"{values[d]:.4f} ({values[d] / full:.1%})" if d in values and full else "-" for d in dims]
         lines.append(f"| {model} | {full:.4f} | " + " | ".join(cells) + " |" if full else f"| {model} | - |")
     return "\n".join(lines)
+
+
+def _quantized_table(by_dim: dict[str, dict]) -> str:
+    """The models scored with quantized embeddings (the pipeline's final model): one row per precision (float32
+    first) at the full dim and each truncation dim, each cell with its share of the float full-dim value; "" if
+    none was."""
+    rows = {m: v for m, v in by_dim.items() if v.get(0) and any(isinstance(f, str) for f in v)}
+    dims = sorted({d for v in rows.values() for d in v if isinstance(d, int) and d}, reverse=True)
+    lines = ["| model | embeddings | full | " + " | ".join(map(str, dims)) + " |", "|" + " --- |" * (len(dims) + 3)]
+    for model, values in rows.items():
+        full = values[0]
+        forms = {"float32": {d: v for d, v in values.items() if isinstance(d, int)}}
+        forms |= {p if p == "int8" else f"{p} (rescored)": _precision_points(values, p) for p in PRECISION_NAMES}
+        for form, points in forms.items():
+            cells = [f"{points[d]:.4f} ({points[d] / full:.1%})" if d in points else "-" for d in (0, *dims)]
+            lines.append(f"| {model} | {form} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if rows else ""
+
+
+def _precision_points(values: dict, precision: str) -> dict[int, float]:
+    """{dim (0 = full): mean nDCG@10} of one precision's forms in _by_dim's values (`int8`, `128+int8`)."""
+    points = {}
+    for form, value in values.items():
+        dim, _, name = form.rpartition("+") if isinstance(form, str) else ("", "", "")
+        if name == precision:
+            points[int(dim) if dim else 0] = value
+    return points
 
 
 def _general_line(results: dict, final: str, general_check: bool) -> str:
@@ -123,11 +154,16 @@ def _plot(root: Path, results: dict[str, dict]) -> Path | None:
     _bars(axes[2], {s: {t: m for t, m in r.items() if split_result_name(t)[1] is None} for s, r in results.items()})
     if with_dims:
         ax = axes[3]
-        ticks = sorted({d for v in with_dims.values() for d in v if d})  # evenly spaced, then "full" (stored as 0)
+        ticks = sorted({d for v in with_dims.values() for d in v if isinstance(d, int) and d})  # then "full" (0)
         where = {d: i for i, d in enumerate([*ticks, 0])}
         for stage, values in with_dims.items():
-            points = sorted((where[d], v) for d, v in values.items())
-            ax.plot([x for x, _ in points], [v for _, v in points], marker="o", label=stage)
+            points = sorted((where[d], v) for d, v in values.items() if isinstance(d, int))
+            (line,) = ax.plot([x for x, _ in points], [v for _, v in points], marker="o", label=stage)
+            for style, precision in zip(("--", ":"), PRECISION_NAMES):  # the final model's int8 / binary embeddings
+                held = sorted((where[d], v) for d, v in _precision_points(values, precision).items() if d in where)
+                if held:
+                    ax.plot([x for x, _ in held], [v for _, v in held], style, marker=".", color=line.get_color(),
+                            label=f"{stage}, {precision}")
         ax.set_xticks(range(len(where)))
         ax.set_xticklabels([*map(str, ticks), "full"])
         ax.set_xlabel("embedding dims (truncated, renormalised)")
