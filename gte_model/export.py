@@ -36,7 +36,7 @@ from safetensors.torch import save_file
 from gte_model.card import render_card
 from gte_model.core.atomic import build_dir, check_replaceable, write_json, write_text
 from gte_model.core.errors import UserError
-from gte_model.load import load_model
+from gte_model.load import load_model, remote_code_files
 from gte_model.lora import adapter_files, lora_settings, without_lora
 from gte_model.model import GTEModel, count_non_finite
 from gte_model.onnx_export import ONNX_FORMS, require_onnx, write_onnx
@@ -80,6 +80,8 @@ def export_model(
             "base_model": model.base_model,
             "family": model.backbone.config.model_type,
             "lora": lora and {**lora, "export": lora_export},
+            # the backbone's own code, copied by save_pretrained (config.json auto_map): loading runs it
+            "remote_code": remote_code_files(tmp) if getattr(model.backbone.config, "auto_map", None) else [],
             "pooling": model.pooling,
             "normalize": model.normalize,
             "max_seq_len": model.max_seq_len,

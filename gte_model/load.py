@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers import CONFIG_MAPPING, AutoConfig, AutoModel, AutoTokenizer
 
 from gte_model.assets import PACKAGED, ModelLoadError, is_installed, packaged_model_path
 from gte_model.core.record import file_sha256
@@ -196,7 +196,13 @@ def _load_folder(path: Path, pooling, normalize, max_seq_len, trust_remote_code:
     weights_dir = settings.get("transformer_dir", path)
     weights = _weights_file(weights_dir)
     config_file = weights_dir / "config.json"
-    check_config_json(_read_object(config_file), config_file, weight_files(weights_dir))  # before anything is built
+    config_json = _read_object(config_file)
+    check_config_json(config_json, config_file, weight_files(weights_dir))  # before anything is built
+    if config_json.get("auto_map") and config_json.get("model_type") not in CONFIG_MAPPING and not trust_remote_code:
+        raise ModelLoadError(f"{config_file.resolve()}: auto_map names the folder's own code "
+                             f"({', '.join(remote_code_files(weights_dir)) or 'Python files'}), which runs only when "
+                             "trusted: read it, then set model.trust_remote_code=true (in Python: "
+                             "load_model(..., trust_remote_code=True))")
     try:
         config = AutoConfig.from_pretrained(str(weights_dir), trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(str(weights_dir), trust_remote_code=trust_remote_code)
@@ -244,6 +250,11 @@ def _load_folder(path: Path, pooling, normalize, max_seq_len, trust_remote_code:
         matryoshka_dims=meta.get("matryoshka_dims"),
         rotation=rotation,
     )
+
+
+def remote_code_files(folder: Path) -> list[str]:
+    """The Python files of a folder's own model code (what config.json's auto_map points into), sorted."""
+    return sorted(p.name for p in Path(folder).glob("*.py"))
 
 
 def _max_seq_len(override: int | None, settings: dict, backbone: nn.Module) -> int:

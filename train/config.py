@@ -74,6 +74,10 @@ class ModelConfig:
     # before training and saved in the export; raise it with data.*_max_len to extend the context (GTE v1.5: 512 ->
     # 8,192). 0 = the backbone's own (gte-modern-base: 160000); an error on a backbone with absolute positions
     rope_theta: float = bounded(0.0, ge=0, hint="0 keeps the backbone's; ModernBERT uses 160000")
+    # run the model folder's own Python code (config.json auto_map: a checkpoint transformers has no class for).
+    # false refuses such a folder naming the code; true is recorded in the run record and the card, and the export
+    # keeps the code files so it loads again (with trust_remote_code=True there too)
+    trust_remote_code: bool = False
     lora: LoraConfig = field(default_factory=LoraConfig)  # LoRA fine-tuning (model.lora.r > 0)
 
 

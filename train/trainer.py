@@ -267,7 +267,7 @@ class Trainer:
         # Literal prefixes (not prompt names): an empty prompt is not stored in the export under its name.
         texts = {"query": (d.query_prompt, batch.queries), "document": (d.doc_prompt, batch.positives)}
         trained = {role: gte.encode(t, prompt=p or None, normalize=True) for role, (p, t) in texts.items()}
-        loaded = load_model(export_dir)
+        loaded = load_model(export_dir, trust_remote_code=self.cfg.model.trust_remote_code)
         diff = max(float(np.abs(loaded.encode(t, prompt=p or None, normalize=True) - trained[role]).max())
                    for role, (p, t) in texts.items())
         probe = {role: {"prompt": p, "texts": t, "vectors": trained[role].tolist()} for role, (p, t) in texts.items()}
