@@ -58,8 +58,9 @@ def render_card(meta: dict) -> str:
           if _small_dim(meta) else []),
         "```",
         "",
-        "With transformers alone: `AutoModel` + `AutoTokenizer`, mean of the last hidden states over the attention",
-        "mask, " + ("then `v @ W.T` with W the `linear.weight` of 2_Dense/model.safetensors (the rotation), "
+        "With transformers alone: `AutoModel` + `AutoTokenizer`, "
+        + _POOLING_WORDS.get(meta.get("pooling"), "pooling") + ", "
+        + ("then `v @ W.T` with W the `linear.weight` of 2_Dense/model.safetensors (the rotation), "
                     if meta.get("rotated") else "") + "then L2 normalisation if the table says so.",
         "",
         *_rotation_section(meta),
@@ -77,6 +78,15 @@ def render_card(meta: dict) -> str:
     if meta.get("train_config"):
         lines += ["## Training configuration", "", "```json", json.dumps(meta["train_config"], indent=2), "```", ""]
     return "\n".join(lines)
+
+
+# how a client pools `last_hidden_state` [B, T, H] itself, per pooling mode (gte_model.pooling)
+_POOLING_WORDS = {
+    "mean": "mean of the last hidden states over the attention mask",
+    "cls": "the first token's last hidden state",
+    "last": "the last hidden state of each text's last token (the tokenizer appends EOS; right padding: position "
+            "attention_mask.sum(1) - 1, left padding: -1)",
+}
 
 
 def _small_dim(meta: dict) -> int | None:

@@ -40,6 +40,7 @@ from gte_model.load import load_model, remote_code_files
 from gte_model.lora import adapter_files, lora_settings, without_lora
 from gte_model.model import GTEModel, count_non_finite
 from gte_model.onnx_export import ONNX_FORMS, require_onnx, write_onnx
+from gte_model.pooling import POOLING_MODES
 from gte_model.rotate import DENSE_ACTIVATION, DENSE_WEIGHT
 
 META_FILE = "gte_export.json"
@@ -161,6 +162,7 @@ def _write_st(model: GTEModel, folder: Path) -> None:
             "pooling_mode_mean_tokens": model.pooling == "mean",
             "pooling_mode_max_tokens": False,
             "pooling_mode_mean_sqrt_len_tokens": False,
+            "pooling_mode_lasttoken": model.pooling == "last",
             "include_prompt": True,
         },
     )
@@ -176,7 +178,7 @@ def export_main(argv: list[str]) -> int:
     parser.add_argument("out", help="output folder (created atomically)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it is an earlier gte export")
     parser.add_argument("--max-seq-len", type=int, default=None, help="override the max sequence length")
-    parser.add_argument("--pooling", choices=["mean", "cls"], default=None)
+    parser.add_argument("--pooling", choices=POOLING_MODES, default=None)
     parser.add_argument("--no-normalize", action="store_true", help="export without the L2 normalisation module")
     parser.add_argument("--onnx", nargs="?", const="fp32", choices=ONNX_FORMS, default=None,
                         help="also write the ONNX graph: fp32 (default) or int8 (fp32 + int8 weights) under OUT/onnx/")

@@ -20,6 +20,7 @@ from transformers import CONFIG_MAPPING, AutoConfig, AutoModel, AutoTokenizer
 
 from gte_model.assets import PACKAGED, ModelLoadError, is_installed, packaged_model_path
 from gte_model.core.record import file_sha256
+from gte_model.decoder import append_eos, prepare_decoder
 from gte_model.folder_checks import check_config_json, check_max_seq_len, check_prompts, check_tokenizer
 from gte_model.model import GTEModel, count_non_finite
 from gte_model.presets import PRESETS, preset_config
@@ -158,13 +159,19 @@ def _pooling_from_st(cfg: dict, where: Path) -> str:
     mode = cfg.get("pooling_mode")
     if mode is None:
         flags = {k for k, v in cfg.items() if k.startswith("pooling_mode_") and v}
-        mode = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}.get(next(iter(flags), ""), None)
+        mode = _ST_POOLING_FLAGS.get(next(iter(flags), ""), None)
         if len(flags) != 1:
             mode = None
-    if mode not in ("mean", "cls"):
-        raise ModelLoadError(f"{where}/config.json: pooling {cfg} is not supported; GTEModel pools by mean or cls "
-                             "(set exactly one of pooling_mode_mean_tokens, pooling_mode_cls_token)")
+    mode = {"lasttoken": "last"}.get(mode, mode)
+    if mode not in ("mean", "cls", "last"):
+        raise ModelLoadError(f"{where}/config.json: pooling {cfg} is not supported; GTEModel pools by mean, cls or "
+                             f"last token (set exactly one of {', '.join(_ST_POOLING_FLAGS)})")
     return mode
+
+
+# sentence-transformers' pooling flags (its Pooling config before v6) -> our pooling modes
+_ST_POOLING_FLAGS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
+                     "pooling_mode_lasttoken": "last"}
 
 
 def _describe_source(path: Path) -> str:
@@ -193,6 +200,7 @@ def _read_object(path: Path) -> dict:
 
 def _load_folder(path: Path, pooling, normalize, max_seq_len, trust_remote_code: bool) -> GTEModel:
     settings = read_st_settings(path)
+    pooling = pooling or settings.get("pooling", "mean")
     weights_dir = settings.get("transformer_dir", path)
     weights = _weights_file(weights_dir)
     config_file = weights_dir / "config.json"
@@ -209,6 +217,8 @@ def _load_folder(path: Path, pooling, normalize, max_seq_len, trust_remote_code:
     except Exception as exc:  # noqa: BLE001 - any parse failure means a damaged or foreign folder; say which
         raise ModelLoadError(f"{weights_dir.resolve()}: failed to load the config or tokenizer ({_short(exc)}); "
                              "export the model again (remote code needs trust_remote_code=True)") from exc
+    if pooling == "last":
+        append_eos(tokenizer, weights_dir)
     check_tokenizer(tokenizer, weights_dir, getattr(config, "vocab_size", None))
     try:
         backbone, info = AutoModel.from_pretrained(
@@ -232,6 +242,7 @@ def _load_folder(path: Path, pooling, normalize, max_seq_len, trust_remote_code:
         raise ModelLoadError(f"{weights.resolve()}: weights are missing {len(lost)} tensors, e.g. {lost[:3]}; "
                              "they do not match config.json; export the model again")
     _check_finite(backbone, weights)
+    prepare_decoder(backbone)
     rotation = settings.get("rotation")
     if rotation is not None and rotation.shape[0] != config.hidden_size:
         raise ModelLoadError(f"{path}/modules.json: its Dense module is [{rotation.shape[0]}, {rotation.shape[0]}] "
@@ -242,7 +253,7 @@ def _load_folder(path: Path, pooling, normalize, max_seq_len, trust_remote_code:
     return GTEModel(
         backbone,
         tokenizer,
-        pooling=pooling or settings.get("pooling", "mean"),
+        pooling=pooling,
         normalize=settings.get("normalize", True) if normalize is None else normalize,
         max_seq_len=_max_seq_len(max_seq_len, settings, backbone),
         prompts=settings.get("prompts"),

@@ -79,7 +79,7 @@ def test_show_config_names_the_declared_bounds_and_comment(capsys):
     entries = _listing(capsys, "train", "--show-config")
     assert entries["train.chunk_size"][0] == "train.chunk_size = 64   [int, >= 1]"
     assert "texts (queries + documents) per forward pass" in entries["train.chunk_size"][1]
-    assert entries["model.pooling"][0] == "model.pooling = mean   [str, one of: mean | cls]"
+    assert entries["model.pooling"][0] == "model.pooling = mean   [str, one of: mean | cls | last]"
     assert "one of: jsonl | csv | tsv | parquet | hf_disk | auto" in _listing(capsys, "prep", "--show-config")[
         "files.#.format"][0]
 

@@ -7,6 +7,7 @@ import torch
 from gte_model import GTEModel, load_model
 from gte_model.core.config import ConfigError
 from gte_model.core.errors import UserError
+from gte_model.decoder import set_bidirectional
 from gte_model.families import max_positions, set_rope_theta
 from gte_model.lora import add_lora
 from train.config import TrainConfig, launched_with_deepspeed
@@ -28,6 +29,12 @@ def build_model(cfg: TrainConfig) -> GTEModel:
     gte.prompts = {k: v for k, v in (("query", d.query_prompt), ("document", d.doc_prompt)) if v}
     gte.prompts.update(source_prompt_names(d.prompts))
     fit_positions(gte, cfg)
+    if m.bidirectional:
+        try:
+            set_bidirectional(gte.backbone)
+        except ValueError as exc:
+            raise ConfigError(f"model.bidirectional=true with model.init_from={m.init_from}: {exc}; unset "
+                              "model.bidirectional") from None
     if m.lora.r:  # before grad checkpointing and the optimizer: from here only the adapters require grad
         try:
             add_lora(gte.backbone, m.lora.r, m.lora.alpha, m.lora.dropout, m.lora.target_modules)

@@ -53,8 +53,9 @@ class LoraConfig:
     # scaling: the update B A is multiplied by alpha / r
     alpha: float = bounded(16.0, gt=0, hint="commonly 2 x model.lora.r")
     dropout: float = bounded(0.0, ge=0, le=0.99, hint="0 to 0.1")  # dropout on each adapter's input
-    # last names of the Linear layers to adapt (BERT: query, key, value, dense); all-linear = every Linear of the
-    # encoder (BERT's unused pooler excluded). A name the backbone lacks is an error listing the names it has
+    # last names of the Linear layers to adapt (BERT: query, key, value, dense; Llama, Qwen: q_proj, k_proj, v_proj,
+    # o_proj, gate_proj, up_proj, down_proj); all-linear = every Linear of the backbone (BERT's unused pooler
+    # excluded). A name the backbone lacks is an error listing the names it has
     target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
     # merged = the adapter folded into the weights (a plain model every client loads); adapter = base weights plus a
     # PEFT adapter folder (adapter_config.json) that sentence-transformers and transformers load with peft installed
@@ -64,7 +65,11 @@ class LoraConfig:
 @dataclass
 class ModelConfig:
     init_from: str = "tiny"  # preset (tiny/gte-small/gte-base/gte-large/gte-modern-base), packaged name, or a folder
-    pooling: str = bounded("mean", choices=("mean", "cls"))  # mean (GTE) or cls
+    # mean (GTE), cls, or last: each text's last token, the EOS the tokenizer appends (decoder LLMs; gte_model.decoder)
+    pooling: str = bounded("mean", choices=("mean", "cls", "last"))
+    # decoder LLMs only: attend both ways instead of causally (NV-Embed, LLM2Vec); saved as is_causal=false in the
+    # export's config.json. false keeps the backbone's own (a bidirectional export stays bidirectional)
+    bidirectional: bool = False
     normalize: bool = True  # export with L2 normalisation (training always scores by cosine)
     tokenizer_from: str = ""  # presets only: tokenizer folder; empty = the packaged MiniLM WordPiece vocabulary
     # max_seq_length the export serves; 0 = the base model's own (all-MiniLM-L6-v2: 256), raised to the training

@@ -23,7 +23,7 @@ def padded(model, ids):
     return model(**collate(ids, model.tokenizer.pad_token_id))
 
 
-@pytest.mark.parametrize("pooling", ["mean", "cls"])
+@pytest.mark.parametrize("pooling", ["mean", "cls", "last"])
 @pytest.mark.parametrize("group_tokens", [16, 4096])  # one text per attention group / every text in one group
 def test_packed_forward_equals_padded_forward(model, pooling, group_tokens):
     model.eval()
