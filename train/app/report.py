@@ -32,7 +32,7 @@ def write_report(root: str | Path, base_name: str = "base", teacher_name: str = 
         labels[final] += " (final, rotated)" if rotated else " (final)"
         full = {labels[s]: {t: m for t, m in r.items() if split_result_name(t)[1] is None} for s, r in results.items()}
         lines += ["## Evaluation", "", compare_table(full), ""]
-        lines += [_general_line(results, final, general_check), ""]
+        lines += [_general_line(results, final, general_check), "", _change_line(results, final), ""]
         by_dim = {labels[s]: _by_dim(r) for s, r in results.items()}
         if any(isinstance(f, int) and f for d in by_dim.values() for f in d):
             lines += ["### Truncated embeddings: mean nDCG@10 over the held-out sets", "",
@@ -119,6 +119,19 @@ def _general_line(results: dict, final: str, general_check: bool) -> str:
         return "General-domain check (STS-B test, no training source touches it): not evaluated for both models."
     return (f"General-domain check (STS-B test, no training source touches it): base {base:.4f} -> final {last:.4f} "
             f"({last - base:+.4f}).")
+
+
+def _change_line(results: dict, final: str) -> str:
+    """Which held-out sets (nDCG@10) and general checks (STS-B Spearman) the final model gained or lost on."""
+    base, last = results.get("base", {}), results.get(final, {})
+    moves = {}  # task -> final minus base
+    for task, metrics in last.items():
+        metric = "ndcg@10" if task.startswith("beir/") else "cosine_spearman" if task == "sts-b" else None
+        if split_result_name(task)[1] is None and metric in metrics and metric in base.get(task, {}):
+            moves[task] = metrics[metric] - base[task][metric]
+    gained = ", ".join(f"{t} {d:+.4f}" for t, d in moves.items() if d > 0) or "nothing"
+    lost = ", ".join(f"{t} {d:+.4f}" for t, d in moves.items() if d < 0) or "nothing"
+    return f"Final model against the base: gained on {gained}; lost on {lost}."
 
 
 def _phases(root: Path) -> list[tuple[str, Record]]:
