@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
+from data_prep.llm_client import LLMConfig, generate_queries
 from data_prep.query_makers import MAKERS, Passage, make_pairs
 from data_prep.readers import ReaderError, ReadStats, RowProblem, detect_format, iter_rows
 from gte_model.core.config import bounded
@@ -38,9 +40,11 @@ class DocumentsConfig:
     id: str | None = "id"  # a column holding the document id (the split key); null or missing: a hash of the text
     passage_tokens: int = bounded(128, ge=8)  # whitespace tokens per passage
     overlap_tokens: int = bounded(32, ge=0)  # tokens shared by consecutive passages of a section
-    # query makers applied to every passage, each at most one pair per passage (data_prep.query_makers):
-    # title (title/heading -> passage), cloze (a sentence -> the rest of its passage), crop (two crops of it)
+    # query makers applied to every passage (data_prep.query_makers), each at most one pair per passage: title
+    # (title/heading -> passage), cloze (a sentence -> the rest of its passage), crop (two crops of it); and llm:
+    # llm.queries_per_passage queries written by an LLM (the llm section)
     makers: list[str] = field(default_factory=lambda: list(MAKERS))
+    llm: LLMConfig = field(default_factory=LLMConfig)  # makers with llm only: the endpoint (data_prep.llm_client)
 
     def problems(self, where: str) -> list[str]:
         """Rules between fields, in override spelling."""
@@ -48,9 +52,11 @@ class DocumentsConfig:
         if self.overlap_tokens >= self.passage_tokens:
             errors.append(f"{where}.overlap_tokens={self.overlap_tokens}: must be below passage_tokens="
                           f"{self.passage_tokens} (passages would never advance)")
-        unknown = [m for m in self.makers if m not in MAKERS]
+        unknown = [m for m in self.makers if m not in (*MAKERS, "llm")]
         if unknown or not self.makers:
-            errors.append(f"{where}.makers={self.makers}: choose one or more of {', '.join(MAKERS)}")
+            errors.append(f"{where}.makers={self.makers}: choose one or more of {', '.join(MAKERS)}, llm")
+        if "llm" in self.makers and not self.llm.model:
+            errors.append(f"{where}.llm.model is not set: name the model the endpoint {self.llm.base_url} serves")
         return errors
 
 
@@ -78,17 +84,27 @@ def split_passages(doc: Document, passage_tokens: int, overlap_tokens: int) -> l
 def document_batches(path: str | Path, cfg: DocumentsConfig, source: str, fmt: str, seed: int, on_error: str,
                      batch_size: int, stats: ReadStats) -> Iterator[list[dict]]:
     """Batches of pair records {query, positive, negatives, source, key} made from every document of `path`."""
-    batch: list[dict] = []
+    passages: list[Passage] = []
     for doc in read_documents(path, cfg, fmt, on_error, stats):
-        for passage in split_passages(doc, cfg.passage_tokens, cfg.overlap_tokens):
-            for query, positive in make_pairs(passage, cfg.makers, seed):
-                batch.append({"query": query, "positive": positive, "negatives": [], "source": source,
-                              "key": doc.id})
-        if len(batch) >= batch_size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+        passages += split_passages(doc, cfg.passage_tokens, cfg.overlap_tokens)
+        if len(passages) >= batch_size:
+            yield _pairs(passages, cfg, source, seed)
+            passages = []
+    if passages:
+        yield _pairs(passages, cfg, source, seed)
+
+
+def _pairs(passages: list[Passage], cfg: DocumentsConfig, source: str, seed: int) -> list[dict]:
+    generated: list[list[str]] = [[] for _ in passages]
+    if "llm" in cfg.makers:  # one concurrent, cached round of requests for the whole batch
+        generated, llm = generate_queries([p.text for p in passages], cfg.llm)
+        print(f"gte prep: {source}: llm {llm.passages} passages, {llm.cached} from the cache, {llm.requests} "
+              f"requests, {llm.failed} left without queries{': ' + llm.problems[0] if llm.problems else ''}",
+              file=sys.stderr)
+    makers = [m for m in cfg.makers if m != "llm"]
+    return [{"query": query, "positive": positive, "negatives": [], "source": source, "key": p.doc_id}
+            for p, queries in zip(passages, generated)
+            for query, positive in make_pairs(p, makers, seed) + [(q, p.text) for q in queries]]
 
 
 def read_documents(path: str | Path, cfg: DocumentsConfig, fmt: str = "auto", on_error: str = "raise",

@@ -103,7 +103,7 @@ def test_documents_config_problems_name_the_key():
         load_config(PrepConfig, None, ["sources=[]", "files=[{name: d, path: /nonexistent, kind: documents, "
                                        "documents: {passage_tokens: 16, overlap_tokens: 16, makers: [cloze, x]}}]"])
     assert "files.0.documents.overlap_tokens=16: must be below passage_tokens=16" in str(caught.value)
-    assert "files.0.documents.makers=['cloze', 'x']: choose one or more of title, cloze, crop" in str(caught.value)
+    assert "documents.makers=['cloze', 'x']: choose one or more of title, cloze, crop, llm" in str(caught.value)
 
 
 @pytest.mark.integration

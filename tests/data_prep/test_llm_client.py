@@ -10,12 +10,17 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from data_prep.llm_client import LLMConfig, LLMError, generate_queries, parse_queries
+from data_prep.prep import prep
+from data_prep.prep_config import PrepConfig
+from gte_model.core.config import load_config
+from tests.data_prep.helpers import shard_rows
 
 SECRET = "sk-test-never-write-me"
 
@@ -168,3 +173,24 @@ def test_a_killed_run_resumes_without_asking_an_answered_passage_again(endpoint,
     resumed = endpoint.requests[sent_before:]
     assert sorted(resumed) == ["doc 3", "doc 4", "doc 5"] and not set(resumed) & set(first)
     assert stats.cached == 3 and all(q == [f"{p} question", f"what is {p}"] for p, q in zip(passages, queries))
+
+
+@pytest.mark.integration
+def test_prep_of_documents_with_the_llm_maker_pairs_each_passage_with_its_answers(endpoint, tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(12):
+        (docs / f"page{i}.txt").write_text(" ".join(f"word{i}x{j}" for j in range(4)))  # answers no near dups
+    cache = tmp_path / "cache"
+    files = (f"files=[{{name: pages, path: {docs}, kind: documents, documents: {{makers: [llm], llm: {{base_url: "
+             f"'{endpoint.url}', model: tiny-llm, queries_per_passage: 2, cache_dir: {cache}}}}}}}]")
+    cfg = load_config(PrepConfig, None, ["sources=[]", files, f"out_dir={tmp_path}/pairs",
+                                         "split.heldout_fraction=0.25", "decontaminate.stsb_test=false"])
+    out = prep(cfg)
+    entry = json.loads((out / "manifest.json").read_text())["sources"]["pages"]
+    rows = shard_rows(out, entry["train"]["files"]) + shard_rows(out, entry["heldout"]["files"])
+    assert len(endpoint.requests) == 12 and len(rows) == 24  # 2 queries per page, every page asked once
+    assert all(r["query"] in (f"{r['positive']} question", f"what is {r['positive']}") for r in rows)
+    assert {r["key"] for r in rows} == {f"page{i}.txt" for i in range(12)}
+    prep(replace(cfg, out_dir=str(tmp_path / "again")))
+    assert len(endpoint.requests) == 12  # a second prep reads every answer from the cache
