@@ -1,6 +1,7 @@
 """Exact resume: a run SIGKILLed after its first checkpoint and re-run with the same command ends with the same
 weights (fp32, CPU, 1e-6) and the same data order as an uninterrupted run, and its metrics log has no duplicates;
-with a teacher, and for every packed family (RoBERTa, XLM-R, MPNet, ModernBERT; BERT is the plain case)."""
+with a teacher, for every packed family (RoBERTa, XLM-R, MPNet, ModernBERT; BERT is the plain case) and for tiny
+Qwen3- and Llama-shaped decoders (last-token pooling; Llama's with LoRA and bidirectional attention)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from tests.conftest import FAMILIES
+from tests.gte_model.tiny_decoders import DECODERS
 from tests.train.tinydata import ROOT, subprocess_env, tiny_args, write_tiny_pairs
 from train.checkpoint import list_checkpoints
 from train.metrics import read_metrics
@@ -48,6 +50,15 @@ def _family_overrides(folder, family):
     return (f"model.init_from={export_model(make_tiny_family_model(folder / 'vocab', family), folder / 'init')}",)
 
 
+def _decoder_overrides(folder, kind):
+    """A tiny random decoder folder with last-token pooling; the Llama one trains LoRA adapters, attending both
+    ways."""
+    from tests.gte_model.tiny_decoders import make_tiny_decoder
+
+    lora = ("model.lora.r=4", "model.lora.alpha=8", "model.bidirectional=true") if kind == "llama" else ()
+    return (f"model.init_from={make_tiny_decoder(folder, kind)}", "model.pooling=last", *lora)
+
+
 def _run(cmd):
     proc = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -71,13 +82,14 @@ def _train_order(run_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["plain", "teacher", *FAMILIES])
+@pytest.mark.parametrize("variant", ["plain", "teacher", *FAMILIES, *DECODERS])
 def test_sigkilled_run_resumes_to_the_same_weights_and_data_order(tmp_path, variant):
     pairs = write_tiny_pairs(tmp_path / "pairs")
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     teacher = variant == "teacher"
     extra = (_teacher_overrides(tmp_path / "teacher") if teacher else
-             _family_overrides(tmp_path / "family", variant) if variant in FAMILIES else ())
+             _family_overrides(tmp_path / "family", variant) if variant in FAMILIES else
+             _decoder_overrides(tmp_path / "decoder", variant) if variant in DECODERS else ())
     _run(_command(straight, pairs, *extra))
 
     assert _kill_after_first_checkpoint(_command(killed, pairs, *extra), killed) == -signal.SIGKILL
