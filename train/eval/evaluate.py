@@ -1,16 +1,17 @@
 """`gte eval`: evaluate a model the way users load it (the export folder), write results, update its card.
 
-Tasks: `sts-b` (STS Benchmark test, cosine Spearman), `beir` (every BEIR-format folder given with --beir or
-listed in a pairs dir's manifest: nDCG@10, MRR@10, Recall@100; a set named like a training source gets that
-source's prompts, data.prompts, where the model has them), and, when `mteb` is installed, `mteb-beir` (the
-same BEIR sets scored by mteb's own retrieval evaluation) and `mteb:<TaskName>` (a public MTEB task whose data is
-already local; nothing is downloaded): see train/eval/mteb_task.py. Tasks, sets (every line of every BEIR folder:
-train/eval/beir_io.py), packages, MTEB data and the writability of --out and of the model card are checked before
-the model loads; every user error (a missing model folder, a bad --data or --beir folder, an unknown task,
-a missing package, MTEB data that is not local, damaged or diverged weights) is a UserError with a one-line
+Tasks: `sts-b` (STS Benchmark test, cosine Spearman), `long-text` (paragraph-length pairs from the Jargon File graded
+2/1/0, cosine Spearman: the general check for long texts, train/eval/long_text.py), `beir` (every BEIR-format folder
+given with --beir or listed in a pairs dir's manifest: nDCG@10, MRR@10, Recall@100; a set named like a training
+source gets that source's prompts, data.prompts, where the model has them), and, when `mteb` is installed,
+`mteb-beir` (the same BEIR sets scored by mteb's own retrieval evaluation) and `mteb:<TaskName>` (a public MTEB task
+whose data is already local; nothing is downloaded): see train/eval/mteb_task.py. Tasks, sets (every line of every
+BEIR folder: train/eval/beir_io.py), packages, MTEB data and the writability of --out and of the model card are
+checked before the model loads; every user error (a missing model folder, a bad --data or --beir folder, an unknown
+task, a missing package, MTEB data that is not local, damaged or diverged weights) is a UserError with a one-line
 message, printed by the `gte` boundary.
 
---dims 256,128,64 (Matryoshka) also scores sts-b and beir with the embeddings cut to each of those dims and
+--dims 256,128,64 (Matryoshka) also scores sts-b, long-text and beir with the embeddings cut to each of those dims and
 re-normalised (texts are encoded once); those results are named `sts-b@128`, `beir/<set>@128` next to the
 unchanged full-dim `sts-b`, `beir/<set>` (train/eval/dims.py). MTEB tasks are scored at the full dim only.
 --quantize int8,binary also scores beir with the embeddings held as int8 (per-dim ranges calibrated on the corpus)
@@ -45,15 +46,17 @@ from gte_model.onnx_export import BACKENDS, load_onnx
 from train.eval.beir_io import BeirSet, load_beir, read_beir
 from train.eval.dims import PRECISION_NAMES, dims_to_run, form_order, result_name, split_result_name
 from train.eval.errors import EvalError
+from train.eval.long_text import LONG_TEXT_TASK, evaluate_long_text_dims, load_long_text
 from train.eval.quantized import SEARCHES
 from train.eval.retrieval import evaluate_beir, evaluate_beir_dims, search
 from train.eval.sts import evaluate_sts, evaluate_sts_dims, load_stsb
 
-__all__ = ["EvalError", "compare_table", "evaluate", "evaluate_beir", "evaluate_sts", "load_beir", "load_stsb",
-           "main", "results_table", "search"]
+__all__ = ["GENERAL_TASKS", "EvalError", "compare_table", "evaluate", "evaluate_beir", "evaluate_sts", "load_beir",
+           "load_stsb", "main", "results_table", "search"]
 
-TASKS = ("sts-b", "beir", "mteb-beir")  # plus "mteb:<TaskName>"
 STS_TASK = "sts-b"
+TASKS = (STS_TASK, LONG_TEXT_TASK, "beir", "mteb-beir")  # plus "mteb:<TaskName>"
+GENERAL_TASKS = (STS_TASK, LONG_TEXT_TASK)  # the general checks: no training source touches them
 BEIR_TASKS = ("beir", "mteb-beir")
 
 
@@ -72,8 +75,8 @@ def evaluate(
     backend: str = "torch",
 ) -> dict[str, dict]:
     """Run the tasks on the model at model_dir (export folder or packaged name); returns {task: {metric: value}},
-    plus {task@dim: {metric: value}} for each of dims (sts-b and beir only). skip_large_dims: leave out dims above
-    the model's instead of refusing them (the pipeline scores models of several sizes at one list of dims).
+    plus {task@dim: {metric: value}} for each of dims (sts-b, long-text and beir only). skip_large_dims: leave out
+    dims above the model's instead of refusing them (the pipeline scores models of several sizes at one list of dims).
     quantize: also score beir with the embeddings held as int8 and/or binary (train.eval.quantized), at the full dim
     and at each of dims: `beir/<set>@int8`, `beir/<set>@128+binary`. backend: torch, or the export's ONNX graph
     (onnx, onnx-int8; gte_model.onnx_export): its results go to <model_dir>/eval-<backend> and not into the card.
@@ -160,6 +163,8 @@ def _check_tasks(tasks: list[str], sets: dict[str, Path]) -> None:
         _warn_absent(path, read_beir(path))
     if STS_TASK in tasks:
         load_stsb("test")
+    if LONG_TEXT_TASK in tasks:
+        load_long_text("test")
 
 
 def _check_forms(quantize: Sequence[str] | None, backend: str, tasks: list[str]) -> None:
@@ -198,6 +203,8 @@ def _task_runs(task: str, model, model_ref, sets: dict[str, Path], bf16: bool, b
     """(result name, zero-argument callable returning {dim: metrics}) pairs for one requested task."""
     if task == STS_TASK:
         return [(STS_TASK, lambda: evaluate_sts_dims(model, dims, "test", batch_size=batch_size, bf16=bf16))]
+    if task == LONG_TEXT_TASK:
+        return [(task, lambda: evaluate_long_text_dims(model, dims, "test", batch_size=batch_size, bf16=bf16))]
     if task == "beir":
         searches = {precision: SEARCHES[precision] for precision in quantize or ()}
         return [(f"beir/{name}", lambda p=path, n=name: evaluate_beir_dims(
@@ -365,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gte eval", description="Evaluate an exported model (or a packaged one).")
     parser.add_argument("model", help="export folder, or a packaged short name such as all-MiniLM-L6-v2")
     parser.add_argument("--tasks", nargs="+", default=None,
-                        help="sts-b, beir, mteb-beir, mteb:<TaskName> (default: sts-b, plus beir when sets are given)")
+                        help="sts-b, long-text, beir, mteb-beir, mteb:<TaskName> (default: sts-b, plus beir when "
+                        "sets are given)")
     parser.add_argument("--beir", nargs="+", default=[], metavar="DIR", help="BEIR-format folders to evaluate on")
     parser.add_argument("--data", default=None, metavar="PAIRS_DIR",
                         help="a `gte prep` output folder: evaluates the held-out BEIR set of every source")
@@ -374,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--no-card", action="store_true", help="do not write the results into the model card")
     parser.add_argument("--dims", type=_parse_dims, default=None, metavar="D1,D2,...",
-                        help="also score sts-b and beir with embeddings truncated to these dims (Matryoshka)")
+                        help="also score sts-b, long-text and beir with embeddings cut to these dims (Matryoshka)")
     parser.add_argument("--quantize", type=_parse_names, default=None, metavar="int8,binary",
                         help="also score beir with int8 (calibrated ranges) and/or binary (rescored) embeddings")
     parser.add_argument("--backend", choices=["torch", *BACKENDS], default="torch",

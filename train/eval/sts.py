@@ -74,6 +74,13 @@ def evaluate_sts_dims(model, dims: Sequence[int] | None, split: str = "test", ba
                       bf16: bool = False, folder: str | Path | None = None) -> dict[int, dict]:
     """{dim: metrics} at the full dim and at each of dims (embeddings truncated, see train.eval.dims)."""
     s1, s2, gold = load_stsb(split, folder)
+    return score_pairs_dims(model, s1, s2, gold, dims, batch_size, bf16)
+
+
+def score_pairs_dims(model, s1: list[str], s2: list[str], gold: np.ndarray, dims: Sequence[int] | None,
+                     batch_size: int = 64, bf16: bool = False) -> dict[int, dict]:
+    """{dim: cosine Spearman/Pearson against gold [N]} of text pairs (s1[i], s2[i]); each distinct text encoded
+    once, with the model's "query" prompt on both sides (a symmetric task)."""
     unique = list(dict.fromkeys(s1 + s2))
     where = {text: i for i, text in enumerate(unique)}
     emb = model.encode(unique, batch_size=batch_size, normalize=True, prompt_name="query", bf16=bf16)  # [U, dim]
