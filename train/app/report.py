@@ -8,7 +8,8 @@ from pathlib import Path
 from gte_model.core.atomic import write_text
 from gte_model.core.record import Record, read_record
 from train.eval.dims import PRECISION_NAMES, split_result_name
-from train.eval.evaluate import compare_table
+from train.eval.evaluate import GENERAL_TASKS, compare_table
+from train.eval.long_text import LONG_TEXT_TASK
 from train.metrics import plot_losses, read_metrics
 
 STAGES = ("base", "teacher", "stage1", "stage2", "merged")
@@ -32,7 +33,8 @@ def write_report(root: str | Path, base_name: str = "base", teacher_name: str = 
         labels[final] += " (final, rotated)" if rotated else " (final)"
         full = {labels[s]: {t: m for t, m in r.items() if split_result_name(t)[1] is None} for s, r in results.items()}
         lines += ["## Evaluation", "", compare_table(full), ""]
-        lines += [_general_line(results, final, general_check), "", _change_line(results, final), ""]
+        lines += [_general_line(results, final, general_check), "", _long_text_line(results, final), "",
+                  _change_line(results, final), ""]
         by_dim = {labels[s]: _by_dim(r) for s, r in results.items()}
         if any(isinstance(f, int) and f for d in by_dim.values() for f in d):
             lines += ["### Truncated embeddings: mean nDCG@10 over the held-out sets", "",
@@ -121,12 +123,22 @@ def _general_line(results: dict, final: str, general_check: bool) -> str:
             f"({last - base:+.4f}).")
 
 
+def _long_text_line(results: dict, final: str) -> str:
+    """How far the final model moved from the base on the long-text general check (train/eval/long_text.py)."""
+    base, last = (results.get(s, {}).get(LONG_TEXT_TASK, {}).get("cosine_spearman") for s in ("base", final))
+    what = "General check for long texts (long-text: Jargon File paragraphs, test split, no training source reads it)"
+    if base is None or last is None:
+        return f"{what}: not evaluated for both models (add long-text to eval.tasks)."
+    return f"{what}: base {base:.4f} -> final {last:.4f} ({last - base:+.4f})."
+
+
 def _change_line(results: dict, final: str) -> str:
-    """Which held-out sets (nDCG@10) and general checks (STS-B Spearman) the final model gained or lost on."""
+    """Which held-out sets (nDCG@10) and general checks (STS-B, long-text Spearman) the final model gained or lost
+    on."""
     base, last = results.get("base", {}), results.get(final, {})
     moves = {}  # task -> final minus base
     for task, metrics in last.items():
-        metric = "ndcg@10" if task.startswith("beir/") else "cosine_spearman" if task == "sts-b" else None
+        metric = "ndcg@10" if task.startswith("beir/") else "cosine_spearman" if task in GENERAL_TASKS else None
         if split_result_name(task)[1] is None and metric in metrics and metric in base.get(task, {}):
             moves[task] = metrics[metric] - base[task][metric]
     gained = ", ".join(f"{t} {d:+.4f}" for t, d in moves.items() if d > 0) or "nothing"
@@ -191,9 +203,9 @@ def _plot(root: Path, results: dict[str, dict]) -> Path | None:
 
 
 def _bars(ax, results: dict[str, dict]) -> None:
-    """Grouped bars: one group per task (STS-B Spearman, each BEIR set's nDCG@10), one bar per model."""
-    tasks = sorted({t for r in results.values() for t in r if t == "sts-b" or t.startswith("beir/")})
-    metric = {t: ("cosine_spearman" if t == "sts-b" else "ndcg@10") for t in tasks}
+    """Grouped bars: one group per task (STS-B and long-text Spearman, each BEIR set's nDCG@10), one bar per model."""
+    tasks = sorted({t for r in results.values() for t in r if t in GENERAL_TASKS or t.startswith("beir/")})
+    metric = {t: ("cosine_spearman" if t in GENERAL_TASKS else "ndcg@10") for t in tasks}
     width = 0.8 / max(len(results), 1)
     lowest = 1.0
     for i, (stage, res) in enumerate(results.items()):
@@ -203,6 +215,6 @@ def _bars(ax, results: dict[str, dict]) -> None:
     ax.set_xticks([x + width * (len(results) - 1) / 2 for x in range(len(tasks))])
     ax.set_xticklabels([t.replace("beir/", "") for t in tasks], rotation=30, ha="right")
     ax.set_ylim(max(0.0, lowest - 0.1), 1.06)  # the differences between models are what a reader looks for
-    ax.set_title("STS-B Spearman / held-out nDCG@10")
+    ax.set_title("STS-B, long-text Spearman / held-out nDCG@10")
     ax.legend(loc="upper right", ncol=3, fontsize=8)
     ax.grid(axis="y", alpha=0.3)
