@@ -54,7 +54,7 @@ from train.checkpoint import (
 )
 from train.config import TrainConfig
 from train.distributed import all_reduce_mean, world
-from train.metrics import METRICS_FILE, PLOT_FILE, SOURCE_LOSS, open_logger
+from train.metrics import METRICS_FILE, PLOT_FILE, SOURCE_LOSS, TRACKER_DIR, open_logger
 from train.preempt import Preempted, preemption_guard
 from train.trainer import PROBE_FILE, StepStats, Trainer
 
@@ -258,6 +258,7 @@ def _clear_run(run_dir: Path) -> None:
         checkpoint_dir(run_dir).rmdir()  # only when nothing else is left in it
     for name in (RECORD_FILE, METRICS_FILE, PLOT_FILE, PROBE_FILE):
         (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / TRACKER_DIR, ignore_errors=True)  # the trackers' copy of metrics.jsonl
 
 
 class _Meter:

@@ -20,6 +20,7 @@ import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
+from gte_model.core.atomic import write_text
 from gte_model.core.errors import extra_problem, import_extra, names_path
 
 METRICS_FILE = "metrics.jsonl"
@@ -55,7 +56,9 @@ class MetricsLogger(NullLogger):
         truncate(self.path, resume_offset)
         self._fh = open(self.path, "a", encoding="utf-8")
         self._wandb = _start_wandb(wandb, project, name or self.run_dir.name, self.run_dir, config)
-        self._trackers = start_trackers(report_to, project, name or self.run_dir.name, self.run_dir)
+        # (tracker, {name: last step it holds}): a resumed run sends each tracker only the steps it lacks
+        self._trackers = start_trackers(report_to, project, name or self.run_dir.name, self.run_dir,
+                                        last_step(self.path) if report_to else -1)
 
     def log(self, record: dict) -> None:
         with names_path(self.path):  # a full disk names metrics.jsonl, not `?`
@@ -66,9 +69,11 @@ class MetricsLogger(NullLogger):
         if self._wandb is not None:
             self._wandb.log(numbers, step=int(record.get("step", 0)))
         if self._trackers:  # the same scalars and steps, under names every tracker accepts
+            step = int(record.get("step", 0))
             named = {tracker_name(k): v for k, v in numbers.items()}
-            for tracker in self._trackers:
-                tracker.log(named, step=int(record.get("step", 0)))
+            for tracker, held in self._trackers:
+                if fresh := {k: v for k, v in named.items() if step > held.get(k, -1)}:
+                    tracker.log(fresh, step=step)
 
     def offset(self) -> int:
         """Byte position after the last line: what a checkpoint stores to cut the log back on resume."""
@@ -83,7 +88,7 @@ class MetricsLogger(NullLogger):
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
-        for tracker in self._trackers:
+        for tracker, _ in self._trackers:
             tracker.finish()
         self._trackers = []
 
@@ -101,6 +106,11 @@ def truncate(path: Path, offset: int) -> None:
     if path.is_file() and path.stat().st_size > offset:
         with open(path, "r+b") as fh:
             fh.truncate(offset)
+
+
+def last_step(path: Path) -> int:
+    """The highest step a metrics.jsonl holds (-1: none): after the cut on resume, the last step kept."""
+    return max((int(r.get("step", 0)) for r in read_metrics(path)), default=-1)
 
 
 def to_json_line(record: dict) -> str:
@@ -204,12 +214,18 @@ def plot_metrics(jsonl: str | Path, png: str | Path) -> Path | None:
 TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "comet_ml": "comet_ml", "aim": "aim",
             "clearml": "clearml", "dvclive": "dvclive", "swanlab": "swanlab", "trackio": "trackio"}
 TRACKER_DIR = "trackers"
+MLFLOW_RUN_FILE = "mlflow_run_id"  # in <run.dir>/trackers: the MLflow run a resumed training logs into again
+# the user's MLflow server, if any, read before mlflow.set_tracking_uri (which exports the variable) runs here: a
+# second run in this process (gte run's stage 2) gets its own file store, not the first one's
+_USER_MLFLOW_URI = os.environ.get("MLFLOW_TRACKING_URI")
 
 
 def tracker_name(key: str) -> str:
     """A metric's name for the report_to trackers: MLflow takes only letters, digits and _-. :/ (ndcg@10 ->
-    ndcg_at_10)."""
-    return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", key.replace("@", "_at_"))
+    ndcg_at_10), and its file store makes each / a folder, so only the kind's / stays (train/loss/pydocs ->
+    train/loss.pydocs, beside train/loss)."""
+    kind, sep, name = key.partition("/")
+    return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", kind + sep + name.replace("/", ".").replace("@", "_at_"))
 
 
 def tracker_problems(report_to: Sequence[str]) -> list[str]:
@@ -226,10 +242,12 @@ def tracker_problems(report_to: Sequence[str]) -> list[str]:
     return [p for p in problems if p]
 
 
-def start_trackers(report_to: Sequence[str], project: str, name: str, run_dir: Path) -> list:
+def start_trackers(report_to: Sequence[str], project: str, name: str, run_dir: Path, kept_step: int = -1) -> list:
     """accelerate's trackers for the names in report_to, started, logging under <run_dir>/trackers: TensorBoard
     event files in trackers/<project>, an MLflow file store in trackers/mlruns (unless MLFLOW_TRACKING_URI says
-    otherwise). A resumed run appends: steps past its checkpoint show twice there (metrics.jsonl is cut back)."""
+    otherwise); returns [(tracker, {name: last step it holds})]. A resumed run (kept_step: the last step
+    metrics.jsonl kept) cuts the TensorBoard files back to kept_step, as metrics.jsonl is cut, and logs into the same
+    MLflow run, which keeps what it holds (its history cannot be cut): only later steps are sent to it."""
     if not report_to:
         return []
     from accelerate.tracking import LOGGER_TYPE_TO_CLASS
@@ -240,18 +258,56 @@ def start_trackers(report_to: Sequence[str], project: str, name: str, run_dir: P
         import_extra(TRACKERS[tracker_name], "log.report_to", "trackers", f"leave {tracker_name} out of log.report_to",
                      package=tracker_name)
         cls = LOGGER_TYPE_TO_CLASS[tracker_name]
-        if tracker_name == "mlflow" and not os.environ.get("MLFLOW_TRACKING_URI"):
+        if tracker_name == "mlflow" and not _USER_MLFLOW_URI:
             import mlflow
 
             # a file store needs no server nor database package (mlflow 3 keeps it behind this switch)
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             mlflow.set_tracking_uri((folder / "mlruns").resolve().as_uri())
+        if tracker_name == "tensorboard":
+            truncate_tensorboard(folder / project, kept_step)
         tracker = cls(project, str(folder)) if cls.requires_logging_directory else cls(project)
+        held, run_file = {}, folder / MLFLOW_RUN_FILE
         if tracker_name == "mlflow":
             tracker.run_name = name
-        tracker.start()
-        trackers.append(tracker)
+            if not tracker.run_id and run_file.is_file():  # MLFLOW_RUN_ID, when set, still wins
+                tracker.run_id = run_file.read_text().strip()
+            tracker.start()
+            write_text(run_file, tracker.active_run.info.run_id)
+            held = _mlflow_last_steps(tracker.active_run.info.run_id)
+        else:
+            tracker.start()
+        trackers.append((tracker, held))
     return trackers
+
+
+def truncate_tensorboard(folder: Path, kept_step: int) -> None:
+    """Cut the TensorBoard event files in folder back to kept_step: summaries of later steps (which a resumed run
+    logs again) and a record torn by a kill are dropped, each file rewritten in place."""
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    for path in sorted(folder.glob("events.out.tfevents.*")) if folder.is_dir() else []:
+        records = list(RawEventFileLoader(str(path)).Load())
+        kept = [r for r in records if not (e := Event.FromString(r)).HasField("summary") or e.step <= kept_step]
+        if len(kept) == len(records) and path.stat().st_size == sum(len(r) + 16 for r in records):  # 16: framing
+            continue
+        tmp = folder / ".gte-truncating"  # no "tfevents" in the name: TensorBoard never reads it
+        with open(tmp, "wb") as fh:
+            writer = RecordWriter(fh)
+            for record in kept:
+                writer.write(record)
+        os.replace(tmp, path)
+
+
+def _mlflow_last_steps(run_id: str) -> dict[str, int]:
+    """{metric: the last step the MLflow run holds}: empty for a new run."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    return {key: max(m.step for m in client.get_metric_history(run_id, key))
+            for key in client.get_run(run_id).data.metrics}
 
 
 _WANDB_ON = dict(module="wandb", key="log.wandb=on", extra="wandb",

@@ -5,9 +5,13 @@ problems found before anything runs."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
+from gte_model.core.record import RECORD_FILE
+from tests.train.tinydata import train_tiny, write_tiny_pairs
+from train.checkpoint import list_checkpoints
 from train.config import TrainConfig
 from train.metrics import TRACKER_DIR, MetricsLogger, tracker_name, tracker_problems
 
@@ -57,6 +61,33 @@ def test_tensorboard_and_mlflow_get_the_scalars_of_metrics_jsonl(tmp_path):
     assert sorted(expected) == ["eval/ndcg_at_10", "train/loss", "train/lr", "train/tokens"]  # MLflow has no @
     assert _tensorboard_scalars(tmp_path / TRACKER_DIR / "gte-test") == expected
     assert _mlflow_scalars(tmp_path) == expected
+
+
+def test_a_resumed_run_leaves_each_step_once_in_the_trackers_with_the_values_of_metrics_jsonl(tmp_path):
+    pairs, run = write_tiny_pairs(tmp_path / "pairs"), tmp_path / "run"
+    args = ("train.max_steps=6", "train.checkpoint_every=2", "train.keep_checkpoints=3", "train.eval_every=2",
+            "log.report_to=[tensorboard,mlflow]", "log.project=gte-test", "run.name=run-a")
+    assert train_tiny(run, pairs, *args) == 0
+    # A kill after the step-2 checkpoint: steps 3..6 are in metrics.jsonl and the trackers, the next start resumes
+    # at step 2 (later checkpoints never landed), and the kill tore the event file's last record.
+    for step, path in list_checkpoints(run):
+        if step > 2:
+            shutil.rmtree(path)
+    (run / RECORD_FILE).unlink()
+    shutil.rmtree(run / "export")
+    events = sorted((run / TRACKER_DIR / "gte-test").glob("events.out.tfevents.*"))
+    assert events, sorted(p.relative_to(run) for p in (run / TRACKER_DIR).rglob("*"))
+    with open(events[-1], "ab") as fh:
+        fh.write(b"\x30\x00\x00\x00")  # half a record header
+    assert train_tiny(run, pairs, *args) == 0
+    expected = _jsonl_scalars(run)
+    assert [s for s, _ in expected["train/loss"]] == [1, 2, 3, 4, 5, 6]  # resumed at 2: metrics.jsonl was cut back
+    assert _tensorboard_scalars(run / TRACKER_DIR / "gte-test") == expected  # the redone steps' values, once
+    # MLflow cannot cut its history: the same run keeps what it held, each step once (the loss of a redone step is
+    # the same under exact resume; throughput is the first attempt's)
+    held = _mlflow_scalars(run)
+    assert {k: [s for s, _ in v] for k, v in held.items()} == {k: [s for s, _ in v] for k, v in expected.items()}
+    assert held["train/loss"] == [(s, pytest.approx(v, rel=1e-5)) for s, v in expected["train/loss"]]
 
 
 def test_unknown_or_misplaced_trackers_are_config_problems():
