@@ -12,6 +12,7 @@ from transformers import BertConfig, ModernBertConfig, PretrainedConfig
 # name -> (layers, hidden, heads, intermediate)
 _SIZES: dict[str, tuple[int, int, int, int]] = {
     "tiny": (2, 32, 2, 64),
+    "gte-mini": (4, 128, 2, 512),  # from-scratch runs a 2-core CPU moves in minutes (MLM then stages 1 and 2)
     "gte-small": (12, 384, 12, 1536),
     "gte-base": (12, 768, 12, 3072),
     "gte-large": (24, 1024, 16, 4096),

@@ -14,9 +14,10 @@ from gte_model.merge import MergeConfig
 from train.app.cli import main as gte
 from train.app.pipeline import PipelineConfig
 from train.config import TrainConfig
+from train.mlm_config import MLMConfig
 
 COMMANDS = {"prep": PrepConfig, "mine": MineConfig, "train": TrainConfig, "run": PipelineConfig,
-            "merge": MergeConfig}
+            "merge": MergeConfig, "mlm": MLMConfig}
 
 
 def _leaves(cfg, prefix: str = ""):

@@ -30,7 +30,7 @@ from gte_model.core.atomic import check_replaceable, claim_dir
 from gte_model.core.config import config_from_argv, config_to_dict, dump_config, save_config
 from gte_model.core.errors import UserError
 from gte_model.core.lock import hold
-from gte_model.core.memory import peak_rss_mb, release_free_memory
+from gte_model.core.memory import HeapTrimmer, peak_rss_mb
 from gte_model.core.pairs import digest_note, manifest_digest
 from gte_model.core.progress import progress
 from gte_model.core.record import (
@@ -83,15 +83,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def fit(cfg: TrainConfig) -> Path:
-    """Train one stage to cfg.train.max_steps and export; returns the export folder."""
+def fit(cfg: TrainConfig, trainer: type = Trainer) -> Path:
+    """Train one stage to cfg.train.max_steps and export; returns the export folder. trainer: the class that builds
+    the stage from cfg (Trainer's interface; train.mlm.MLMTrainer runs the MLM stage in this same loop)."""
     run_dir = Path(cfg.run.dir)
     # RANK is set by the launcher before any process group exists: the job's other processes write into the run
     # dir alongside its main process, so only the main one locks it (and marks it ours).
     main = int(os.environ.get("RANK", "0")) == 0
     with hold(run_dir, "run.dir") if main else contextlib.nullcontext():
         claim_dir(run_dir, "run.dir", "gte train", older=_older_run(run_dir), write=main)
-        return _train(cfg, run_dir, main)
+        return _train(cfg, run_dir, main, trainer)
 
 
 def _older_run(run_dir: Path) -> bool:
@@ -102,11 +103,11 @@ def _older_run(run_dir: Path) -> bool:
     return False
 
 
-def _train(cfg: TrainConfig, run_dir: Path, main: bool) -> Path:
+def _train(cfg: TrainConfig, run_dir: Path, main: bool, trainer_class: type = Trainer) -> Path:
     record = run_record(cfg)
     if _finished(run_dir, record, cfg, main):
         return run_dir / "export"
-    trainer = Trainer(cfg)
+    trainer = trainer_class(cfg)
     if trainer.is_main:
         print(dump_config(cfg), flush=True)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -118,11 +119,11 @@ def _train(cfg: TrainConfig, run_dir: Path, main: bool) -> Path:
     logger = open_logger(trainer.is_main, run_dir, cfg_dict, offset, cfg.log.wandb, cfg.log.project, cfg.run.name,
                          cfg.log.report_to)
     bar = progress(total=t.max_steps, initial=start, disable=not trainer.is_main, desc="train", unit="step")
-    meter, bad = _Meter(trainer), 0
+    meter, bad, trim = _Meter(trainer), 0, HeapTrimmer()
     with preemption_guard() as guard, bar:
         for step in range(start, t.max_steps):
             stats = trainer.step(step)
-            release_free_memory()  # every step's shapes differ: without this glibc's heaps grow by GBs per run
+            trim()  # every step's shapes differ: without trims glibc's heaps grow by GBs per run
             bad = 0 if stats.applied else bad + 1
             done = step + 1  # steps completed = the next step's data position
             if stats.applied:  # a skipped step is its own line, never also in a train line's mean

@@ -5,6 +5,7 @@ that config's keys (dotted: train.max_steps=100, models=[a,b], overwrite=true):
   gte prep [CONFIG] [key=value ...]       build relevance pairs from raw corpora        (data_prep.prep)
   gte mine [CONFIG] [key=value ...]       mine hard negatives                           (data_prep.mine)
   gte train [CONFIG] [key=value ...]      train one stage                               (train.loop)
+  gte mlm [CONFIG] [key=value ...]        masked-LM pretraining of a backbone (stage 0)  (train.mlm)
   gte run [CONFIG] [key=value ...]        the whole pipeline, prep to report            (train.app.pipeline)
   gte merge [CONFIG] models=[..] ...      weighted average of model folders (WiSE-FT)   (gte_model.merge)
 A command that acts on a model takes positional paths, then --flags (--overwrite, --bf16, ...):
@@ -41,6 +42,7 @@ COMMANDS = {
     "prep": "data_prep.prep:main",
     "mine": "data_prep.mine:main",
     "train": "train.loop:main",
+    "mlm": "train.mlm:main",
     "eval": "train.eval.evaluate:main",
     "run": "train.app.pipeline:main",
 }

@@ -11,6 +11,7 @@ depends only on the model it evaluates and the held-out sets). Long phases (trai
 mining) resume inside themselves, so an interrupted pipeline finishes where it stopped. Layout:
   <run.dir>/data/pairs  prep output        <run.dir>/stage1  stage-1 run (its export feeds mining and stage 2)
   <run.dir>/data/mined  triples            <run.dir>/stage2  stage-2 run
+  <run.dir>/stage0      with run.stage0=true: the MLM run (train.mlm) whose export stage 1 starts from
   <run.dir>/merged      merge output       (when merge.models is set: e.g. [base, stage2], WiSE-FT)
   <run.dir>/export      the final model (turned to its principal axes when rotate.rows > 0: gte_model.rotate)
   <run.dir>/eval/{base,teacher,stage1,stage2,merged}  results (prep's held-out sets, plus eval.extra's: your own
@@ -50,6 +51,8 @@ from train.eval.evaluate import STS_TASK, evaluate
 from train.eval.long_text import LONG_TEXT_TASK, evaluate_long_text_dims
 from train.eval.sts import evaluate_sts
 from train.loop import fit
+from train.mlm import MLMTrainer
+from train.mlm_config import MLMConfig
 
 PHASE_FORMAT = 1
 _REBUILD_KEYS = frozenset({"overwrite", "run.overwrite"})  # set by the pipeline itself when a phase must rebuild
@@ -58,6 +61,9 @@ _REBUILD_KEYS = frozenset({"overwrite", "run.overwrite"})  # set by the pipeline
 @dataclass
 class PipelineRunConfig:
     dir: str = "runs/quickstart"  # everything the pipeline writes goes under this folder
+    # run stage 0 first: masked-LM pretraining (section stage0) on the prep output's texts; stage 1 then starts from
+    # its export (stage1.model.init_from is set to it) and so does the `base` evaluation
+    stage0: bool = False
 
 
 @dataclass
@@ -94,6 +100,8 @@ class PipelineRotateConfig:
 class PipelineConfig:
     run: PipelineRunConfig = field(default_factory=PipelineRunConfig)
     prep: PrepConfig = field(default_factory=PrepConfig)  # prep.out_dir is set to <run.dir>/data/pairs
+    # `gte mlm`'s config, used with run.stage0=true; run.dir and data.train_dir are set by the pipeline
+    stage0: MLMConfig = field(default_factory=MLMConfig)
     stage1: TrainConfig = field(default_factory=TrainConfig)  # run.dir, data.train_dir are set by the pipeline
     mine: MineConfig = field(default_factory=MineConfig)  # input_dir, out_dir and model are set by the pipeline
     stage2: TrainConfig = field(default_factory=TrainConfig)  # init_from = the stage-1 export, data = mined
@@ -107,6 +115,10 @@ class PipelineConfig:
         """Wire the phases together under run.dir: one place decides every path."""
         root = Path(self.run.dir)
         self.prep.out_dir = str(root / "data" / "pairs")
+        self.stage0.run.dir = str(root / "stage0")
+        self.stage0.data.train_dir = self.prep.out_dir
+        if self.run.stage0:
+            self.stage1.model.init_from = str(root / "stage0" / "export")
         self.stage1.run.dir = str(root / "stage1")
         self.stage1.data.train_dir = self.prep.out_dir
         self.mine.input_dir = self.prep.out_dir
@@ -143,6 +155,8 @@ class PipelineConfig:
         errors = [f"prep.{e}" for e in self.prep.validate()]
         errors += [f"mine.{e}" for e in self.mine.validate()]
         # World size and ZeRO stage come from the launcher, as in `gte train`.
+        if self.run.stage0:
+            errors += [f"stage0: {e}" for e in self.stage0.validate()]
         errors += [f"stage1: {e}" for e in self.stage1.validate()]
         errors += [f"stage2: {e}" for e in self.stage2.validate()]
         if self.merge.models:
@@ -200,8 +214,11 @@ def _run_phases(cfg: PipelineConfig, root: Path) -> Path:
                "beir_dirs": lambda: evaluation_sets(cfg),
                "dims": list(cfg.eval.dims or cfg.stage2.loss.matryoshka_dims)}
     final_kw = {**eval_kw, "quantize": cfg.eval.quantize}  # int8 / binary embeddings: the final model only
-    phases = [
-        Phase("prep", cfg.prep, lambda force: prep(_forced(cfg.prep, "overwrite", force))),
+    phases = [Phase("prep", cfg.prep, lambda force: prep(_forced(cfg.prep, "overwrite", force)))]
+    if cfg.run.stage0:
+        phases.append(Phase("stage0", cfg.stage0, lambda force: fit(_forced(cfg.stage0, "run.overwrite", force),
+                                                                    trainer=MLMTrainer)))
+    phases += [
         Phase("stage1", cfg.stage1, lambda force: fit(_forced(cfg.stage1, "run.overwrite", force))),
         Phase("mine", cfg.mine, lambda force: mine(_forced(cfg.mine, "overwrite", force))),
         Phase("stage2", cfg.stage2, lambda force: fit(_forced(cfg.stage2, "run.overwrite", force))),
@@ -213,7 +230,8 @@ def _run_phases(cfg: PipelineConfig, root: Path) -> Path:
         Phase("export", {"merged": bool(merged), "rotate": cfg.rotate},
               lambda force: _final_export(cfg, merged or stage2_export, final)),
         Phase("eval_base", {"eval": cfg.eval, "model": base},
-              lambda force: _evaluate(base, root / "eval" / "base", update_card=False, **eval_kw), after="prep"),
+              lambda force: _evaluate(base, root / "eval" / "base", update_card=False, **eval_kw),
+              after="stage0" if cfg.run.stage0 else "prep"),
     ]
     if teacher:
         phases.append(Phase("eval_teacher", {"eval": cfg.eval, "model": teacher}, lambda force: _evaluate(

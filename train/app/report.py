@@ -43,6 +43,7 @@ def write_report(root: str | Path, base_name: str = "base", teacher_name: str = 
             lines += ["### Quantized embeddings: mean nDCG@10 over the held-out sets (share of float, full dim)", "",
                       "int8: per-dim ranges calibrated on the corpus; binary: sign bits, the top candidates rescored "
                       "by the float query (train/eval/quantized.py).", "", quantized, ""]
+    lines += _mlm_lines(root / "stage0" / "metrics.jsonl")
     lines += ["## Wall time and peak memory per phase", "",
               "Peak RSS: this process during the phase (its peak is reset when a phase starts); worker processes "
               "(prep's pool) are listed apart, as the largest one over the whole run.", "",
@@ -82,6 +83,25 @@ def _dims_table(by_dim: dict[str, dict[int, float]]) -> str:
         cells = [f"{values[d]:.4f} ({values[d] / full:.1%})" if d in values and full else "-" for d in dims]
         lines.append(f"| {model} | {full:.4f} | " + " | ".join(cells) + " |" if full else f"| {model} | - |")
     return "\n".join(lines)
+
+
+def _mlm_lines(jsonl: Path, rows: int = 8) -> list[str]:
+    """The MLM stage's loss curve as a table (about `rows` logged steps, the last included); [] without stage 0."""
+    records = read_metrics(jsonl) if jsonl.is_file() else []
+    train = [r for r in records if r.get("kind") == "train"]
+    if not train:
+        return []
+    evals = {r["step"]: r for r in records if "val_loss" in r}
+    shown = train[:: max(1, len(train) // rows)]
+    shown += [train[-1]] if shown[-1] is not train[-1] else []
+    lines = ["## Stage 0: masked-LM loss", "", "Train loss: the mean over the steps of its log line; validation: the "
+             "held-out texts with fixed masks.", "", "| step | train loss | validation loss | validation accuracy |",
+             "| --- | --- | --- | --- |"]
+    for r in shown:
+        val = evals.get(r["step"], {})
+        cells = [f"{val[k]:.4f}" if k in val else "-" for k in ("val_loss", "val_acc")]
+        lines.append(f"| {r['step']} | {r['loss']:.4f} | {cells[0]} | {cells[1]} |")
+    return [*lines, ""]
 
 
 def _quantized_table(by_dim: dict[str, dict]) -> str:
@@ -169,16 +189,20 @@ def _plot(root: Path, results: dict[str, dict]) -> Path | None:
 
     by_dim = {s: _by_dim(r) for s, r in results.items()}
     with_dims = {s: v for s, v in by_dim.items() if len(v) > 1}
-    fig, axes = plt.subplots(1, 4 if with_dims else 3, figsize=(21 if with_dims else 16, 4.5))
-    for ax, stage in zip(axes[:2], ("stage1", "stage2")):
+    # stage 0 (gte run's MLM stage, run.stage0=true) has a loss curve only where it ran
+    curves = [s for s in ("stage0", "stage1", "stage2") if s != "stage0" or (root / s / "metrics.jsonl").is_file()]
+    panels = len(curves) + (2 if with_dims else 1)
+    fig, axes = plt.subplots(1, panels, figsize=(5.3 * panels, 4.5))
+    for ax, stage in zip(axes, curves):
         train = [r for r in read_metrics(root / stage / "metrics.jsonl") if r.get("kind") == "train"]
         evals = [r for r in read_metrics(root / stage / "metrics.jsonl") if "val_loss" in r]
         plot_losses(ax, train, evals)
-        ax.set_title(f"{stage} loss")
+        ax.set_title("stage0 (masked LM) loss" if stage == "stage0" else f"{stage} loss")
         ax.set_xlabel("step")
-    _bars(axes[2], {s: {t: m for t, m in r.items() if split_result_name(t)[1] is None} for s, r in results.items()})
+    full = {s: {t: m for t, m in r.items() if split_result_name(t)[1] is None} for s, r in results.items()}
+    _bars(axes[len(curves)], full)
     if with_dims:
-        ax = axes[3]
+        ax = axes[len(curves) + 1]
         ticks = sorted({d for v in with_dims.values() for d in v if isinstance(d, int) and d})  # then "full" (0)
         where = {d: i for i, d in enumerate([*ticks, 0])}
         for stage, values in with_dims.items():
