@@ -1,7 +1,9 @@
 """Serving throughput on this CPU, side by side in one run: texts/s and peak memory of one model served as
 torch fp32, torch bf16 autocast, ONNX fp32 and ONNX int8 (gte export --onnx int8, through onnxruntime), with
 sentence-transformers as the peer: its torch model always, and its own ONNX backend where it loads (it needs
-optimum, which pins transformers < 4.58: on this venv the row says why it did not run).
+optimum, which pins transformers < 4.58: on this venv the row says why it did not run). sentence-transformers' own
+ONNX export of the model, the peer the issue asks for, goes through optimum as well and cannot run beside
+transformers 5 even installed with --no-deps (the import errors: docs/serving.md), so it is not a row here.
 
 Each form runs in its own process (so its peak RSS is its own), `--rounds` timed passes over the same texts after a
 warm-up, best pass kept; the forms run in turn, round-robin over `--repeat` sweeps, so machine noise hits all alike.
