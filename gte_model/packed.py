@@ -1,5 +1,7 @@
 """The unpadded ("packed") forward's layout and attention: every real token of a batch in one [T, H] matrix, no
-padding rows. The per-family layers around it (BERT, RoBERTa, XLM-RoBERTa, MPNet, ModernBERT) are gte_model.families.
+padding rows. The per-family layers around it (BERT, RoBERTa, XLM-RoBERTa, MPNet, ModernBERT) are gte_model.families;
+any other encoder on transformers' attention interface (GTE v1.5, NomicBERT, ...) reaches `attend` through
+gte_model.unpadded.
 
 A padded forward of a contrastive batch spends most of its work on padding: short queries and long documents padded
 to a common width. Here the embeddings, every linear layer, LayerNorm and the feed-forward run on the packed [T, H]
