@@ -112,8 +112,13 @@ def ours_config(spec: dict):
     from gte_model.core.config import load_config
     from train.config import TrainConfig
 
+    return load_config(TrainConfig, None, ours_overrides(spec))
+
+
+def ours_overrides(spec: dict) -> list[str]:
+    """The `key=value` list of one benchmark run (ours_config's, and `gte train`'s in the whole-process runs)."""
     total = spec["warmup"] + spec["steps"]
-    overrides = [
+    return [
         f"run.dir={spec['run_dir']}",
         "model.init_from=all-MiniLM-L6-v2",
         f"data.train_dir={spec['pairs_dir']}",
@@ -140,7 +145,6 @@ def ours_config(spec: dict):
         "loss.mask_duplicates=false",  # MNRL does not mask duplicates: same loss semantics
         "log.wandb=off",
     ]
-    return load_config(TrainConfig, None, overrides)
 
 
 def run_ours(spec: dict) -> dict:

@@ -25,6 +25,7 @@ activation blocks in its heap; MALLOC_MMAP_THRESHOLD_=65536 in the environment s
 
   .venv/bin/python benchmarks/train_throughput.py                        # full: 2 rounds x {fp32, bf16} + cache
   .venv/bin/python benchmarks/train_throughput.py --rounds 1 --steps 5 --warmup 1 --cache-batches 256   # quick
+  .venv/bin/python benchmarks/train_throughput.py --outside 8,40     # whole processes: `gte train` vs the peer
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--probe-chunks", type=int, default=2)
     p.add_argument("--work-dir", default="", help="pairs dirs, run dirs, results.json (default: a temp dir)")
     p.add_argument("--report", default="", help="only print the tables from a log of this script (its JSON lines)")
+    p.add_argument("--outside", default="",
+                   help="N1,N2: time whole processes instead (ours: `gte train`, the peer: its trainer), each "
+                        "system N1 and N2 steps; pairs/s from the difference (benchmarks/outside_runs.py)")
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)  # internal: JSON spec of one run
     return p.parse_args(argv)
 
@@ -208,12 +212,33 @@ def cache_table(results: list[dict]) -> str:
 def report(log: Path) -> None:
     """The tables of the runs a (possibly interrupted) log printed, one JSON object per line."""
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    if any(r.get("outside") for r in rows):
+        from outside_runs import outside_table
+
+        print(outside_table([r for r in rows if r.get("outside")]))
+        rows = [r for r in rows if not r.get("outside")]
     throughput = [r for r in rows if not r["label"].startswith("cached")]
     cached = [r for r in rows if r["label"].startswith("cached")]
     if throughput:
         print(throughput_table(throughput))
     if cached:
         print("\n" + cache_table(cached))
+
+
+def outside(args: argparse.Namespace, work: Path) -> None:
+    from outside_runs import outside_runs, outside_table
+
+    lengths = tuple(int(n) for n in args.outside.split(","))
+    if len(lengths) != 2 or not 0 < lengths[0] < lengths[1]:
+        raise SystemExit(f"--outside takes two step counts N1,N2 with 0 < N1 < N2, not {args.outside!r}")
+    rows = debian_rows(seed=0)[: lengths[1] * args.batch]
+    pairs = write_pairs_dir(rows, work / "pairs-outside")
+    results = outside_runs(args, work, pairs, lengths)
+    (work / "results-outside.json").write_text(json.dumps(results, indent=2))
+    print(f"\nload average at end: {load_avg()}")
+    print(f"\nwhole processes, {lengths[0]} and {lengths[1]} steps, batch {args.batch}, max length {args.max_len}, "
+          f"{args.rounds} rounds; ours: `gte train`, packed, chunk {args.packed_chunk_size}\n")
+    print(outside_table(results))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -229,6 +254,9 @@ def main(argv: list[str] | None = None) -> None:
     batches = [int(b) for b in args.cache_batches.split(",") if b]
     print(f"machine: {machine()}")
     print(f"load average at start: {load_avg()}   work dir: {work}", flush=True)
+    if args.outside:
+        outside(args, work)
+        return
     pairs, cache_pairs = prepare(work, args, batches)
     results = throughput_runs(args, work, pairs)
     cached = cache_runs(args, work, cache_pairs, batches) if cache_pairs else []

@@ -15,6 +15,8 @@ from pathlib import Path
 
 _STATUS = Path("/proc/self/status")
 _CLEAR = Path("/proc/self/clear_refs")
+_STATM = Path("/proc/self/statm")
+_PAGE = resource.getpagesize()
 
 
 def reset_peak() -> bool:
@@ -105,6 +107,43 @@ def release_free_memory() -> bool:
     steps (benchmarks/README.md, "Memory"). Called between steps and between pipeline phases."""
     trim = _malloc_trim()
     return bool(trim(0)) if trim is not None else False
+
+
+class HeapTrimmer:
+    """release_free_memory between training steps, but only when the heap has grown: a trim hands every free page
+    back, and the next step faults all of its activation memory in again (0.14-0.26 s a step on a 2-core CPU with
+    MiniLM at batch 32, benchmarks/README.md "Issue 28"), while glibc's heap grows only a few tens of MB a step.
+
+    Call it after each step. The first call after a trim (or the first call ever) sets the steady level (the
+    resident size with one step's freed activations held); a later call trims when the resident size is more than
+    `slack` above that level, with slack = max(min_slack_mb, fraction x level). Resident memory therefore stays
+    within slack of the steady level, as with a trim every step, at a trim every slack / growth steps."""
+
+    def __init__(self, fraction: float = 0.125, min_slack_mb: float = 256.0, rss=None):
+        self.fraction, self.min_slack_mb = fraction, min_slack_mb
+        self.rss = rss or resident_mb
+        self.level: float | None = None
+        self.trims = 0
+
+    def __call__(self) -> bool:
+        """Trim when the heap has grown past the slack; True when it trimmed."""
+        now = self.rss()
+        if self.level is None:
+            self.level = now
+            return False
+        if now <= self.level + max(self.min_slack_mb, self.fraction * self.level):
+            return False
+        release_free_memory()
+        self.level, self.trims = None, self.trims + 1
+        return True
+
+
+def resident_mb() -> float:
+    """This process's resident memory now (MiB; 0.0 where /proc is missing): one read of /proc/self/statm."""
+    try:
+        return int(_STATM.read_text().split()[1]) * _PAGE / 2**20
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def _malloc_trim():
