@@ -118,7 +118,7 @@ def _parquet_texts(path: Path) -> list[str]:
 def write_source(out: Path, name: str, rows: PairRows, negatives: list[list[str]], keep: np.ndarray, entry: dict,
                  in_dir: Path, rows_per_shard: int, scores: list[list[float]] | None = None,
                  copy_heldout: bool = False) -> dict:
-    """Write the kept rows as <out>/<name>/train-NNNNN.parquet; the manifest entry (held-out/BEIR -> the input's,
+    """Write the kept rows as <out>/<name>/train-NNNNN.parquet; the manifest entry (held-out/dev/BEIR -> the input's,
     or, with copy_heldout (an input that is a temporary copy of a remote one), copies inside out).
     scores: the teacher's [positive, *negatives] per row, written as the teacher_scores column."""
     schema = pairs.SCORED_SCHEMA if scores is not None else pairs.SCHEMA
@@ -138,9 +138,9 @@ def write_source(out: Path, name: str, rows: PairRows, negatives: list[list[str]
         writer.add_table(pa.table(columns, schema=schema))
     result: dict = {"train": writer.close()}
     refer = functools.partial(_copied, out) if copy_heldout else _absolute
-    if "heldout" in entry:
-        held = entry["heldout"]
-        result["heldout"] = {**held, "files": [refer(in_dir, f) for f in held.get("files", [])]}
+    for split in ("heldout", pairs.DEV_SPLIT):  # kept as the input's: stage 2 validates on the same dev rows
+        if split in entry:
+            result[split] = {**entry[split], "files": [refer(in_dir, f) for f in entry[split].get("files", [])]}
     if entry.get("beir"):
         result["beir"] = refer(in_dir, entry["beir"])
     return result

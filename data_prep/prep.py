@@ -43,7 +43,7 @@ from data_prep.engine import Engine, open_engine
 from data_prep.prep_config import DecontamConfig, FileSource, PrepConfig, iter_config_sources
 from data_prep.report import write_report
 from data_prep.sources import source_fingerprint, stsb_test_sentences
-from data_prep.split import assign_heldout
+from data_prep.split import assign_dev, assign_heldout
 from gte_model.core import pairs
 from gte_model.core.atomic import build_dir, check_replaceable
 from gte_model.core.config import ConfigError, config_from_argv, config_to_dict, dump_config
@@ -143,11 +143,12 @@ def _build(cfg: PrepConfig, out: Path, stage_dir: Path, engine: Engine) -> dict:
         keep, counts["near"] = engine.near_dedup(staged.sigs, staged.source_ids, staged.by_positive, keep,
                                                  num_sources, cfg.dedup)
     steps.done("dedup")
-    heldout = np.zeros(n, dtype=bool)
+    heldout, dev = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     for sid in range(num_sources):
         rows = staged.source_ids == sid
         heldout[rows] = assign_heldout(staged.key_hash[rows], staged.q_hash[rows], keep[rows], cfg.split)
-    train = keep & ~heldout
+        dev[rows] = assign_dev(staged.key_hash[rows], keep[rows], cfg.split) & ~heldout[rows]
+    train = keep & ~heldout & ~dev
     decontaminated = np.zeros(num_sources, np.int64)
     eval_texts = 0
     if cfg.decontaminate.enabled:
@@ -160,7 +161,7 @@ def _build(cfg: PrepConfig, out: Path, stage_dir: Path, engine: Engine) -> dict:
     if not train.any() and (cfg.split.heldout_fraction < 1 or not heldout.any()):
         stats = staging.source_stats(staged, counts, keep, heldout, train, decontaminated, {})
         raise NoTrainingRows(f"out_dir={cfg.out_dir}: {staging.no_train_rows(stats, staged.reader_stats)}")
-    sources, beir = _route(staged, train, heldout, out, cfg.rows_per_shard)
+    sources, beir = _route(staged, train, heldout, dev, out, cfg.rows_per_shard)
     steps.done("write")
     stats = staging.source_stats(staged, counts, keep, heldout, train, decontaminated, beir)
     manifest = {
@@ -176,16 +177,17 @@ def _build(cfg: PrepConfig, out: Path, stage_dir: Path, engine: Engine) -> dict:
     return manifest
 
 
-def _route(staged: staging.Staged, train: np.ndarray, heldout: np.ndarray, out: Path,
+def _route(staged: staging.Staged, train: np.ndarray, heldout: np.ndarray, dev: np.ndarray, out: Path,
            rows_per_shard: int) -> tuple[dict, dict]:
-    """Stream the staged records into train/held-out shards and BEIR sets. -> (manifest sources, beir sizes)"""
+    """Stream the staged records into train/held-out/dev shards and BEIR sets (of the held-out rows). -> (manifest
+    sources, beir sizes)"""
     writers: dict[tuple[str, str], pairs.ShardWriter] = {}
     heldout_records: dict[str, list[dict]] = {}
     index = 0
     for path in staged.files:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=8192):
             for rec in batch.to_pylist():
-                split = "train" if train[index] else "heldout" if heldout[index] else None
+                split = "train" if train[index] else "heldout" if heldout[index] else "dev" if dev[index] else None
                 index += 1
                 if split is None:
                     continue
@@ -204,6 +206,8 @@ def _route(staged: staging.Staged, train: np.ndarray, heldout: np.ndarray, out: 
         if not train_part["rows"] and not held_part["rows"]:
             continue
         sources[name] = {"train": train_part, "heldout": held_part}
+        if (name, "dev") in writers:
+            sources[name]["dev"] = writers[(name, "dev")].close()
         if heldout_records.get(name):
             beir[name] = pairs.write_beir(out / "beir" / name, heldout_records[name])
             sources[name]["beir"] = f"beir/{name}"

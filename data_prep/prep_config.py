@@ -150,6 +150,10 @@ def _files_problems(cfg: PrepConfig) -> list[str]:
 
 def _cap_problems(cfg: PrepConfig) -> list[str]:
     errors = []
+    s = cfg.split
+    if s.heldout_fraction < 1 and s.heldout_fraction + s.dev_fraction > 1:
+        errors.append(f"split.dev_fraction={s.dev_fraction}: with split.heldout_fraction={s.heldout_fraction} the dev "
+                      "and held-out key ranges would overlap; keep their sum <= 1")
     for name, cap in cfg.max_pairs.items():
         if cap < 0:
             errors.append(f"max_pairs.{name}={cap}: must be >= 0 (a cap on cleaned pairs; leave it out for no cap)")

@@ -3,6 +3,8 @@
 A key's position is a deterministic hash of (seed, key) mapped to [0, 1). Keys below `heldout_fraction` are
 held-out candidates; with `max_heldout_queries`, candidates are taken in ascending hash order until the distinct
 held-out queries of the source would exceed the cap, and the rest go to train (evaluation stays fast).
+Keys at or above 1 - `dev_fraction` form the dev slice: rows training validates on and the pipeline makes its
+choices on, at the other end of the hash range, so a dev key is never a held-out (test) key.
 heldout_fraction=1.0 holds out every key, uncapped: the input becomes a test set.
 The hash ignores the source name, so sources sharing keys (the two WordNet sources share synsets) split alike.
 """
@@ -24,11 +26,22 @@ class SplitConfig:
     heldout_fraction: float = bounded(0.02, ge=0, le=1)
     # cap on distinct held-out queries per source; None: no cap
     max_heldout_queries: int | None = bounded(1000, ge=0, hint="or null for no cap")
+    # share of keys (per source) in the dev split (training's validation rows, never trained on, never a test set);
+    # 0 = none (training then validates on nothing). heldout_fraction + dev_fraction must stay <= 1
+    dev_fraction: float = bounded(0.0, ge=0, lt=1, hint="e.g. 0.02")
 
 
 def key_hash(key: str, seed: int) -> int:
     """64-bit position of a key; the split side depends on this alone (and the per-source cap)."""
     return hash64(f"{seed}\x1f{key}")
+
+
+def assign_dev(key_hashes: np.ndarray, candidates: np.ndarray, cfg: SplitConfig) -> np.ndarray:
+    """Dev mask over one source's records: the keys whose hash lies in the top dev_fraction of the range."""
+    if cfg.dev_fraction <= 0 or cfg.heldout_fraction >= 1:
+        return np.zeros(len(key_hashes), dtype=bool)
+    floor = np.uint64(min(int((1 - cfg.dev_fraction) * 2.0**64), 2**64 - 1))
+    return candidates & (key_hashes >= floor)
 
 
 def assign_heldout(key_hashes: np.ndarray, query_hashes: np.ndarray, candidates: np.ndarray,

@@ -111,7 +111,7 @@ def save_checkpoint(accelerator, model, optimizer, run_dir: str | Path, step: in
             shutil.rmtree(final)
         os.replace(tmp, final)
         fsync_dir(root)
-        prune_checkpoints(run_dir, keep)
+        prune_checkpoints(run_dir, keep, protect=state.get("best_step"))
     barrier()
     return final
 
@@ -246,9 +246,10 @@ def _load_rng(folder: Path, rank: int) -> None:
 
 
 # ---- housekeeping ---------------------------------------------------------------------------------------------
-def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
-    """Delete all but the newest `keep` complete checkpoints (step-XXXXXXX folders, nothing else)."""
-    found = list_checkpoints(run_dir)
+def prune_checkpoints(run_dir: str | Path, keep: int, protect: int | None = None) -> None:
+    """Delete all but the newest `keep` complete checkpoints (step-XXXXXXX folders, nothing else); the one of step
+    `protect` (the best so far, train.best_metric) is kept besides them."""
+    found = [(step, path) for step, path in list_checkpoints(run_dir) if step != protect]
     for _, path in found[: max(0, len(found) - keep)]:
         shutil.rmtree(path, ignore_errors=True)
 

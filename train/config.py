@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from gte_model.core.config import bounded, field_problems
 from gte_model.core.mixing import GTE_ALPHA
 from gte_model.embed_config import TeacherConfig
+from train.best import BEST_METRICS
 from train.loss import LOSSES
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -102,7 +103,9 @@ class DataConfig:
     # query_prompt / doc_prompt. The export names them <source> and <source>-document (sentence-transformers'
     # prompts), which `gte encode --prompt-name` and `gte eval` (beir/<source>) apply
     prompts: dict[str, dict[str, str]] = field(default_factory=dict)
-    val_rows: int = bounded(256, ge=0)  # held-out rows per source used for validation (0 = no validation)
+    # dev rows per source used for validation (0 = no validation): the pairs dir's dev split (gte prep
+    # split.dev_fraction), never its held-out test rows; a source without a dev split is not validated
+    val_rows: int = bounded(256, ge=0)
     cache_dir: str = ""  # datasets' Arrow cache of the parquet shards; empty = <run.dir>/cache
     # tokenise every train split once into the Arrow cache (reused by later runs with the same tokenizer, prompts
     # and max lengths) instead of every step's texts on the fly; pays when the tokenizer would slow a fast device
@@ -125,7 +128,12 @@ class TrainLoopConfig:
     max_steps: int = bounded(1000, ge=1)  # optimizer steps in total (a resumed run continues up to this)
     checkpoint_every: int = bounded(500, ge=0)  # steps between checkpoints (0 = only the final export)
     keep_checkpoints: int = bounded(2, ge=1)  # newest checkpoints kept on disk
-    eval_every: int = bounded(500, ge=0)  # steps between validations on held-out rows (0 = only at the end)
+    eval_every: int = bounded(500, ge=0)  # steps between validations on the dev rows (0 = only at the end)
+    # the export is the model of the evaluated step with the best value of this validation metric (train.best: the
+    # highest, the lowest for val_loss; the earlier step on a tie), its checkpoint kept; "" = the last step's model
+    best_metric: str = bounded("", choices=BEST_METRICS)
+    # stop after this many evaluations in a row without a new best of train.best_metric (0 = never stop early)
+    patience: int = bounded(0, ge=0)
     seed: int = 42  # seeds init, dropout, the source/row order and negative sampling
     # fp32, bf16 (autocast) or fp16 (autocast + loss scaling, GPUs)
     precision: str = bounded("fp32", choices=PRECISIONS)
@@ -253,6 +261,12 @@ def _check_fields(c: TrainConfig) -> list[str]:
                       "a teacher; set teacher.model=all-mpnet-base-v2 (or a model folder)")
     if len(c.optim.betas) != 2 or not all(0 <= b < 1 for b in c.optim.betas):
         errors.append(f"optim.betas={list(c.optim.betas)}: must be two numbers in [0, 1), e.g. [0.9,0.999]")
+    if c.train.best_metric and not (c.data.val_rows and c.train.eval_every):
+        errors.append(f"train.best_metric={c.train.best_metric}: needs validations; set data.val_rows and "
+                      "train.eval_every above 0 (and a pairs dir with a dev split: gte prep split.dev_fraction)")
+    if c.train.patience and not c.train.best_metric:
+        errors.append(f"train.patience={c.train.patience}: counts evaluations without a new best of "
+                      "train.best_metric, which is not set; e.g. train.best_metric=val_ndcg@10")
     if c.optim.warmup_steps > c.train.max_steps:
         errors.append(
             f"optim.warmup_steps={c.optim.warmup_steps} exceeds train.max_steps={c.train.max_steps}: "

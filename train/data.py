@@ -14,7 +14,7 @@ import random
 from pathlib import Path
 
 from gte_model.core.errors import UserError, names_path
-from gte_model.core.pairs import MANIFEST_FILE, TEXT_COLUMNS, check_shards, read_manifest, resolve
+from gte_model.core.pairs import DEV_SPLIT, MANIFEST_FILE, TEXT_COLUMNS, check_shards, read_manifest, resolve
 from train.batch import Batch, Tokenize
 
 
@@ -23,7 +23,9 @@ class DataError(UserError, ValueError):
 
 
 class PairsData:
-    """The train (and held-out) splits of a pairs dir, one memory-mapped Dataset per source and split."""
+    """The train and validation splits of a pairs dir, one memory-mapped Dataset per source and split. The
+    validation rows (`heldout=True`, heldout_sizes, heldout_batch) are the dev split (prep's split.dev_fraction),
+    never the held-out test rows: a source without a dev split has none."""
 
     def __init__(
         self,
@@ -54,7 +56,8 @@ class PairsData:
         self.verify_shards = verify_shards
         columns = [*TEXT_COLUMNS, "negatives"] if self.num_negatives else list(TEXT_COLUMNS)
         self._train = {s: self._open(s, "train", columns) for s in self.names}
-        self._heldout = {s: self._open(s, "heldout", list(TEXT_COLUMNS)) for s in self.names} if heldout else {}
+        self._heldout = {s: self._open(s, DEV_SPLIT, list(TEXT_COLUMNS)) if DEV_SPLIT in self.manifest["sources"][s]
+                         else _Empty() for s in self.names} if heldout else {}
         self.pretokenized = False  # see pretokenize
         if self.num_negatives and not repeat_negatives:
             self._check_negative_counts()
@@ -118,7 +121,7 @@ class PairsData:
         self.pretokenized = True
 
     def heldout_batch(self, source: str, rows: list[int]) -> Batch:
-        """Texts of `rows` of a source's held-out split (validation scores in-batch negatives only)."""
+        """Texts of `rows` of a source's dev split (validation scores in-batch negatives only)."""
         got = self._heldout[source][rows]
         return Batch(source, list(rows), list(got["query"]), list(got["positive"]), [[] for _ in rows])
 
@@ -157,7 +160,7 @@ class PairsData:
             raise DataError(f"{self._where(source, split)} is missing (expected {{'files': [...], 'rows': N}})")
         files = [self._resolve(f) for f in entry["files"]]
         if not files:
-            if split == "heldout":
+            if split == DEV_SPLIT:
                 return _Empty()
             raise DataError(f"{self._where(source, split)}.files is empty: this source has no training rows")
         for f in files:

@@ -44,6 +44,7 @@ from gte_model.core.record import (
     write_record,
 )
 from gte_model.load import weights_digest
+from train.best import best_step, stop_step
 from train.checkpoint import (
     Checkpoint,
     checkpoint_dir,
@@ -53,8 +54,8 @@ from train.checkpoint import (
     our_entries,
 )
 from train.config import TrainConfig
-from train.distributed import all_reduce_mean, world
-from train.metrics import METRICS_FILE, PLOT_FILE, SOURCE_LOSS, TRACKER_DIR, open_logger
+from train.distributed import all_reduce_mean, broadcast_object, world
+from train.metrics import METRICS_FILE, PLOT_FILE, SOURCE_LOSS, TRACKER_DIR, open_logger, read_metrics
 from train.preempt import Preempted, preemption_guard
 from train.trainer import PROBE_FILE, StepStats, Trainer
 
@@ -118,6 +119,9 @@ def _train(cfg: TrainConfig, run_dir: Path, main: bool, trainer_class: type = Tr
     t, cfg_dict = cfg.train, config_to_dict(cfg)
     logger = open_logger(trainer.is_main, run_dir, cfg_dict, offset, cfg.log.wandb, cfg.log.project, cfg.run.name,
                          cfg.log.report_to)
+    # the dev curve so far: a resumed run's metrics.jsonl is cut back to its checkpoint, so its best-so-far is kept
+    evals = broadcast_object(_eval_lines(run_dir) if trainer.is_main else None)
+    last = t.max_steps  # or the step at which train.patience stops the run
     bar = progress(total=t.max_steps, initial=start, disable=not trainer.is_main, desc="train", unit="step")
     meter, bad, trim = _Meter(trainer), 0, HeapTrimmer()
     with preemption_guard() as guard, bar:
@@ -137,20 +141,31 @@ def _train(cfg: TrainConfig, run_dir: Path, main: bool, trainer_class: type = Tr
                             "grad_norm": stats.grad_norm})
                 _check_divergence(trainer, stats, bad)
             if cfg.data.val_rows and t.eval_every and done % t.eval_every == 0 and done < t.max_steps:
-                logger.log({"kind": "eval", "step": done, **trainer.validate()})
+                evals.append({"kind": "eval", "step": done, **trainer.validate()})
+                logger.log(evals[-1])
+                if t.best_metric and best_step(evals, t.best_metric) == done:  # kept while it stays the best
+                    trainer.save(done, _state(record, logger, evals, t.best_metric))
+                if t.patience and stop_step(evals, t.best_metric, t.patience) == done:
+                    last = done
+                    break
             if t.checkpoint_every and done % t.checkpoint_every == 0 and done < t.max_steps:
-                trainer.save(done, _state(record, logger))
+                trainer.save(done, _state(record, logger, evals, t.best_metric))
                 logger.plot()
             if guard.requested(trainer.accelerator.device):
-                raise Preempted(done, trainer.save(done, _state(record, logger)))
+                raise Preempted(done, trainer.save(done, _state(record, logger, evals, t.best_metric)))
             bar.update(1)
-    if cfg.data.val_rows:
-        logger.log({"kind": "eval", "step": t.max_steps, **trainer.validate()})
+    if cfg.data.val_rows and last == t.max_steps:
+        evals.append({"kind": "eval", "step": t.max_steps, **trainer.validate()})
+        logger.log(evals[-1])
     logger.plot()
-    trainer.save(t.max_steps, _state(record, logger))  # lets a larger train.max_steps continue a finished run
+    state = _state(record, logger, evals, t.best_metric)
+    trainer.save(last, state)  # lets a larger train.max_steps continue a finished run
+    if state["best_step"] not in (None, last):
+        trainer.restore(state["best_step"])  # the export is the best step's model
     export, diff = trainer.export(cfg_dict)
     if trainer.is_main:
-        record.stats = {"step": t.max_steps, "export": str(export), "export_max_abs_diff": diff}
+        record.stats = {"step": last, "best_step": state["best_step"], "export": str(export),
+                        "export_max_abs_diff": diff}
         write_record(run_dir, record)  # last: the run counts as finished from here on
         print(f"gte train: exported {export} (reload max |diff| {diff:.2e})", flush=True)
     logger.close()
@@ -227,8 +242,14 @@ def _refusal(changes: list[Change]) -> str:
     return "; ".join([describe(changes), *filter(None, notes), fixes])
 
 
-def _state(record: Record, logger) -> dict:
-    return {"metrics_offset": logger.offset(), "record": record.__dict__}
+def _state(record: Record, logger, evals: list[dict], best_metric: str) -> dict:
+    """A checkpoint's trainer state: where metrics.jsonl ends, the run's record and the best step so far."""
+    best = best_step(evals, best_metric) if best_metric else None
+    return {"metrics_offset": logger.offset(), "record": record.__dict__, "best_step": best}
+
+
+def _eval_lines(run_dir: Path) -> list[dict]:
+    return [r for r in read_metrics(run_dir / METRICS_FILE) if r.get("kind") == "eval"]
 
 
 def _check_divergence(trainer: Trainer, stats: StepStats, bad: int) -> None:

@@ -145,7 +145,7 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 
 # Why the two curves sit at different heights (Trainer.validate): read each one's trend, not one against the other.
-VAL_NOTE = ("validation differs from train loss: held-out pairs, in-batch negatives only\n(no hard negatives, "
+VAL_NOTE = ("validation differs from train loss: dev pairs, in-batch negatives only\n(no hard negatives, "
             "no distillation, no dropout), batches of min(global_batch_size,\nval_rows): compare it with itself "
             "across steps, not with train loss")
 
@@ -165,7 +165,7 @@ def plot_losses(ax, train: list[dict], evals: list[dict]) -> None:
         ax.plot(steps, trend, lw=2, color="black", alpha=0.6, label=f"train loss (all sources), mean of last {window}")
     if evals:
         ax.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "o-", color="tab:orange",
-                label="validation loss (held-out pairs)")
+                label="validation loss (dev pairs)")
     ax.grid(alpha=0.3)
     ax.legend(title=VAL_NOTE if evals else None, title_fontsize=7, fontsize=8, alignment="left")
 

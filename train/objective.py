@@ -58,12 +58,16 @@ def _gathered_teacher(vectors, loss: LossConfig, device) -> Teacher | None:
 
 
 @torch.no_grad()
-def validation_scores(batch: Batch, emb: Tensor, loss: LossConfig) -> tuple[float, float]:
-    """(loss, in-batch top-1 accuracy) of held-out rows with in-batch negatives only; emb in flat order [2b, H]."""
+def validation_scores(batch: Batch, emb: Tensor, loss: LossConfig) -> tuple[float, float, float]:
+    """(loss, in-batch top-1 accuracy, in-batch nDCG@10) of validation (dev) rows with in-batch negatives only; emb
+    in flat order [2b, H]. nDCG@10 with one relevant document: 1 / log2(1 + rank) of the row's own positive among
+    the batch's positives when its rank is at most 10 (ties count against it), else 0."""
     q, d, _ = batch.split(emb)
     q, d = gather_nograd(q), gather_nograd(d)  # [W*b, H]
     value = contrastive_loss(q, d, None, kind=loss.kind, temperature=loss.temperature, row_chunk=loss.row_chunk,
                              **gathered_hashes(batch, loss, emb.device)).item()
     scores = torch.nn.functional.normalize(q, dim=-1) @ torch.nn.functional.normalize(d, dim=-1).T  # [N, N]
     accuracy = (scores.argmax(dim=1) == torch.arange(len(q), device=q.device)).float().mean().item()
-    return value, accuracy
+    rank = 1 + (scores > scores.diagonal()[:, None]).sum(dim=1)  # [N]
+    ndcg = torch.where(rank <= 10, 1 / torch.log2(1.0 + rank.double()), 0.0).mean().item()
+    return value, accuracy, ndcg

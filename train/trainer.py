@@ -29,7 +29,7 @@ from gte_model.families import FAMILIES
 from train.backend import Updater, make_accelerator, make_updater
 from train.batch import Batch
 from train.build import build_model, build_optimizer
-from train.checkpoint import Checkpoint, find_resumable, load_checkpoint, save_checkpoint
+from train.checkpoint import Checkpoint, find_resumable, list_checkpoints, load_checkpoint, save_checkpoint
 from train.config import TrainConfig, grad_cache_notice, uses_grad_cache
 from train.data import PairsData
 from train.distributed import world
@@ -199,9 +199,9 @@ class Trainer:
     # ---- validation -------------------------------------------------------------------------------------------
     @torch.no_grad()
     def validate(self) -> dict:
-        """Validation loss and in-batch top-1 retrieval accuracy on held-out rows (in-batch negatives only, so stage
-        1 and stage 2 are measured alike)."""
-        losses, accs = [], []
+        """Validation loss, in-batch top-1 retrieval accuracy and nDCG@10 on the dev rows (in-batch negatives only,
+        so stage 1 and stage 2 are measured alike)."""
+        losses, accs, ndcgs = [], [], []
         self.read_ahead.wait()  # the tokenizer and the data are the main thread's from here
         self.model.eval()
         for source, rows in self._val_batches():
@@ -209,13 +209,15 @@ class Trainer:
             chunks, order = self.chunks(batch.token_ids(self.tokenize))
             with self.accelerator.autocast():
                 emb = torch.cat([self.encode(c).float() for c in chunks])
-            loss, acc = validation_scores(batch, emb[torch.argsort(order).to(emb.device)], self.cfg.loss)
+            loss, acc, ndcg = validation_scores(batch, emb[torch.argsort(order).to(emb.device)], self.cfg.loss)
             losses.append(loss)
             accs.append(acc)
+            ndcgs.append(ndcg)
         self.model.train()
         if not losses:
             return {"val_batches": 0}
-        return {"val_loss": float(np.mean(losses)), "val_acc": float(np.mean(accs)), "val_batches": len(losses)}
+        return {"val_loss": float(np.mean(losses)), "val_acc": float(np.mean(accs)),
+                "val_ndcg@10": float(np.mean(ndcgs)), "val_batches": len(losses)}
 
     def _val_batches(self):
         """(source, this process's rows) of each validation batch: the first data.val_rows held-out rows per source,
@@ -242,6 +244,13 @@ class Trainer:
         if ckpt is not None:
             load_checkpoint(self.accelerator, self.model, self.optimizer, ckpt)
         return ckpt
+
+    def restore(self, step: int) -> None:
+        """Load the model of the checkpoint of `step` (the best one, train.best_metric) for the export."""
+        found = dict(list_checkpoints(self.run_dir))
+        if step not in found:
+            raise AssertionError(f"the best step {step} has no checkpoint in {self.run_dir} ({sorted(found)})")
+        load_checkpoint(self.accelerator, self.model, self.optimizer, Checkpoint(found[step], {}, exact=False))
 
     # ---- export -----------------------------------------------------------------------------------------------
     def export(self, config: dict) -> tuple[Path, float]:

@@ -2,10 +2,12 @@
 training and evaluation read it). This module is its only owner.
 
   <dir>/manifest.json          {"format": "gte-pairs/1", "sources": {name: {"train": {"files", "rows", "sha256"},
-                                "heldout": {"files", "rows", "sha256"}, "beir": folder}}, ...stats}
+                                "heldout": {"files", "rows", "sha256"}, "beir": folder,
+                                "dev": {...} (when prep cut one: split.dev_fraction)}}, ...stats}
                                sha256: each file's, recorded when the dir is finished and checked by readers
                                (dirs written before it was added have none and are read as before)
-  <dir>/<source>/{train,heldout}-NNNNN.parquet   columns: SCHEMA (+ teacher_scores when mined with a teacher)
+  <dir>/<source>/{train,heldout,dev}-NNNNN.parquet   columns: SCHEMA (+ teacher_scores when mined with a teacher);
+                               dev: training's validation rows, by key apart from train and held-out
   <dir>/beir/<source>/{corpus.jsonl, queries.jsonl, qrels/test.tsv}   the held-out retrieval set
   <dir>/gte_record.json        the completion record (gte_model.core.record), written last: readers require it
 Paths in a manifest are relative to its folder or absolute.
@@ -34,6 +36,8 @@ from gte_model.core.record import (
 )
 
 FORMAT = "gte-pairs/1"
+DEV_SPLIT = "dev"
+SPLITS = ("train", "heldout", DEV_SPLIT)  # the shard splits of a source
 SHA256 = "sha256"  # in a split entry: the sha256 of each of its files, in `files` order (written by finish)
 MANIFEST_FILE = "manifest.json"
 PAIRS_KINDS = ("prep", "mine")  # completion records that make a folder a finished pairs dir
@@ -101,7 +105,9 @@ def manifest_digest(root: str | Path) -> str:
     root = Path(root)
     try:
         sources = json.loads((root / MANIFEST_FILE).read_text(encoding="utf-8")).get("sources", {})
-        parts = {name: [e.get(split) or {} for split in ("train", "heldout")] for name, e in sorted(sources.items())}
+        # dev only where there is one, so a dir written before dev splits keeps its digest
+        parts = {name: [e.get(split) or {} for split in SPLITS if split != DEV_SPLIT or split in e]
+                 for name, e in sorted(sources.items())}
     except (OSError, ValueError, AttributeError):
         parts = {}
     if parts and all(SHA256 in p or not p.get("files") for ps in parts.values() for p in ps):
@@ -238,7 +244,7 @@ def finish(root: str | Path, sources: dict, extra: dict, record: Record) -> Path
 def _with_digests(root: Path, entry: dict) -> dict:
     """A manifest entry whose splits record the sha256 of each of their files, in `files` order."""
     out = dict(entry)
-    for split in ("train", "heldout"):
+    for split in SPLITS:
         part = entry.get(split)
         if isinstance(part, dict) and "files" in part:
             out[split] = {**part, SHA256: [file_sha256(resolve(root, f)) for f in part["files"]]}

@@ -177,7 +177,7 @@ def test_loss_factory_and_validation_pass_loss_row_chunk(monkeypatch):
     cfg = LossConfig(row_chunk=2)
     loss = train.objective.make_loss_fn(b, torch.arange(6), cfg, "cpu")(emb)
     whole = train.objective.make_loss_fn(b, torch.arange(6), LossConfig(), "cpu")(emb)
-    value, _ = train.objective.validation_scores(b, emb.detach(), cfg)
+    value, *_ = train.objective.validation_scores(b, emb.detach(), cfg)
     assert seen == [2, 0, 2] and torch.allclose(loss, whole, rtol=1e-12) and math.isclose(value, whole.item())
 
 

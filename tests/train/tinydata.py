@@ -23,19 +23,21 @@ from tests.conftest import WORDS
 SOURCES = {"alpha": (96, 24, 3), "beta": (64, 16, 4), "gamma": (48, 16, 2)}
 
 
-def _rows(name: str, n: int, words: int, rng: random.Random) -> list[dict]:
+def _rows(name: str, n: int, words: int, rng: random.Random, tag: str = "") -> list[dict]:
     queries = [rng.sample(WORDS, words) for _ in range(n)]
     positives = [" ".join(rng.sample(q, len(q)) + [rng.choice(WORDS)]) for q in queries]
     rows = []
     for i, q in enumerate(queries):
         others = [positives[j] for j in rng.sample(range(n), 4) if j != i][:3]
         rows.append({"query": " ".join(q), "positive": positives[i], "negatives": others, "source": name,
-                     "key": f"{name}-{i}"})
+                     "key": f"{name}-{tag}{i}"})
     return rows
 
 
 def write_tiny_pairs(out: str | Path, seed: int = 0) -> Path:
-    """Write <out>/<source>/{train,heldout}-00000.parquet, manifest.json and the completion record; returns out."""
+    """Write <out>/<source>/{train,heldout,dev}-00000.parquet, manifest.json and the completion record; returns
+    out. The dev rows (training's validation rows) have keys of their own, drawn apart so train rows stay as they
+    were before dev splits existed."""
     out = Path(out)
     rng = random.Random(seed)
     sources: dict = {}
@@ -43,7 +45,8 @@ def write_tiny_pairs(out: str | Path, seed: int = 0) -> Path:
         (out / name).mkdir(parents=True, exist_ok=True)
         rows = _rows(name, n_train + n_heldout, words, rng)
         entry = {}
-        for split, part in (("train", rows[:n_train]), ("heldout", rows[n_train:])):
+        dev = _rows(name, n_heldout, words, random.Random(f"{seed}-{name}-dev"), tag="dev-")
+        for split, part in (("train", rows[:n_train]), ("heldout", rows[n_train:]), ("dev", dev)):
             rel = f"{name}/{split}-00000.parquet"
             pq.write_table(pa.Table.from_pylist(part), out / rel)
             entry[split] = {"files": [rel], "rows": len(part)}
