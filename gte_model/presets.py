@@ -1,6 +1,7 @@
 """Size presets: builder functions that return a randomly initialised backbone config.
 
-gte-small/base/large are BERT at the GTE paper's sizes; `tiny` is for tests and CPU smoke runs. gte-modern-base is a
+gte-small/base/large are BERT at the GTE paper's sizes; `tiny` is for tests and CPU smoke runs, `gte-mini` for
+from-scratch runs (MLM, then stages 1 and 2) on a CPU. gte-modern-base is a
 ModernBERT-base shape (RoPE, alternating local sliding-window / global attention, a GLU feed-forward, 8,192 positions),
 the long-context kind of backbone GTE v1.5 moved to.
 """

@@ -231,6 +231,8 @@ class MLMTrainer:
         d, length = self.cfg.data, self.cfg.mlm.max_len_schedule[0][1]
         texts = []
         for source, n_rows in self.data.heldout_sizes().items():
+            if not min(d.val_rows, n_rows):
+                continue
             batch = self.data.heldout_batch(source, list(range(min(d.val_rows, n_rows))))
             texts += [t for c in d.columns for t in {"query": batch.queries, "positive": batch.positives}[c]]
         if not texts:
