@@ -109,6 +109,14 @@ def test_pipeline_killed_in_stage1_finishes_on_rerun_without_redoing_prep(tmp_pa
     assert abs(a @ a.T - b @ b.T).max() < 1e-5 and abs(a - b).max() > 1e-3  # turned, same similarities
     results = json.loads((run_dir / "eval" / "stage2" / "results.json").read_text())["results"]
     assert {"beir/pydocs", "beir/stsb"} <= set(results)
+    assert not any("int8" in name for name in results)  # quantized embeddings: the final model only
+    final_results = json.loads((run_dir / "eval" / "merged" / "results.json").read_text())["results"]
+    # eval.quantize from the quickstart, at the full dim and each of eval.dims
+    assert {"beir/pydocs@int8", "beir/pydocs@binary", "beir/pydocs@16+int8", "beir/pydocs@8+binary"} <= set(
+        final_results)
+    quantized = report[report.index("### Quantized embeddings"):]
+    assert "| merged (final, rotated) | int8 |" in quantized
+    assert "| merged (final, rotated) | binary (rescored) |" in quantized
     card = (run_dir / "export" / "README.md").read_text()
     assert "beir/pydocs" in card  # evaluation results reach the final model's card
 
