@@ -55,16 +55,22 @@ class _Retryable(Exception):
 
 
 @dataclass
+class FewShot:
+    passage: str = ""  # an example passage
+    queries: list[str] = field(default_factory=list)  # the queries the model should write for it
+
+
+@dataclass
 class LLMConfig:
     base_url: str = "http://localhost:8000/v1"  # the endpoint; /chat/completions is appended
     model: str = ""  # the model name the endpoint serves
     api_key_env: str = "OPENAI_API_KEY"  # the environment variable holding the key (unset: no Authorization)
-    queries_per_passage: int = bounded(3, ge=1)
+    queries_per_passage: int = bounded(3, ge=1)  # queries asked for (and kept, at most) per passage
     system_prompt: str = SYSTEM_PROMPT  # {n} = queries_per_passage
-    # few-shot examples, each {passage: text, queries: [text, ...]}, shown before every passage
-    few_shot: list[dict] = field(default_factory=lambda: [dict(e) for e in FEW_SHOT])
-    temperature: float = bounded(0.7, ge=0)
-    max_tokens: int = bounded(256, ge=1)
+    # few-shot examples, each {passage: text, queries: [text, ...]}, shown before every passage; [] = FEW_SHOT's one
+    few_shot: list[FewShot] = field(default_factory=list)
+    temperature: float = bounded(0.7, ge=0)  # sampling temperature sent with each request
+    max_tokens: int = bounded(256, ge=1)  # the longest answer the endpoint may write, in its tokens
     concurrency: int = bounded(4, ge=1)  # requests in flight at once
     max_retries: int = bounded(5, ge=0)  # retries of one passage after a 429/5xx/timeout/malformed answer
     backoff_s: float = bounded(1.0, ge=0)  # first retry wait; doubles each retry (capped at 60 s)
@@ -95,9 +101,9 @@ def messages(cfg: LLMConfig, passage: str) -> list[dict]:
     """The chat for one passage (step 1)."""
     n = cfg.queries_per_passage
     chat = [{"role": "system", "content": cfg.system_prompt.format(n=n)}]
-    for example in cfg.few_shot:
-        chat += [{"role": "user", "content": example["passage"]},
-                 {"role": "assistant", "content": json.dumps(example["queries"][:n], ensure_ascii=False)}]
+    for example in cfg.few_shot or [FewShot(**e) for e in FEW_SHOT]:
+        chat += [{"role": "user", "content": example.passage},
+                 {"role": "assistant", "content": json.dumps(list(example.queries[:n]), ensure_ascii=False)}]
     return chat + [{"role": "user", "content": passage}]
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from data_prep.llm_client import LLMConfig, LLMError, generate_queries, parse_queries
+from data_prep.llm_client import FewShot, LLMConfig, LLMError, generate_queries, messages, parse_queries
 from data_prep.prep import prep
 from data_prep.prep_config import PrepConfig
 from gte_model.core.config import load_config
@@ -194,3 +194,13 @@ def test_prep_of_documents_with_the_llm_maker_pairs_each_passage_with_its_answer
     assert {r["key"] for r in rows} == {f"page{i}.txt" for i in range(12)}
     prep(replace(cfg, out_dir=str(tmp_path / "again")))
     assert len(endpoint.requests) == 12  # a second prep reads every answer from the cache
+
+
+def test_the_prompt_holds_the_few_shot_examples_before_the_passage():
+    default = messages(LLMConfig(model="m", queries_per_passage=2), "my passage")
+    assert [m["role"] for m in default] == ["system", "user", "assistant", "user"]
+    assert "write 2 different" in default[0]["content"] and default[-1]["content"] == "my passage"
+    assert len(json.loads(default[2]["content"])) == 2  # the example shows as many queries as asked for
+    own = messages(LLMConfig(model="m", few_shot=[FewShot("valve manual", ["open valve"])]), "p")
+    assert own[1:3] == [{"role": "user", "content": "valve manual"},
+                        {"role": "assistant", "content": '["open valve"]'}]
