@@ -152,6 +152,11 @@ class TrainLoopConfig:
     # torch.compile the encoder forward (GPUs): chunk shapes are bucketed so it compiles a few times, not every step;
     # attention stays eager. Changes float rounding only (like train.chunk_size)
     compile: bool = False
+    # round chunk shapes to a few sizes (packed: filler rows up to a multiple of 256 tokens; padded: widths to 64).
+    # oneDNN builds and keeps kernels for every new matrix shape: on a CPU in bf16 unbucketed packed chunks add ~11 MB
+    # of resident memory per step, bucketed ones none, at the same step time (benchmarks/README.md, "Issue 28").
+    # auto = with train.compile, and on a CPU in bf16
+    bucket: str = bounded("auto", choices=("auto", "on", "off"))
 
 
 @dataclass

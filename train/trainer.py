@@ -131,6 +131,9 @@ class Trainer:
             print(f"gte train: {notice}", flush=True)
         self._compiled = torch.compile(self.model, backend=COMPILE_BACKEND) if cfg.train.compile else None
         self.packed = cfg.train.packed and supports_packing(self.gte.backbone)
+        t = cfg.train
+        cpu_bf16 = self.accelerator.device.type == "cpu" and t.precision == "bf16"
+        self.bucket = t.bucket == "on" or (t.bucket == "auto" and (t.compile or cpu_bf16))
         if cfg.train.packed and not self.packed and self.is_main:
             print(f"gte train: train.packed=true needs an encoder of a known family ({', '.join(FAMILIES)}) or one "
                   "whose attention goes through transformers' attention interface; this is "
@@ -149,7 +152,7 @@ class Trainer:
     def chunks(self, ids: list[list[int]]):
         t = self.cfg.train
         return make_chunks(ids, t.chunk_size, self.gte.tokenizer.pad_token_id, t.chunk_tokens, packed=self.packed,
-                           bucket=t.compile)
+                           bucket=self.bucket)
 
     def prepare(self, step: int) -> Prepared:
         """Everything step `step` needs from the host: its rows fetched, tokenised and cut into chunks."""

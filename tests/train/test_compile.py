@@ -127,3 +127,14 @@ def test_inductor_compiled_cached_step_matches_the_eager_plain_step_on_cuda(tmp_
                                    "train.precision=bf16"), 2)
     assert_close(compiled, plain, loss_tol=1e-3, grad_tol=3e-2)  # the cache replays the compiled dropout
     assert abs(compiled[0][0] - eager[0][0]) < 0.25 * abs(eager[0][0])  # same data, other dropout masks
+
+
+@pytest.mark.parametrize("bucket, precision, bucketed", [("on", "fp32", True), ("off", "bf16", False),
+                                                         ("auto", "fp32", False), ("auto", "bf16", True)])
+def test_train_bucket_rounds_packed_chunks_without_compiling_and_by_default_on_a_cpu_in_bf16(
+        tmp_path, pairs, bucket, precision, bucketed):
+    trainer = tiny_trainer(tmp_path, pairs, f"train.bucket={bucket}", f"train.precision={precision}",
+                           "train.packed=true")
+    chunks, _ = trainer.chunks([[5] * n for n in lengths_of(40)])
+    tokens = [c.input_ids.numel() for c in chunks]
+    assert all(t % BUCKET_TOKENS == 0 for t in tokens) == bucketed
