@@ -35,7 +35,7 @@ from gte_model.export import export_model
 from gte_model.families import max_positions, packed_forward
 from train.backend import make_accelerator, make_updater
 from train.build import build_optimizer
-from train.checkpoint import Checkpoint, find_resumable, load_checkpoint, save_checkpoint
+from train.checkpoint import Checkpoint, find_resumable, list_checkpoints, load_checkpoint, save_checkpoint
 from train.data import PairsData
 from train.distributed import world
 from train.loop import fit
@@ -261,6 +261,13 @@ class MLMTrainer:
         if ckpt is not None:
             load_checkpoint(self.accelerator, self.model, self.optimizer, ckpt)
         return ckpt
+
+    def restore(self, step: int) -> None:
+        """Load the model of the checkpoint of `step` (the best one, train.best_metric) for the export."""
+        found = dict(list_checkpoints(self.run_dir))
+        if step not in found:
+            raise AssertionError(f"the best step {step} has no checkpoint in {self.run_dir} ({sorted(found)})")
+        load_checkpoint(self.accelerator, self.model, self.optimizer, Checkpoint(found[step], {}, exact=False))
 
     def export(self, config: dict) -> tuple[Path, float]:
         """The backbone (no head) to <run.dir>/export; returns (folder, max |weight diff| of the reloaded export),

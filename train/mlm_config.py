@@ -56,6 +56,10 @@ class MLMLoopConfig:
     log_every: int = bounded(10, ge=1)  # steps between metrics.jsonl lines
     max_bad_steps: int = bounded(3, ge=1)  # non-finite steps in a row that stop the run (as in training)
     inexact_resume: bool = False  # resume although a checkpoint's RNG state is missing (dropout then differs)
+    # export the checkpoint with the best validation value instead of the last step's ("" = the last step); as in
+    # training (train.best), for the MLM stage's own validation: val_loss (lowest) or val_acc
+    best_metric: str = bounded("", choices=("", "val_loss", "val_acc"))
+    patience: int = bounded(0, ge=0)  # stop after this many validations without a new best (0 = never early)
 
 
 @dataclass
@@ -87,6 +91,12 @@ class MLMConfig:
         bad = [c for c in self.data.columns if c not in TEXT_COLUMNS]
         if bad or not self.data.columns:
             errors.append(f"data.columns={list(self.data.columns)}: choose from {list(TEXT_COLUMNS)}")
+        t = self.train
+        if t.best_metric and not (self.data.val_rows and t.eval_every):
+            errors.append(f"train.best_metric={t.best_metric}: needs validations; set data.val_rows and "
+                          "train.eval_every")
+        if t.patience and not t.best_metric:
+            errors.append(f"train.patience={t.patience}: needs train.best_metric (val_loss or val_acc)")
         if self.optim.warmup_steps > self.train.max_steps:
             errors.append(f"optim.warmup_steps={self.optim.warmup_steps} exceeds train.max_steps="
                           f"{self.train.max_steps}: lower optim.warmup_steps")
