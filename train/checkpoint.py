@@ -38,7 +38,7 @@ from safetensors.torch import load_file, save_file
 from gte_model.core.atomic import apply_umask, fsync_dir, write_json
 from gte_model.core.errors import UserError
 from gte_model.core.lock import HOST
-from train.distributed import barrier, broadcast_object
+from train.distributed import barrier, broadcast_object, world
 
 _NAME = re.compile(r"^step-(\d{7,})$")
 STATE_FILE = "trainer_state.json"
@@ -292,3 +292,29 @@ def _deepspeed(accelerator) -> bool:
     from accelerate.utils import DistributedType
 
     return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
+class Checkpointing:
+    """save / resume / restore for a trainer that has accelerator, model, optimizer, run_dir, cfg.train and is_main
+    (train.trainer.Trainer, train.mlm.MLMTrainer)."""
+
+    def save(self, done: int, state: dict) -> Path:
+        t = self.cfg.train
+        return save_checkpoint(self.accelerator, self.model, self.optimizer, self.run_dir, done, state,
+                               t.keep_checkpoints)
+
+    def resume(self) -> Checkpoint | None:
+        """Restore the newest intact checkpoint (None: start at step 0)."""
+        rank, size = world()
+        log = print if self.is_main else (lambda *a, **k: None)
+        ckpt = find_resumable(self.run_dir, rank, size, self.cfg.train.inexact_resume, log=log)
+        if ckpt is not None:
+            load_checkpoint(self.accelerator, self.model, self.optimizer, ckpt)
+        return ckpt
+
+    def restore(self, step: int) -> None:
+        """Load the model of the checkpoint of `step` (the best one, train.best_metric) for the export."""
+        found = dict(list_checkpoints(self.run_dir))
+        if step not in found:
+            raise AssertionError(f"the best step {step} has no checkpoint in {self.run_dir} ({sorted(found)})")
+        load_checkpoint(self.accelerator, self.model, self.optimizer, Checkpoint(found[step], {}, exact=False))

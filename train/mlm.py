@@ -35,7 +35,7 @@ from gte_model.export import export_model
 from gte_model.families import max_positions, packed_forward
 from train.backend import make_accelerator, make_updater
 from train.build import build_optimizer
-from train.checkpoint import Checkpoint, find_resumable, list_checkpoints, load_checkpoint, save_checkpoint
+from train.checkpoint import Checkpointing
 from train.data import PairsData
 from train.distributed import world
 from train.loop import fit
@@ -142,7 +142,7 @@ class MaskedLM(nn.Module):
         return mlm_loss(logits, targets[picked])
 
 
-class MLMTrainer:
+class MLMTrainer(Checkpointing):
     """train.trainer.Trainer's interface (resume, step, validate, save, export) for the MLM stage, so that
     train.loop.fit runs it: the same loop, records, checkpoints and metrics."""
 
@@ -248,27 +248,7 @@ class MLMTrainer:
         self.model.train()
         return {"val_loss": total / max(count, 1), "val_acc": correct / max(count, 1), "val_tokens": count}
 
-    # ---- checkpoints and export -------------------------------------------------------------------------------
-    def save(self, done: int, state: dict) -> Path:
-        t = self.cfg.train
-        return save_checkpoint(self.accelerator, self.model, self.optimizer, self.run_dir, done, state,
-                               t.keep_checkpoints)
-
-    def resume(self) -> Checkpoint | None:
-        rank, size = world()
-        log = print if self.is_main else (lambda *a, **k: None)
-        ckpt = find_resumable(self.run_dir, rank, size, self.cfg.train.inexact_resume, log=log)
-        if ckpt is not None:
-            load_checkpoint(self.accelerator, self.model, self.optimizer, ckpt)
-        return ckpt
-
-    def restore(self, step: int) -> None:
-        """Load the model of the checkpoint of `step` (the best one, train.best_metric) for the export."""
-        found = dict(list_checkpoints(self.run_dir))
-        if step not in found:
-            raise AssertionError(f"the best step {step} has no checkpoint in {self.run_dir} ({sorted(found)})")
-        load_checkpoint(self.accelerator, self.model, self.optimizer, Checkpoint(found[step], {}, exact=False))
-
+    # ---- export -----------------------------------------------------------------------------------------------
     def export(self, config: dict) -> tuple[Path, float]:
         """The backbone (no head) to <run.dir>/export; returns (folder, max |weight diff| of the reloaded export),
         ExportMismatch above EXPORT_TOLERANCE."""

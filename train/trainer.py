@@ -29,7 +29,7 @@ from gte_model.families import FAMILIES
 from train.backend import Updater, make_accelerator, make_updater
 from train.batch import Batch
 from train.build import build_model, build_optimizer
-from train.checkpoint import Checkpoint, find_resumable, list_checkpoints, load_checkpoint, save_checkpoint
+from train.checkpoint import Checkpointing
 from train.config import TrainConfig, grad_cache_notice, uses_grad_cache
 from train.data import PairsData
 from train.distributed import world
@@ -87,7 +87,7 @@ def lr_factor(step: int, *, warmup: int, total: int, schedule: str) -> float:
     return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-class Trainer:
+class Trainer(Checkpointing):
     def __init__(self, cfg: TrainConfig) -> None:
         from accelerate.utils import set_seed
 
@@ -232,28 +232,6 @@ class Trainer:
             for start in range(0, n - batch + 1, batch) if batch else []:
                 b = batch // size
                 yield source, list(range(start + rank * b, start + (rank + 1) * b))
-
-    # ---- checkpoints ------------------------------------------------------------------------------------------
-    def save(self, done: int, state: dict) -> Path:
-        t = self.cfg.train
-        return save_checkpoint(self.accelerator, self.model, self.optimizer, self.run_dir, done, state,
-                               t.keep_checkpoints)
-
-    def resume(self) -> Checkpoint | None:
-        """Restore the newest intact checkpoint (None: start at step 0)."""
-        rank, size = world()
-        log = print if self.is_main else (lambda *a, **k: None)
-        ckpt = find_resumable(self.run_dir, rank, size, self.cfg.train.inexact_resume, log=log)
-        if ckpt is not None:
-            load_checkpoint(self.accelerator, self.model, self.optimizer, ckpt)
-        return ckpt
-
-    def restore(self, step: int) -> None:
-        """Load the model of the checkpoint of `step` (the best one, train.best_metric) for the export."""
-        found = dict(list_checkpoints(self.run_dir))
-        if step not in found:
-            raise AssertionError(f"the best step {step} has no checkpoint in {self.run_dir} ({sorted(found)})")
-        load_checkpoint(self.accelerator, self.model, self.optimizer, Checkpoint(found[step], {}, exact=False))
 
     # ---- export -----------------------------------------------------------------------------------------------
     def export(self, config: dict) -> tuple[Path, float]:
