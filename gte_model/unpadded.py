@@ -25,6 +25,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from gte_model.decoder import is_decoder
 from gte_model.packed import Packed, attend
 
 PREFIX = "gte_unpadded:"
@@ -38,7 +39,7 @@ def supports_unpadded(backbone: nn.Module) -> bool:
     cfg = getattr(backbone, "config", None)
     if cfg is None or getattr(cfg, "is_decoder", False) or not getattr(backbone, "_supports_attention_backend", False):
         return False
-    return not any(getattr(m, "is_causal", False) is True for m in backbone.modules())
+    return not is_decoder(backbone)
 
 
 def first_position(backbone: nn.Module) -> int:
