@@ -30,7 +30,7 @@ from gte_model.core.config import bounded, field_problems
 from gte_model.core.mixing import GTE_ALPHA
 from gte_model.embed_config import TeacherConfig
 from train.best import BEST_METRICS
-from train.loss import LOSSES
+from train.loss import DISTILL_KINDS, LOSSES
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("linear", "cosine", "constant")
@@ -195,6 +195,9 @@ class LossConfig:
     distill_weight: float = bounded(0.0, ge=0, hint="0 turns it off; 0.5-2 are usual")
     distill_temperature: float = bounded(0.05, ge=1e-3, le=10, hint="0.02-0.1")  # of both softmaxes of the KL
     distill_in_batch: bool = False  # distil over every document of the batch, not just the row's own
+    # kl: match the teacher's softmax over the candidates; margin_mse: match its score margins positive - candidate
+    # (GPL's MarginMSE, in logits at distill_temperature), averaged over the candidates
+    distill: str = bounded("kl", choices=DISTILL_KINDS)
     # GISTEmbed guided masking: in-batch candidates the teacher scores above its score of the positive minus
     # guide_margin are dropped from the denominator (likely false negatives); < 0 = off
     guide_margin: float = -1.0

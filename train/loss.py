@@ -25,7 +25,10 @@ Teacher (optional, unit teacher vectors of the same texts, `Teacher`):
     teacher(q_i, d_i) - margin is dropped (the teacher says it is as relevant as the positive);
   - distillation: + weight * KL(p_teacher || p_student) per row, both softmaxes at the distillation temperature over
     the same candidates of q_i: its positive and its hard negatives, or every document of (1) with in_batch (masked
-    candidates left out of both).
+    candidates left out of both);
+  - or MarginMSE (GPL, Hofstaetter et al. 2020): + weight * the mean over those candidates c other than the positive
+    of ((s(q_i,d_i) - s(q_i,c)) - (t(q_i,d_i) - t(q_i,c)))^2 / tau^2, the margins in logits at the distillation
+    temperature tau (so the weight means the same at any tau).
 
 Memory: the blocks are [r, C] for r anchor rows and C = N(1+K) (InfoNCE) or 2N(1+K) + 2N (GTE) candidates, i.e.
 O(N^2). With row_chunk (or automatically above AUTO_CHUNK_ELEMENTS) the anchor rows are split into chunks whose
@@ -44,6 +47,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 LOSSES = ("infonce", "gte")
+DISTILL_KINDS = ("kl", "margin_mse")  # what the distillation term matches: softmaxes (KL) or score margins
 
 # loss.row_chunk=0 (automatic) keeps one [rows, C] logits block under this many elements: 2^28 floats = 1 GiB in
 # fp32; the loss's peak is a few such blocks (masks, logits, softmax in backward; benchmarks/loss_memory.py). A batch
@@ -65,6 +69,7 @@ class Teacher:
     distill_weight: float = 0.0
     distill_temperature: float = 0.05
     distill_in_batch: bool = False
+    distill_kind: str = "kl"  # one of DISTILL_KINDS
 
 
 def contrastive_loss(
@@ -152,8 +157,10 @@ def _row_losses(
     positive = logits[torch.arange(mine.numel(), device=q.device), mine]  # [r]: q2d's column i is s(q_i, d_i)
     loss = torch.logsumexp(logits, dim=1) - positive  # [r]
     if teacher is not None and teacher[0].distill_weight:
-        keep = ~q2d_drop if teacher[0].distill_in_batch else own_d  # [r, N + N*K]: the candidates distilled over
-        loss = loss + teacher[0].distill_weight * _distill(q2d, teacher, mine, keep)
+        # [r, N + N*K]: the candidates distilled over (a masked duplicate never: its student logit is -inf)
+        keep = ~q2d_drop if teacher[0].distill_in_batch else own_d & ~q2d_drop
+        distill = _margin_mse if teacher[0].distill_kind == "margin_mse" else _distill
+        loss = loss + teacher[0].distill_weight * distill(q2d, teacher, mine, keep)
     return loss
 
 
@@ -167,7 +174,7 @@ def _teacher_docs(teacher: Teacher | None, n: int, k: int) -> tuple[Teacher, Ten
         raise ValueError(f"teacher vectors cover {tq.shape[0]} rows x {tneg.shape[1]} negatives; the batch has "
                          f"{n} x {k}")
     teacher = Teacher(tq, td, tneg, teacher.guide_margin, teacher.distill_weight, teacher.distill_temperature,
-                      teacher.distill_in_batch)
+                      teacher.distill_in_batch, teacher.distill_kind)
     return teacher, torch.cat([td, tneg.reshape(n * k, -1)])
 
 
@@ -192,6 +199,20 @@ def _distill(q2d: Tensor, teacher: tuple[Teacher, Tensor], mine: Tensor, keep: T
     target = F.log_softmax(((t.q[mine] @ tdocs.T) / tau).masked_fill(~keep, float("-inf")), dim=1)
     terms = target.exp() * (target - student)  # 0 * (-inf - -inf) would be nan: zero the left-out ones
     return terms.masked_fill(~keep, 0.0).sum(dim=1)
+
+
+def _margin_mse(q2d: Tensor, teacher: tuple[Teacher, Tensor], mine: Tensor, keep: Tensor) -> Tensor:
+    """MarginMSE per row [r]: the mean over the kept candidates [r, N + N*K] other than the positive (column i of
+    row i) of the squared gap between the student's and the teacher's margins positive - candidate, in logits at
+    the distillation temperature; 0 for a row with no such candidate."""
+    t, tdocs = teacher
+    rows = torch.arange(mine.numel(), device=q2d.device)
+    others = keep.clone()
+    others[rows, mine] = False
+    student = q2d[rows, mine][:, None] - q2d  # [r, N + N*K]: s(q,d_i) - s(q,c); -inf entries are never kept
+    target = (t.q[mine] * t.d[mine]).sum(-1, keepdim=True) - t.q[mine] @ tdocs.T
+    gaps = ((student - target) / t.distill_temperature).masked_fill(~others, 0.0)
+    return gaps.square().sum(dim=1) / others.sum(dim=1).clamp(min=1)
 
 
 def _unit(x: Tensor) -> Tensor:
@@ -238,6 +259,8 @@ def _check_inputs(
 ) -> None:
     if teacher is not None and not teacher.distill_temperature > 0:
         raise ValueError(f"distill_temperature={teacher.distill_temperature} must be > 0")
+    if teacher is not None and teacher.distill_kind not in DISTILL_KINDS:
+        raise ValueError(f"distill kind={teacher.distill_kind!r} is not supported; choose one of {DISTILL_KINDS}")
     if kind not in LOSSES:
         raise ValueError(f"loss kind={kind!r} is not supported; choose one of {LOSSES}")
     if not temperature > 0:

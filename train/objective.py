@@ -54,7 +54,7 @@ def _gathered_teacher(vectors, loss: LossConfig, device) -> Teacher | None:
     q, d, neg = (gather_nograd(v.to(device)) if v is not None else None for v in vectors)
     return Teacher(q, d, neg, guide_margin=loss.guide_margin if loss.guide_margin >= 0 else None,
                    distill_weight=loss.distill_weight, distill_temperature=loss.distill_temperature,
-                   distill_in_batch=loss.distill_in_batch)
+                   distill_in_batch=loss.distill_in_batch, distill_kind=loss.distill)
 
 
 @torch.no_grad()

@@ -162,3 +162,50 @@ def test_matryoshka_dims_above_the_models_are_refused_naming_the_key():
     cfg.loss.matryoshka_dims = [32, 64]  # the tiny preset has 32
     with pytest.raises(UserError, match=r"loss.matryoshka_dims=\[32, 64\]: \[64\] exceed the model's 32 dims"):
         build_model(cfg)
+
+
+def test_margin_mse_adds_the_hand_computed_squared_margin_gaps_over_each_querys_negatives():
+    q, d, neg, _ = batch(n=4, k=3)
+    tq, td, tneg, _ = batch(n=4, k=3, h=5, seed=3)
+    w, tau = 0.4, 0.1
+    teacher = Teacher(tq, td, tneg, distill_weight=w, distill_temperature=tau, distill_kind="margin_mse")
+    got = contrastive_loss(q, d, neg, kind="gte", temperature=T, teacher=teacher)
+    plain = contrastive_loss(q, d, neg, kind="gte", temperature=T)
+    rows = []
+    for i in range(4):
+        gaps = [((cos(q[i], d[i]) - cos(q[i], neg[i, m])) - (cos(tq[i], td[i]) - cos(tq[i], tneg[i, m]))) / tau
+                for m in range(3)]
+        rows.append(sum(g * g for g in gaps) / 3)
+    assert abs((got - plain).item() - w * sum(rows) / 4) < 1e-10
+
+
+def test_in_batch_margin_mse_averages_over_every_other_document_and_skips_a_duplicate_negative():
+    q, d, neg, texts = batch(n=3, k=1)
+    tq, td, tneg, _ = batch(n=3, k=1, h=4, seed=4)
+    texts = (texts[0], texts[1], [["d0"], ["n1.0"], ["n2.0"]])  # row 0's negative repeats its own positive's text
+    tau = 0.2
+    docs, tdocs = [d[0], d[1], d[2], *neg[:, 0]], [td[0], td[1], td[2], *tneg[:, 0]]
+    for in_batch in (False, True):
+        teacher = Teacher(tq, td, tneg, distill_weight=1.0, distill_temperature=tau, distill_in_batch=in_batch,
+                          distill_kind="margin_mse")
+        q_ = q.clone().requires_grad_(True)
+        got = contrastive_loss(q_, d, neg, kind="infonce", temperature=T, teacher=teacher, **hashes(texts))
+        plain = contrastive_loss(q, d, neg, kind="infonce", temperature=T, **hashes(texts))
+        rows = []
+        for i in range(3):
+            cands = [c for c in range(6) if c != i and (in_batch or c == 3 + i) and not (i == 0 and c == 3)]
+            gaps = [((cos(q[i], docs[i]) - cos(q[i], docs[c])) - (cos(tq[i], tdocs[i]) - cos(tq[i], tdocs[c]))) / tau
+                    for c in cands]
+            rows.append(sum(g * g for g in gaps) / len(gaps) if gaps else 0.0)
+        assert abs((got - plain).item() - sum(rows) / 3) < 1e-10, in_batch
+        got.backward()
+        assert torch.isfinite(q_.grad).all()
+
+
+def test_kl_distillation_leaves_out_an_own_negative_that_duplicates_the_positive():
+    q, d, neg, texts = batch(n=2, k=2)
+    tq, td, tneg, _ = batch(n=2, k=2, h=4, seed=5)
+    texts = (texts[0], texts[1], [["d0", "n0.1"], ["n1.0", "n1.1"]])
+    teacher = Teacher(tq, td, tneg, distill_weight=1.0, distill_temperature=0.1)
+    got = contrastive_loss(q, d, neg, kind="infonce", temperature=T, teacher=teacher, **hashes(texts))
+    assert torch.isfinite(got)
