@@ -31,6 +31,7 @@ from gte_model.embed_config import EmbedConfig
 from gte_model.fingerprint import model_fingerprint
 
 CACHE_FORMAT = "gte-embed-cache/1"
+DIGEST_BYTES = 16  # gte_model.core.text.text_digest
 # (chunks of texts, settings, literal prefix) -> one [len(chunk), dim] float32 array per chunk, in chunk order
 Encoder = Callable[[Iterable[list[str]], EmbedConfig, str], Iterator[np.ndarray]]
 
@@ -177,8 +178,8 @@ def _locate(folder: Path, index: dict) -> dict[bytes, tuple[str, int]]:
         if rows != len(keys) or rows != shard["rows"]:
             continue
         kept.append(shard)
-        for row, key in enumerate(keys.tolist()):
-            where[key] = (shard["name"], row)
+        for row, key in enumerate(keys.tolist()):  # numpy's S16 drops a digest's trailing zero bytes: restore them
+            where[key.ljust(DIGEST_BYTES, b"\0")] = (shard["name"], row)
     index["shards"] = kept
     return where
 

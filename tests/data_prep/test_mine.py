@@ -233,6 +233,15 @@ def test_embed_cache_recomputes_only_a_deleted_shard_and_reuses_across_orders(tm
     np.testing.assert_array_equal(subset.vectors, first.vectors[::-1][:30])
 
 
+def test_embed_cache_finds_a_text_whose_digest_ends_in_a_zero_byte_after_reload(tmp_path, tiny_model):
+    from gte_model.core.text import text_digest
+
+    zero = next(t for t in (f"word {i}" for i in range(100_000)) if text_digest(t).endswith(b"\0"))
+    cfg = EmbedConfig(batch_size=8, max_seq_len=32, bf16=False, cache_dir=str(tmp_path))
+    assert embed_cached(tiny_model, [zero, "the cat"], cfg).computed_texts == 2
+    assert embed_cached(tiny_model, [zero, "the cat"], cfg).computed_texts == 0  # a new process reads it back
+
+
 def test_embed_cache_never_mixes_prompts_or_models(tmp_path, tiny_model):
     from tests.conftest import make_tiny_model
 
