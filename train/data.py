@@ -91,6 +91,15 @@ class PairsData:
             ids = Batch.flat_ids(got["query_ids"], got["positive_ids"], neg_ids)
         return Batch(source, list(rows), list(got["query"]), list(got["positive"]), negatives, ids)
 
+    def train_texts(self, source: str) -> tuple[list[str], list[str]]:
+        """(queries, documents) of a source's train split, each text once in first-seen order; documents are the
+        positives and every stored negative (all of them, not the num_negatives a step samples)."""
+        ds = self._train[source]
+        documents = list(ds["positive"])
+        if "negatives" in ds.column_names:
+            documents += [text for negs in ds["negatives"] for text in negs]
+        return list(dict.fromkeys(ds["query"])), list(dict.fromkeys(documents))
+
     def pretokenize(self, tokenize: Tokenize, key: str, num_proc: int = 1) -> None:
         """Tokenise every train split once into token-id columns of the Arrow cache (reused by later runs with the
         same `key`: tokenizer, prompts and max lengths), so steps fetch ids instead of running the tokenizer.

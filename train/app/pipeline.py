@@ -13,8 +13,10 @@ mining) resume inside themselves, so an interrupted pipeline finishes where it s
   <run.dir>/data/mined  triples            <run.dir>/stage2  stage-2 run
   <run.dir>/stage0      with run.stage0=true: the MLM run (train.mlm) whose export stage 1 starts from
   <run.dir>/merged      merge output       (when merge.models is set: e.g. [base, stage2], WiSE-FT)
+  <run.dir>/teacher_ft  with run.tune_teacher=true: the teacher fine-tuned on the mined rows; its vectors of every
+  <run.dir>/teacher_cache                     mined text (phase teacher_scores), which stage 2 distils from
   <run.dir>/export      the final model (turned to its principal axes when rotate.rows > 0: gte_model.rotate)
-  <run.dir>/eval/{base,teacher,stage1,stage2,merged}  results (prep's held-out sets, plus eval.extra's: your own
+  <run.dir>/eval/{base,teacher,teacher_ft,stage1,stage2,merged}  results (prep's held-out sets, plus eval.extra's: your own
                                                       test sets, BEIR folders or `gte prep` outputs)
 A teacher (mine.teacher.model) vets the mined negatives; stage 2 distils from it (loss.distill_weight) through the
 same vector cache: stage2.teacher follows mine.teacher unless stage2.teacher.model names another model.
@@ -44,6 +46,7 @@ from gte_model.core.pairs import MANIFEST_FILE, beir_dirs
 from gte_model.core.record import Record, defaults_of, describe, digest_json, flatten, read_record, write_record
 from gte_model.merge import MergeConfig, run_merge
 from gte_model.rotate_cli import run_rotate
+from gte_model.presets import PRESETS
 from train.app.report import PHASES_DIR, write_report
 from train.config import TrainConfig
 from train.eval.dims import PRECISION_NAMES
@@ -53,6 +56,7 @@ from train.eval.sts import evaluate_sts
 from train.loop import fit
 from train.mlm import MLMTrainer
 from train.mlm_config import MLMConfig
+from train.teacher import cache_teacher_vectors
 
 PHASE_FORMAT = 1
 _REBUILD_KEYS = frozenset({"overwrite", "run.overwrite"})  # set by the pipeline itself when a phase must rebuild
@@ -64,6 +68,11 @@ class PipelineRunConfig:
     # run stage 0 first: masked-LM pretraining (section stage0) on the prep output's texts; stage 1 then starts from
     # its export (stage1.model.init_from is set to it) and so does the `base` evaluation
     stage0: bool = False
+    # distillation from a fine-tuned teacher (configs/distill.yaml): after mining, fine-tune the teacher (section
+    # teacher_ft, from teacher_ft.model.init_from) on the mined rows, embed every text of those rows with it into
+    # <run.dir>/teacher_cache (phase teacher_scores), and let stage 2
+    # distil from it (stage2.loss.distill_weight) reading only that cache
+    tune_teacher: bool = False
 
 
 @dataclass
@@ -104,6 +113,9 @@ class PipelineConfig:
     stage0: MLMConfig = field(default_factory=MLMConfig)
     stage1: TrainConfig = field(default_factory=TrainConfig)  # run.dir, data.train_dir are set by the pipeline
     mine: MineConfig = field(default_factory=MineConfig)  # input_dir, out_dir and model are set by the pipeline
+    # with run.tune_teacher=true: the teacher's fine-tuning, a `gte train` config; run.dir and data.train_dir (the
+    # mined rows) are set by the pipeline
+    teacher_ft: TrainConfig = field(default_factory=TrainConfig)
     stage2: TrainConfig = field(default_factory=TrainConfig)  # init_from = the stage-1 export, data = mined
     # models: pipeline names (base, stage1, stage2) or folders; [] = no merge (the final model is stage 2's).
     # fit.data: pairs dirs, or `pairs` / `mined` for the pipeline's own. out_dir is set by the pipeline.
@@ -131,6 +143,12 @@ class PipelineConfig:
             # one teacher, one cache of its vectors: stage 2 reads what mining embedded
             self.stage2.teacher = copy.deepcopy(self.mine.teacher)
             self.stage2.teacher.cache_dir = str(self.mine.teacher.cache_dir or embed_cache_dir(self.mine))
+        self.teacher_ft.run.dir = str(root / "teacher_ft")
+        self.teacher_ft.data.train_dir = self.mine.out_dir
+        if self.run.tune_teacher:
+            # stage 2's teacher settings (max_seq_len, prompts, ...) with the tuned model and its own cache
+            self.stage2.teacher.model = str(root / "teacher_ft" / "export")
+            self.stage2.teacher.cache_dir = str(root / "teacher_cache")
         self.merge.out_dir = str(root / "merged")
         return self
 
@@ -158,6 +176,15 @@ class PipelineConfig:
         if self.run.stage0:
             errors += [f"stage0: {e}" for e in self.stage0.validate()]
         errors += [f"stage1: {e}" for e in self.stage1.validate()]
+        if self.run.tune_teacher:
+            errors += [f"teacher_ft: {e}" for e in self.teacher_ft.validate()]
+            if self.teacher_ft.model.init_from in PRESETS:
+                errors.append(f"run.tune_teacher=true: teacher_ft.model.init_from={self.teacher_ft.model.init_from} "
+                              "is a random-init preset; name the teacher to fine-tune, e.g. "
+                              "teacher_ft.model.init_from=all-mpnet-base-v2")
+            if not self.stage2.loss.uses_teacher:
+                errors.append("run.tune_teacher=true: stage 2 never reads the tuned teacher; set "
+                              "stage2.loss.distill_weight (e.g. 1.0) or stage2.loss.guide_margin")
         errors += [f"stage2: {e}" for e in self.stage2.validate()]
         if self.merge.models:
             # resolved: `base` may name a preset (stage1.model.init_from), which merge refuses
@@ -221,8 +248,15 @@ def _run_phases(cfg: PipelineConfig, root: Path) -> Path:
     phases += [
         Phase("stage1", cfg.stage1, lambda force: fit(_forced(cfg.stage1, "run.overwrite", force))),
         Phase("mine", cfg.mine, lambda force: mine(_forced(cfg.mine, "overwrite", force))),
-        Phase("stage2", cfg.stage2, lambda force: fit(_forced(cfg.stage2, "run.overwrite", force))),
     ]
+    if cfg.run.tune_teacher:
+        teacher_ft = Path(cfg.teacher_ft.run.dir) / "export"
+        phases += [
+            Phase("teacher_ft", cfg.teacher_ft, lambda force: fit(_forced(cfg.teacher_ft, "run.overwrite", force))),
+            Phase("teacher_scores", cfg.stage2.teacher,
+                  lambda force: cache_teacher_vectors(cfg.stage2.teacher, cfg.mine.out_dir)),
+        ]
+    phases.append(Phase("stage2", cfg.stage2, lambda force: fit(_forced(cfg.stage2, "run.overwrite", force))))
     if merged is not None:
         phases.append(Phase("merge", cfg.merge, lambda force: run_merge(cfg.merge_config(),
                                                                           scorers=general_scorers(cfg))))
@@ -236,6 +270,9 @@ def _run_phases(cfg: PipelineConfig, root: Path) -> Path:
     if teacher:
         phases.append(Phase("eval_teacher", {"eval": cfg.eval, "model": teacher}, lambda force: _evaluate(
             teacher, root / "eval" / "teacher", update_card=False, **eval_kw), after="prep"))
+    if cfg.run.tune_teacher:
+        phases.append(Phase("eval_teacher_ft", cfg.eval, lambda force: _evaluate(
+            teacher_ft, root / "eval" / "teacher_ft", update_card=False, **eval_kw), after="teacher_ft"))
     phases += [
         Phase("eval_stage1", cfg.eval, lambda force: _evaluate(stage1_export, root / "eval" / "stage1", **eval_kw),
               after="stage1"),

@@ -12,7 +12,7 @@ from train.eval.evaluate import GENERAL_TASKS, compare_table
 from train.eval.long_text import LONG_TEXT_TASK
 from train.metrics import plot_losses, read_metrics
 
-STAGES = ("base", "teacher", "stage1", "stage2", "merged")
+STAGES = ("base", "teacher", "teacher_ft", "stage1", "stage2", "merged")
 PHASES_DIR = "phases"  # <run.dir>/phases/<phase>.json: the records train.app.pipeline writes
 
 
@@ -28,7 +28,8 @@ def write_report(root: str | Path, base_name: str = "base", teacher_name: str = 
     lines = [f"# Pipeline report: {root}", ""]
     if results:
         final = "merged" if "merged" in results else "stage2"
-        labels = {"base": f"base ({base_name})", "teacher": f"teacher ({teacher_name})", "stage1": "stage 1",
+        labels = {"base": f"base ({base_name})", "teacher": f"teacher ({teacher_name})",
+                  "teacher_ft": "teacher, fine-tuned", "stage1": "stage 1",
                   "stage2": "stage 2", "merged": "merged"}
         labels[final] += " (final, rotated)" if rotated else " (final)"
         full = {labels[s]: {t: m for t, m in r.items() if split_result_name(t)[1] is None} for s, r in results.items()}
