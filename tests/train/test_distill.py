@@ -84,7 +84,7 @@ def test_distill_pipeline_tunes_the_teacher_caches_its_vectors_and_distils_stage
     stage2 = (run_dir / "stage2" / "config.yaml").read_text()
     assert f"model: {run_dir / 'teacher_ft' / 'export'}" in stage2 and str(run_dir / "teacher_cache") in stage2
     assert "texts embedded, 0 found" in done.stdout  # the teacher_scores phase filled an empty cache
-    assert "| teacher, fine-tuned |" in (run_dir / "report.md").read_text()
+    assert "| teacher, fine-tuned |" in (run_dir / "report.md").read_text() and (run_dir / "report.png").is_file()
 
     # stage 2 changed: the teacher's fine-tuning and its cache are kept, and nothing is embedded again
     again = subprocess.run([*cmd, "stage2.optim.lr=1e-4"], cwd=ROOT, env=env, capture_output=True, text=True,

@@ -190,15 +190,17 @@ def _plot(root: Path, results: dict[str, dict]) -> Path | None:
 
     by_dim = {s: _by_dim(r) for s, r in results.items()}
     with_dims = {s: v for s, v in by_dim.items() if len(v) > 1}
-    # stage 0 (gte run's MLM stage, run.stage0=true) has a loss curve only where it ran
-    curves = [s for s in ("stage0", "stage1", "stage2") if s != "stage0" or (root / s / "metrics.jsonl").is_file()]
+    # stage 0 (run.stage0=true) and the teacher's fine-tuning (run.tune_teacher=true) have a curve only where they ran
+    curves = [s for s in ("stage0", "stage1", "teacher_ft", "stage2")
+              if s in ("stage1", "stage2") or (root / s / "metrics.jsonl").is_file()]
     panels = len(curves) + (2 if with_dims else 1)
     fig, axes = plt.subplots(1, panels, figsize=(5.3 * panels, 4.5))
     for ax, stage in zip(axes, curves):
         train = [r for r in read_metrics(root / stage / "metrics.jsonl") if r.get("kind") == "train"]
         evals = [r for r in read_metrics(root / stage / "metrics.jsonl") if "val_loss" in r]
         plot_losses(ax, train, evals)
-        ax.set_title("stage0 (masked LM) loss" if stage == "stage0" else f"{stage} loss")
+        ax.set_title({"stage0": "stage0 (masked LM) loss", "teacher_ft": "teacher fine-tuning loss"}.get(
+            stage, f"{stage} loss"))
         ax.set_xlabel("step")
     full = {s: {t: m for t, m in r.items() if split_result_name(t)[1] is None} for s, r in results.items()}
     _bars(axes[len(curves)], full)
