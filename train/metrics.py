@@ -150,9 +150,13 @@ VAL_NOTE = ("validation differs from train loss: dev pairs, in-batch negatives o
             "across steps, not with train loss")
 
 
+DEV_NDCG = "val_ndcg@10"  # train.trainer's in-batch nDCG@10 of the dev rows (train.best_metric's usual choice)
+
+
 def plot_losses(ax, train: list[dict], evals: list[dict]) -> None:
     """Train loss of each source (one source per batch: a single curve jumps between sources), the trailing mean
-    of all over ~10% of the points (the trend), and validation loss, on a matplotlib axis."""
+    of all over ~10% of the points (the trend), and validation loss, on a matplotlib axis; the dev nDCG@10 on a
+    right-hand axis of its own where the eval lines have it."""
     steps, losses = [r["step"] for r in train], [r["loss"] for r in train]
     for source, (at, values) in source_curves(train).items():
         ax.plot(at, values, lw=0.9, marker=".", ms=3, alpha=0.8, label=f"train loss: {source}")
@@ -168,6 +172,13 @@ def plot_losses(ax, train: list[dict], evals: list[dict]) -> None:
                 label="validation loss (dev pairs)")
     ax.grid(alpha=0.3)
     ax.legend(title=VAL_NOTE if evals else None, title_fontsize=7, fontsize=8, alignment="left")
+    scored = [r for r in evals if DEV_NDCG in r]
+    if scored:  # the dev curve that train.best_metric picks the exported step from, on its own scale
+        right = ax.twinx()
+        right.plot([r["step"] for r in scored], [r[DEV_NDCG] for r in scored], "s--", color="tab:green",
+                   label="dev nDCG@10 (in-batch, right axis)")
+        right.set_ylabel("dev nDCG@10")
+        right.legend(loc="upper center", fontsize=8)
 
 
 def source_curves(train: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
