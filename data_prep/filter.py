@@ -38,6 +38,7 @@ class FilterConfig:
 
     enabled: bool = False  # run the filter at all
     model: str = "all-MiniLM-L6-v2"  # an already-trained embedder: preset name, packaged name or folder
+    trust_remote_code: bool = False  # run the model folder's own code (config.json auto_map): read it first
     # keep a pair iff fewer than top_k pool docs outscore its positive (E5 and nomic used 2)
     top_k: int = bounded(2, ge=1, hint="2 keeps a positive ranked first or second")
     # pool docs per source, a seeded sample of its unique positives; 0 = all of them
@@ -75,7 +76,7 @@ def consistency_filter(
         raise ValueError(f"queries ({len(queries)}), positives ({len(positives)}) and sources "
                          f"({'None' if sources is None else len(sources)}) must have one entry per pair")
     if isinstance(model, (str, Path)):
-        model = load_model(model)
+        model = load_model(model, trust_remote_code=cfg.trust_remote_code, trust_flag="filter.trust_remote_code=true")
     rank = np.zeros(len(queries), dtype=np.int64)
     groups: dict[str, list[int]] = {}
     for i, s in enumerate(sources if sources is not None else [""] * len(queries)):

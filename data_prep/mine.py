@@ -57,6 +57,8 @@ NO_OUTPUT_EFFECT = frozenset({
     *(f"{p}{k}" for p in ("", "filter.") for k in ("embed.batch_size", "embed.cache_dir", "embed.shard_size",
                                                   "index.num_threads", "index.query_chunk")),
     "teacher.batch_size", "teacher.cache_dir", "teacher.shard_size",
+    # permissions, not settings: a model's own code runs only when trusted, and then gives the same vectors
+    "trust_remote_code", "teacher.trust_remote_code", "filter.trust_remote_code",
     "out_dir",
     "overwrite",
     "engine",
@@ -101,8 +103,10 @@ def _mine(cfg: MineConfig, model: GTEModel | None, in_dir: Path, out: Path) -> P
     start = time.perf_counter()
     set_threads(cfg.index.num_threads)
     extra = read_extra_corpus(cfg.extra_corpus)
-    model = model if model is not None else load_model(cfg.model)
-    teacher = load_model(cfg.teacher.model).eval() if cfg.teacher.model else None
+    model = model if model is not None else load_model(cfg.model, trust_remote_code=cfg.trust_remote_code,
+                                                       trust_flag="trust_remote_code=true")
+    teacher = load_model(cfg.teacher.model, trust_remote_code=cfg.teacher.trust_remote_code,
+                         trust_flag="teacher.trust_remote_code=true").eval() if cfg.teacher.model else None
     cache_dir = embed_cache_dir(cfg)
     with open_engine(cfg.engine, cfg.ray) as engine, build_dir(out, "gte mine", "out_dir", overwrite=True) as tmp:
         entries, per_source = {}, {}

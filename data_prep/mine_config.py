@@ -62,6 +62,7 @@ class MineConfig:
     input_dir: str = ""  # pairs dir written by `gte prep` (manifest.json)
     out_dir: str = ""  # where the mined pairs dir is written
     model: str = DEFAULT_MODEL  # preset, packaged name or folder (gte_model.load_model)
+    trust_remote_code: bool = False  # run the model folder's own code (config.json auto_map): read it first
     sources: list[str] = field(default_factory=list)  # sources to mine; empty = every source of the input
     extra_corpus: list[str] = field(default_factory=list)  # .txt (a doc per line) / .jsonl ("text") / .parquet
     # 0 = every train row; else a deterministic (seeded) sample of this many

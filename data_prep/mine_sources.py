@@ -76,7 +76,8 @@ def _warn_if_mostly_dropped(name: str, stats: dict, neg: NegativesConfig) -> Non
 
 
 def _apply_filter(rows: PairRows, model, cfg: MineConfig, cache_dir: Path) -> tuple[PairRows, dict]:
-    fmodel = model if cfg.filter.model == cfg.model else load_model(cfg.filter.model)
+    fmodel = model if cfg.filter.model == cfg.model else load_model(
+        cfg.filter.model, trust_remote_code=cfg.filter.trust_remote_code, trust_flag="filter.trust_remote_code=true")
     result = consistency_filter(rows.queries, rows.positives, fmodel, cfg.filter, cache_dir=cache_dir)
     return rows.take(np.flatnonzero(result.keep)), result.stats["total"]
 

@@ -46,7 +46,8 @@ def render_card(meta: dict) -> str:
         f"| document prompt | {prompts.get('document', '')!r} |",
         *_lora_rows(meta.get("lora")),
         *([f"| remote code | {', '.join(meta['remote_code'])}: loading runs it, so clients pass "
-           "trust_remote_code=True (gte: model.trust_remote_code=true) |"] if meta.get("remote_code") else []),
+           "trust_remote_code=True (gte: --trust-remote-code, or the config's trust_remote_code=true) |"]
+          if meta.get("remote_code") else []),
         "",
         "## Usage",
         "",

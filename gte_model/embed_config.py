@@ -33,3 +33,4 @@ class TeacherConfig(EmbedConfig):
     miner embedded is never embedded again by training (same model, max_seq_len, bf16 and cache_dtype)."""
 
     model: str = ""  # packaged name (all-mpnet-base-v2) or model folder; "" = no teacher
+    trust_remote_code: bool = False  # run the teacher folder's own model code (config.json auto_map): read it first

@@ -29,12 +29,17 @@ def encode_main(argv: list[str]) -> int:
                         help="torch (default), or the export's ONNX graph through onnxruntime: onnx (fp32), onnx-int8")
     parser.add_argument("--prompt-name", default=None, metavar="NAME",
                         help="prepend the model's prompt NAME: query, document, or a training source's (data.prompts)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run the model folder's own code (config.json auto_map); read it first")
     args = parser.parse_args(argv)
     texts = args.texts or DEMO_TEXTS
     check_utf8(texts, "TEXT")  # before the slow load
     if args.backend != "torch" and args.bf16:
         raise UserError(f"--bf16: applies to --backend torch only, not {args.backend}; drop --bf16")
-    model = load_model(args.model) if args.backend == "torch" else load_onnx(args.model, BACKENDS[args.backend])
+    if args.backend == "torch":
+        model = load_model(args.model, trust_remote_code=args.trust_remote_code, trust_flag="--trust-remote-code")
+    else:
+        model = load_onnx(args.model, BACKENDS[args.backend])
     if args.prompt_name is not None and args.prompt_name not in model.prompts:
         raise UserError(f"--prompt-name {args.prompt_name}: the model has no such prompt; it has "
                         f"{sorted(model.prompts) or 'none'}; pick one of them or leave --prompt-name out")

@@ -94,7 +94,8 @@ def export_model(
             "eval_results": eval_results or {},
         }
         if onnx is not None:
-            meta["onnx"] = write_onnx(load_model(tmp), tmp, onnx)
+            # the model in hand already runs its own code (if any): reading the folder back trusts the same code
+            meta["onnx"] = write_onnx(load_model(tmp, trust_remote_code=bool(meta["remote_code"])), tmp, onnx)
         write_json(tmp / META_FILE, meta)
         write_text(tmp / "README.md", render_card(meta))
     return out
@@ -184,12 +185,15 @@ def export_main(argv: list[str]) -> int:
                         help="also write the ONNX graph: fp32 (default) or int8 (fp32 + int8 weights) under OUT/onnx/")
     parser.add_argument("--push", metavar="REPO", default=None,
                         help="then upload OUT to the Hugging Face Hub model repo REPO (needs a token and a network)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run the model folder's own code (config.json auto_map); read it first")
     args = parser.parse_args(argv)
     check_replaceable(args.out, "OUT", "gte export", args.overwrite, "--overwrite")  # before the slow load
     if args.onnx:
         require_onnx("--onnx")
     model = load_model(
-        args.src, pooling=args.pooling, max_seq_len=args.max_seq_len, normalize=False if args.no_normalize else None
+        args.src, pooling=args.pooling, max_seq_len=args.max_seq_len, normalize=False if args.no_normalize else None,
+        trust_remote_code=args.trust_remote_code, trust_flag="--trust-remote-code",
     )
     out = export_model(model, args.out, key="OUT", overwrite=args.overwrite, onnx=args.onnx)
     print(f"exported {args.src} -> {out}")

@@ -40,8 +40,11 @@ def load_model(
     max_seq_len: int | None = None,
     tokenizer_from: str | Path | None = None,
     trust_remote_code: bool = False,
+    trust_flag: str = "trust_remote_code=True",
 ) -> GTEModel:
-    """Load a GTEModel. Keyword arguments override what the folder says (None keeps it).
+    """Load a GTEModel. Keyword arguments override what the folder says (None keeps it). trust_remote_code: run a
+    folder's own model code (config.json auto_map); trust_flag: how the user sets it in the command they ran
+    (`--trust-remote-code`, `teacher.trust_remote_code=true`), named when a folder is refused for want of it.
 
     - a preset name (tiny, gte-small, gte-base, gte-large, gte-modern-base): fresh random weights, tokenizer from
       `tokenizer_from` (default: the packaged MiniLM's WordPiece vocabulary);
@@ -56,7 +59,7 @@ def load_model(
         return build_from_preset(
             name, tokenizer, pooling=pooling or "mean", normalize=normalize, max_seq_len=max_seq_len
         )
-    return _load_folder(model_folder(name), pooling, normalize, max_seq_len, trust_remote_code)
+    return _load_folder(model_folder(name), pooling, normalize, max_seq_len, trust_remote_code, trust_flag)
 
 
 def model_folder(name_or_path: str | Path) -> Path | None:
@@ -198,7 +201,7 @@ def _read_object(path: Path) -> dict:
     return value
 
 
-def _load_folder(path: Path, pooling, normalize, max_seq_len, trust_remote_code: bool) -> GTEModel:
+def _load_folder(path: Path, pooling, normalize, max_seq_len, trust_remote_code: bool, trust_flag: str) -> GTEModel:
     settings = read_st_settings(path)
     pooling = pooling or settings.get("pooling", "mean")
     weights_dir = settings.get("transformer_dir", path)
@@ -209,8 +212,7 @@ def _load_folder(path: Path, pooling, normalize, max_seq_len, trust_remote_code:
     if config_json.get("auto_map") and config_json.get("model_type") not in CONFIG_MAPPING and not trust_remote_code:
         raise ModelLoadError(f"{config_file.resolve()}: auto_map names the folder's own code "
                              f"({', '.join(remote_code_files(weights_dir)) or 'Python files'}), which runs only when "
-                             "trusted: read it, then set model.trust_remote_code=true (in Python: "
-                             "load_model(..., trust_remote_code=True))")
+                             f"trusted: read it, then trust it: {trust_flag}")
     try:
         config = AutoConfig.from_pretrained(str(weights_dir), trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(str(weights_dir), trust_remote_code=trust_remote_code)

@@ -45,6 +45,7 @@ class FitConfig:
 @dataclass
 class MergeConfig:
     models: list[str] = field(default_factory=list)  # saved models (folders, packaged names), one architecture
+    trust_remote_code: bool = False  # run the model folders' own code (config.json auto_map): read it first
     weights: list[float] = field(default_factory=list)  # one per model, summing to 1; [] = fit them (fit.data)
     out_dir: str = ""  # folder of the merged model (required)
     overwrite: bool = False  # replace out_dir if it is an earlier `gte merge` output (never anything else)
@@ -156,7 +157,8 @@ def run_merge(cfg: MergeConfig, log: Callable[[str], object] = print,
     if errors:
         raise ConfigError("invalid merge config:\n  " + "\n  ".join(errors))
     check_replaceable(cfg.out_dir, "out_dir", "gte merge", cfg.overwrite)  # before loading and fitting
-    models = [load_model(name) for name in cfg.models]
+    models = [load_model(name, trust_remote_code=cfg.trust_remote_code, trust_flag="trust_remote_code=true")
+              for name in cfg.models]
     weights, table = tuple(cfg.weights), {}
     if not weights:
         tasks = fit_examples(cfg.fit.data, cfg.fit.rows, key="fit.data", purpose="fit the merge weights on")

@@ -32,21 +32,26 @@ def rotate_main(argv: list[str]) -> int:
                         help="pairs dirs (gte prep output) whose train rows' queries and positives fit the axes")
     parser.add_argument("--rows", type=int, default=600, help="train rows per source (default 600)")
     parser.add_argument("--fp32", action="store_true", help="encode in fp32 (default: bf16 autocast)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run the model folder's own code (config.json auto_map); read it first")
     args = parser.parse_args(argv)
-    run_rotate(args.src, args.out, args.data, args.rows, bf16=not args.fp32, key="OUT", overwrite=args.overwrite)
+    run_rotate(args.src, args.out, args.data, args.rows, bf16=not args.fp32, key="OUT", overwrite=args.overwrite,
+               trust_remote_code=args.trust_remote_code, trust_flag="--trust-remote-code")
     return 0
 
 
 def run_rotate(src: str | Path, out: str | Path, data: list[str], rows: int, bf16: bool = True, batch_size: int = 64,
                key: str = "out", log: Callable[[str], object] = print, what: str = "gte rotate",
-               overwrite: bool = False) -> Path:
+               overwrite: bool = False, trust_remote_code: bool = False,
+               trust_flag: str = "trust_remote_code=True") -> Path:
     """Fit the principal axes of src's embeddings of `rows` train rows per source of the pairs dirs `data`;
     export the rotated model to out (its gte_export.json keeps src's training record under "source"). out is
-    marked as built by `what` and replaces an existing one only with `overwrite` (check_replaceable)."""
+    marked as built by `what` and replaces an existing one only with `overwrite` (check_replaceable).
+    trust_remote_code, trust_flag: as gte_model.load_model's, for src."""
     if rows < 2:
         raise UserError(f"rows={rows}: must be >= 2 (the axes of one text are not a rotation worth fitting)")
     check_replaceable(out, key, what, overwrite, "--overwrite")  # before loading and fitting
-    model = load_model(src)
+    model = load_model(src, trust_remote_code=trust_remote_code, trust_flag=trust_flag)
     tasks = fit_examples(data, rows, key="data", purpose="fit the rotation on")
     queries = [q for qs, _ in tasks.values() for q in qs]
     documents = [d for _, ds in tasks.values() for d in ds]

@@ -16,7 +16,7 @@ from train.config import TrainConfig, launched_with_deepspeed
 def build_model(cfg: TrainConfig) -> GTEModel:
     m, d = cfg.model, cfg.data
     gte = load_model(m.init_from, pooling=m.pooling, normalize=m.normalize, tokenizer_from=m.tokenizer_from or None,
-                     trust_remote_code=m.trust_remote_code)
+                     trust_remote_code=m.trust_remote_code, trust_flag="model.trust_remote_code=true")
     # model.max_seq_len, else what the base model served, never below what training used (all checked against the
     # backbone's positions in fit_positions, named by their config keys)
     gte.max_seq_len = m.max_seq_len or max(gte.max_seq_len, d.query_max_len, d.doc_max_len)

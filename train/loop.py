@@ -69,6 +69,7 @@ RESUME_SAFE = frozenset({
     "train.chunk_size", "train.chunk_tokens", "train.packed", "train.grad_checkpointing", "train.log_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.eval_every", "train.max_bad_steps",
     "train.inexact_resume", "train.prefetch", "train.compile", "loss.row_chunk",
+    "teacher.trust_remote_code",  # a permission: the teacher's own code, when trusted, gives the same vectors
 })
 
 

@@ -22,7 +22,8 @@ class TeacherVectors:
 
     def __init__(self, cfg: TeacherConfig, default_cache: Path, persist: bool = True) -> None:
         """persist: write vectors of new texts to the cache (the main process only: one writer per cache)."""
-        self.model = load_model(cfg.model).eval()
+        self.model = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code,
+                                trust_flag="teacher.trust_remote_code=true").eval()
         root = cfg.cache_dir or default_cache
         prompts = {role: resolve_prompt(self.model, p, role) for role, p in (("query", cfg.query_prompt),
                                                                             ("document", cfg.doc_prompt))}

@@ -55,7 +55,7 @@ def folder(tmp_path_factory):
 
 def test_a_folder_with_its_own_code_is_refused_unless_trusted(folder):
     with pytest.raises(ModelLoadError, match=r"config.json: auto_map names the folder's own code \(modeling_tiny.py\)"
-                                             r".*set model.trust_remote_code=true"):
+                                             r".*trust it: trust_remote_code=True"):
         load_model(folder)
     assert type(load_model(folder, trust_remote_code=True).backbone).__name__ == "TinyRemoteModel"
 
@@ -83,7 +83,7 @@ def test_trusted_it_trains_records_the_key_and_exports_the_code(folder, tmp_path
     export = run / "export"
     assert (export / "modeling_tiny.py").read_text() == CODE
     assert "| remote code | modeling_tiny.py: loading runs it" in (export / "README.md").read_text()
-    with pytest.raises(ModelLoadError, match="model.trust_remote_code=true"):
+    with pytest.raises(ModelLoadError, match="trust_remote_code=True"):
         load_model(export)
 
     texts = ["the cat plays piano", "stock price fell today on the news", "a"]

@@ -60,6 +60,9 @@ from train.teacher import cache_teacher_vectors
 
 PHASE_FORMAT = 1
 _REBUILD_KEYS = frozenset({"overwrite", "run.overwrite"})  # set by the pipeline itself when a phase must rebuild
+# permissions, not settings: a model's own code runs only when trusted and then gives the same output, so a phase
+# record leaves them out (and records written before they existed still match)
+_TRUST_KEYS = frozenset({"trust_remote_code", "teacher.trust_remote_code", "filter.trust_remote_code"})
 
 
 @dataclass
@@ -85,7 +88,8 @@ class PipelineEvalConfig:
     # held-out BEIR sets to report (source names); [] = every source's. Supervised paraphrase sources (stsb) make a
     # trivial retrieval set (a few dozen near-identical pairs), so the quickstart leaves them out.
     beir_sources: list[str] = field(default_factory=list)
-    # a reference model evaluated beside base / stage 1 / stage 2 (e.g. all-mpnet-base-v2); "" = mine.teacher.model
+    # a reference model evaluated beside base / stage 1 / stage 2 (e.g. all-mpnet-base-v2); "" = mine.teacher.model;
+    # its own code (config.json auto_map) runs with mine.teacher.trust_remote_code=true, as the teacher's
     teacher: str = ""
     # also score every model with its embeddings cut to these dims (Matryoshka); [] = stage2.loss.matryoshka_dims
     dims: list[int] = field(default_factory=list)
@@ -150,6 +154,12 @@ class PipelineConfig:
             self.stage2.teacher.model = str(root / "teacher_ft" / "export")
             self.stage2.teacher.cache_dir = str(root / "teacher_cache")
         self.merge.out_dir = str(root / "merged")
+        # mining, stage 2 and the merge load the stage-1 export (and the merge its base), which carries stage 1's
+        # model code: whether that code may run is stage1.model.trust_remote_code's call alone
+        trust = self.stage1.model.trust_remote_code
+        self.mine.trust_remote_code = self.stage2.model.trust_remote_code = self.merge.trust_remote_code = trust
+        if self.run.tune_teacher:  # the tuned teacher carries the code of the model teacher_ft started from
+            self.stage2.teacher.trust_remote_code = self.teacher_ft.model.trust_remote_code
         return self
 
     def model_path(self, name: str) -> str:
@@ -239,7 +249,9 @@ def _run_phases(cfg: PipelineConfig, root: Path) -> Path:
     merged = Path(cfg.merge.out_dir) if cfg.merge.models else None
     eval_kw = {"tasks": cfg.eval.tasks, "bf16": cfg.eval.bf16, "batch_size": cfg.eval.batch_size,
                "beir_dirs": lambda: evaluation_sets(cfg),
-               "dims": list(cfg.eval.dims or cfg.stage2.loss.matryoshka_dims)}
+               "dims": list(cfg.eval.dims or cfg.stage2.loss.matryoshka_dims),
+               "trust_remote_code": cfg.stage1.model.trust_remote_code,  # the run's own models: stage 1's code
+               "trust_flag": "stage1.model.trust_remote_code=true"}
     final_kw = {**eval_kw, "quantize": cfg.eval.quantize}  # int8 / binary embeddings: the final model only
     phases = [Phase("prep", cfg.prep, lambda force: prep(_forced(cfg.prep, "overwrite", force)))]
     if cfg.run.stage0:
@@ -268,11 +280,15 @@ def _run_phases(cfg: PipelineConfig, root: Path) -> Path:
               after="stage0" if cfg.run.stage0 else "prep"),
     ]
     if teacher:
+        teacher_kw = {**eval_kw, "trust_remote_code": cfg.mine.teacher.trust_remote_code,  # eval.teacher's too
+                      "trust_flag": "mine.teacher.trust_remote_code=true"}
         phases.append(Phase("eval_teacher", {"eval": cfg.eval, "model": teacher}, lambda force: _evaluate(
-            teacher, root / "eval" / "teacher", update_card=False, **eval_kw), after="prep"))
+            teacher, root / "eval" / "teacher", update_card=False, **teacher_kw), after="prep"))
     if cfg.run.tune_teacher:
+        tuned_kw = {**eval_kw, "trust_remote_code": cfg.teacher_ft.model.trust_remote_code,
+                    "trust_flag": "teacher_ft.model.trust_remote_code=true"}
         phases.append(Phase("eval_teacher_ft", cfg.eval, lambda force: _evaluate(
-            teacher_ft, root / "eval" / "teacher_ft", update_card=False, **eval_kw), after="teacher_ft"))
+            teacher_ft, root / "eval" / "teacher_ft", update_card=False, **tuned_kw), after="teacher_ft"))
     phases += [
         Phase("eval_stage1", cfg.eval, lambda force: _evaluate(stage1_export, root / "eval" / "stage1", **eval_kw),
               after="stage1"),
@@ -358,8 +374,9 @@ def _run_phase(root: Path, phase: Phase, upstream: str) -> str:
     """Run one phase unless its record says it is done with this config after these upstream phases; returns the
     digest the next phase depends on. A changed phase is rebuilt (force), except a training phase whose only change
     is a larger train.max_steps, which continues."""
-    want = Record(f"phase:{phase.name}", PHASE_FORMAT, flatten(phase.config, skip=_REBUILD_KEYS),
-                  {"upstream": upstream}, defaults=defaults_of(phase.config, _REBUILD_KEYS))
+    skip = _REBUILD_KEYS | _TRUST_KEYS
+    want = Record(f"phase:{phase.name}", PHASE_FORMAT, flatten(phase.config, skip=skip), {"upstream": upstream},
+                  defaults=defaults_of(phase.config, skip))
     digest = digest_json([want.kind, want.config, want.inputs])
     have = phase_record(root, phase.name)
     changes = have.changes(want) if have is not None else []
@@ -387,7 +404,8 @@ def _final_export(cfg: PipelineConfig, src: Path, dst: Path) -> None:
     """The final model: src rotated to the principal axes of the prep output's train texts, or src as it is."""
     if cfg.rotate.rows:
         run_rotate(src, dst, [cfg.prep.out_dir], cfg.rotate.rows, bf16=cfg.eval.bf16, key="run.dir", what="gte run",
-                   overwrite=True)
+                   overwrite=True, trust_remote_code=cfg.stage1.model.trust_remote_code,
+                   trust_flag="stage1.model.trust_remote_code=true")
         return
     with build_dir(dst, "gte run", "run.dir", overwrite=True) as tmp:
         shutil.copytree(src, tmp, dirs_exist_ok=True)

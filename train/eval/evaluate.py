@@ -73,6 +73,8 @@ def evaluate(
     skip_large_dims: bool = False,
     quantize: Sequence[str] | None = None,
     backend: str = "torch",
+    trust_remote_code: bool = False,
+    trust_flag: str = "trust_remote_code=True",
 ) -> dict[str, dict]:
     """Run the tasks on the model at model_dir (export folder or packaged name); returns {task: {metric: value}},
     plus {task@dim: {metric: value}} for each of dims (sts-b, long-text and beir only). skip_large_dims: leave out
@@ -80,6 +82,8 @@ def evaluate(
     quantize: also score beir with the embeddings held as int8 and/or binary (train.eval.quantized), at the full dim
     and at each of dims: `beir/<set>@int8`, `beir/<set>@128+binary`. backend: torch, or the export's ONNX graph
     (onnx, onnx-int8; gte_model.onnx_export): its results go to <model_dir>/eval-<backend> and not into the card.
+    trust_remote_code: run the model folder's own code (config.json auto_map); trust_flag: how the user sets it, named
+    when the folder is refused (gte_model.load_model).
 
     Writes results.json and results.md to out_dir (default <model_dir>/eval) and, when model_dir is one of our
     exports (it holds gte_export.json), merges the numbers into its model card. Both places are checked to be
@@ -96,14 +100,18 @@ def evaluate(
     card = card if backend == "torch" else None  # the card shows the model's own (PyTorch) results
     _check_writable(out, card)
     claim_dir(out, "out", "gte eval", older=_older_results(out), write=False)  # a folder gte did not write: refused
-    model = load_model(model_dir) if backend == "torch" else load_onnx(model_dir, BACKENDS[backend])
+    if backend == "torch":
+        model = load_model(model_dir, trust_remote_code=trust_remote_code, trust_flag=trust_flag)
+    else:
+        model = load_onnx(model_dir, BACKENDS[backend])
     if skip_large_dims:  # a pipeline scores models of several sizes at one list of dims: each at those it has
         dims = [d for d in dims or [] if d <= model.dim]
     dims_to_run(model.dim, dims)  # refuse a bad dim before anything runs
     results: dict[str, dict] = {}
     seconds: dict[str, float] = {}
     for task in tasks:
-        for name, run in _task_runs(task, model, folder or model_dir, sets, bf16, batch_size, dims, quantize):
+        for name, run in _task_runs(task, model, folder or model_dir, sets, bf16, batch_size, dims, quantize,
+                                    trust_remote_code):
             start = time.perf_counter()
             by_dim = run()  # {dim or (dim, precision): metrics}, the full dim first
             seconds[name] = round(time.perf_counter() - start, 2)
@@ -199,7 +207,7 @@ def _require_mteb(task: str) -> None:
 
 
 def _task_runs(task: str, model, model_ref, sets: dict[str, Path], bf16: bool, batch_size: int,
-               dims: Sequence[int] | None, quantize: Sequence[str] | None = None):
+               dims: Sequence[int] | None, quantize: Sequence[str] | None = None, trust_remote_code: bool = False):
     """(result name, zero-argument callable returning {dim: metrics}) pairs for one requested task."""
     if task == STS_TASK:
         return [(STS_TASK, lambda: evaluate_sts_dims(model, dims, "test", batch_size=batch_size, bf16=bf16))]
@@ -213,7 +221,8 @@ def _task_runs(task: str, model, model_ref, sets: dict[str, Path], bf16: bool, b
                 for name, path in sets.items()]
     from train.eval import mteb_task
 
-    st_model = functools.cache(lambda: _sentence_transformer(model_ref))  # loaded once, when first needed
+    # loaded once, when first needed
+    st_model = functools.cache(lambda: _sentence_transformer(model_ref, trust_remote_code))
     if task == "mteb-beir":
         return [(f"mteb-beir/{name}",
                  lambda n=name, p=path: {model.dim: mteb_task.evaluate_local_beir(st_model(), n, p, batch_size)})
@@ -229,13 +238,13 @@ def source_prompt_names(model, source: str) -> tuple[str, str]:
             f"{source}-document" if f"{source}-document" in prompts else "document")
 
 
-def _sentence_transformer(model_ref: str | Path):
+def _sentence_transformer(model_ref: str | Path, trust_remote_code: bool):
     """The export (or packaged model) in SentenceTransformer, which mteb drives natively."""
     from sentence_transformers import SentenceTransformer
 
     name = str(model_ref)
     path = packaged_model_path(name) if name.lower() in PACKAGED else Path(name)
-    return SentenceTransformer(str(path), device="cpu")
+    return SentenceTransformer(str(path), device="cpu", trust_remote_code=trust_remote_code)
 
 
 def results_table(results: dict[str, dict]) -> str:
@@ -387,10 +396,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="also score beir with int8 (calibrated ranges) and/or binary (rescored) embeddings")
     parser.add_argument("--backend", choices=["torch", *BACKENDS], default="torch",
                         help="torch, or the export's ONNX graph: onnx (fp32), onnx-int8 (into MODEL/eval-<backend>)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run the model folder's own code (config.json auto_map); read it first")
     args = parser.parse_args(argv)
     results = evaluate(args.model, tasks=args.tasks, beir_dirs=args.beir, pairs_dir=args.data, out_dir=args.out,
                        bf16=args.bf16, batch_size=args.batch_size, update_card=not args.no_card, dims=args.dims,
-                       quantize=args.quantize, backend=args.backend)
+                       quantize=args.quantize, backend=args.backend, trust_remote_code=args.trust_remote_code,
+                       trust_flag="--trust-remote-code")
     print(results_table(results))
     return 0
 
