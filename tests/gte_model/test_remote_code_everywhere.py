@@ -163,3 +163,21 @@ def test_gte_run_trusting_stage_1_alone_finishes_from_a_folder_with_its_own_code
     for name in ("base", "stage1", "stage2", "merged"):
         assert "beir/qa" in json.loads((run / "eval" / name / "results.json").read_text())["results"], name
     assert _is_remote(run / "export") and load_model(run / "export", trust_remote_code=True).rotation is not None
+
+
+def test_gte_run_decides_in_one_place_which_phases_trust_their_models_code(tmp_path):
+    from gte_model.core.config import load_config
+    from train.app.pipeline import PipelineConfig
+
+    plain = load_config(PipelineConfig, None, [f"run.dir={tmp_path}", "stage2.model.trust_remote_code=true"])
+    assert not (plain.mine.trust_remote_code or plain.stage2.model.trust_remote_code or plain.merge.trust_remote_code)
+    cfg = load_config(PipelineConfig, None, [f"run.dir={tmp_path}", "stage1.model.trust_remote_code=true",
+                                             "mine.teacher.model=all-mpnet-base-v2",
+                                             "mine.teacher.trust_remote_code=true"])
+    assert cfg.mine.trust_remote_code and cfg.stage2.model.trust_remote_code and cfg.merge.trust_remote_code
+    assert cfg.merge_config().trust_remote_code and cfg.stage2.teacher.trust_remote_code  # stage 2 distils from it
+    tuned = load_config(PipelineConfig, None, [f"run.dir={tmp_path}", "run.tune_teacher=true",
+                                               "teacher_ft.model.init_from=all-mpnet-base-v2",
+                                               "teacher_ft.model.trust_remote_code=true",
+                                               "stage2.loss.distill_weight=1.0"])
+    assert tuned.stage2.teacher.trust_remote_code and not tuned.mine.trust_remote_code
