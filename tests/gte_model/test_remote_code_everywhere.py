@@ -42,6 +42,7 @@ def _is_remote(path) -> bool:
     return type(load_model(path, trust_remote_code=True).backbone).__name__ == "TinyRemoteModel"
 
 
+@pytest.mark.integration  # STS-B
 def test_gte_eval_needs_its_flag(folder, tmp_path, one_thread):
     argv = [str(folder), "--tasks", "sts-b", "--out", str(tmp_path / "eval"), "--batch-size", "256"]
     with pytest.raises(ModelLoadError, match=REFUSED + "--trust-remote-code$"):
@@ -149,6 +150,7 @@ TINY_RUN = [
 ]
 
 
+@pytest.mark.slow  # one tiny pipeline: about 17 s on the 2-core VM
 def test_gte_run_trusting_stage_1_alone_finishes_from_a_folder_with_its_own_code(folder, tmp_path, one_thread):
     from train.app.cli import main as gte
 
