@@ -154,7 +154,8 @@ class MLMTrainer(Checkpointing):
         self.accelerator = make_accelerator(cfg)
         set_seed(cfg.train.seed)  # before the model and head: a preset's random init depends on it
         m, d = cfg.model, cfg.data
-        self.gte = load_model(m.init_from, pooling=m.pooling, tokenizer_from=m.tokenizer_from or None)
+        self.gte = load_model(m.init_from, pooling=m.pooling, tokenizer_from=m.tokenizer_from or None,
+                              trust_remote_code=m.trust_remote_code, trust_flag="model.trust_remote_code=true")
         self.special = self._special_ids()
         self.gte.max_seq_len = max(length for _, length in cfg.mlm.max_len_schedule)
         self._check_positions()
@@ -257,7 +258,7 @@ class MLMTrainer(Checkpointing):
         if self.is_main:
             gte = acc.unwrap_model(self.model, keep_fp32_wrapper=False).gte
             export_model(gte, export_dir, train_config=config, key="run.dir", what="gte train", overwrite=True)
-            loaded = load_model(export_dir).backbone.state_dict()
+            loaded = load_model(export_dir, trust_remote_code=self.cfg.model.trust_remote_code).backbone.state_dict()
             diff = max(float((v.float() - loaded[k].float()).abs().max()) for k, v in gte.backbone.state_dict().items()
                        if v.is_floating_point())
             if not diff <= EXPORT_TOLERANCE:

@@ -27,6 +27,7 @@ class MLMModelConfig:
     tokenizer_from: str = ""  # presets only: tokenizer folder; empty = the packaged MiniLM WordPiece vocabulary
     # pooling the exported backbone is written with (stage 1 may set its own): mean (GTE) or cls
     pooling: str = bounded("mean", choices=("mean", "cls"))
+    trust_remote_code: bool = False  # run init_from's own model code (config.json auto_map): read it first
 
 
 @dataclass

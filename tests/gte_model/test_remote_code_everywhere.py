@@ -2,11 +2,14 @@
 auto_map -> modeling_tiny.py, tests/train/test_remote_code.py) is refused by `gte eval`, `gte encode`, `gte export`,
 `gte rotate`, `gte merge`, `gte mine` (its model and its teacher) and a training teacher, each refusal naming the
 switch of the command that was run, and loads with that switch on; `gte run` with stage1.model.trust_remote_code=true
-alone starts from such a folder and finishes through the merge, the rotation and every evaluation."""
+alone starts from such a folder and finishes through the merge, the rotation and every evaluation (and `gte mlm`
+with its model.trust_remote_code). A key added to a phase's section at its default (stage0.model.trust_remote_code)
+reruns no phase after it."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import pytest
 
@@ -172,14 +175,50 @@ def test_gte_run_decides_in_one_place_which_phases_trust_their_models_code(tmp_p
     from train.app.pipeline import PipelineConfig
 
     plain = load_config(PipelineConfig, None, [f"run.dir={tmp_path}", "stage2.model.trust_remote_code=true"])
-    assert not (plain.mine.trust_remote_code or plain.stage2.model.trust_remote_code or plain.merge.trust_remote_code)
+    assert not (plain.mine.trust_remote_code or plain.stage2.model.trust_remote_code or plain.merge.trust_remote_code
+                or plain.stage0.model.trust_remote_code)
     cfg = load_config(PipelineConfig, None, [f"run.dir={tmp_path}", "stage1.model.trust_remote_code=true",
                                              "mine.teacher.model=all-mpnet-base-v2",
                                              "mine.teacher.trust_remote_code=true"])
     assert cfg.mine.trust_remote_code and cfg.stage2.model.trust_remote_code and cfg.merge.trust_remote_code
+    assert cfg.stage0.model.trust_remote_code  # with run.stage0 stage 1 starts from stage 0's export
     assert cfg.merge_config().trust_remote_code and cfg.stage2.teacher.trust_remote_code  # stage 2 distils from it
     tuned = load_config(PipelineConfig, None, [f"run.dir={tmp_path}", "run.tune_teacher=true",
                                                "teacher_ft.model.init_from=all-mpnet-base-v2",
                                                "teacher_ft.model.trust_remote_code=true",
                                                "stage2.loss.distill_weight=1.0"])
     assert tuned.stage2.teacher.trust_remote_code and not tuned.mine.trust_remote_code
+
+
+def test_gte_mlm_needs_its_key(folder, tmp_path, capsys, one_thread):
+    from tests.train.test_mlm import _args, _write_corpus
+    from train.app.cli import main as gte
+
+    pairs = _write_corpus(tmp_path / "pairs")
+    argv = _args(tmp_path / "mlm", pairs, folder, "train.max_steps=2", "train.checkpoint_every=0")
+    assert gte(argv) == 2
+    err = capsys.readouterr().err
+    assert "modeling_tiny.py" in err and err.rstrip().endswith("model.trust_remote_code=true")
+    assert gte([*argv, "model.trust_remote_code=true"]) == 0, capsys.readouterr().err[-2000:]
+    assert _is_remote(tmp_path / "mlm" / "export")
+
+
+@dataclass
+class _Section:
+    lr: float = 1e-5
+
+
+@dataclass
+class _SectionWithAKeyAddedSince(_Section):
+    trust_remote_code_like: bool = False  # any key a later version adds, at its default
+
+
+def test_a_key_added_at_its_default_reruns_no_phase_downstream(tmp_path):
+    from train.app.pipeline import Phase, _run_phase
+
+    ran = []
+    first = _run_phase(tmp_path, Phase("first", _Section(), lambda force: ran.append("first")), "")
+    _run_phase(tmp_path, Phase("second", _Section(), lambda force: ran.append("second")), first)
+    again = _run_phase(tmp_path, Phase("first", _SectionWithAKeyAddedSince(), lambda force: ran.append("first")), "")
+    _run_phase(tmp_path, Phase("second", _Section(), lambda force: ran.append("second")), again)
+    assert ran == ["first", "second"] and again == first

@@ -155,9 +155,10 @@ class PipelineConfig:
             self.stage2.teacher.cache_dir = str(root / "teacher_cache")
         self.merge.out_dir = str(root / "merged")
         # mining, stage 2 and the merge load the stage-1 export (and the merge its base), which carries stage 1's
-        # model code: whether that code may run is stage1.model.trust_remote_code's call alone
+        # model code (stage 0's, with run.stage0): whether that code may run is stage1.model.trust_remote_code's call
         trust = self.stage1.model.trust_remote_code
         self.mine.trust_remote_code = self.stage2.model.trust_remote_code = self.merge.trust_remote_code = trust
+        self.stage0.model.trust_remote_code = trust  # with run.stage0, stage 1 starts from its export
         if self.run.tune_teacher:  # the tuned teacher carries the code of the model teacher_ft started from
             self.stage2.teacher.trust_remote_code = self.teacher_ft.model.trust_remote_code
         return self
@@ -382,7 +383,8 @@ def _run_phase(root: Path, phase: Phase, upstream: str) -> str:
     changes = have.changes(want) if have is not None else []
     if have is not None and not changes:
         print(f"[run] {phase.name}: done before, skipped", flush=True)
-        return digest
+        # the digest it was recorded with: a key added since, at its default, changes nothing downstream either
+        return digest_json([have.kind, have.config, have.inputs])
     force = any(c.key != "train.max_steps" for c in changes)
     why = f" (changed: {describe(changes)})" if changes else ""
     print(f"[run] {phase.name}: starting{why}", flush=True)
