@@ -104,6 +104,9 @@ class MineConfig:
                               ".jsonl ('text') or .parquet")
         if self.filter.enabled and not self.filter.model:
             errors.append("filter.model is not set: name the model that filters, or set filter.enabled=false")
+        if self.teacher.kind == "cross":
+            errors.append("teacher.kind=cross: mining vets negatives by a teacher's vectors, which a cross-encoder "
+                          "has not (it teaches training only: stage2.teacher in gte run); set teacher.kind=bi")
         return field_problems(self) + errors + self.negatives.validate()
 
 

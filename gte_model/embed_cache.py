@@ -91,7 +91,8 @@ class VectorCache:
         self.namespace = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=8).hexdigest()
         self.folder = Path(cache_dir or cfg.cache_dir) / self.namespace
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.index = _load_index(self.folder, settings, model.dim)
+        self.index = load_index(self.folder, {"format": CACHE_FORMAT, "namespace": settings, "dim": model.dim,
+                                              "dtype": settings["dtype"]})
         self.where = _locate(self.folder, self.index)  # digest -> (shard name, row)
         self._shards: dict[str, np.ndarray] = {}  # memory-mapped shard vectors (and in-memory ones: persist=False)
         self.persist = persist
@@ -110,7 +111,7 @@ class VectorCache:
         for chunk, vecs in zip(chunks, encode(([texts[i] for i in c] for c in chunks), self.cfg, self.prefix)):
             vecs = vecs.astype(self.cfg.cache_dtype)  # [len(chunk), dim]
             if self.persist:
-                name = _write_shard(self.folder, self.index, vecs, [keys[i] for i in chunk])
+                name = write_shard(self.folder, self.index, vecs, np.array([keys[i] for i in chunk], dtype="S16"))
             else:
                 name = f"memory-{len(self._shards)}"
                 self._shards[name] = vecs
@@ -151,23 +152,34 @@ def encode_chunk(model, texts: list[str], cfg: EmbedConfig, prefix: str, show_pr
                         bf16=cfg.bf16, show_progress=show_progress)
 
 
-def _load_index(folder: Path, settings: dict, dim: int) -> dict:
+def load_index(folder: Path, header: dict) -> dict:
+    """The index of a cache namespace folder (a new one when there is none); refused when its header (format,
+    settings, ...) differs from `header`: another model's or format's cache never serves this one."""
     path = folder / "index.json"
     if path.is_file():
         index = json.loads(path.read_text())
-        if index.get("format") != CACHE_FORMAT or index.get("namespace") != settings or index.get("dim") != dim:
+        if any(index.get(key) != value for key, value in header.items()):
             raise UserError(
-                f"{path}: belongs to other settings ({index.get('namespace')}) than this run ({settings}); "
-                f"delete {folder} or choose another embed.cache_dir"
+                f"{path}: belongs to other settings ({index.get('namespace')}) than this run ({header['namespace']}); "
+                f"delete {folder} or choose another cache folder"
             )
         return index
-    return {"format": CACHE_FORMAT, "namespace": settings, "dim": dim, "dtype": settings["dtype"], "shards": []}
+    return {**header, "shards": []}
 
 
 def _locate(folder: Path, index: dict) -> dict[bytes, tuple[str, int]]:
-    """Map digests of every readable shard; a shard whose files vanished or are cut short is forgotten."""
+    """Map digests of every readable shard to (shard name, row)."""
     where: dict[bytes, tuple[str, int]] = {}
-    kept = []
+    for name, keys in readable_shards(folder, index):
+        for row, key in enumerate(keys.tolist()):  # numpy's S16 drops a digest's trailing zero bytes: restore them
+            where[key.ljust(DIGEST_BYTES, b"\0")] = (name, row)
+    return where
+
+
+def readable_shards(folder: Path, index: dict) -> list[tuple[str, np.ndarray]]:
+    """(name, keys array) of every shard in the index whose two files are whole; a shard whose files vanished or
+    are cut short is forgotten (dropped from `index`), so its rows are computed again."""
+    kept, found = [], []
     for shard in index["shards"]:
         vec_file, key_file = folder / f"{shard['name']}.npy", folder / f"{shard['name']}.keys.npy"
         try:
@@ -178,19 +190,19 @@ def _locate(folder: Path, index: dict) -> dict[bytes, tuple[str, int]]:
         if rows != len(keys) or rows != shard["rows"]:
             continue
         kept.append(shard)
-        for row, key in enumerate(keys.tolist()):  # numpy's S16 drops a digest's trailing zero bytes: restore them
-            where[key.ljust(DIGEST_BYTES, b"\0")] = (shard["name"], row)
+        found.append((shard["name"], keys))
     index["shards"] = kept
-    return where
+    return found
 
 
-def _write_shard(folder: Path, index: dict, vecs: np.ndarray, keys: list[bytes]) -> str:
+def write_shard(folder: Path, index: dict, values: np.ndarray, keys: np.ndarray) -> str:
+    """Add one shard (values [rows, ...], keys [rows, ...]) to a namespace folder; returns its name."""
     number = 1 + max((int(s["name"].split("-")[1]) for s in index["shards"]), default=-1)
     name = f"shard-{number:05d}"
-    # Vectors first, keys second, index last, each by atomic rename: a shard is only ever half-visible as
-    # "vectors without keys", which _locate ignores.
-    _atomic_save(folder / f"{name}.npy", vecs)
-    _atomic_save(folder / f"{name}.keys.npy", np.array(keys, dtype="S16"))
+    # Values first, keys second, index last, each by atomic rename: a shard is only ever half-visible as
+    # "values without keys", which readable_shards ignores.
+    _atomic_save(folder / f"{name}.npy", values)
+    _atomic_save(folder / f"{name}.keys.npy", keys)
     index["shards"].append({"name": name, "rows": len(keys)})
     write_json(folder / "index.json", index, indent=1)
     return name

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from gte_model.core.config import bounded
 
+TEACHER_KINDS = ("bi", "cross")
+
 
 @dataclass
 class EmbedConfig:
@@ -33,4 +35,7 @@ class TeacherConfig(EmbedConfig):
     miner embedded is never embedded again by training (same model, max_seq_len, bf16 and cache_dtype)."""
 
     model: str = ""  # packaged name (all-mpnet-base-v2) or model folder; "" = no teacher
+    # bi: an embedding model (its vectors, cached per text); cross: a sentence-transformers CrossEncoder folder (its
+    # score of each (query, document) pair, cached per pair: gte_model.score_cache), for training's distillation only
+    kind: str = bounded("bi", choices=TEACHER_KINDS)
     trust_remote_code: bool = False  # run the teacher folder's own model code (config.json auto_map): read it first

@@ -30,7 +30,8 @@ def model_fingerprint(model) -> str:
         h.update(tensor.detach().cpu().contiguous().view(-1).view(dtype=_torch_uint8()).numpy().tobytes())
     vocab = sorted(model.tokenizer.get_vocab().items())
     h.update(json.dumps(vocab).encode())
-    h.update(f"{model.pooling}|{type(model.tokenizer).__name__}".encode())
+    pooling = getattr(model, "pooling", None)  # a cross-encoder has none
+    h.update(f"{pooling}|{type(model.tokenizer).__name__}".encode())
     _FINGERPRINTS[model] = (versions, h.hexdigest())
     return h.hexdigest()
 

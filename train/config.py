@@ -267,6 +267,13 @@ def _check_fields(c: TrainConfig) -> list[str]:
     if c.loss.uses_teacher and not c.teacher.model:
         errors.append(f"loss.distill_weight={c.loss.distill_weight}, loss.guide_margin={c.loss.guide_margin}: need "
                       "a teacher; set teacher.model=all-mpnet-base-v2 (or a model folder)")
+    if c.teacher.kind == "cross":  # a cross-encoder scores each query's own candidates, and has no vectors
+        if c.loss.distill_in_batch:
+            errors.append("loss.distill_in_batch=true with teacher.kind=cross: a cross-encoder scores only each "
+                          "query's own candidates, not every document of the batch; set loss.distill_in_batch=false")
+        if c.loss.guide_margin >= 0:
+            errors.append(f"loss.guide_margin={c.loss.guide_margin} with teacher.kind=cross: guided masking needs "
+                          "teacher vectors; set loss.guide_margin=-1 or teacher.kind=bi")
     if len(c.optim.betas) != 2 or not all(0 <= b < 1 for b in c.optim.betas):
         errors.append(f"optim.betas={list(c.optim.betas)}: must be two numbers in [0, 1), e.g. [0.9,0.999]")
     if c.train.best_metric and not (c.data.val_rows and c.train.eval_every):

@@ -100,6 +100,15 @@ class PairsData:
             documents += [text for negs in ds["negatives"] for text in negs]
         return list(dict.fromkeys(ds["query"])), list(dict.fromkeys(documents))
 
+    def train_pairs(self, source: str) -> list[tuple[str, str]]:
+        """(query, document) pairs of a source's train split, each pair once in first-seen order: every query with
+        its positive and with every stored negative (what a cross-encoder teacher scores)."""
+        ds = self._train[source]
+        negatives = ds["negatives"] if "negatives" in ds.column_names else [[] for _ in range(len(ds))]
+        pairs = (pair for q, p, negs in zip(ds["query"], ds["positive"], negatives) for pair in [(q, p)] +
+                 [(q, n) for n in negs])
+        return list(dict.fromkeys(pairs))
+
     def pretokenize(self, tokenize: Tokenize, key: str, num_proc: int = 1) -> None:
         """Tokenise every train split once into token-id columns of the Arrow cache (reused by later runs with the
         same `key`: tokenizer, prompts and max lengths), so steps fetch ids instead of running the tokenizer.

@@ -20,7 +20,8 @@ is dropped from row i's denominator (a duplicate is not a negative); the positiv
 second copy of the positive score). Multi-positive: the positive d_j of another row whose query text equals q_i's
 is another positive of q_i, so it is dropped from (1) and (4) too.
 
-Teacher (optional, unit teacher vectors of the same texts, `Teacher`):
+Teacher (optional, unit teacher vectors of the same texts, or a cross-encoder's scores of each query's own
+candidates, `Teacher`):
   - guided masking (GISTEmbed): any candidate of (1)-(4) other than the positive that the teacher scores above
     teacher(q_i, d_i) - margin is dropped (the teacher says it is as relevant as the positive);
   - distillation: + weight * KL(p_teacher || p_student) per row, both softmaxes at the distillation temperature over
@@ -29,6 +30,9 @@ Teacher (optional, unit teacher vectors of the same texts, `Teacher`):
   - or MarginMSE (GPL, Hofstaetter et al. 2020): + weight * the mean over those candidates c other than the positive
     of ((s(q_i,d_i) - s(q_i,c)) - (t(q_i,d_i) - t(q_i,c)))^2 / tau^2, the margins in logits at the distillation
     temperature tau (so the weight means the same at any tau).
+  - t(q_i, c) is the teacher's cosine, or with `scores` its given score of the pair (a cross-encoder's, GPL's pseudo
+    labels), read in the same place: over each query's own candidates only (a cross-encoder scores no other pairs),
+    and without guided masking (which needs vectors).
 
 Memory: the blocks are [r, C] for r anchor rows and C = N(1+K) (InfoNCE) or 2N(1+K) + 2N (GTE) candidates, i.e.
 O(N^2). With row_chunk (or automatically above AUTO_CHUNK_ELEMENTS) the anchor rows are split into chunks whose
@@ -37,6 +41,7 @@ blocks are recomputed in backward (activation checkpointing), so one chunk's blo
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -57,19 +62,22 @@ AUTO_CHUNK_ELEMENTS = 2**28
 
 @dataclass
 class Teacher:
-    """Unit teacher vectors of the batch's texts (constants: no gradient) and what the loss does with them.
+    """Unit teacher vectors of the batch's texts, or its scores of each query's candidates (constants: no gradient),
+    and what the loss does with them.
 
-    q, d: [N, Ht]; neg: [N, K, Ht] or None (same layout as the student's). guide_margin: None = no guided masking.
+    q, d: [N, Ht]; neg: [N, K, Ht] or None (same layout as the student's); all None with `scores`.
+    scores: [N, 1+K] raw scores of (q_i, d_i) and (q_i, neg_i_j), or None. guide_margin: None = no guided masking.
     distill_weight: 0 = no distillation term."""
 
-    q: Tensor
-    d: Tensor
+    q: Tensor | None
+    d: Tensor | None
     neg: Tensor | None = None
     guide_margin: float | None = None
     distill_weight: float = 0.0
     distill_temperature: float = 0.05
     distill_in_batch: bool = False
     distill_kind: str = "kl"  # one of DISTILL_KINDS
+    scores: Tensor | None = None
 
 
 def contrastive_loss(
@@ -164,10 +172,20 @@ def _row_losses(
     return loss
 
 
-def _teacher_docs(teacher: Teacher | None, n: int, k: int) -> tuple[Teacher, Tensor] | None:
-    """The teacher's unit documents in the student's docs layout [N + N*K, Ht] (None without a teacher)."""
+def _teacher_docs(teacher: Teacher | None, n: int, k: int) -> tuple[Teacher, Tensor | None] | None:
+    """The teacher's unit documents in the student's docs layout [N + N*K, Ht] (None without a teacher; with
+    scores, the scores alone: (teacher, None))."""
     if teacher is None:
         return None
+    if teacher.scores is not None:
+        if teacher.scores.shape != (n, 1 + k):
+            raise ValueError(f"teacher scores have shape {tuple(teacher.scores.shape)}; the batch needs "
+                             f"[{n}, {1 + k}]")
+        if teacher.guide_margin is not None or teacher.distill_in_batch:
+            raise ValueError("teacher scores cover each query's own candidates only: no guided masking and no "
+                             "in-batch distillation")
+        scores = teacher.scores.float() if teacher.scores.dtype in (torch.float16, torch.bfloat16) else teacher.scores
+        return dataclasses.replace(teacher, scores=scores), None
     tq, td = _unit(teacher.q), _unit(teacher.d)
     tneg = _unit(teacher.neg) if teacher.neg is not None else tq.new_zeros((n, 0, tq.shape[1]))
     if tq.shape[0] != n or tneg.shape[:2] != (n, k):
@@ -193,10 +211,9 @@ def _guided(teacher: tuple[Teacher, Tensor], mine: Tensor, kind: str) -> tuple[t
 def _distill(q2d: Tensor, teacher: tuple[Teacher, Tensor], mine: Tensor, keep: Tensor) -> Tensor:
     """KL(teacher || student) per row [r] over the candidates `keep` [r, N + N*K] of block (1), both at the
     distillation temperature. q2d: the student's cosine block (masked entries are -inf and never kept)."""
-    t, tdocs = teacher
-    tau = t.distill_temperature
+    tau = teacher[0].distill_temperature
     student = F.log_softmax((q2d / tau).masked_fill(~keep, float("-inf")), dim=1)  # [r, N + N*K]
-    target = F.log_softmax(((t.q[mine] @ tdocs.T) / tau).masked_fill(~keep, float("-inf")), dim=1)
+    target = F.log_softmax((_teacher_q2d(teacher, mine) / tau).masked_fill(~keep, float("-inf")), dim=1)
     terms = target.exp() * (target - student)  # 0 * (-inf - -inf) would be nan: zero the left-out ones
     return terms.masked_fill(~keep, 0.0).sum(dim=1)
 
@@ -205,14 +222,29 @@ def _margin_mse(q2d: Tensor, teacher: tuple[Teacher, Tensor], mine: Tensor, keep
     """MarginMSE per row [r]: the mean over the kept candidates [r, N + N*K] other than the positive (column i of
     row i) of the squared gap between the student's and the teacher's margins positive - candidate, in logits at
     the distillation temperature; 0 for a row with no such candidate."""
-    t, tdocs = teacher
+    t = teacher[0]
     rows = torch.arange(mine.numel(), device=q2d.device)
     others = keep.clone()
     others[rows, mine] = False
     student = q2d[rows, mine][:, None] - q2d  # [r, N + N*K]: s(q,d_i) - s(q,c); -inf entries are never kept
-    target = (t.q[mine] * t.d[mine]).sum(-1, keepdim=True) - t.q[mine] @ tdocs.T
+    if t.scores is not None:
+        target = t.scores[mine, :1] - _teacher_q2d(teacher, mine)  # [r, N + N*K]
+    else:
+        target = (t.q[mine] * t.d[mine]).sum(-1, keepdim=True) - _teacher_q2d(teacher, mine)
     gaps = ((student - target) / t.distill_temperature).masked_fill(~others, 0.0)
     return gaps.square().sum(dim=1) / others.sum(dim=1).clamp(min=1)
+
+
+def _teacher_q2d(teacher: tuple[Teacher, Tensor | None], mine: Tensor) -> Tensor:
+    """The teacher's block (1) for the anchor rows `mine` [r] -> [r, N + N*K]: its cosines, or its scores placed at
+    each row's own candidates (positive at column i, negative j at N + i*K + j; every other column 0, never kept)."""
+    t, tdocs = teacher
+    if t.scores is None:
+        return t.q[mine] @ tdocs.T
+    n, width = t.scores.shape  # [N, 1+K]
+    k = width - 1
+    columns = torch.cat([mine[:, None], n + mine[:, None] * k + torch.arange(k, device=mine.device)], dim=1)
+    return t.scores.new_zeros((mine.numel(), n + n * k)).scatter(1, columns, t.scores[mine])  # [r, N + N*K]
 
 
 def _unit(x: Tensor) -> Tensor:

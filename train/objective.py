@@ -23,10 +23,11 @@ def gathered_hashes(batch: Batch, loss: LossConfig, device: torch.device | str) 
 
 def make_loss_fn(
     batch: Batch, order: Tensor, loss: LossConfig, device: torch.device | str,
-    teacher_vectors: tuple[Tensor, Tensor, Tensor | None] | None = None,
+    teacher_vectors: tuple[Tensor, Tensor, Tensor | None] | Tensor | None = None,
 ) -> Callable:
     """order: the chunking permutation (train.step.make_chunks); teacher_vectors: this process's teacher vectors
-    (train.teacher.TeacherVectors) when the loss distils or guides. Returns emb [M, H] (chunk order) -> scalar:
+    (train.teacher.TeacherVectors) or scores [b, 1+K] (train.teacher.TeacherScores) when the loss distils or
+    guides. Returns emb [M, H] (chunk order) -> scalar:
     the contrastive loss, summed over loss.matryoshka_dims (weighted) when set."""
     inverse = torch.argsort(order)
     hashes = gathered_hashes(batch, loss, device)
@@ -48,13 +49,19 @@ def make_loss_fn(
 
 
 def _gathered_teacher(vectors, loss: LossConfig, device) -> Teacher | None:
-    """Every process's teacher vectors (constants) with the loss's distillation and guide settings."""
+    """Every process's teacher vectors, or scores [W*b, 1+K] (constants), with the loss's distillation and guide
+    settings."""
     if vectors is None or not loss.uses_teacher:
         return None
-    q, d, neg = (gather_nograd(v.to(device)) if v is not None else None for v in vectors)
+    if isinstance(vectors, Tensor):  # a cross-encoder's scores
+        q = d = neg = None
+        scores = gather_nograd(vectors.to(device))  # [W*b, 1+K]
+    else:
+        q, d, neg = (gather_nograd(v.to(device)) if v is not None else None for v in vectors)
+        scores = None
     return Teacher(q, d, neg, guide_margin=loss.guide_margin if loss.guide_margin >= 0 else None,
                    distill_weight=loss.distill_weight, distill_temperature=loss.distill_temperature,
-                   distill_in_batch=loss.distill_in_batch, distill_kind=loss.distill)
+                   distill_in_batch=loss.distill_in_batch, distill_kind=loss.distill, scores=scores)
 
 
 @torch.no_grad()

@@ -1,18 +1,23 @@
 """Teacher vectors of a batch's texts for distillation and guided masking, read through the on-disk embedding cache
 (gte_model.embed_cache) that `gte mine` fills with the same teacher: texts it embedded are never embedded again, and
 a text met for the first time is embedded once and cached (a resumed run reads the very vectors it used before).
+With teacher.kind=cross, a cross-encoder's scores of each query's own (query, document) pairs instead, through the
+pair-score cache (gte_model.score_cache), the same way.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from gte_model import load_model
 from gte_model.embed_cache import VectorCache, resolve_prompt
 from gte_model.embed_config import TeacherConfig
+from gte_model.fingerprint import model_fingerprint
+from gte_model.score_cache import ScoreCache
 from train.batch import Batch
 from train.data import PairsData
 
@@ -55,5 +60,64 @@ def cache_teacher_vectors(cfg: TeacherConfig, train_dir: str | Path) -> dict[str
             got = cache.embed(texts, show_progress=True)
             counts["computed"] += got.computed_texts
             counts["reused"] += got.reused_texts
-    print(f"[teacher] {counts['computed']:,} texts embedded, {counts['reused']:,} found in {cfg.cache_dir}", flush=True)
+    print(f"[teacher] {counts['computed']:,} texts embedded, {counts['reused']:,} found in {cfg.cache_dir}",
+          flush=True)
+    return counts
+
+
+def load_teacher(cfg: TeacherConfig, default_cache: Path, persist: bool = True) -> TeacherVectors | TeacherScores:
+    """The teacher of teacher.kind: vectors (bi) or pair scores (cross)."""
+    return (TeacherScores if cfg.kind == "cross" else TeacherVectors)(cfg, default_cache, persist)
+
+
+class TeacherScores:
+    """batch -> [b, 1+K] float32 scores of (query_i, positive_i) and (query_i, each of its negatives) by a
+    sentence-transformers CrossEncoder (teacher.kind=cross); teacher.query_prompt / doc_prompt are literal prefixes."""
+
+    def __init__(self, cfg: TeacherConfig, default_cache: Path, persist: bool = True) -> None:
+        """persist: write scores of new pairs to the cache (the main process only: one writer per cache)."""
+        from sentence_transformers import CrossEncoder  # only a cross-encoder teacher needs it
+
+        self.cfg = cfg
+        self.model = CrossEncoder(cfg.model, local_files_only=True, max_length=cfg.max_seq_len,
+                                  trust_remote_code=cfg.trust_remote_code).eval()
+        self.prefixes = (cfg.query_prompt or "", cfg.doc_prompt or "")
+        settings = {"model": model_fingerprint(self.model), "max_seq_len": int(cfg.max_seq_len),
+                    "bf16": bool(cfg.bf16), "activation": type(self.model.activation_fn).__name__,
+                    "prefixes": list(self.prefixes)}
+        self.cache = ScoreCache(settings, cfg.cache_dir or default_cache, cfg.shard_size, persist)
+
+    def __call__(self, batch: Batch) -> Tensor:
+        b, k, docs = batch.size, batch.num_negatives, batch.documents()
+        pairs = [(q, doc) for i, q in enumerate(batch.queries)
+                 for doc in [docs[i], *docs[b + i * k : b + (i + 1) * k]]]  # row i: positive, then its negatives
+        return torch.from_numpy(self.cache.score(pairs, self.predict).scores).view(b, 1 + k)  # [b, 1+K]
+
+    def predict(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        """The cross-encoder's scores of `pairs` -> [len] float32 (its own activation applied; teacher.bf16)."""
+        query_prefix, doc_prefix = self.prefixes
+        device = torch.device(self.model.device).type
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            scores = self.model.predict([(query_prefix + q, doc_prefix + d) for q, d in pairs],
+                                        batch_size=self.cfg.batch_size, show_progress_bar=False,
+                                        convert_to_tensor=True)
+        return scores.float().cpu().numpy()
+
+
+def cache_teacher_scores(cfg: TeacherConfig, train_dir: str | Path) -> dict[str, int]:
+    """cache_teacher_vectors for a cross-encoder teacher: score every (query, positive) and (query, stored
+    negative) pair of a pairs dir's train rows into its cache (cfg.cache_dir). Pairs already cached are not scored
+    again. -> {"computed": pairs scored, "reused": pairs found}."""
+    if not cfg.cache_dir:
+        raise ValueError("teacher.cache_dir is empty: the scores would be lost; name a folder")
+    data = PairsData(train_dir, num_negatives=1, heldout=False, repeat_negatives=True)
+    teacher = TeacherScores(cfg, Path(cfg.cache_dir))
+    counts = {"computed": 0, "reused": 0}
+    for source in data.names:
+        pairs = data.train_pairs(source)
+        print(f"[teacher] {source}: {len(pairs):,} pairs", flush=True)
+        got = teacher.cache.score(pairs, teacher.predict)
+        counts["computed"] += got.computed_pairs
+        counts["reused"] += got.reused_pairs
+    print(f"[teacher] {counts['computed']:,} pairs scored, {counts['reused']:,} found in {cfg.cache_dir}", flush=True)
     return counts

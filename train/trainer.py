@@ -38,7 +38,7 @@ from train.objective import make_loss_fn, validation_scores
 from train.prefetch import ReadAhead
 from train.sampler import SourceBatchSampler
 from train.step import make_chunks, plain_step
-from train.teacher import TeacherVectors
+from train.teacher import load_teacher
 from train.tokens import RoleTokenizer
 
 PROBE_FILE = "export_probe.json"
@@ -74,7 +74,7 @@ class Prepared:
     chunks: list
     order: torch.Tensor
     tokens: int  # real (non-padding, non-filler) tokens
-    teacher: tuple | None = None  # the batch's teacher vectors (train.teacher) when the loss uses them
+    teacher: tuple | torch.Tensor | None = None  # the batch's teacher vectors or scores (train.teacher), if used
 
 
 def lr_factor(step: int, *, warmup: int, total: int, schedule: str) -> float:
@@ -116,7 +116,7 @@ class Trainer(Checkpointing):
         self.teacher = None
         if cfg.loss.uses_teacher:
             with self.accelerator.main_process_first():  # the main process creates the cache's namespace folders
-                self.teacher = TeacherVectors(cfg.teacher, self.run_dir / "teacher_cache", persist=self.is_main)
+                self.teacher = load_teacher(cfg.teacher, self.run_dir / "teacher_cache", persist=self.is_main)
         self.optimizer = build_optimizer(self.gte, cfg)
         self.model, self.optimizer = self.accelerator.prepare(self.gte, self.optimizer)
         self.updater: Updater = make_updater(self.accelerator, self.model, self.optimizer, cfg.optim.max_grad_norm)
