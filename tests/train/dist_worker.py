@@ -33,7 +33,9 @@ QUERIES = ["the cat plays piano", "stock price fell", "python package file", "a 
 DOCS = ["a cat playing the piano", "the market fell on the news today", "a cat playing the piano", "the red dog"]
 NEGS = [["a dog plays guitar", "music"], ["the stock rose", "a report"], ["a data text", "red"], ["green", "a man"]]
 # "teacher": the GTE loss + distillation over in-batch candidates + guided masking + Matryoshka dims [32, 16]
-MODES = [("gte", "plain"), ("infonce", "plain"), ("gte", "cached"), ("teacher", "plain"), ("teacher", "cached")]
+# "cross": the GTE loss + MarginMSE from a cross-encoder's scores of each query's own candidates
+MODES = [("gte", "plain"), ("infonce", "plain"), ("gte", "cached"), ("teacher", "plain"), ("teacher", "cached"),
+         ("cross", "cached")]
 
 
 def local_batch(rows: slice) -> Batch:
@@ -46,11 +48,21 @@ def loss_config(kind: str) -> LossConfig:
         return LossConfig(kind="gte", temperature=0.05, mask_duplicates=True, distill_weight=0.7,
                           distill_temperature=0.1, distill_in_batch=True, guide_margin=0.3, matryoshka_dims=[32, 16],
                           matryoshka_weights=[1.0, 0.5])
+    if kind == "cross":
+        return LossConfig(kind="gte", temperature=0.05, mask_duplicates=True, distill_weight=0.7,
+                          distill_temperature=0.1, distill="margin_mse")
     return LossConfig(kind=kind, temperature=0.05, mask_duplicates=True)
 
 
-def teacher_vectors(batch: Batch, kind: str) -> tuple | None:
-    """Fixed 8-dim "teacher" vectors, a function of each text (so every rank and the reference agree)."""
+def teacher_vectors(batch: Batch, kind: str) -> tuple | torch.Tensor | None:
+    """Fixed 8-dim "teacher" vectors, a function of each text (so every rank and the reference agree); for "cross",
+    scores [b, 1+K], a function of each (query, document) pair."""
+    if kind == "cross":
+        def score(q: str, d: str) -> float:
+            return (sum(map(ord, q)) * 31 + sum(map(ord, d))) % 97 / 97
+
+        return torch.tensor([[score(q, d) for d in [p, *negs]] for q, p, negs in
+                             zip(batch.queries, batch.positives, batch.negatives)])
     if kind != "teacher":
         return None
 
