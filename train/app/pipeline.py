@@ -73,8 +73,8 @@ class PipelineRunConfig:
     stage0: bool = False
     # distillation from a fine-tuned teacher (configs/distill.yaml): after mining, fine-tune the teacher (section
     # teacher_ft, from teacher_ft.model.init_from) on the mined rows, embed every text of those rows with it into
-    # <run.dir>/teacher_cache (phase teacher_scores), and let stage 2
-    # distil from it (stage2.loss.distill_weight) reading only that cache
+    # <run.dir>/teacher_cache (phase teacher_scores), and let stage 2 distil from it (stage2.loss.distill_weight)
+    # reading only that cache
     tune_teacher: bool = False
 
 
