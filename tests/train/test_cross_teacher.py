@@ -187,3 +187,23 @@ def test_mining_refuses_a_cross_encoder_teacher():
     assert [e for e in cfg.validate() if e.startswith("teacher.kind=cross")]
     cfg.teacher.kind = "bi"
     assert not [e for e in cfg.validate() if "teacher.kind" in e]
+
+
+def test_gte_run_scores_every_mined_pair_with_the_cross_encoder_before_stage2(tmp_path, cross_encoder):
+    from train.app.pipeline import PipelineConfig, teacher_phases
+
+    cfg = PipelineConfig()
+    cfg.run.dir = str(tmp_path / "run")
+    cfg.mine.teacher.model = "all-mpnet-base-v2"  # mining's teacher stays mining's: stage 2 distils from its own
+    cfg.stage2.teacher.kind, cfg.stage2.teacher.model = "cross", str(cross_encoder)
+    cfg.stage2.teacher.max_seq_len, cfg.stage2.teacher.bf16 = 32, False
+    cfg.stage2.loss.distill_weight, cfg.stage2.loss.distill = 1.0, "margin_mse"
+    cfg.resolve()
+    assert cfg.stage2.teacher.model == str(cross_encoder) and cfg.stage2.teacher.kind == "cross"
+    assert cfg.stage2.teacher.cache_dir == str(tmp_path / "run" / "teacher_cache")
+    [phase] = teacher_phases(cfg)
+    cfg.mine.out_dir = str(write_tiny_pairs(tmp_path / "mined"))  # stands in for mining's output
+    assert phase.name == "teacher_scores" and phase.job(False)["computed"] > 0
+    assert phase.job(False)["computed"] == 0  # a re-run scores nothing
+    cfg.run.tune_teacher = True
+    assert any(e.startswith("run.tune_teacher=true with stage2.teacher.kind=cross") for e in cfg.validate())

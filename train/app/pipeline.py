@@ -19,7 +19,9 @@ mining) resume inside themselves, so an interrupted pipeline finishes where it s
   <run.dir>/eval/{base,teacher,teacher_ft,stage1,stage2,merged}  results (prep's held-out sets, plus eval.extra's: your own
                                                       test sets, BEIR folders or `gte prep` outputs)
 A teacher (mine.teacher.model) vets the mined negatives; stage 2 distils from it (loss.distill_weight) through the
-same vector cache: stage2.teacher follows mine.teacher unless stage2.teacher.model names another model.
+same vector cache: stage2.teacher follows mine.teacher unless stage2.teacher.model names another model. With
+stage2.teacher.kind=cross it is a cross-encoder whose scores of every mined pair fill <run.dir>/teacher_cache
+first (phase teacher_scores).
   <run.dir>/report.md, report.png          loss curves of both stages, metric bars, wall time of each phase
 run.dir is marked as gte run's (a folder gte did not write is refused untouched) and locked while the pipeline runs
 (gte_model.core.lock): a second `gte run` on it refuses, naming the holder. Re-running a phase replaces that
@@ -56,7 +58,7 @@ from train.eval.sts import evaluate_sts
 from train.loop import fit
 from train.mlm import MLMTrainer
 from train.mlm_config import MLMConfig
-from train.teacher import cache_teacher_vectors
+from train.teacher import cache_teacher_scores, cache_teacher_vectors
 
 PHASE_FORMAT = 1
 _REBUILD_KEYS = frozenset({"overwrite", "run.overwrite"})  # set by the pipeline itself when a phase must rebuild
@@ -143,12 +145,15 @@ class PipelineConfig:
         self.stage2.run.dir = str(root / "stage2")
         self.stage2.data.train_dir = self.mine.out_dir
         self.stage2.model.init_from = self.mine.model
-        if self.mine.teacher.model and self.stage2.teacher.model in ("", self.mine.teacher.model):
+        cross = self.stage2.teacher.kind == "cross"  # a cross-encoder: its own model and pair-score cache
+        if self.mine.teacher.model and self.stage2.teacher.model in ("", self.mine.teacher.model) and not cross:
             # one teacher, one cache of its vectors: stage 2 reads what mining embedded
             self.stage2.teacher = copy.deepcopy(self.mine.teacher)
             self.stage2.teacher.cache_dir = str(self.mine.teacher.cache_dir or embed_cache_dir(self.mine))
         self.teacher_ft.run.dir = str(root / "teacher_ft")
         self.teacher_ft.data.train_dir = self.mine.out_dir
+        if cross:
+            self.stage2.teacher.cache_dir = str(root / "teacher_cache")
         if self.run.tune_teacher:
             # stage 2's teacher settings (max_seq_len, prompts, ...) with the tuned model and its own cache
             self.stage2.teacher.model = str(root / "teacher_ft" / "export")
@@ -196,6 +201,10 @@ class PipelineConfig:
             if not self.stage2.loss.uses_teacher:
                 errors.append("run.tune_teacher=true: stage 2 never reads the tuned teacher; set "
                               "stage2.loss.distill_weight (e.g. 1.0) or stage2.loss.guide_margin")
+            if self.stage2.teacher.kind == "cross":
+                errors.append("run.tune_teacher=true with stage2.teacher.kind=cross: the tuned teacher is an "
+                              "embedding model; set stage2.teacher.kind=bi, or run.tune_teacher=false to distil "
+                              "from the cross-encoder in stage2.teacher.model")
         errors += [f"stage2: {e}" for e in self.stage2.validate()]
         if self.merge.models:
             # resolved: `base` may name a preset (stage1.model.init_from), which merge refuses
@@ -262,13 +271,8 @@ def _run_phases(cfg: PipelineConfig, root: Path) -> Path:
         Phase("stage1", cfg.stage1, lambda force: fit(_forced(cfg.stage1, "run.overwrite", force))),
         Phase("mine", cfg.mine, lambda force: mine(_forced(cfg.mine, "overwrite", force))),
     ]
-    if cfg.run.tune_teacher:
-        teacher_ft = Path(cfg.teacher_ft.run.dir) / "export"
-        phases += [
-            Phase("teacher_ft", cfg.teacher_ft, lambda force: fit(_forced(cfg.teacher_ft, "run.overwrite", force))),
-            Phase("teacher_scores", cfg.stage2.teacher,
-                  lambda force: cache_teacher_vectors(cfg.stage2.teacher, cfg.mine.out_dir)),
-        ]
+    teacher_ft = Path(cfg.teacher_ft.run.dir) / "export"
+    phases += teacher_phases(cfg)
     phases.append(Phase("stage2", cfg.stage2, lambda force: fit(_forced(cfg.stage2, "run.overwrite", force))))
     if merged is not None:
         phases.append(Phase("merge", cfg.merge, lambda force: run_merge(cfg.merge_config(),
@@ -307,6 +311,21 @@ def _run_phases(cfg: PipelineConfig, root: Path) -> Path:
     general = "stsb" not in cfg.prep.sources and "sts-b" in cfg.eval.tasks
     return write_report(root, base_name=base, teacher_name=teacher, general_check=general,
                         rotated=cfg.rotate.rows > 0)
+
+
+def teacher_phases(cfg: PipelineConfig) -> list[Phase]:
+    """After mining, what stage 2's teacher needs: the tuned teacher (run.tune_teacher) and its vectors of every mined
+    text, or a cross-encoder's scores of every mined pair (stage2.teacher.kind=cross); stage 2 reads the cache only."""
+    if cfg.run.tune_teacher:
+        return [
+            Phase("teacher_ft", cfg.teacher_ft, lambda force: fit(_forced(cfg.teacher_ft, "run.overwrite", force))),
+            Phase("teacher_scores", cfg.stage2.teacher,
+                  lambda force: cache_teacher_vectors(cfg.stage2.teacher, cfg.mine.out_dir)),
+        ]
+    if cfg.stage2.teacher.kind == "cross" and cfg.stage2.loss.distill_weight > 0:
+        return [Phase("teacher_scores", cfg.stage2.teacher,
+                      lambda force: cache_teacher_scores(cfg.stage2.teacher, cfg.mine.out_dir))]
+    return []
 
 
 @dataclass
