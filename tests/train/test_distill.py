@@ -70,7 +70,8 @@ def test_distill_pipeline_tunes_the_teacher_caches_its_vectors_and_distils_stage
         "stage2.teacher.bf16=false", "stage2.data.val_rows=0", "stage2.train.global_batch_size=8",
         "stage2.train.chunk_size=24", "stage2.train.max_steps=2", "stage2.train.checkpoint_every=2",
         "stage2.train.precision=fp32", "stage2.optim.warmup_steps=1", "stage2.log.wandb=off",
-        "merge.models=[stage1,stage2]", "rotate.rows=0", "eval.teacher=", "eval.tasks=[beir]", "eval.beir_sources=[]", "eval.dims=[16]",
+        "merge.models=[stage1,stage2]", "rotate.rows=0", "eval.teacher=", "eval.tasks=[beir]", "eval.beir_sources=[]",
+        "eval.dims=[16]",
         "eval.quantize=[]", "eval.bf16=false",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}

@@ -13,11 +13,11 @@ mining) resume inside themselves, so an interrupted pipeline finishes where it s
   <run.dir>/data/mined  triples            <run.dir>/stage2  stage-2 run
   <run.dir>/stage0      with run.stage0=true: the MLM run (train.mlm) whose export stage 1 starts from
   <run.dir>/merged      merge output       (when merge.models is set: e.g. [base, stage2], WiSE-FT)
-  <run.dir>/teacher_ft  with run.tune_teacher=true: the teacher fine-tuned on the mined rows; its vectors of every
-  <run.dir>/teacher_cache                     mined text (phase teacher_scores), which stage 2 distils from
+  <run.dir>/teacher_ft  with run.tune_teacher=true: the teacher fine-tuned on the mined rows
+  <run.dir>/teacher_cache  its vectors of every mined text (phase teacher_scores), which stage 2 distils from
   <run.dir>/export      the final model (turned to its principal axes when rotate.rows > 0: gte_model.rotate)
-  <run.dir>/eval/{base,teacher,teacher_ft,stage1,stage2,merged}  results (prep's held-out sets, plus eval.extra's: your own
-                                                      test sets, BEIR folders or `gte prep` outputs)
+  <run.dir>/eval/{base,teacher,teacher_ft,stage1,stage2,merged}  results (prep's held-out sets, plus eval.extra's:
+                                                      your own test sets, BEIR folders or `gte prep` outputs)
 A teacher (mine.teacher.model) vets the mined negatives; stage 2 distils from it (loss.distill_weight) through the
 same vector cache: stage2.teacher follows mine.teacher unless stage2.teacher.model names another model. With
 stage2.teacher.kind=cross it is a cross-encoder whose scores of every mined pair fill <run.dir>/teacher_cache
@@ -47,8 +47,8 @@ from gte_model.core.memory import children_peak_rss_mb, peak_rss_mb, release_fre
 from gte_model.core.pairs import MANIFEST_FILE, beir_dirs
 from gte_model.core.record import Record, defaults_of, describe, digest_json, flatten, read_record, write_record
 from gte_model.merge import MergeConfig, run_merge
-from gte_model.rotate_cli import run_rotate
 from gte_model.presets import PRESETS
+from gte_model.rotate_cli import run_rotate
 from train.app.report import PHASES_DIR, write_report
 from train.config import TrainConfig
 from train.eval.dims import PRECISION_NAMES
