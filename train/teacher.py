@@ -44,24 +44,32 @@ class TeacherVectors:
         return q, docs[:b], docs[b:].view(b, k, -1) if k else None
 
 
-def cache_teacher_vectors(cfg: TeacherConfig, train_dir: str | Path) -> dict[str, int]:
-    """Embed every query and every document (positive and each stored negative) of a pairs dir's train rows with
-    the teacher into its cache (cfg.cache_dir), so that training on those rows reads the teacher's vectors and never
-    runs it. Texts already cached are not embedded again. -> {"computed": texts embedded, "reused": texts found}."""
+def fill_teacher_cache(cfg: TeacherConfig, train_dir: str | Path) -> dict[str, int]:
+    """Fill the teacher's cache (cfg.cache_dir) for a pairs dir's train rows, so that training on them reads it and
+    never runs the teacher: a bi-encoder's vectors of every query and document (positive and each stored negative),
+    or a cross-encoder's scores of every (query, positive) and (query, stored negative) pair. What is cached already
+    is not computed again. -> {"computed": texts or pairs computed, "reused": found in the cache}."""
     if not cfg.cache_dir:
-        raise ValueError("teacher.cache_dir is empty: the vectors would be lost; name a folder")
+        raise ValueError("teacher.cache_dir is empty: what the teacher computes would be lost; name a folder")
     data = PairsData(train_dir, num_negatives=1, heldout=False, repeat_negatives=True)
-    vectors = TeacherVectors(cfg, Path(cfg.cache_dir))
+    teacher = load_teacher(cfg, Path(cfg.cache_dir))
     counts = {"computed": 0, "reused": 0}
     for source in data.names:
-        queries, documents = data.train_texts(source)
-        for role, cache, texts in (("queries", vectors.queries, queries), ("documents", vectors.documents, documents)):
-            print(f"[teacher] {source}: {len(texts):,} {role}", flush=True)
-            got = cache.embed(texts, show_progress=True)
-            counts["computed"] += got.computed_texts
-            counts["reused"] += got.reused_texts
-    print(f"[teacher] {counts['computed']:,} texts embedded, {counts['reused']:,} found in {cfg.cache_dir}",
-          flush=True)
+        if isinstance(teacher, TeacherScores):
+            pairs = data.train_pairs(source)
+            print(f"[teacher] {source}: {len(pairs):,} pairs", flush=True)
+            scored = teacher.cache.score(pairs, teacher.predict)
+            done = [(scored.computed_pairs, scored.reused_pairs)]
+        else:
+            queries, documents = data.train_texts(source)
+            print(f"[teacher] {source}: {len(queries):,} queries, {len(documents):,} documents", flush=True)
+            embedded = [teacher.queries.embed(queries, show_progress=True),
+                        teacher.documents.embed(documents, show_progress=True)]
+            done = [(e.computed_texts, e.reused_texts) for e in embedded]
+        for computed, reused in done:
+            counts["computed"] += computed
+            counts["reused"] += reused
+    print(f"[teacher] {counts['computed']:,} computed, {counts['reused']:,} found in {cfg.cache_dir}", flush=True)
     return counts
 
 
@@ -102,22 +110,3 @@ class TeacherScores:
                                         batch_size=self.cfg.batch_size, show_progress_bar=False,
                                         convert_to_tensor=True)
         return scores.float().cpu().numpy()
-
-
-def cache_teacher_scores(cfg: TeacherConfig, train_dir: str | Path) -> dict[str, int]:
-    """cache_teacher_vectors for a cross-encoder teacher: score every (query, positive) and (query, stored
-    negative) pair of a pairs dir's train rows into its cache (cfg.cache_dir). Pairs already cached are not scored
-    again. -> {"computed": pairs scored, "reused": pairs found}."""
-    if not cfg.cache_dir:
-        raise ValueError("teacher.cache_dir is empty: the scores would be lost; name a folder")
-    data = PairsData(train_dir, num_negatives=1, heldout=False, repeat_negatives=True)
-    teacher = TeacherScores(cfg, Path(cfg.cache_dir))
-    counts = {"computed": 0, "reused": 0}
-    for source in data.names:
-        pairs = data.train_pairs(source)
-        print(f"[teacher] {source}: {len(pairs):,} pairs", flush=True)
-        got = teacher.cache.score(pairs, teacher.predict)
-        counts["computed"] += got.computed_pairs
-        counts["reused"] += got.reused_pairs
-    print(f"[teacher] {counts['computed']:,} pairs scored, {counts['reused']:,} found in {cfg.cache_dir}", flush=True)
-    return counts

@@ -23,7 +23,7 @@ from tests.train.tinydata import train_tiny, write_tiny_pairs
 from train.config import TrainConfig
 from train.data import PairsData
 from train.loss import Teacher, contrastive_loss
-from train.teacher import TeacherScores, cache_teacher_scores
+from train.teacher import TeacherScores, fill_teacher_cache
 
 T = 0.05
 
@@ -120,7 +120,7 @@ def test_pair_scores_are_cached_once_and_a_deleted_shard_is_scored_again_alone(t
                         cache_dir=str(tmp_path / "cache"))
     data = PairsData(pairs_dir, num_negatives=2)
     total = sum(len(data.train_pairs(s)) for s in data.names)
-    assert cache_teacher_scores(cfg, pairs_dir) == {"computed": total, "reused": 0}
+    assert fill_teacher_cache(cfg, pairs_dir) == {"computed": total, "reused": 0}
 
     teacher = TeacherScores(cfg, tmp_path / "unused")
     scored = []

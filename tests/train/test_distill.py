@@ -1,5 +1,5 @@
 """Distillation from a fine-tuned teacher (`gte run configs/distill.yaml`): the teacher's vectors of every mined
-text are cached once (train.teacher.cache_teacher_vectors) and training then reads them without running the
+text are cached once (train.teacher.fill_teacher_cache) and training then reads them without running the
 teacher; the pipeline fine-tunes the teacher, fills the cache and distils stage 2 from it."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from gte_model.export import export_model
 from tests.conftest import make_tiny_model
 from tests.train.tinydata import write_tiny_pairs
 from train.data import PairsData
-from train.teacher import TeacherVectors, cache_teacher_vectors
+from train.teacher import TeacherVectors, fill_teacher_cache
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,11 +28,11 @@ def test_teacher_vectors_are_cached_once_and_training_batches_never_run_the_teac
     export_model(make_tiny_model(tmp_path / "vocab", seed=3), tmp_path / "teacher")
     cfg = TeacherConfig(model=str(tmp_path / "teacher"), max_seq_len=32, bf16=False, shard_size=50,
                         cache_dir=str(tmp_path / "cache"))
-    first = cache_teacher_vectors(cfg, pairs)
+    first = fill_teacher_cache(cfg, pairs)
     data = PairsData(pairs, num_negatives=2)
     texts = sum((len(q) + len(d) for q, d in map(data.train_texts, data.names)), 0)
     assert first == {"computed": first["computed"], "reused": texts - first["computed"]} and first["computed"] > 0
-    again = cache_teacher_vectors(cfg, pairs)
+    again = fill_teacher_cache(cfg, pairs)
     assert again == {"computed": 0, "reused": texts}  # a re-run embeds nothing
 
     teacher = TeacherVectors(cfg, tmp_path / "unused")
@@ -84,7 +84,7 @@ def test_distill_pipeline_tunes_the_teacher_caches_its_vectors_and_distils_stage
     assert "eval_teacher_ft" in order
     stage2 = (run_dir / "stage2" / "config.yaml").read_text()
     assert f"model: {run_dir / 'teacher_ft' / 'export'}" in stage2 and str(run_dir / "teacher_cache") in stage2
-    assert "texts embedded, 0 found" in done.stdout  # the teacher_scores phase filled an empty cache
+    assert " computed, 0 found in " in done.stdout  # the teacher_scores phase filled an empty cache
     assert "| teacher, fine-tuned |" in (run_dir / "report.md").read_text() and (run_dir / "report.png").is_file()
 
     # stage 2 changed: the teacher's fine-tuning and its cache are kept, and nothing is embedded again

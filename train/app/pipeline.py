@@ -58,7 +58,7 @@ from train.eval.sts import evaluate_sts
 from train.loop import fit
 from train.mlm import MLMTrainer
 from train.mlm_config import MLMConfig
-from train.teacher import cache_teacher_scores, cache_teacher_vectors
+from train.teacher import fill_teacher_cache
 
 PHASE_FORMAT = 1
 _REBUILD_KEYS = frozenset({"overwrite", "run.overwrite"})  # set by the pipeline itself when a phase must rebuild
@@ -316,16 +316,12 @@ def _run_phases(cfg: PipelineConfig, root: Path) -> Path:
 def teacher_phases(cfg: PipelineConfig) -> list[Phase]:
     """After mining, what stage 2's teacher needs: the tuned teacher (run.tune_teacher) and its vectors of every mined
     text, or a cross-encoder's scores of every mined pair (stage2.teacher.kind=cross); stage 2 reads the cache only."""
+    tuned = [Phase("teacher_ft", cfg.teacher_ft, lambda force: fit(_forced(cfg.teacher_ft, "run.overwrite", force)))]
+    fill = Phase("teacher_scores", cfg.stage2.teacher,
+                 lambda force: fill_teacher_cache(cfg.stage2.teacher, cfg.mine.out_dir))
     if cfg.run.tune_teacher:
-        return [
-            Phase("teacher_ft", cfg.teacher_ft, lambda force: fit(_forced(cfg.teacher_ft, "run.overwrite", force))),
-            Phase("teacher_scores", cfg.stage2.teacher,
-                  lambda force: cache_teacher_vectors(cfg.stage2.teacher, cfg.mine.out_dir)),
-        ]
-    if cfg.stage2.teacher.kind == "cross" and cfg.stage2.loss.distill_weight > 0:
-        return [Phase("teacher_scores", cfg.stage2.teacher,
-                      lambda force: cache_teacher_scores(cfg.stage2.teacher, cfg.mine.out_dir))]
-    return []
+        return [*tuned, fill]
+    return [fill] if cfg.stage2.teacher.kind == "cross" and cfg.stage2.loss.distill_weight > 0 else []
 
 
 @dataclass
