@@ -321,7 +321,7 @@ def teacher_phases(cfg: PipelineConfig) -> list[Phase]:
                  lambda force: fill_teacher_cache(cfg.stage2.teacher, cfg.mine.out_dir))
     if cfg.run.tune_teacher:
         return [*tuned, fill]
-    return [fill] if cfg.stage2.teacher.kind == "cross" and cfg.stage2.loss.distill_weight > 0 else []
+    return [fill] if cfg.stage2.teacher.kind == "cross" and cfg.stage2.loss.uses_teacher else []
 
 
 @dataclass
