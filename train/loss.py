@@ -227,10 +227,8 @@ def _margin_mse(q2d: Tensor, teacher: tuple[Teacher, Tensor], mine: Tensor, keep
     others = keep.clone()
     others[rows, mine] = False
     student = q2d[rows, mine][:, None] - q2d  # [r, N + N*K]: s(q,d_i) - s(q,c); -inf entries are never kept
-    if t.scores is not None:
-        target = t.scores[mine, :1] - _teacher_q2d(teacher, mine)  # [r, N + N*K]
-    else:
-        target = (t.q[mine] * t.d[mine]).sum(-1, keepdim=True) - _teacher_q2d(teacher, mine)
+    scores = _teacher_q2d(teacher, mine)  # the teacher's block (1): the positive at column i, as the student's
+    target = scores[rows, mine][:, None] - scores
     gaps = ((student - target) / t.distill_temperature).masked_fill(~others, 0.0)
     return gaps.square().sum(dim=1) / others.sum(dim=1).clamp(min=1)
 
