@@ -126,6 +126,9 @@ class TrainLoopConfig:
     packed: bool = True
     grad_cache: bool = False  # gradient caching: memory of one chunk, any global batch (costs one extra forward)
     max_steps: int = bounded(1000, ge=1)  # optimizer steps in total (a resumed run continues up to this)
+    # train this many epochs instead (train.length: ceil(epochs x one pass's steps over every source), read from the
+    # pairs dir when training starts, logged and recorded as train.max_steps); 0 = train.max_steps as given
+    epochs: float = bounded(0.0, ge=0, hint="e.g. 1 for one pass over the data; 0 uses train.max_steps")
     checkpoint_every: int = bounded(500, ge=0)  # steps between checkpoints (0 = only the final export)
     keep_checkpoints: int = bounded(2, ge=1)  # newest checkpoints kept on disk
     eval_every: int = bounded(500, ge=0)  # steps between validations on the dev rows (0 = only at the end)
@@ -282,12 +285,19 @@ def _check_fields(c: TrainConfig) -> list[str]:
     if c.train.patience and not c.train.best_metric:
         errors.append(f"train.patience={c.train.patience}: counts evaluations without a new best of "
                       "train.best_metric, which is not set; e.g. train.best_metric=val_ndcg@10")
-    if c.optim.warmup_steps > c.train.max_steps:
-        errors.append(
-            f"optim.warmup_steps={c.optim.warmup_steps} exceeds train.max_steps={c.train.max_steps}: "
-            "the learning rate would never reach optim.lr; lower optim.warmup_steps"
-        )
+    if not c.train.epochs:  # with train.epochs the steps are known once training reads its data (train.length)
+        errors += length_problems(c)
     return errors + _check_matryoshka(c.loss) + _check_extras(c)
+
+
+def length_problems(c: TrainConfig, total: str = "") -> list[str]:
+    """optim.warmup_steps against the run's train.max_steps; total: how that count was set (train.length), if not
+    by the key itself."""
+    if c.optim.warmup_steps <= c.train.max_steps:
+        return []
+    total = total or f"train.max_steps={c.train.max_steps}"
+    return [f"optim.warmup_steps={c.optim.warmup_steps} exceeds {total}: the learning rate would never reach "
+            "optim.lr; lower optim.warmup_steps"]
 
 
 def _check_extras(c: TrainConfig) -> list[str]:

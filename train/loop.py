@@ -55,6 +55,7 @@ from train.checkpoint import (
 )
 from train.config import TrainConfig
 from train.distributed import all_reduce_mean, broadcast_object, world
+from train.length import resolve_length
 from train.metrics import METRICS_FILE, PLOT_FILE, SOURCE_LOSS, TRACKER_DIR, open_logger, read_metrics
 from train.preempt import Preempted, preemption_guard
 from train.trainer import PROBE_FILE, StepStats, Trainer
@@ -71,6 +72,9 @@ RESUME_SAFE = frozenset({
     "train.inexact_resume", "train.prefetch", "train.compile", "loss.row_chunk",
     "teacher.trust_remote_code",  # a permission: the teacher's own code, when trusted, gives the same vectors
 })
+# the run's length: a change continues the run to the new total (the schedule is recomputed); train.epochs is
+# recorded beside the train.max_steps it resolved to (train.length)
+LENGTH_KEYS = frozenset({"train.max_steps", "train.epochs"})
 
 
 class TrainingDiverged(UserError):
@@ -106,6 +110,8 @@ def _older_run(run_dir: Path) -> bool:
 
 
 def _train(cfg: TrainConfig, run_dir: Path, main: bool, trainer_class: type = Trainer) -> Path:
+    if isinstance(cfg, TrainConfig):  # train.epochs -> train.max_steps (the MLM stage's config counts steps only)
+        cfg = resolve_length(cfg, log=print if main else lambda line: None)
     record = run_record(cfg)
     if _finished(run_dir, record, cfg, main):
         return run_dir / "export"
@@ -220,8 +226,9 @@ def _resume_point(ckpt: Checkpoint | None, record: Record, cfg: TrainConfig) -> 
         raise StaleOutput(f"run.dir={run_dir}: its checkpoint at step {step} was made with another config or other "
                           f"inputs: {_refusal(other)}")
     if cfg.train.max_steps < step:
+        key = "train.epochs" if getattr(cfg.train, "epochs", 0) else "train.max_steps"  # MLM: no train.epochs
         raise StaleOutput(f"train.max_steps={cfg.train.max_steps} is below step {step} of the newest checkpoint in "
-                          f"{ckpt.path.parent}; raise train.max_steps, or set run.overwrite=true to train afresh")
+                          f"{ckpt.path.parent}; raise {key}, or set run.overwrite=true to train afresh")
     if world()[0] == 0:
         print(f"gte train: resuming from {ckpt.path} (step {step})", flush=True)
         if changes:
@@ -231,8 +238,8 @@ def _resume_point(ckpt: Checkpoint | None, record: Record, cfg: TrainConfig) -> 
 
 
 def _not_continuable(changes: list[Change]) -> list[Change]:
-    """The changes a run cannot continue across: all but a new train.max_steps (the schedule is recomputed)."""
-    return [c for c in changes if c.key != "train.max_steps"]
+    """The changes a run cannot continue across: all but a new length (LENGTH_KEYS; the schedule is recomputed)."""
+    return [c for c in changes if c.key not in LENGTH_KEYS]
 
 
 def _refusal(changes: list[Change]) -> str:
@@ -326,4 +333,4 @@ class _Meter:
         }
 
 
-__all__ = ["RESUME_SAFE", "TrainingDiverged", "fit", "main", "run_record"]
+__all__ = ["LENGTH_KEYS", "RESUME_SAFE", "TrainingDiverged", "fit", "main", "run_record"]

@@ -10,7 +10,7 @@ what the uninterrupted run got. Nothing is loaded: the caller maps (source, row 
 2. The position within the source: c = how many earlier steps chose the same source (per-block counts are
    cached, so a cold call at step 10^6 costs ~16 block draws). Batch c of a source is batch c % B_i of pass
    c // B_i over it, B_i = n_i // global_batch_size (the tail of each pass that cannot fill a batch is left to
-   later passes, which are shuffled differently).
+   later passes, which are shuffled differently). One epoch (train.epochs) is sum_i B_i steps: epoch_steps.
 3. The rows: positions [j*G, (j+1)*G) of a pseudo-random permutation of range(n_i) keyed by (seed, source, pass).
    The permutation is a keyed Feistel network with cycle walking, evaluated only at the G positions needed: a
    bijection (no row repeats within a pass) that never materialises n_i indices, so memory is O(G) whatever the
@@ -58,8 +58,7 @@ class SourceBatchSampler:
     def batch_at(self, step: int) -> tuple[str, list[int]]:
         """(source, the global batch's row indices within that source) for global step `step` (0-based)."""
         src, count = self._locate(step)
-        per_pass = int(self.sizes[src]) // self.global_batch_size
-        pass_no, j = divmod(count, per_pass)
+        pass_no, j = divmod(count, batches_per_pass(int(self.sizes[src]), self.global_batch_size))
         positions = np.arange(j * self.global_batch_size, (j + 1) * self.global_batch_size, dtype=np.uint64)
         rows = _permute(positions, int(self.sizes[src]), self._round_keys(src, pass_no))
         return self.names[src], rows.astype(np.int64).tolist()
@@ -67,7 +66,7 @@ class SourceBatchSampler:
     def pass_at(self, step: int) -> tuple[str, int]:
         """(source, pass number over that source) of step `step`: the epoch to log."""
         src, count = self._locate(step)
-        return self.names[src], count // (int(self.sizes[src]) // self.global_batch_size)
+        return self.names[src], count // batches_per_pass(int(self.sizes[src]), self.global_batch_size)
 
     def local(self, indices: list[int], rank: int, world: int) -> list[int]:
         """This rank's contiguous slice of a global batch."""
@@ -105,6 +104,18 @@ class SourceBatchSampler:
         # The source's name (not its position in the list) keys its shuffles.
         name_key = int.from_bytes(hashlib.blake2b(self.names[src].encode(), digest_size=4).digest(), "little")
         return np.random.SeedSequence([self.seed, name_key, pass_no, 1]).generate_state(_ROUNDS, dtype=np.uint64)
+
+
+def batches_per_pass(rows: int, global_batch_size: int) -> int:
+    """Global batches in one pass over a source of `rows` rows: the tail that cannot fill one waits for the next
+    (differently shuffled) pass."""
+    return rows // global_batch_size
+
+
+def epoch_steps(source_sizes: dict[str, int], global_batch_size: int) -> int:
+    """Steps of one epoch (train.epochs): one pass over every source. With alpha = 1 the sampler takes each source
+    through about one pass in that many steps; a smaller alpha gives small sources more passes and large ones fewer."""
+    return sum(batches_per_pass(int(n), global_batch_size) for n in source_sizes.values())
 
 
 def _permute(x: np.ndarray, n: int, keys: np.ndarray) -> np.ndarray:

@@ -6,8 +6,8 @@ report.
 
 Each phase records completion in <run.dir>/phases/<phase>.json (its config section, the upstream phases' digest,
 seconds and peak memory). Re-running skips a phase with the same record; a changed phase is rebuilt with every
-phase that depends on it (a training phase whose only change is a larger train.max_steps continues; an evaluation
-depends only on the model it evaluates and the held-out sets). Long phases (training,
+phase that depends on it (a training phase whose only change is its length, train.max_steps or train.epochs,
+continues; an evaluation depends only on the model it evaluates and the held-out sets). Long phases (training,
 mining) resume inside themselves, so an interrupted pipeline finishes where it stopped. Layout:
   <run.dir>/data/pairs  prep output        <run.dir>/stage1  stage-1 run (its export feeds mining and stage 2)
   <run.dir>/data/mined  triples            <run.dir>/stage2  stage-2 run
@@ -55,7 +55,7 @@ from train.eval.dims import PRECISION_NAMES
 from train.eval.evaluate import STS_TASK, evaluate
 from train.eval.long_text import LONG_TEXT_TASK, evaluate_long_text_dims
 from train.eval.sts import evaluate_sts
-from train.loop import fit
+from train.loop import LENGTH_KEYS, fit
 from train.mlm import MLMTrainer
 from train.mlm_config import MLMConfig
 from train.teacher import fill_teacher_cache
@@ -389,7 +389,7 @@ def phase_record(root: Path, name: str) -> Record | None:
 def _run_phase(root: Path, phase: Phase, upstream: str) -> str:
     """Run one phase unless its record says it is done with this config after these upstream phases; returns the
     digest the next phase depends on. A changed phase is rebuilt (force), except a training phase whose only change
-    is a larger train.max_steps, which continues."""
+    is its length (train.max_steps, train.epochs), which continues."""
     skip = _REBUILD_KEYS | _TRUST_KEYS
     want = Record(f"phase:{phase.name}", PHASE_FORMAT, flatten(phase.config, skip=skip), {"upstream": upstream},
                   defaults=defaults_of(phase.config, skip))
@@ -400,7 +400,7 @@ def _run_phase(root: Path, phase: Phase, upstream: str) -> str:
         print(f"[run] {phase.name}: done before, skipped", flush=True)
         # the digest it was recorded with: a key added since, at its default, changes nothing downstream either
         return digest_json([have.kind, have.config, have.inputs])
-    force = any(c.key != "train.max_steps" for c in changes)
+    force = any(c.key not in LENGTH_KEYS for c in changes)
     why = f" (changed: {describe(changes)})" if changes else ""
     print(f"[run] {phase.name}: starting{why}", flush=True)
     (root / PHASES_DIR / f"{phase.name}.json").unlink(missing_ok=True)
