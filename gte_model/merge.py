@@ -3,6 +3,7 @@ fine-tuning cost in general ability while keeping most of the domain gain.
 
   gte merge models=[all-MiniLM-L6-v2,runs/quickstart/stage2/export] weights=[0.3,0.7] out_dir=runs/merged
   gte merge models=[...] fit.data=[runs/quickstart/data/pairs] out_dir=runs/merged      # weights fit on examples
+  gte merge models=[...] fit.data=[...] fit.split=dev out_dir=...    # on the dev rows (never trained on) instead
   gte merge ... out_dir=runs/merged overwrite=true        # replace an earlier merge there (only a gte merge output)
 
 Every floating-point tensor is averaged in float64 and rounded once to its dtype, so weight 1.0 on one model returns
@@ -27,7 +28,7 @@ import torch
 from gte_model.core.atomic import check_replaceable
 from gte_model.core.config import ConfigError, bounded, config_from_argv, field_problems
 from gte_model.core.errors import UserError
-from gte_model.core.pairs import fit_examples
+from gte_model.core.pairs import DEV_SPLIT, fit_examples
 from gte_model.export import export_model
 from gte_model.load import load_model
 from gte_model.model import GTEModel
@@ -36,7 +37,9 @@ from gte_model.presets import PRESETS
 
 @dataclass
 class FitConfig:
-    data: list[str] = field(default_factory=list)  # pairs dirs whose train rows are the examples ([] = no fit)
+    data: list[str] = field(default_factory=list)  # pairs dirs whose fit.split rows are the examples ([] = no fit)
+    # which rows: train, or dev (gte prep split.dev_fraction: held out by key, never trained on, never a test set)
+    split: str = bounded("train", choices=("train", DEV_SPLIT))
     rows: int = bounded(64, ge=2, hint="in-batch retrieval needs candidates")  # examples per task (source)
     step: float = bounded(0.1, gt=0, le=0.5, hint="e.g. 0.1 or 0.05")  # grid step of the weights; divides 1 evenly
     batch_size: int = bounded(64, ge=1)  # texts per encode batch while fitting
@@ -161,12 +164,13 @@ def run_merge(cfg: MergeConfig, log: Callable[[str], object] = print,
               for name in cfg.models]
     weights, table = tuple(cfg.weights), {}
     if not weights:
-        tasks = fit_examples(cfg.fit.data, cfg.fit.rows, key="fit.data", purpose="fit the merge weights on")
+        tasks = fit_examples(cfg.fit.data, cfg.fit.rows, key="fit.data", purpose="fit the merge weights on",
+                             split=cfg.fit.split)
         weights, table = fit_weights(models, tasks, cfg.fit.step, cfg.fit.batch_size, cfg.bf16, log=log,
                                      scorers=scorers)
     merged = merge_models(models, weights)
     record = {"merge": {"models": list(cfg.models), "weights": list(weights),
-                        "fit": {",".join(map(str, w)): s for w, s in table.items()}}}
+                        "fit": {",".join(map(str, w)): s for w, s in table.items()}, "fit_split": cfg.fit.split}}
     export_model(merged, cfg.out_dir, train_config=record, key="out_dir", what="gte merge", overwrite=cfg.overwrite,
                  flag="overwrite=true")
     log(f"[merge] weights {list(weights)} -> {cfg.out_dir}")

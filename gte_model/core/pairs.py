@@ -251,23 +251,26 @@ def _with_digests(root: Path, entry: dict) -> dict:
     return out
 
 
-def fit_examples(dirs: list[str], rows: int, key: str, purpose: str) -> dict[str, tuple[list[str], list[str]]]:
-    """`rows` evenly spaced train rows of every source of each pairs dir: {"<dir name>/<source>": (queries,
-    positives)}. key: the config key or argument naming dirs; purpose: what the rows are for (error messages)."""
+def fit_examples(dirs: list[str], rows: int, key: str, purpose: str,
+                 split: str = "train") -> dict[str, tuple[list[str], list[str]]]:
+    """`rows` evenly spaced rows of the `split` (train, or dev: rows never trained on) of every source of each pairs
+    dir: {"<dir name>/<source>": (queries, positives)}. key: the config key or argument naming dirs; purpose: what
+    the rows are for (error messages)."""
     tasks = {}
     for folder in dirs:
         manifest = read_manifest(folder, key=key)
         for source, entry in manifest["sources"].items():
-            part = entry.get("train", {})
+            part = entry.get(split, {})
             files = part.get("files", [])
             if not files:
                 continue
             first = resolve(Path(folder), files[0])
-            check_shard(first, part, 0, f"{Path(folder) / MANIFEST_FILE} sources.{source}.train")
+            check_shard(first, part, 0, f"{Path(folder) / MANIFEST_FILE} sources.{source}.{split}")
             table = pq.read_table(first, columns=["query", "positive"])
             pick = sorted({int(i) for i in range(0, table.num_rows, max(1, table.num_rows // rows))})[:rows]
             table = table.take(pick)
             tasks[f"{Path(folder).name}/{source}"] = (table["query"].to_pylist(), table["positive"].to_pylist())
     if not tasks:
-        raise UserError(f"{key}={dirs}: no source with train rows to {purpose}")
+        how = " (gte prep split.dev_fraction cuts one)" if split == DEV_SPLIT else ""
+        raise UserError(f"{key}={dirs}: no source with {split} rows to {purpose}{how}")
     return tasks

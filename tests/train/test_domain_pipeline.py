@@ -1,5 +1,6 @@
 """`gte run configs/domain.yaml` end to end on a folder of planted documents and no queries: passages, the no-model
-query makers, stage 1, mining behind the round-trip filter, stage 2, merge and the dev-split evaluation."""
+query makers, stage 1 (one epoch), mining behind the round-trip filter, stage 2, the merge fit on the dev split and the
+evaluation on documents held out."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def test_domain_pipeline_adapts_a_model_from_documents_alone_and_scores_it_on_he
         f"prep.files.0.path={tmp_path / 'docs'}", "prep.files.0.documents.passage_tokens=40",
         "prep.files.0.documents.overlap_tokens=8", "prep.split.heldout_fraction=0.2", "prep.num_proc=1",
         "stage1.model.init_from=tiny", "stage1.train.global_batch_size=8", "stage1.train.chunk_size=8",
-        "stage1.train.max_steps=2", "stage1.train.checkpoint_every=2", "stage1.train.precision=fp32",
+        "stage1.train.checkpoint_every=2", "stage1.train.precision=fp32",
         "stage1.optim.warmup_steps=1", "stage1.log.wandb=off",
         "mine.embed.bf16=false", "mine.filter.embed.bf16=false", "mine.filter.top_k=5",
         "stage2.train.global_batch_size=4", "stage2.train.chunk_size=12", "stage2.train.max_steps=2",
@@ -60,4 +61,15 @@ def test_domain_pipeline_adapts_a_model_from_documents_alone_and_scores_it_on_he
     for stage in ("base", "stage1", "stage2", "merged"):
         results = json.loads((run_dir / "eval" / stage / "results.json").read_text())["results"]
         assert 0.0 <= results["beir/docs"]["ndcg@10"] <= 1.0, stage
-    assert "beir/docs" in (run_dir / "report.md").read_text()
+    report = (run_dir / "report.md").read_text()
+    assert "beir/docs" in report
+    # stage 1: one epoch of the train pairs (train.epochs=1), whatever train.max_steps says
+    rows = manifest["sources"]["docs"]["train"]["rows"]
+    assert json.loads((run_dir / "stage1" / "gte_record.json").read_text())["stats"]["step"] == rows // 8
+    # the merge weights: fit on prep's dev rows (documents neither trained on nor evaluated), every grid point listed
+    merge = json.loads((run_dir / "merged" / "gte_export.json").read_text())["train_config"]["merge"]
+    assert merge["fit_split"] == "dev" and {"0.0,1.0", "1.0,0.0"} <= set(merge["fit"])
+    assert list(merge["fit"]["0.0,1.0"]) == ["pairs/docs"] and "## Merge" in report and "| 0.0 / 1.0 |" in report
+    dev = {k for f in (run_dir / "data" / "pairs" / "docs").glob("dev-*.parquet")
+           for k in pq.read_table(f, columns=["key"]).column("key").to_pylist()}
+    assert dev and not dev & (keys["train"] | keys["heldout"])

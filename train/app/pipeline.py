@@ -44,7 +44,7 @@ from gte_model.core.atomic import build_dir, claim_dir
 from gte_model.core.config import ConfigError, config_from_argv, dump_config, save_config
 from gte_model.core.lock import hold
 from gte_model.core.memory import children_peak_rss_mb, peak_rss_mb, release_free_memory, reset_peak
-from gte_model.core.pairs import MANIFEST_FILE, beir_dirs
+from gte_model.core.pairs import DEV_SPLIT, MANIFEST_FILE, beir_dirs
 from gte_model.core.record import Record, defaults_of, describe, digest_json, flatten, read_record, write_record
 from gte_model.merge import MergeConfig, run_merge
 from gte_model.presets import PRESETS
@@ -209,6 +209,9 @@ class PipelineConfig:
         if self.merge.models:
             # resolved: `base` may name a preset (stage1.model.init_from), which merge refuses
             errors += [f"merge.{e}" for e in self.merge_config().validate()]
+        if self.merge.fit.split == DEV_SPLIT and "pairs" in self.merge.fit.data and not self.prep.split.dev_fraction:
+            errors.append("merge.fit.split=dev with merge.fit.data=[pairs]: prep cuts no dev split; set "
+                          "prep.split.dev_fraction (e.g. 0.1)")
         if self.rotate.rows == 1 or self.rotate.rows < 0:
             errors.append(f"rotate.rows={self.rotate.rows}: 0 (no rotation) or >= 2 rows per source")
         errors += [f"eval.extra.{i}={p}: does not exist; name a BEIR folder or a `gte prep` output"

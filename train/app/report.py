@@ -44,6 +44,7 @@ def write_report(root: str | Path, base_name: str = "base", teacher_name: str = 
             lines += ["### Quantized embeddings: mean nDCG@10 over the held-out sets (share of float, full dim)", "",
                       "int8: per-dim ranges calibrated on the corpus; binary: sign bits, the top candidates rescored "
                       "by the float query (train/eval/quantized.py).", "", quantized, ""]
+    lines += _merge_lines(root / "merged" / "gte_export.json")
     lines += _mlm_lines(root / "stage0" / "metrics.jsonl")
     lines += ["## Wall time and peak memory per phase", "",
               "Peak RSS: this process during the phase (its peak is reset when a phase starts); worker processes "
@@ -84,6 +85,29 @@ def _dims_table(by_dim: dict[str, dict[int, float]]) -> str:
         cells = [f"{values[d]:.4f} ({values[d] / full:.1%})" if d in values and full else "-" for d in dims]
         lines.append(f"| {model} | {full:.4f} | " + " | ".join(cells) + " |" if full else f"| {model} | - |")
     return "\n".join(lines)
+
+
+def _merge_lines(export_json: Path) -> list[str]:
+    """The merge's weights and, when they were fit, every grid point's scores (gte_model.merge); [] without a merge."""
+    merge = json.loads(export_json.read_text()).get("train_config", {}).get("merge") if export_json.is_file() else None
+    if not merge:
+        return []
+    models = ", ".join(f"{w:g} x `{m}`" for w, m in zip(merge["weights"], merge["models"]))
+    lines = ["## Merge", "", f"The final model: {models}."]
+    fit = merge.get("fit") or {}
+    if not fit:
+        return lines + ["", "The weights were given (merge.weights), not fit.", ""]
+    tasks = list(next(iter(fit.values())))
+    split = merge.get("fit_split", "train")
+    lines += ["", f"Fit on the {split} rows of merge.fit.data (in-batch MRR of each source's examples) and the "
+              "general checks' dev splits (<task>/dev: cosine Spearman): the highest mean wins. Each grid point "
+              "(weights in the order above):", "",
+              "| weights | " + " | ".join(tasks) + " | mean |", "| --- " * (len(tasks) + 2) + "|"]
+    for weights, scores in fit.items():
+        mean = sum(scores.values()) / len(scores)
+        cells = [f"{scores[t]:.4f}" for t in tasks]
+        lines.append(f"| {weights.replace(',', ' / ')} | " + " | ".join(cells) + f" | {mean:.4f} |")
+    return lines + [""]
 
 
 def _mlm_lines(jsonl: Path, rows: int = 8) -> list[str]:
