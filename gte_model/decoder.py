@@ -9,8 +9,9 @@
 
 Both settings live in the files an export writes (add_eos_token and the post-processor in the tokenizer files,
 is_causal and use_cache in config.json), so AutoTokenizer + AutoModel and sentence-transformers compute what training
-did. Decoders run padded chunks in training (gte_model.families has no packed decoder); last-token pooling finds
-each text's last token under right or left padding (gte_model.pooling).
+did. Decoders train on packed tokens like encoders (gte_model.unpadded: causal within each text, or both ways), where
+a text's last token is its row's last; padded, last-token pooling finds it under right or left padding
+(gte_model.pooling).
 """
 
 from __future__ import annotations

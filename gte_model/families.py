@@ -13,9 +13,10 @@ one layer on [T, H], and the final norm. They differ in:
     pre-norm layers, a GLU feed-forward, local layers attending within local_attention // 2 positions either side,
     a final norm; no token types.
 The families with a bias (MPNet) or a window (ModernBERT's local layers) run the grouped attention on CUDA too.
-Any other encoder whose attention goes through transformers' attention interface (GTE v1.5 / mGTE, NomicBERT, remote
-code that declares it) runs unpadded by one generic mechanism, gte_model.unpadded; the rest (decoders, models with
-their own attention code) are not packed: the trainer uses padded chunks and says so.
+Any other encoder or decoder LLM whose attention goes through transformers' attention interface (GTE v1.5 / mGTE,
+NomicBERT, Qwen3, Llama, remote code that declares it) runs unpadded by one generic mechanism, gte_model.unpadded
+(decoders causal within each text); the rest (models with their own attention code) are not packed: the trainer uses
+padded chunks and says so.
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ def packed_forward(backbone: nn.Module, packed: Packed) -> Tensor:
 
 def supports_packing(backbone: nn.Module) -> bool:
     """True for an encoder-only backbone of a known family (BERT, RoBERTa, XLM-RoBERTa, MPNet, ModernBERT) with its
-    usual positions, or any other encoder whose attention goes through transformers' attention interface (GTE v1.5,
-    NomicBERT, ...): what packed_forward computes exactly."""
+    usual positions, or any other encoder or decoder LLM whose attention goes through transformers' attention
+    interface (GTE v1.5, NomicBERT, Qwen3, Llama, ...): what packed_forward computes exactly."""
     return family_of(backbone) is not None or supports_unpadded(backbone)
 
 

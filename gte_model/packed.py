@@ -1,7 +1,7 @@
 """The unpadded ("packed") forward's layout and attention: every real token of a batch in one [T, H] matrix, no
 padding rows. The per-family layers around it (BERT, RoBERTa, XLM-RoBERTa, MPNet, ModernBERT) are gte_model.families;
-any other encoder on transformers' attention interface (GTE v1.5, NomicBERT, ...) reaches `attend` through
-gte_model.unpadded.
+any other encoder or decoder LLM on transformers' attention interface (GTE v1.5, NomicBERT, Qwen3, Llama, ...)
+reaches `attend` through gte_model.unpadded (a decoder's attention causal within each row).
 
 A padded forward of a contrastive batch spends most of its work on padding: short queries and long documents padded
 to a common width. Here the embeddings, every linear layer, LayerNorm and the feed-forward run on the packed [T, H]
@@ -156,21 +156,23 @@ def attend(
     scale: float,
     bias: dict[int, Tensor] | None = None,
     window: int | None = None,
+    causal: bool = False,
 ) -> Tensor:
     """Self-attention within each row: qkv [T, 3H] -> [T, H].
 
     bias: width -> an additive score bias [heads, w, w] of the positions within a row (MPNet's relative positions:
     the same for every row, so one per group width); window: a token attends to keys at most this many positions
     away (ModernBERT's local layers). Either one runs the grouped path on CUDA too: the varlen kernels above take
-    neither a bias nor (as called here) a window."""
+    neither a bias nor (as called here) a window. causal: a token attends to the keys of its row at or before it
+    only (a decoder LLM; every varlen kernel takes it)."""
     if bias is not None or window is not None:
-        return _grouped_attention(qkv, packed, heads, head_dim, p, scale, bias, window)
+        return _grouped_attention(qkv, packed, heads, head_dim, p, scale, bias, window, causal)
     backend = attention_backend(qkv.device, qkv.dtype, p, head_dim)
     if backend == "grouped":
-        return _grouped_attention(qkv, packed, heads, head_dim, p, scale)
+        return _grouped_attention(qkv, packed, heads, head_dim, p, scale, causal=causal)
     try:
         out = varlen_attention(qkv.view(-1, 3, heads, head_dim), packed.cu_seqlens, packed.max_seqlen,
-                               packed.min_seqlen, p, scale, backend)
+                               packed.min_seqlen, p, scale, backend, causal=causal)
     except torch.cuda.OutOfMemoryError:
         raise
     except (RuntimeError, NotImplementedError, TypeError, ValueError, ImportError, AttributeError) as exc:
@@ -179,7 +181,7 @@ def attend(
         _BROKEN.add((backend, qkv.device.type, qkv.dtype, p > 0))
         warnings.warn(f"gte_model.packed: varlen attention {backend!r} failed on {qkv.device} {qkv.dtype} "
                       f"(dropout {p}): {exc!s:.300}; using the next backend from now on", stacklevel=2)
-        return attend(qkv, packed, heads, head_dim, p, scale)
+        return attend(qkv, packed, heads, head_dim, p, scale, causal=causal)
     return out.reshape(qkv.shape[0], heads * head_dim)
 
 
@@ -192,8 +194,10 @@ def _grouped_attention(
     scale: float,
     bias: dict[int, Tensor] | None = None,
     window: int | None = None,
+    causal: bool = False,
 ) -> Tensor:
-    """The CPU path: length-sorted groups padded to their own widest row, a key-padding mask, real rows back."""
+    """The CPU path: length-sorted groups padded to their own widest row, a key-padding mask, real rows back. Each
+    row of a group is its own text from position 0, so a causal mask is the same lower triangle for every row."""
     outs = []
     for t0, t1, r0, rows, width in packed.groups:
         slots = packed.dest[t0:t1]
@@ -202,6 +206,8 @@ def _grouped_attention(
         q, k, v = buf.view(rows, width, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # [rows, heads, w, d]
         pos = torch.arange(width, device=qkv.device)
         keep = (pos[None, :] < packed.lengths[r0 : r0 + rows, None])[:, None, None, :]  # [rows, 1, 1, w]
+        if causal:  # [rows, 1, w, w]; a padding query still sees its row's first key: no all -inf softmax
+            keep = keep & (pos[None, :] <= pos[:, None])
         if window is not None:
             # [rows, 1, w, w]; the diagonal too: a padding query beyond a row's window would see no key at all, and
             # its all -inf softmax gives NaN, which the backward spreads to the real keys (a real query sees itself)
@@ -269,27 +275,40 @@ def _supports(name: str, dtype: torch.dtype, dropout: float, head_dim: int) -> b
 
 
 def varlen_attention(
-    qkv: Tensor, cu_seqlens: Tensor, max_seqlen: int, min_seqlen: int, dropout: float, scale: float, backend: str
+    qkv: Tensor,
+    cu_seqlens: Tensor,
+    max_seqlen: int,
+    min_seqlen: int,
+    dropout: float,
+    scale: float,
+    backend: str,
+    causal: bool = False,
 ) -> Tensor:
     """Attention of each row to itself only, rows given by offsets: qkv [T, 3, heads, d] -> [T, heads, d].
-    cu_seqlens int32 [B+1] on qkv's device; max_seqlen / min_seqlen the longest / shortest row (Python ints)."""
+    cu_seqlens int32 [B+1] on qkv's device; max_seqlen / min_seqlen the longest / shortest row (Python ints);
+    causal: each token to the keys of its row at or before it only."""
     if backend == "flash_attn":
-        return _flash_attn()(qkv, cu_seqlens, max_seqlen, dropout_p=dropout, softmax_scale=scale)
+        return _flash_attn()(qkv, cu_seqlens, max_seqlen, dropout_p=dropout, softmax_scale=scale, causal=causal)
     q, k, v = qkv.unbind(1)  # each [T, heads, d]
     if backend == "torch_varlen":
         if dropout:
             raise ValueError("torch varlen_attn has no dropout")
         factor = scale * math.sqrt(q.shape[-1])  # its scale argument is torch >= 2.11 only; BERT's is the default
         q = q if abs(factor - 1.0) < 1e-6 else q * factor
-        return _torch_varlen()(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen)
-    if backend == "nested":
-        return _nested_attention(q, k, v, cu_seqlens, max_seqlen, min_seqlen, dropout, scale)
+        # causal as flash attention's window: no key to the right (a torch without window_size raises TypeError,
+        # and `attend` moves on to the next kernel)
+        window = {"window_size": (-1, 0)} if causal else {}
+        return _torch_varlen()(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, **window)
+    if backend == "nested":  # causal: CUDA's flash and efficient kernels only (torch's math kernel refuses it)
+        return _nested_attention(q, k, v, cu_seqlens, max_seqlen, min_seqlen, dropout, scale, causal)
     if backend == "flex":
-        return _flex_attention(q, k, v, cu_seqlens, dropout, scale)
+        return _flex_attention(q, k, v, cu_seqlens, dropout, scale, causal)
     raise ValueError(f"unknown varlen attention backend {backend!r}; choose one of {VARLEN_BACKENDS}")
 
 
-def _nested_attention(q, k, v, cu_seqlens, max_seqlen: int, min_seqlen: int, dropout: float, scale: float) -> Tensor:
+def _nested_attention(
+    q, k, v, cu_seqlens, max_seqlen: int, min_seqlen: int, dropout: float, scale: float, causal: bool
+) -> Tensor:
     """Nested jagged tensors [B, heads, j, d] (one offsets tensor: the same ragged dimension) through SDPA."""
     offsets = cu_seqlens.to(torch.int64)  # the CPU kernels take int64 offsets; CUDA converts back to int32
 
@@ -298,12 +317,14 @@ def _nested_attention(q, k, v, cu_seqlens, max_seqlen: int, min_seqlen: int, dro
         nt = torch.nested.nested_tensor_from_jagged(x, offsets, min_seqlen=min_seqlen, max_seqlen=max_seqlen)
         return nt.transpose(1, 2)  # [B, j, heads, d] -> [B, heads, j, d]
 
-    out = F.scaled_dot_product_attention(jagged(q), jagged(k), jagged(v), dropout_p=dropout, scale=scale)
+    out = F.scaled_dot_product_attention(jagged(q), jagged(k), jagged(v), dropout_p=dropout, scale=scale,
+                                         is_causal=causal)
     return out.transpose(1, 2).values()  # [T, heads, d]
 
 
-def _flex_attention(q, k, v, cu_seqlens, dropout: float, scale: float) -> Tensor:
-    """FlexAttention over the whole chunk as one sequence [1, heads, T, d] with a document mask (no dropout)."""
+def _flex_attention(q, k, v, cu_seqlens, dropout: float, scale: float, causal: bool) -> Tensor:
+    """FlexAttention over the whole chunk as one sequence [1, heads, T, d] with a document mask, causal within a
+    document when asked (no dropout)."""
     if dropout:
         raise ValueError("FlexAttention has no dropout")
     from torch.nn.attention.flex_attention import create_block_mask
@@ -314,7 +335,10 @@ def _flex_attention(q, k, v, cu_seqlens, dropout: float, scale: float) -> Tensor
     def same_doc(b, h, q_idx, kv_idx):
         return doc[q_idx] == doc[kv_idx]
 
-    mask = create_block_mask(same_doc, None, None, total, total, device=q.device)
+    def same_doc_causal(b, h, q_idx, kv_idx):
+        return (doc[q_idx] == doc[kv_idx]) & (kv_idx <= q_idx)
+
+    mask = create_block_mask(same_doc_causal if causal else same_doc, None, None, total, total, device=q.device)
     q, k, v = (x.transpose(0, 1)[None] for x in (q, k, v))  # [1, heads, T, d]
     return _flex_attention_fn(compiled=q.is_cuda)(q, k, v, block_mask=mask, scale=scale)[0].transpose(0, 1)
 

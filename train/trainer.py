@@ -135,8 +135,8 @@ class Trainer(Checkpointing):
         cpu_bf16 = self.accelerator.device.type == "cpu" and t.precision == "bf16"
         self.bucket = t.bucket == "on" or (t.bucket == "auto" and (t.compile or cpu_bf16))
         if cfg.train.packed and not self.packed and self.is_main:
-            print(f"gte train: train.packed=true needs an encoder of a known family ({', '.join(FAMILIES)}) or one "
-                  "whose attention goes through transformers' attention interface; this is "
+            print(f"gte train: train.packed=true needs an encoder of a known family ({', '.join(FAMILIES)}) or an "
+                  "encoder or decoder whose attention goes through transformers' attention interface; this is "
                   f"{type(self.gte.backbone).__name__}; using padded chunks (set train.packed=false to silence this)",
                   flush=True)
 

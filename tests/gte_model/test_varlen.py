@@ -21,12 +21,14 @@ TEXTS = MIXED_TEXTS[:6]
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
-def reference_attention(qkv, lengths, dropout=0.0, scale=None):
-    """The definition: each sequence attends to itself alone, one SDPA call per sequence. qkv [T, 3, h, d]."""
+def reference_attention(qkv, lengths, dropout=0.0, scale=None, causal=False):
+    """The definition: each sequence attends to itself alone (causal: to its tokens up to each query), one SDPA call
+    per sequence. qkv [T, 3, h, d]."""
     outs, start = [], 0
     for n in lengths:
         q, k, v = qkv[start : start + n].permute(1, 2, 0, 3).unbind(0)  # each [h, n, d]
-        outs.append(F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scale).transpose(0, 1))
+        outs.append(F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scale,
+                                                   is_causal=causal).transpose(0, 1))
         start += n
     return torch.cat(outs)  # [T, h, d]
 
@@ -47,17 +49,23 @@ def test_pack_offsets_are_the_running_sum_of_the_lengths(seed):
     assert p.cu_seqlens[1:].long().sub(p.starts + p.lengths).abs().sum() == 0  # row i ends where row i+1 starts
 
 
-@pytest.mark.parametrize("backend", ["nested", "flex"])
-def test_varlen_kernels_equal_a_per_sequence_sdpa_loop_on_the_cpu(backend):
+@pytest.mark.parametrize(("backend", "causal", "group_tokens"), [
+    ("nested", False, 4096), ("flex", False, 4096), ("flex", True, 4096),  # torch's CPU nested SDPA has no causal
+    ("grouped", False, 4096), ("grouped", True, 4096), ("grouped", True, 64),  # many texts per group / a few
+])
+def test_varlen_kernels_equal_a_per_sequence_sdpa_loop_on_the_cpu(backend, causal, group_tokens):
     rng = random.Random(1)
     lengths = random_lengths(rng, 9)
     qkv = torch.randn(sum(lengths), 3, 2, 8, generator=torch.Generator().manual_seed(0))
-    p = pack([[1] * n for n in lengths])
-    grad = backend == "nested"  # FlexAttention has no CPU backward
+    p = pack([[1] * n for n in lengths], group_tokens=group_tokens)
+    grad = backend != "flex"  # FlexAttention has no CPU backward
     qkv.requires_grad_(grad)
     with torch.set_grad_enabled(grad):
-        got = varlen_attention(qkv, p.cu_seqlens, p.max_seqlen, p.min_seqlen, 0.0, 0.125, backend)
-        want = reference_attention(qkv, lengths, scale=0.125)
+        if backend == "grouped":
+            got = packed_mod.attend(qkv.view(-1, 48), p, 2, 8, 0.0, 0.125, causal=causal).view(-1, 2, 8)
+        else:
+            got = varlen_attention(qkv, p.cu_seqlens, p.max_seqlen, p.min_seqlen, 0.0, 0.125, backend, causal)
+        want = reference_attention(qkv, lengths, scale=0.125, causal=causal)
     assert got.shape == want.shape == (sum(lengths), 2, 8)
     assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
     if grad:
@@ -121,7 +129,7 @@ def test_a_kernel_that_raises_is_skipped_from_then_on_with_a_warning(model, monk
         n for n in order if (n, torch.device(device).type, dtype, p > 0) not in packed_mod._BROKEN))
     calls = []
 
-    def failing(*args):
+    def failing(*args, **kwargs):
         calls.append(args[-1])
         raise RuntimeError("no kernel image is available")
 
@@ -161,15 +169,16 @@ def test_packed_varlen_equals_padded_bert_on_cuda(model, dtype, tol):
 
 @pytest.mark.gpu
 @cuda
-def test_varlen_kernels_match_the_per_sequence_loop_with_gradients_on_cuda():
+@pytest.mark.parametrize("causal", [False, True])
+def test_varlen_kernels_match_the_per_sequence_loop_with_gradients_on_cuda(causal):
     lengths = random_lengths(random.Random(2), 17)
     p = pack([[1] * n for n in lengths]).to("cuda")
     g = torch.Generator("cuda").manual_seed(0)
     qkv = torch.randn(sum(lengths), 3, 4, 32, device="cuda", dtype=torch.bfloat16, generator=g).requires_grad_()
-    want = reference_attention(qkv.float(), lengths, scale=32**-0.5)
+    want = reference_attention(qkv.float(), lengths, scale=32**-0.5, causal=causal)
     (g_want,) = torch.autograd.grad(want.pow(2).sum(), qkv)
     for backend in cuda_backends(torch.bfloat16):
-        got = varlen_attention(qkv, p.cu_seqlens, p.max_seqlen, p.min_seqlen, 0.0, 32**-0.5, backend)
+        got = varlen_attention(qkv, p.cu_seqlens, p.max_seqlen, p.min_seqlen, 0.0, 32**-0.5, backend, causal)
         (g_got,) = torch.autograd.grad(got.float().pow(2).sum(), qkv)
         assert torch.allclose(got.float(), want, atol=2e-2, rtol=2e-2), backend
         assert (g_got.float() - g_want.float()).norm() <= 2e-2 * g_want.float().norm(), backend

@@ -1,6 +1,6 @@
 """`gte train` on tiny random decoder LLMs (Qwen3- and Llama-shaped, tests.gte_model.tiny_decoders): last-token
-pooling, a query instruction per source, optional bidirectional attention and LoRA; the export gives the trained
-model's vectors in sentence-transformers. (Exact resume after SIGKILL: tests/train/test_resume.py.)"""
+pooling, a query instruction per source, optional bidirectional attention and LoRA, on the packed path; the export
+gives the trained model's vectors in sentence-transformers. (Exact resume after SIGKILL: tests/train/test_resume.py)"""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_a_decoder_trains_and_its_export_gives_the_trained_vectors(tmp_path, kin
     code = train_tiny(run, pairs, f"model.init_from={init}", "model.pooling=last", "train.max_steps=6",
                       "train.checkpoint_every=3", "train.eval_every=3", prompts, *extra)
     assert code == 0
-    assert "using padded chunks" in capsys.readouterr().out  # decoders have no packed forward
+    assert "using padded chunks" not in capsys.readouterr().out  # decoders train packed (gte_model.unpadded)
     losses = [r["loss"] for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "train"]
     assert len(losses) == 6 and all(np.isfinite(losses))
 

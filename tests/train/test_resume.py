@@ -1,7 +1,8 @@
 """Exact resume: a run SIGKILLed after its first checkpoint and re-run with the same command ends with the same
 weights (fp32, CPU, 1e-6) and the same data order as an uninterrupted run, and its metrics log has no duplicates;
 with a teacher, for every packed family (RoBERTa, XLM-R, MPNet, ModernBERT; BERT is the plain case) and for tiny
-Qwen3- and Llama-shaped decoders (last-token pooling; Llama's with LoRA and bidirectional attention)."""
+Qwen3- and Llama-shaped decoders (last-token pooling; Llama's with LoRA and bidirectional attention). Every variant
+trains on the packed path (decoders: causal or bidirectional within each text, gte_model.unpadded)."""
 
 from __future__ import annotations
 
@@ -98,6 +99,7 @@ def test_sigkilled_run_resumes_to_the_same_weights_and_data_order(tmp_path, vari
     assert resumed_at < 40
     out = _run(_command(killed, pairs, *extra))
     assert f"resuming from {killed / 'checkpoints'}" in out.stdout
+    assert "using padded chunks" not in out.stdout  # the packed path resumed
 
     a, b = load_file(straight / "export" / "model.safetensors"), load_file(killed / "export" / "model.safetensors")
     assert a.keys() == b.keys()
