@@ -32,6 +32,19 @@ _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_m
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 
 
+class UntrustedCodeError(ModelLoadError):
+    """A folder whose own model code runs only when trusted. `flag` is the switch the message names as the fix (as
+    the caller spells it: `--trust-remote-code`, `teacher.trust_remote_code=true`), so a caller that runs a config as
+    one section of its own (`gte run`'s stage1, stage2, ...) can name the key its user sets."""
+
+    def __init__(self, reason: str, flag: str) -> None:
+        super().__init__(f"{reason}: {flag}")
+        self.reason, self.flag = reason, flag
+
+    def __reduce__(self):
+        return type(self), (self.reason, self.flag)
+
+
 def load_model(
     name_or_path: str | Path,
     *,
@@ -210,9 +223,9 @@ def _load_folder(path: Path, pooling, normalize, max_seq_len, trust_remote_code:
     config_json = _read_object(config_file)
     check_config_json(config_json, config_file, weight_files(weights_dir))  # before anything is built
     if config_json.get("auto_map") and config_json.get("model_type") not in CONFIG_MAPPING and not trust_remote_code:
-        raise ModelLoadError(f"{config_file.resolve()}: auto_map names the folder's own code "
-                             f"({', '.join(remote_code_files(weights_dir)) or 'Python files'}), which runs only when "
-                             f"trusted: read it, then trust it: {trust_flag}")
+        raise UntrustedCodeError(f"{config_file.resolve()}: auto_map names the folder's own code "
+                                 f"({', '.join(remote_code_files(weights_dir)) or 'Python files'}), which runs only "
+                                 "when trusted: read it, then trust it", trust_flag)
     try:
         config = AutoConfig.from_pretrained(str(weights_dir), trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(str(weights_dir), trust_remote_code=trust_remote_code)

@@ -3,8 +3,10 @@ auto_map -> modeling_tiny.py, tests/train/test_remote_code.py) is refused by `gt
 `gte rotate`, `gte merge`, `gte mine` (its model and its teacher) and a training teacher, each refusal naming the
 switch of the command that was run, and loads with that switch on; `gte run` with stage1.model.trust_remote_code=true
 alone starts from such a folder and finishes through the merge, the rotation and every evaluation (and `gte mlm`
-with its model.trust_remote_code). A key added to a phase's section at its default (stage0.model.trust_remote_code)
-reruns no phase after it."""
+with its model.trust_remote_code). A refusal inside one of `gte run`'s phases names the pipeline's key that decides it
+(stage1.model.trust_remote_code, stage2.teacher.trust_remote_code, ...), and a phase's key that the pipeline sets
+from another one is refused when set true against it. A key added to a phase's section at its default
+(stage0.model.trust_remote_code) reruns no phase after it."""
 
 from __future__ import annotations
 
@@ -174,7 +176,7 @@ def test_gte_run_decides_in_one_place_which_phases_trust_their_models_code(tmp_p
     from gte_model.core.config import load_config
     from train.app.pipeline import PipelineConfig
 
-    plain = load_config(PipelineConfig, None, [f"run.dir={tmp_path}", "stage2.model.trust_remote_code=true"])
+    plain = load_config(PipelineConfig, None, [f"run.dir={tmp_path}"])
     assert not (plain.mine.trust_remote_code or plain.stage2.model.trust_remote_code or plain.merge.trust_remote_code
                 or plain.stage0.model.trust_remote_code)
     cfg = load_config(PipelineConfig, None, [f"run.dir={tmp_path}", "stage1.model.trust_remote_code=true",
@@ -188,6 +190,69 @@ def test_gte_run_decides_in_one_place_which_phases_trust_their_models_code(tmp_p
                                                "teacher_ft.model.trust_remote_code=true",
                                                "stage2.loss.distill_weight=1.0"])
     assert tuned.stage2.teacher.trust_remote_code and not tuned.mine.trust_remote_code
+
+
+@pytest.mark.parametrize(("overrides", "decider"), [
+    (["stage2.model.trust_remote_code=true"], "stage1.model.trust_remote_code"),
+    (["mine.trust_remote_code=true"], "stage1.model.trust_remote_code"),
+    (["merge.trust_remote_code=true"], "stage1.model.trust_remote_code"),
+    (["stage0.model.trust_remote_code=true"], "stage1.model.trust_remote_code"),
+    (["mine.teacher.model=all-mpnet-base-v2", "stage2.teacher.trust_remote_code=true"],
+     "mine.teacher.trust_remote_code"),
+    (["run.tune_teacher=true", "teacher_ft.model.init_from=all-mpnet-base-v2", "stage2.loss.distill_weight=1.0",
+      "stage2.teacher.trust_remote_code=true"], "teacher_ft.model.trust_remote_code"),
+])
+def test_gte_run_refuses_trust_set_on_a_key_another_key_decides(tmp_path, overrides, decider):
+    from gte_model.core.config import ConfigError, load_config
+    from train.app.pipeline import PipelineConfig
+
+    set_key = overrides[-1].removesuffix("=true")
+    with pytest.raises(ConfigError, match=f"{set_key}=true: in `gte run` {decider} decides .* set {decider}=true"):
+        load_config(PipelineConfig, None, [f"run.dir={tmp_path}", *overrides])
+    agreed = load_config(PipelineConfig, None, [f"run.dir={tmp_path}", *overrides, f"{decider}=true"])
+    assert agreed.trust_source(set_key) == decider  # both true: consistent, accepted
+
+
+def test_a_refusal_inside_gte_run_stage_1_names_the_stage_1_key(folder, tmp_path, capsys, one_thread):
+    from train.app.cli import main as gte
+
+    _pair_file(tmp_path / "qa.jsonl", 60)
+    files = f"prep.files=[{{name: qa, path: {tmp_path / 'qa.jsonl'}, query: question, positive: answer}}]"
+    run = [a for a in TINY_RUN if a != "stage1.model.trust_remote_code=true"]
+    assert gte(["run", f"run.dir={tmp_path / 'run'}", files, f"stage1.model.init_from={folder}", *run]) == 2
+    err = capsys.readouterr().err
+    assert "modeling_tiny.py" in err and err.rstrip().endswith("trust it: stage1.model.trust_remote_code=true")
+
+
+@pytest.mark.parametrize(("overrides", "flag"), [
+    ([], "stage2.teacher.trust_remote_code=true"),  # stage 2's own teacher
+    (["mine.teacher.model={folder}"], "mine.teacher.trust_remote_code=true"),  # mining's, which stage 2 reuses
+])
+def test_a_refusal_of_stage_2s_teacher_in_gte_run_names_the_key_that_decides_it(folder, tmp_path, overrides, flag):
+    from gte_model.core.config import load_config
+    from gte_model.load import UntrustedCodeError
+    from train.app.pipeline import Phase, PipelineConfig, _naming_run_keys
+
+    cfg = load_config(PipelineConfig, None, [f"run.dir={tmp_path}", f"stage2.teacher.model={folder}",
+                                             "stage2.loss.distill_weight=1.0",
+                                             *(o.format(folder=folder) for o in overrides)])
+    stage2 = _naming_run_keys(cfg, Phase("stage2", cfg.stage2, lambda force: TeacherVectors(
+        cfg.stage2.teacher, tmp_path / "cache")))
+    with pytest.raises(UntrustedCodeError, match=REFUSED + f"{flag}$"):
+        stage2.job(False)
+
+
+def test_a_refusal_of_stage_2s_model_in_gte_run_names_stage_1s_key(folder, tmp_path):
+    from gte_model.core.config import load_config
+    from gte_model.load import UntrustedCodeError
+    from train.app.pipeline import Phase, PipelineConfig, _naming_run_keys
+    from train.build import build_model
+
+    cfg = load_config(PipelineConfig, None, [f"run.dir={tmp_path}"])
+    cfg.stage2.model.init_from = str(folder)  # as if stage 1's export carried this code
+    stage2 = _naming_run_keys(cfg, Phase("stage2", cfg.stage2, lambda force: build_model(cfg.stage2)))
+    with pytest.raises(UntrustedCodeError, match=REFUSED + "stage1.model.trust_remote_code=true$"):
+        stage2.job(False)
 
 
 def test_gte_mlm_needs_its_key(folder, tmp_path, capsys, one_thread):

@@ -35,7 +35,8 @@ import gc
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from operator import attrgetter
 from pathlib import Path
 
 from data_prep.mine import MineConfig, embed_cache_dir, mine
@@ -46,6 +47,7 @@ from gte_model.core.lock import hold
 from gte_model.core.memory import children_peak_rss_mb, peak_rss_mb, release_free_memory, reset_peak
 from gte_model.core.pairs import DEV_SPLIT, MANIFEST_FILE, beir_dirs
 from gte_model.core.record import Record, defaults_of, describe, digest_json, flatten, read_record, write_record
+from gte_model.load import UntrustedCodeError
 from gte_model.merge import MergeConfig, run_merge
 from gte_model.presets import PRESETS
 from gte_model.rotate_cli import run_rotate
@@ -65,6 +67,13 @@ _REBUILD_KEYS = frozenset({"overwrite", "run.overwrite"})  # set by the pipeline
 # permissions, not settings: a model's own code runs only when trusted and then gives the same output, so a phase
 # record leaves them out (and records written before they existed still match)
 _TRUST_KEYS = frozenset({"trust_remote_code", "teacher.trust_remote_code", "filter.trust_remote_code"})
+# the phases that load this run's own models (stage 1's export; with run.stage0 stage 1 starts from stage 0's) run
+# their code when stage1.model.trust_remote_code says so: resolve() sets these from it
+_RUN_MODEL_TRUST = ("stage0.model.trust_remote_code", "mine.trust_remote_code", "stage2.model.trust_remote_code",
+                    "merge.trust_remote_code")
+# the section a phase's own code runs on: its errors name keys within it (model.trust_remote_code=true)
+_PHASE_SECTIONS = {"stage0": "stage0", "stage1": "stage1", "mine": "mine", "teacher_ft": "teacher_ft",
+                   "teacher_scores": "stage2", "stage2": "stage2", "merge": "merge"}
 
 
 @dataclass
@@ -146,7 +155,7 @@ class PipelineConfig:
         self.stage2.data.train_dir = self.mine.out_dir
         self.stage2.model.init_from = self.mine.model
         cross = self.stage2.teacher.kind == "cross"  # a cross-encoder: its own model and pair-score cache
-        if self.mine.teacher.model and self.stage2.teacher.model in ("", self.mine.teacher.model) and not cross:
+        if self._reads_mine_teacher():
             # one teacher, one cache of its vectors: stage 2 reads what mining embedded
             self.stage2.teacher = copy.deepcopy(self.mine.teacher)
             self.stage2.teacher.cache_dir = str(self.mine.teacher.cache_dir or embed_cache_dir(self.mine))
@@ -168,6 +177,34 @@ class PipelineConfig:
             self.stage2.teacher.trust_remote_code = self.teacher_ft.model.trust_remote_code
         return self
 
+    def _reads_mine_teacher(self) -> bool:
+        """Stage 2 distils from mining's teacher (one teacher, one cache of its vectors; not a cross-encoder)."""
+        return bool(self.mine.teacher.model) and self.stage2.teacher.model in ("", self.mine.teacher.model) and (
+            self.stage2.teacher.kind != "cross")
+
+    def trust_source(self, key: str) -> str:
+        """The key a user sets to decide `key`, a phase's trust_remote_code in override spelling: resolve() copies
+        stage 1's into the phases that load this run's own models, and a teacher's into stage 2's where stage 2
+        reads that teacher (the tuned one, or mining's)."""
+        if key in _RUN_MODEL_TRUST:
+            return "stage1.model.trust_remote_code"
+        if key == "stage2.teacher.trust_remote_code" and self.run.tune_teacher:
+            return "teacher_ft.model.trust_remote_code"
+        if key == "stage2.teacher.trust_remote_code" and self._reads_mine_teacher():
+            return "mine.teacher.trust_remote_code"
+        return key
+
+    def _overruled_trust(self) -> list[str]:
+        """Each trust_remote_code set true where resolve() would overwrite it with a false one: refused by validate(),
+        not silently dropped (nor obeyed: trust is given by the key that decides it, not widened from another)."""
+        overruled = []
+        for key in (*_RUN_MODEL_TRUST, "stage2.teacher.trust_remote_code"):
+            source = self.trust_source(key)
+            if source != key and attrgetter(key)(self) and not attrgetter(source)(self):
+                overruled.append(f"{key}=true: in `gte run` {source} decides whether that model's code may run, "
+                                 f"and it is false; set {source}=true instead")
+        return overruled
+
     def model_path(self, name: str) -> str:
         """A pipeline model name (base, stage1, stage2) -> what load_model takes; anything else is a folder."""
         exports = {"base": self.stage1.model.init_from, "stage1": self.mine.model,
@@ -183,10 +220,11 @@ class PipelineConfig:
         return merge
 
     def __post_init__(self) -> None:
+        self._overruled = self._overruled_trust()  # what the user set, before resolve() overwrites it
         self.resolve()
 
     def validate(self) -> list[str]:
-        errors = [f"prep.{e}" for e in self.prep.validate()]
+        errors = [*self._overruled, *(f"prep.{e}" for e in self.prep.validate())]
         errors += [f"mine.{e}" for e in self.mine.validate()]
         # World size and ZeRO stage come from the launcher, as in `gte train`.
         if self.run.stage0:
@@ -310,10 +348,28 @@ def _run_phases(cfg: PipelineConfig, root: Path) -> Path:
     digests: dict[str, str] = {}
     for i, phase in enumerate(phases):
         after = phase.after if phase.after is not None else (phases[i - 1].name if i else "")
-        digests[phase.name] = _run_phase(root, phase, digests.get(after, ""))
+        digests[phase.name] = _run_phase(root, _naming_run_keys(cfg, phase), digests.get(after, ""))
     general = "stsb" not in cfg.prep.sources and "sts-b" in cfg.eval.tasks
     return write_report(root, base_name=base, teacher_name=teacher, general_check=general,
                         rotated=cfg.rotate.rows > 0)
+
+
+def _naming_run_keys(cfg: PipelineConfig, phase: Phase) -> Phase:
+    """The phase, its refusal to run a model's own code naming the key of `gte run` that decides it
+    (stage1.model.trust_remote_code for stage 2's model, stage2.teacher.trust_remote_code, ...) rather than the key
+    within the phase's section that its own code knows (model.trust_remote_code)."""
+    section = _PHASE_SECTIONS.get(phase.name)
+    if section is None:  # the pipeline's own phases already name their keys in full
+        return phase
+
+    def job(force: bool):
+        try:
+            return phase.job(force)
+        except UntrustedCodeError as exc:
+            key = cfg.trust_source(f"{section}.{exc.flag.removesuffix('=true')}")
+            raise UntrustedCodeError(exc.reason, f"{key}=true") from exc
+
+    return replace(phase, job=job)
 
 
 def teacher_phases(cfg: PipelineConfig) -> list[Phase]:
