@@ -98,6 +98,26 @@ def test_bad_schedule_and_columns_are_named_in_override_spelling():
     assert "every length must be >= 8" in errors and "data.columns=['title']" in errors
 
 
+def test_an_unsorted_schedule_is_named_in_override_spelling():
+    cfg = MLMConfig()
+    cfg.data.train_dir = "x"
+    cfg.mlm.max_len_schedule = [[0, 16], [8, 32], [4, 64]]
+    errors = cfg.validate(world_size=1, zero_stage=0)
+    assert errors == ["mlm.max_len_schedule=[[0, 16], [8, 32], [4, 64]]: the first entry starts at step 0 and steps "
+                      "increase, e.g. [[0,128],[800,512]]"]
+
+
+def test_a_scheduled_length_beyond_the_models_positions_is_named(tmp_path, setup, capsys, one_thread):
+    from train.app.cli import main as gte
+
+    pairs, init = setup  # the exported tiny BERT has 512 positions
+    argv = _args(tmp_path / "mlm", pairs, init, "train.max_steps=2", "mlm.max_len_schedule=[[0,16],[1,32],[2,600]]")
+    assert gte(argv) == 2
+    err = capsys.readouterr().err
+    assert "mlm.max_len_schedule=[[0, 16], [1, 32], [2, 600]]: 600 tokens exceed the 512 positions" in err
+    assert not (tmp_path / "mlm" / "checkpoints").exists()  # refused before any step
+
+
 def test_mlm_loss_falls_on_a_planted_repetitive_corpus(tmp_path, setup, one_thread):
     from train.app.cli import main as gte
 
@@ -129,10 +149,17 @@ def test_export_is_stage_1_init_with_the_mlm_backbone_weights(tmp_path, setup, o
     assert moved, "MLM changed no weight: the test compared the initial model with itself"
 
 
-def test_sigkilled_mlm_run_resumes_bit_identical(tmp_path, setup):
+# (schedule, the checkpoint step the kill waits for, the step the killed run must resume from): one switch, killed
+# before it; three lengths, killed between the two switches (resumed at 6, it still has the switch at 8 ahead)
+@pytest.mark.parametrize(("schedule", "wait_for", "resume_range"), [
+    ("[[0,16],[6,32]]", 1, range(1, 12)),
+    ("[[0,16],[4,24],[8,32]]", 6, range(4, 8)),
+])
+def test_sigkilled_mlm_run_resumes_bit_identical(tmp_path, setup, schedule, wait_for, resume_range):
     pairs, init = setup
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    extra = ("train.max_steps=12", "train.checkpoint_every=3", "train.eval_every=4")
+    extra = ("train.max_steps=12", "train.checkpoint_every=3", "train.eval_every=4",
+             f"mlm.max_len_schedule={schedule}")
 
     def command(run_dir):
         return [sys.executable, "-m", "train.app.cli", *_args(run_dir, pairs, init, *extra)]
@@ -142,11 +169,13 @@ def test_sigkilled_mlm_run_resumes_bit_identical(tmp_path, setup):
     assert done.returncode == 0, done.stderr[-3000:]
     proc = subprocess.Popen(command(killed), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
-    while not list_checkpoints(killed) and proc.poll() is None and time.monotonic() < deadline:
+    while not any(step >= wait_for for step, _ in list_checkpoints(killed)) and proc.poll() is None and (
+            time.monotonic() < deadline):
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL
     assert not (killed / "export").exists(), "the run finished before the kill; the test did not test a resume"
+    assert list_checkpoints(killed)[-1][0] in resume_range, list_checkpoints(killed)
     again = subprocess.run(command(killed), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and f"resuming from {killed / 'checkpoints'}" in again.stdout, again.stderr[-3000:]
     a, b = load_file(straight / "export" / "model.safetensors"), load_file(killed / "export" / "model.safetensors")
