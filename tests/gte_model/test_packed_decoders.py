@@ -84,3 +84,20 @@ def test_packed_attention_is_causal_within_a_text_and_never_crosses_texts(kind, 
             earlier = (a[s1 : s1 + n1 - 2] - b[s1 : s1 + n1 - 2]).abs().max()  # text 1 before the change
             assert earlier < 1e-6 if earlier_fixed else earlier > 1e-3, float(earlier)
             assert (a[s1 + n1 - 1] - b[s1 + n1 - 1]).abs().max() > 1e-3  # its last token sees the change
+
+
+@pytest.mark.parametrize("kind", DECODERS)
+def test_gradient_checkpointing_keeps_a_packed_decoder_packed(kind, tmp_path, one_thread):
+    model = tiny_decoder(tmp_path, kind, "causal")
+    ids = model.tokenize_ids(TEXTS)
+    grads = []
+    for checkpointing in (False, True):
+        if checkpointing:  # the recomputation in backward must see the layout again (else it would raise)
+            model.backbone.gradient_checkpointing_enable({"use_reentrant": False})
+            model.train()  # checkpointing runs in training only; these decoders have no dropout
+        model.zero_grad(set_to_none=True)
+        info_nce(model(packed=pack(ids, group_tokens=64))).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert set(grads[1]) == set(grads[0])
+    for name, g in grads[0].items():
+        assert (grads[1][name] - g).norm() <= 1e-5 * g.norm(), name
