@@ -43,6 +43,11 @@ from torch import Tensor
 # is better.
 ATTN_GROUP_TOKENS = 4096
 ATTN_PAD_MULTIPLE = 16
+# The cost model of the grouping (_groups), in units of one padded score (a row's query x key at one width): each
+# padded token also costs about this many scores (its q/k/v copies in and out of the group buffer), and each group
+# about this many (its own calls, forward and backward).
+_GROUP_TOKEN_COST = 64
+_GROUP_COST = 8192
 # Varlen kernels in order of preference on CUDA; "grouped" (the CPU path) is the fallback when none works.
 VARLEN_BACKENDS = ("flash_attn", "torch_varlen", "nested", "flex")
 _TENSORS = ("input_ids", "position_ids", "seq_index", "dest", "lengths", "starts", "cu_seqlens")
@@ -52,13 +57,13 @@ _TENSORS = ("input_ids", "position_ids", "seq_index", "dest", "lengths", "starts
 class Packed:
     """Texts packed for `packed_forward`; rows keep the order of the id lists given to `pack`.
 
-    input_ids, position_ids, seq_index, dest: [T] (one entry per real token; dest = the token's slot in its attention
-    group's padded [rows * width] buffer). lengths, starts: [B]. cu_seqlens: int32 [B+1], the offsets of the rows in
-    the token axis (0, then the running sum of lengths). groups: (first token, end token, first row, rows, width) per
-    CPU attention group; max_seqlen, min_seqlen: the longest and shortest row. Everything but tensors is a Python int,
-    computed here on the host: shapes and kernel arguments never need a device sync. fill_rows: how many rows at the
-    end are filler that only round the token count up to a bucket (train.step.make_chunks); their embeddings are
-    dropped by the caller."""
+    input_ids, position_ids, seq_index, dest: [T] (one entry per real token; dest = the token's slot in the CPU
+    attention groups' padded buffers, laid end to end: group after group, each [rows * width]). lengths, starts:
+    [B]. cu_seqlens: int32 [B+1], the offsets of the rows in the token axis (0, then the running sum of lengths).
+    groups: (first token, end token, first row, rows, width) per CPU attention group; max_seqlen, min_seqlen: the
+    longest and shortest row. Everything but tensors is a Python int, computed here on the host: shapes and kernel
+    arguments never need a device sync. fill_rows: how many rows at the end are filler that only round the token
+    count up to a bucket (train.step.make_chunks); their embeddings are dropped by the caller."""
 
     input_ids: Tensor
     position_ids: Tensor
@@ -101,13 +106,13 @@ def pack(ids: Sequence[Sequence[int]], group_tokens: int = ATTN_GROUP_TOKENS) ->
     if not ids or any(len(x) == 0 for x in ids):
         raise ValueError("pack needs at least one text and no empty token list")
     lengths = [len(x) for x in ids]
-    groups, slot_row, slot_width = _groups(lengths, group_tokens)
+    groups, row_slot = _groups(lengths, group_tokens)
     lens = torch.tensor(lengths, dtype=torch.long)
     total = int(sum(lengths))
     starts = torch.cumsum(lens, 0) - lens
     seq_index = torch.repeat_interleave(torch.arange(len(ids)), lens)  # [T]
     position_ids = torch.arange(total) - starts[seq_index]  # 0..len-1 within each row
-    dest = torch.tensor(slot_row)[seq_index] * torch.tensor(slot_width)[seq_index] + position_ids
+    dest = torch.tensor(row_slot)[seq_index] + position_ids
     return Packed(
         input_ids=torch.from_numpy(np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=total)),
         position_ids=position_ids,
@@ -122,24 +127,43 @@ def pack(ids: Sequence[Sequence[int]], group_tokens: int = ATTN_GROUP_TOKENS) ->
     )
 
 
-def _groups(lengths: list[int], group_tokens: int) -> tuple[list, list[int], list[int]]:
-    """CPU attention groups of consecutive rows, and per row its index within its group and the group's width."""
-    groups, slot_row, slot_width, row, tok = [], [], [], 0, 0
-    while row < len(lengths):
-        width = round_up(lengths[row], ATTN_PAD_MULTIPLE)
-        rows = 1
-        # grow while the group's padded size (rows x its widest row) stays within budget
-        while row + rows < len(lengths):
-            w = round_up(max(width, lengths[row + rows]), ATTN_PAD_MULTIPLE)
-            if (rows + 1) * w > group_tokens:
-                break
-            rows, width = rows + 1, w
-        n = sum(lengths[row : row + rows])
-        groups.append((tok, tok + n, row, rows, width))
-        slot_row.extend(range(rows))
-        slot_width.extend([width] * rows)
-        row, tok = row + rows, tok + n
-    return groups, slot_row, slot_width
+def _groups(lengths: list[int], group_tokens: int) -> tuple[list, list[int]]:
+    """CPU attention groups of consecutive rows, and per row the slot of its first token in the groups' padded
+    buffers laid end to end.
+
+    A group's attention work is rows x width^2 (the padded score matrix of every row), so one wide row in a group of
+    short ones costs as if they were all wide. Where the groups split is chosen to minimise the padded work plus a
+    fixed cost per group (the calls around each group), by dynamic programming over the points where the rounded
+    width changes; a group also holds at most group_tokens padded tokens (its memory), and a run too big for that is
+    cut into equal groups of whole rows."""
+    widths = [round_up(n, ATTN_PAD_MULTIPLE) for n in lengths]
+    cuts = [0] + [i for i in range(1, len(widths)) if widths[i] != widths[i - 1]] + [len(widths)]
+    # best[j]: least cost of the rows before cuts[j]; back[j]: where that group starts
+    best, back = [0.0] + [math.inf] * (len(cuts) - 1), [0] * len(cuts)
+    for j in range(1, len(cuts)):
+        width = 0
+        for i in range(j - 1, -1, -1):
+            width = max(width, max(widths[cuts[i]:cuts[i + 1]]))
+            rows = cuts[j] - cuts[i]
+            per_group = max(1, group_tokens // width)
+            n_groups = -(-rows // per_group)
+            cost = best[i] + rows * width * (width + _GROUP_TOKEN_COST) + n_groups * _GROUP_COST
+            if cost < best[j]:
+                best[j], back[j] = cost, i
+    spans, j = [], len(cuts) - 1
+    while j > 0:
+        spans.append((cuts[back[j]], cuts[j]))
+        j = back[j]
+    groups, row_slot, tok, slot = [], [], 0, 0
+    for start, end in reversed(spans):
+        n_groups = -(-(end - start) // max(1, group_tokens // max(widths[start:end])))
+        for part in range(n_groups):  # whole rows, split as evenly as possible
+            row, stop = start + (end - start) * part // n_groups, start + (end - start) * (part + 1) // n_groups
+            width, n = max(widths[row:stop]), sum(lengths[row:stop])
+            groups.append((tok, tok + n, row, stop - row, width))
+            row_slot.extend(range(slot, slot + (stop - row) * width, width))
+            tok, slot = tok + n, slot + (stop - row) * width
+    return groups, row_slot
 
 
 # ---- attention ---------------------------------------------------------------------------------------------------
@@ -197,13 +221,17 @@ def _grouped_attention(
     causal: bool = False,
 ) -> Tensor:
     """The CPU path: length-sorted groups padded to their own widest row, a key-padding mask, real rows back. Each
-    row of a group is its own text from position 0, so a causal mask is the same lower triangle for every row."""
+    row of a group is its own text from position 0, so a causal mask is the same lower triangle for every row.
+
+    One scatter puts every token into the groups' buffers laid end to end and one gather takes the real rows back;
+    the buffer is split (not sliced) into groups, so the backward pass also joins the groups' gradients once instead
+    of adding each group's into a full-size zero tensor."""
+    sizes = [rows * width for *_, rows, width in packed.groups]
+    buf = qkv.new_zeros(sum(sizes), qkv.shape[1])
+    buf[packed.dest] = qkv
     outs = []
-    for t0, t1, r0, rows, width in packed.groups:
-        slots = packed.dest[t0:t1]
-        buf = qkv.new_zeros(rows * width, qkv.shape[1])
-        buf[slots] = qkv[t0:t1]
-        q, k, v = buf.view(rows, width, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # [rows, heads, w, d]
+    for (_, _, r0, rows, width), part in zip(packed.groups, buf.split(sizes), strict=True):
+        q, k, v = part.view(rows, width, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # [rows, heads, w, d]
         pos = torch.arange(width, device=qkv.device)
         keep = (pos[None, :] < packed.lengths[r0 : r0 + rows, None])[:, None, None, :]  # [rows, 1, 1, w]
         if causal:  # [rows, 1, w, w]; a padding query still sees its row's first key: no all -inf softmax
@@ -214,8 +242,8 @@ def _grouped_attention(
             keep = (keep & ((pos[:, None] - pos[None, :]).abs() <= window)) | torch.eye(width, dtype=torch.bool,
                                                                                          device=qkv.device)
         o = _attention(q, k, v, keep, p, scale, None if bias is None else bias[width])
-        outs.append(o.transpose(1, 2).reshape(rows * width, -1)[slots])  # real rows only: [t1 - t0, H]
-    return torch.cat(outs)
+        outs.append(o.transpose(1, 2).reshape(rows * width, -1))
+    return torch.cat(outs)[packed.dest]  # real rows only: [T, H]
 
 
 def _attention(q: Tensor, k: Tensor, v: Tensor, keep: Tensor, p: float, scale: float, bias: Tensor | None) -> Tensor:
@@ -225,11 +253,13 @@ def _attention(q: Tensor, k: Tensor, v: Tensor, keep: Tensor, p: float, scale: f
     scaled_dot_product_attention."""
     if bias is None and (p == 0.0 or q.device.type != "cpu"):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=p, scale=scale)
-    masked = torch.zeros(keep.shape, dtype=torch.float32, device=q.device).masked_fill_(~keep, float("-inf"))
-    scores = torch.matmul(q * scale, k.transpose(-1, -2)) + masked  # [rows, heads, w, w], masked keys at -inf
+    scores = torch.matmul(q * scale, k.transpose(-1, -2))  # [rows, heads, w, w] in the matmul's dtype
     if bias is not None:
         scores = scores + bias
-    return torch.matmul(apply_dropout(scores.softmax(dim=-1), p, True).to(v.dtype), v)
+    # masked keys at -inf in place, and the softmax and dropout in the scores' own dtype: under bf16 autocast an fp32
+    # mask or bias would lift the largest tensors of the step to fp32 and back (copies of every score, each pass)
+    probs = scores.masked_fill_(~keep, float("-inf")).softmax(dim=-1)
+    return torch.matmul(apply_dropout(probs, p, True).to(v.dtype), v)
 
 
 _BROKEN: set[tuple[str, str, torch.dtype, bool]] = set()  # (backend, device type, dtype, dropout) that raised

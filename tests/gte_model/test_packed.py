@@ -63,13 +63,25 @@ def test_pack_layout_covers_every_token_once_within_its_group():
     p = pack(sorted(ids, key=len, reverse=True), group_tokens=256)
     assert p.input_ids.shape[0] == sum(map(len, ids)) == p.groups[-1][1]
     assert sum(rows for *_, rows, _ in p.groups) == len(ids)
+    offset = 0
     for t0, t1, r0, rows, width in p.groups:
         assert width % 16 == 0 and (rows == 1 or rows * width <= 256)
-        slots = p.dest[t0:t1]
-        assert slots.unique().numel() == t1 - t0 and int(slots.max()) < rows * width
+        slots = p.dest[t0:t1] - offset  # within this group's [rows * width] buffer
+        assert slots.unique().numel() == t1 - t0 and int(slots.min()) >= 0 and int(slots.max()) < rows * width
+        offset += rows * width
         assert int(p.lengths[r0 : r0 + rows].max()) <= width
     second = sorted(ids, key=len, reverse=True)[1]
     assert p.input_ids[p.starts[1] : p.starts[1] + p.lengths[1]].tolist() == second
+
+
+def test_attention_groups_keep_one_long_text_from_padding_many_short_ones():
+    # one 128-token text and 31 of 16: one group would pad every short row to 128 (32 x 128^2 scores); split, the
+    # long text is alone and the short ones share one group at width 16
+    p = pack([[7] * 128] + [[7] * 16] * 31)
+    assert [(rows, width) for *_, rows, width in p.groups] == [(1, 128), (31, 16)]
+    # rows of one width past the group budget are cut into equal groups of whole rows, each within the budget
+    p = pack([[7] * 64] * 10, group_tokens=256)
+    assert [(rows, width) for *_, rows, width in p.groups] == [(3, 64), (3, 64), (4, 64)]
 
 
 def test_pack_rejects_empty_input():
