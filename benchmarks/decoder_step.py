@@ -7,17 +7,18 @@ queries and documents, in-batch InfoNCE, AdamW, --precision fp32 or bf16 (autoca
 
   encoder              BERT in all-MiniLM-L6-v2's shape: 6 layers, 384 wide, 12 heads, FFN 1536; mean pooling;
                        the product default (train.packed=true: the unpadded forward)
-  encoder-padded       the same with train.packed=false: padded chunks, as decoders run
+  encoder-padded       the same with train.packed=false: padded chunks
   qwen3                a Qwen3-shaped decoder with the encoder's parameters per layer: 6 layers, 384 wide, 6 query and
                        3 key/value heads of 64 (grouped-query attention 2:1, as Qwen3-0.6B), GLU FFN 1152, q/k RMSNorm,
                        RoPE, tied embeddings; 4 x 384^2 + 2 x 384 x 1536 = 2 x 384^2 + 2 x 384 x 192 + 3 x 384 x 1152
-                       weights per layer; last-token pooling, causal attention, padded chunks
-  qwen3-bidirectional  the same, model.bidirectional=true
+                       weights per layer; last-token pooling, causal attention, the unpadded forward (the default)
+  qwen3-padded         the same with train.packed=false: padded chunks
+  qwen3-bidirectional  the same as qwen3, model.bidirectional=true
   qwen3-lora           the same, LoRA r=16 on every projection (the base frozen: the optimizer holds the adapters)
 
 Each runs in its own process, one after another (peak RSS is its own); warm-up steps are untimed. Reported per run:
 parameters (all / trainable), s/step, pairs/s, non-padding tokens/s, peak RSS, and the step time relative to the
-encoder's padded and unpadded runs.
+encoder's padded and unpadded runs and to the decoder's padded run.
 
   .venv/bin/python benchmarks/decoder_step.py                       # 2 warm-up + 5 timed steps, fp32
   .venv/bin/python benchmarks/decoder_step.py --steps 3 --warmup 1 --precision bf16
@@ -48,6 +49,7 @@ SYSTEMS = {
     "encoder": ("encoder", ["model.pooling=mean"]),
     "encoder-padded": ("encoder", ["model.pooling=mean", "train.packed=false"]),
     "qwen3": ("qwen3", ["model.pooling=last"]),
+    "qwen3-padded": ("qwen3", ["model.pooling=last", "train.packed=false"]),
     "qwen3-bidirectional": ("qwen3", ["model.pooling=last", "model.bidirectional=true"]),
     "qwen3-lora": ("qwen3", ["model.pooling=last", "model.lora.r=16", "model.lora.alpha=32"]),
 }
@@ -152,14 +154,14 @@ def main(argv: list[str] | None = None) -> int:
         print(system, json.dumps(results[system]), flush=True)
     print(f"\n{platform.node()} {os.cpu_count()} CPUs, torch threads default, load {os.getloadavg()[0]:.1f}, "
           f"{args.precision}, batch {args.batch}, max len {args.max_len}, {args.steps} timed steps\n")
-    print("| run | parameters (trainable) | s/step | pairs/s | tokens/s | peak RSS MB | vs encoder-padded "
-          "| vs encoder |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    bases = ("encoder-padded", "encoder", "qwen3-padded")
+    print("| run | parameters (trainable) | s/step | pairs/s | tokens/s | peak RSS MB | "
+          + " | ".join(f"vs {b}" for b in bases) + " |")
+    print("| --- " * (6 + len(bases)) + "|")
     for system, r in results.items():
-        rel = [f"{r['s_per_step'] / results[b]['s_per_step']:.2f}x" if b in results else "-"
-               for b in ("encoder-padded", "encoder")]
+        rel = [f"{r['s_per_step'] / results[b]['s_per_step']:.2f}x" if b in results else "-" for b in bases]
         print(f"| {system} | {r['params'] / 1e6:.1f}M ({r['trainable'] / 1e6:.2f}M) | {r['s_per_step']:.2f} | "
-              f"{r['pairs_per_s']:.1f} | {r['tokens_per_s']:.0f} | {r['peak_rss_mb']:.0f} | {rel[0]} | {rel[1]} |")
+              f"{r['pairs_per_s']:.1f} | {r['tokens_per_s']:.0f} | {r['peak_rss_mb']:.0f} | {' | '.join(rel)} |")
     return 0
 
 
