@@ -1,10 +1,13 @@
 """torch.profiler table of the packed (unpadded) forward + backward of the packaged MiniLM (not a test).
 
 64 texts per step with Debian-like lengths (32 queries ~12 tokens, 32 documents ~70 with 15% at 128), random ids,
-dropout on, 2 warm-up steps then 3 profiled; prints the top operators by self CPU time.
+dropout on, 2 warm-up steps then 3 profiled; prints the top operators by self CPU time (--shapes: by operator and
+input shape; --threads N: torch threads). --groups prints instead how much attention work the CPU attention groups
+pad: padded scores (rows x width^2 per group) against the real rows' (length^2), over 20 such batches.
 
   .venv/bin/python benchmarks/packed_profile.py            # fp32
-  .venv/bin/python benchmarks/packed_profile.py --bf16
+  .venv/bin/python benchmarks/packed_profile.py --bf16 --shapes --threads 1
+  .venv/bin/python benchmarks/packed_profile.py --groups
 """
 
 from __future__ import annotations
@@ -31,8 +34,22 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--shapes", action="store_true")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--groups", action="store_true")
     args = p.parse_args()
     rng = random.Random(0)
+    if args.groups:
+        padded = real = groups = 0
+        for _ in range(20):
+            batch = pack([[7] * n for n in lengths(rng)])
+            padded += sum(rows * width * width for *_, rows, width in batch.groups)
+            real += int((batch.lengths**2).sum())
+            groups += len(batch.groups)
+        print(f"padded scores {padded:,} / real {real:,} = {padded / real:.2f}x; {groups / 20:.1f} groups per batch")
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = load_model("all-MiniLM-L6-v2").train()
 
@@ -46,10 +63,10 @@ def main() -> None:
         step()
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=args.shapes) as prof:
         for _ in range(args.steps):
             step()
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+    print(prof.key_averages(group_by_input_shape=args.shapes).table(sort_by="self_cpu_time_total", row_limit=20))
 
 
 if __name__ == "__main__":
