@@ -42,11 +42,20 @@ _PACKING: contextvars.ContextVar[bool] = contextvars.ContextVar("gte_unpadded_pa
 def supports_unpadded(backbone: nn.Module) -> bool:
     """True for an encoder or a decoder LLM whose attention goes through transformers' attention interface with the
     forward's keyword arguments passed on (`_supports_attention_backend`); False for an encoder configured as a
-    cross-attending decoder (config.is_decoder)."""
+    cross-attending decoder (config.is_decoder) and for attention that changes its scores beyond a mask."""
     cfg = getattr(backbone, "config", None)
-    if cfg is None or getattr(cfg, "is_decoder", False):
+    if cfg is None or getattr(cfg, "is_decoder", False) or _changes_scores(backbone):
         return False
     return bool(getattr(backbone, "_supports_attention_backend", False))
+
+
+def _changes_scores(backbone: nn.Module) -> bool:
+    """Whether the backbone's attention changes its scores beyond a mask (Gemma 2's soft-capping, gpt-oss's attention
+    sinks): what the packed kernels cannot apply, so such a backbone trains on padded chunks instead of failing at its
+    first packed forward (the attention function still refuses _SCORE_CHANGES it is handed)."""
+    if getattr(backbone.config, "attn_logit_softcapping", None):
+        return True
+    return any(name.endswith(".sinks") for name, _ in backbone.named_parameters())
 
 
 def first_position(backbone: nn.Module) -> int:

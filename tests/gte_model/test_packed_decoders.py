@@ -101,3 +101,13 @@ def test_gradient_checkpointing_keeps_a_packed_decoder_packed(kind, tmp_path, on
     assert set(grads[1]) == set(grads[0])
     for name, g in grads[0].items():
         assert (grads[1][name] - g).norm() <= 1e-5 * g.norm(), name
+
+
+@pytest.mark.parametrize("softcap", [50.0, None])
+def test_a_decoder_whose_attention_soft_caps_its_scores_trains_padded(softcap):
+    # Gemma 2 caps its attention scores (tanh): packed kernels cannot, so it must take the padded path, not fail there
+    from transformers import Gemma2Config, Gemma2Model
+
+    config = Gemma2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                          num_attention_heads=2, num_key_value_heads=1, head_dim=16, attn_logit_softcapping=softcap)
+    assert supports_packing(Gemma2Model(config)) is (softcap is None)
