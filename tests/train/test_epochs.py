@@ -7,13 +7,11 @@ from __future__ import annotations
 import json
 import signal
 
-import numpy as np
 import pytest
 import yaml
-from safetensors.numpy import load_file
 
 from gte_model.core.config import ConfigError, load_config
-from tests.train.test_resume import _command, _kill_after_first_checkpoint, _run, _train_order
+from tests.train.test_resume import _command, _kill_after_first_checkpoint, _run, _train_order, assert_same_export
 from tests.train.tinydata import TINY_CONFIG, write_tiny_pairs
 from train.checkpoint import list_checkpoints
 from train.config import TrainConfig
@@ -71,9 +69,7 @@ def test_an_epochs_run_records_its_resolved_steps_and_a_killed_one_resumes_to_th
     assert list_checkpoints(killed)[-1][0] < 39
     out = _run([*_command(killed, pairs), *epochs])
     assert f"resuming from {killed / 'checkpoints'}" in out.stdout
-    a, b = load_file(straight / "export" / "model.safetensors"), load_file(killed / "export" / "model.safetensors")
-    for name in a:
-        np.testing.assert_allclose(b[name], a[name], rtol=0, atol=1e-6, err_msg=name)
+    assert_same_export(straight, killed)
     assert _train_order(killed) == _train_order(straight)
     assert [r["step"] for r in read_metrics(killed / "metrics.jsonl") if r["kind"] == "eval"] == [10, 20, 30, 39]
 

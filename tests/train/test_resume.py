@@ -77,6 +77,15 @@ def _kill_after_first_checkpoint(cmd, run_dir):
     return proc.returncode
 
 
+def assert_same_export(straight, resumed) -> dict:
+    """Both runs exported the same tensors, each within 1e-6; returns the first run's weights."""
+    a, b = (load_file(d / "export" / "model.safetensors") for d in (straight, resumed))
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_allclose(b[name], a[name], rtol=0, atol=1e-6, err_msg=name)
+    return a
+
+
 def _train_order(run_dir):
     lines = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "train"]
     return [(r["step"], r["source"], r["rows_crc"]) for r in lines], [r["loss"] for r in lines]
@@ -101,10 +110,7 @@ def test_sigkilled_run_resumes_to_the_same_weights_and_data_order(tmp_path, vari
     assert f"resuming from {killed / 'checkpoints'}" in out.stdout
     assert "using padded chunks" not in out.stdout  # the packed path resumed
 
-    a, b = load_file(straight / "export" / "model.safetensors"), load_file(killed / "export" / "model.safetensors")
-    assert a.keys() == b.keys()
-    for name in a:
-        np.testing.assert_allclose(b[name], a[name], rtol=0, atol=1e-6, err_msg=name)
+    assert_same_export(straight, killed)
     order_a, loss_a = _train_order(straight)
     order_b, loss_b = _train_order(killed)
     assert [s for s, _, _ in order_b] == list(range(1, 41))  # no duplicate or missing step lines
@@ -153,7 +159,5 @@ def test_sigterm_finishes_the_step_checkpoints_exits_75_and_resumes_exactly(tmp_
     assert 3 <= step < 40 and f"checkpoint at step {step}" in err
     resumed = _run([*_command(stopped, pairs), *overrides])
     assert f"resuming from {path} (step {step})" in resumed.stdout
-    a, b = load_file(straight / "export" / "model.safetensors"), load_file(stopped / "export" / "model.safetensors")
-    for name in a:
-        np.testing.assert_allclose(b[name], a[name], rtol=0, atol=1e-6, err_msg=name)
+    assert_same_export(straight, stopped)
     assert _train_order(stopped) == _train_order(straight)
