@@ -38,9 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# CPU attention groups hold at most this many padded tokens; widths round up to ATTN_PAD_MULTIPLE (a bounded set of
-# shapes). Attention is a small share of a short-text forward's FLOPs, so the group size matters little; fewer calls
-# is better.
+# CPU attention groups hold at most this many padded tokens (a bound on the score tensors' memory); widths round up
+# to ATTN_PAD_MULTIPLE (a bounded set of shapes). Within that bound, _groups chooses the cuts by the cost model below:
+# padded scores, not padded tokens, are what a group's attention costs (benchmarks/README.md, "Issue 28, part 3").
 ATTN_GROUP_TOKENS = 4096
 ATTN_PAD_MULTIPLE = 16
 # The cost model of the grouping (_groups), in units of one padded score (a row's query x key at one width): each
@@ -257,7 +257,7 @@ def _attention(q: Tensor, k: Tensor, v: Tensor, keep: Tensor, p: float, scale: f
     if bias is not None:
         scores = scores + bias
     # masked keys at -inf in place, and the softmax and dropout in the scores' own dtype: under bf16 autocast an fp32
-    # mask or bias would lift the largest tensors of the step to fp32 and back (copies of every score, each pass)
+    # mask added to them would lift the largest tensors of the step to fp32 and back (an fp32 bias, MPNet's, does)
     probs = scores.masked_fill_(~keep, float("-inf")).softmax(dim=-1)
     return torch.matmul(apply_dropout(probs, p, True).to(v.dtype), v)
 
